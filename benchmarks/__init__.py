@@ -1,0 +1,1 @@
+"""Benchmarks: frame-quality metrics, conventional-codec anchors, rate-distortion and latency reports."""

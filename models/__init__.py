@@ -1,0 +1,1 @@
+"""Face analysis, face model assets and the synthesizer (no networking here)."""

@@ -1,0 +1,66 @@
+"""The square face crop: chosen once around the key frame's face and then held steady.
+
+Like the VoxCeleb 256x256 crops, the square leaves room for hair above and chin below:
+its side is `scale` times the landmark box, its centre a little above the face centre.
+Parts of the square outside the picture are filled by repeating the edge pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+DEFAULT_SCALE = 1.9
+DEFAULT_SHIFT_UP = 0.10
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A square in source-frame pixels: top-left corner (x0, y0) and side length."""
+
+    x0: int
+    y0: int
+    size: int
+
+    def to_crop(self, pts: np.ndarray, out_size: int) -> np.ndarray:
+        """Map source-frame points (N, 2+) into crop pixel coordinates."""
+        k = out_size / self.size
+        out = np.array(pts, dtype=np.float64, copy=True)
+        out[:, 0] = (out[:, 0] - self.x0) * k
+        out[:, 1] = (out[:, 1] - self.y0) * k
+        if out.shape[1] > 2:
+            out[:, 2:] *= k
+        return out
+
+
+def crop_around_face(landmarks: np.ndarray, scale: float = DEFAULT_SCALE,
+                     shift_up: float = DEFAULT_SHIFT_UP) -> CropBox:
+    """The square around a face given its landmarks in source-frame pixels."""
+    x0, y0 = landmarks[:, :2].min(axis=0)
+    x1, y1 = landmarks[:, :2].max(axis=0)
+    side = max(2, int(round(max(x1 - x0, y1 - y0) * scale)))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - shift_up * (y1 - y0)
+    return CropBox(x0=int(round(cx - side / 2)), y0=int(round(cy - side / 2)), size=side)
+
+
+def apply_crop(frame: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:
+    """Cut the square out of `frame` (edge pixels repeated outside) and scale it."""
+    h, w = frame.shape[:2]
+    x0, y0, side = box.x0, box.y0, box.size
+    pad_l, pad_t = max(0, -x0), max(0, -y0)
+    pad_r, pad_b = max(0, x0 + side - w), max(0, y0 + side - h)
+    if pad_l or pad_t or pad_r or pad_b:
+        frame = cv2.copyMakeBorder(frame, pad_t, pad_b, pad_l, pad_r, cv2.BORDER_REPLICATE)
+        x0, y0 = x0 + pad_l, y0 + pad_t
+    square = frame[y0:y0 + side, x0:x0 + side]
+    interp = cv2.INTER_AREA if side > out_size else cv2.INTER_CUBIC
+    return cv2.resize(square, (out_size, out_size), interpolation=interp)
+
+
+def face_inside(landmarks: np.ndarray, out_size: int, margin: float = 0.02) -> bool:
+    """Whether crop-space landmarks lie inside the crop (with a small margin)."""
+    lo, hi = margin * out_size, (1 - margin) * out_size
+    xy = landmarks[:, :2]
+    return bool((xy >= lo).all() and (xy <= hi).all())

@@ -1,0 +1,52 @@
+"""Face tracking in a steady crop: find the face once, then follow it inside the square.
+
+`CropTracker.start(frame)` finds the face in the whole picture and fixes the crop;
+`CropTracker.track(frame)` cuts that crop from each new frame and returns the crop and
+its landmarks in crop pixels (None when the face is lost or has left the crop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.crop import CropBox, apply_crop, crop_around_face, face_inside
+from models.face_tracker import FaceTracker, detect_still
+
+
+class NoFaceError(Exception):
+    """No face could be found where one was needed."""
+
+
+@dataclass
+class TrackedFrame:
+    crop: np.ndarray                 # (size, size, 3) uint8 RGB
+    landmarks: np.ndarray | None     # (478, 3) crop pixels, or None when lost
+
+
+class CropTracker:
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.box: CropBox | None = None
+        self._tracker = FaceTracker(still=False)
+
+    def start(self, frame: np.ndarray) -> CropBox:
+        """Find the face in the whole frame and fix the crop around it."""
+        landmarks = detect_still(frame)
+        if landmarks is None:
+            raise NoFaceError("no face found in the picture")
+        self.box = crop_around_face(landmarks)
+        return self.box
+
+    def track(self, frame: np.ndarray) -> TrackedFrame:
+        if self.box is None:
+            self.start(frame)
+        crop = apply_crop(frame, self.box, self.size)
+        landmarks = self._tracker.detect(crop)
+        if landmarks is not None and not face_inside(landmarks, self.size):
+            landmarks = None
+        return TrackedFrame(crop, landmarks)
+
+    def close(self) -> None:
+        self._tracker.close()
