@@ -26,7 +26,20 @@ only inter frames after it, no picture reordering:
 - HEVC: x265 `-preset medium -tune zerolatency`, constant QP, `bframes=0`, a keyint
   longer than the sequence, no scene-cut intra frames, no encoder-info SEI.
 
-Rates measured with these settings: see `VVC_QPS` and `HEVC_QPS`.
+Rates with these settings at 256x256, 25 fps, 125 frames (5 s, key frame included), in
+kbps, on rt__3.mp4 (a 590x590 talking-head crop resized to 256x256) / dpe__d.mp4 (256x256):
+
+    VVC  QP   32    35    38    41    44    47    50    54    63
+    rt__3   41.2  29.6  22.0  16.5  12.4   9.5   7.5   5.9   4.5
+    dpe__d  37.7  26.6  19.3  14.2  10.8   8.5   6.8   5.6   4.5
+
+    HEVC QP   36    38    40    42    44    46    48    51
+    rt__3   39.0  30.9  24.8  20.0  16.2  13.1  11.0   8.5
+    dpe__d  33.2  26.1  20.4  16.6  13.2  10.9   9.2   7.6
+
+VVenC flattens out near 4.5 kbps above QP 55 (the intra frame dominates); x265 stops
+at QP 51, the HEVC maximum.  With VVenC's QPA on, the same QP costs about 2.5-3 times
+the rate (QP 32: 116 kbps).  `VVC_QPS` and `HEVC_QPS` are these QP lists.
 """
 
 from __future__ import annotations
@@ -44,12 +57,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Rates on rt__3.mp4 (a 590x590 talking-head crop resized to 256x256, 125 frames, 25 fps)
-# and on dpe__d.mp4 (256x256, first 125 frames, 25 fps): see the module docstring.
-VVC_QPS: tuple[int, ...] = (37, 40, 43, 46, 49, 52, 55, 63)
+# Measured rates per QP: see the module docstring.
+VVC_QPS: tuple[int, ...] = (32, 35, 38, 41, 44, 47, 50, 54, 63)
 """Default VVenC QPs, about 40 kbps down to VVenC's floor at 256x256, 25 fps."""
 
-HEVC_QPS: tuple[int, ...] = (35, 37, 39, 41, 43, 45, 47, 51)
+HEVC_QPS: tuple[int, ...] = (36, 38, 40, 42, 44, 46, 48, 51)
 """Default x265 QPs, about 40 kbps down to x265's floor (QP 51) at 256x256, 25 fps."""
 
 VVC_GOP_SIZE = 8
@@ -126,7 +138,9 @@ def rgb_to_yuv420(frames: np.ndarray, bit_depth: int = 8) -> np.ndarray:
     return np.concatenate(flat, axis=1)
 
 
-def yuv420_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray, bit_depth: int = 8, full_range: bool = False) -> np.ndarray:
+def yuv420_to_rgb(
+    y: np.ndarray, cb: np.ndarray, cr: np.ndarray, bit_depth: int = 8, full_range: bool = False
+) -> np.ndarray:
     """BT.601 4:2:0 planes of one frame -> (H, W, 3) uint8 RGB (bilinear chroma, centre siting)."""
     h, w = y.shape
     scale = float(1 << (bit_depth - 8))
@@ -218,18 +232,25 @@ def _encode(
             try:
                 decoded, keys = decode_file(path, fmt)
             except av.FFmpegError as exc:
-                raise RuntimeError(f"{codec} qp {qp}: decoding failed ({exc}); ffmpeg log:\n{_stderr_tail(ffmpeg_log)}") from exc
+                raise RuntimeError(
+                    f"{codec} qp {qp}: decoding failed ({exc}); ffmpeg log:\n{_stderr_tail(ffmpeg_log)}"
+                ) from exc
     if decoded.shape[0] != n:
         raise RuntimeError(
-            f"{codec} qp {qp}: decoded {decoded.shape[0]} frames, expected {n}; ffmpeg log:\n{_stderr_tail(ffmpeg_log)}"
+            f"{codec} qp {qp}: decoded {decoded.shape[0]} frames, expected {n}; "
+            f"ffmpeg log:\n{_stderr_tail(ffmpeg_log)}"
         )
     if decoded.shape[1:] != frames.shape[1:]:
-        raise RuntimeError(f"{codec} qp {qp}: decoded frame shape {decoded.shape[1:]} != input {frames.shape[1:]}")
+        raise RuntimeError(
+            f"{codec} qp {qp}: decoded frame shape {decoded.shape[1:]} != input {frames.shape[1:]}"
+        )
     if keys != (0,):
         log.warning("%s qp %d: expected one key frame at index 0, got key frames %s", codec, qp, keys)
     kbps = kbps_for(num_bytes, n, fps)
     log.debug("%s qp %d: %d frames, %d bytes, %.2f kbps", codec, qp, n, num_bytes, kbps)
-    return CodedSequence(codec=codec, qp=qp, num_bytes=num_bytes, kbps=kbps, frames=decoded, keyframes=keys)
+    return CodedSequence(
+        codec=codec, qp=qp, num_bytes=num_bytes, kbps=kbps, frames=decoded, keyframes=keys
+    )
 
 
 def _intra_period(num_frames: int, gop: int) -> int:
@@ -237,7 +258,9 @@ def _intra_period(num_frames: int, gop: int) -> int:
     return gop * (num_frames // gop + 2)
 
 
-def encode_vvc(frames: np.ndarray, fps: float, qp: int, preset: str = "faster", qpa: bool = False) -> CodedSequence:
+def encode_vvc(
+    frames: np.ndarray, fps: float, qp: int, preset: str = "faster", qpa: bool = False
+) -> CodedSequence:
     """Code frames with VVenC in low delay (one intra frame, then inter frames, no reordering).
 
     Input to the encoder is 10-bit 4:2:0.  Returns the decoded frames and the rate;

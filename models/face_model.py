@@ -24,7 +24,6 @@ Parameter vector layout (all floats, see `PARAM_NAMES`):
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,27 +53,12 @@ UPPER_LIP_INNER, LOWER_LIP_INNER = 13, 14
 FOREHEAD, CHIN = 10, 152
 EYE_POINTS = tuple(sorted(set(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER + LEFT_EYE_UPPER + LEFT_EYE_LOWER
                               + RIGHT_IRIS + LEFT_IRIS + RIGHT_EYE_CORNERS + LEFT_EYE_CORNERS)))
+# The face outline, an ordered closed ring (from MediaPipe's FACEMESH_FACE_OVAL).
+FACE_OVAL = (10, 109, 67, 103, 54, 21, 162, 127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148,
+             152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 454, 356, 389, 251, 284, 332, 297, 338)
 # Points that move little with expression: forehead, nose bridge, temples, eye corners.
 SEED_RIGID = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 109, 338, 67, 297, 103, 332,
               33, 133, 362, 263, 127, 356, 234, 454, 162, 389, 21, 251, 54, 284, 93, 323)
-
-
-def face_oval() -> list[int]:
-    """The face outline as an ordered closed ring of landmark indices."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
-
-    nxt = {}
-    for a, b in FACEMESH_FACE_OVAL:
-        nxt.setdefault(a, []).append(b)
-        nxt.setdefault(b, []).append(a)
-    ring, prev = [FOREHEAD], None
-    while True:
-        cur = ring[-1]
-        step = [n for n in nxt[cur] if n != prev][0]
-        if step == ring[0]:
-            return ring
-        prev = cur
-        ring.append(step)
 
 
 @dataclass(frozen=True)
@@ -181,13 +165,13 @@ class FaceModel:
     """Analysis (landmarks -> parameters) and reconstruction (parameters -> landmarks)
     relative to one key frame's canonical shape."""
 
-    def __init__(self, basis: FaceBasis, reference: np.ndarray, frame_size: int) -> None:
+    def __init__(self, basis: FaceBasis, reference: np.ndarray, frame_size: int,
+                 reference_eyes: np.ndarray | None = None) -> None:
         self.basis = basis
         self.reference = reference            # canonical shape of the key frame (478, 3)
         self.frame_size = frame_size
-        self.reference_eyes = eye_measures(reference)
-        # eye terms are removed before projecting onto the expression basis
-        self._eye_pinv = np.linalg.pinv(basis.eyes.T)
+        # the eye values at which the reference shape's eyes are (default: as measured)
+        self.reference_eyes = eye_measures(reference) if reference_eyes is None else reference_eyes
 
     def analyse(self, landmarks: np.ndarray) -> np.ndarray:
         """Parameter vector of crop-space landmarks (478, 3)."""
@@ -216,6 +200,3 @@ def canonicalise(landmarks: np.ndarray, basis: FaceBasis, frame_size: int) -> tu
     sim = fit_similarity(basis.mean[basis.rigid], landmarks[basis.rigid])
     return sim.invert_points(landmarks), similarity_to_pose(sim, frame_size)
 
-
-def all_pairs(indices) -> list[tuple[int, int]]:
-    return list(itertools.combinations(indices, 2))

@@ -1,0 +1,3 @@
+from codec_core.cli import main
+
+raise SystemExit(main())

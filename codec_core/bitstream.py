@@ -1,0 +1,200 @@
+"""The stream syntax: records that carry the session header, key frames and parameters.
+
+A file is the magic ``FCVC``, a version byte, then records::
+
+    type u8 | length u32 (big-endian, payload bytes) | payload | crc32 u32 of type+length+payload
+
+The same record payloads travel on the data channels of a live call (without the file
+magic and CRC; see docs/bitstream.md for the full tables).  Everything here is pure
+parsing and writing: truncated, corrupt or foreign input raises `StreamError` with a
+message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+MAGIC = b"FCVC"
+VERSION = 1
+FORMAT_MESH478 = 1
+KEYFRAME_CODEC_VVC = 1
+_RECORD_HEAD = struct.Struct(">BI")
+_CRC = struct.Struct(">I")
+MAX_RECORD = 16 << 20
+
+
+class StreamError(Exception):
+    """The input is not a valid stream."""
+
+
+class RecordType(IntEnum):
+    SESSION_HEADER = 1
+    KEYFRAME = 2
+    PARAM_SEGMENT = 3
+    PARAM_PACKET = 4
+
+
+@dataclass(frozen=True)
+class SessionHeader:
+    """What a receiver must know before anything else."""
+
+    format: int              # FORMAT_MESH478
+    width: int
+    height: int
+    fps_num: int
+    fps_den: int
+    frame_count: int         # 0 for a live session
+    basis_version: str       # face basis asset, e.g. "v1"
+    num_params: int
+    intra_interval: int
+    steps: tuple[float, ...]  # angle, translation, log_scale, eye, gaze, expression, geometry
+
+    _FIXED = struct.Struct(">BHHHHIBH")
+    NUM_STEPS = 7
+
+    @property
+    def fps(self) -> float:
+        return self.fps_num / self.fps_den
+
+    def pack(self) -> bytes:
+        version = self.basis_version.encode("ascii")
+        return (self._FIXED.pack(self.format, self.width, self.height, self.fps_num, self.fps_den,
+                                 self.frame_count, self.num_params, self.intra_interval)
+                + bytes([len(version)]) + version + struct.pack(f">{self.NUM_STEPS}f", *self.steps))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "SessionHeader":
+        n = cls._FIXED.size
+        if len(data) < n + 1:
+            raise StreamError("session header is truncated")
+        fmt, w, h, fn, fd, count, nparams, intra = cls._FIXED.unpack_from(data)
+        vlen = data[n]
+        end = n + 1 + vlen + 4 * cls.NUM_STEPS
+        if len(data) != end:
+            raise StreamError(f"session header has {len(data)} bytes, expected {end}")
+        try:
+            version = data[n + 1:n + 1 + vlen].decode("ascii")
+        except UnicodeDecodeError:
+            raise StreamError("session header: basis version is not ASCII") from None
+        steps = struct.unpack_from(f">{cls.NUM_STEPS}f", data, n + 1 + vlen)
+        if fmt != FORMAT_MESH478:
+            raise StreamError(f"unknown parameter format {fmt}")
+        if not (16 <= w <= 4096 and 16 <= h <= 4096) or fn == 0 or fd == 0 or nparams == 0 or intra == 0:
+            raise StreamError("session header holds impossible values")
+        if not all(s > 0 and s < 1e3 for s in steps):
+            raise StreamError("session header holds invalid quantisation steps")
+        return cls(fmt, w, h, fn, fd, count, version, nparams, intra, tuple(float(s) for s in steps))
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """The VVC picture plus the reference geometry (an arithmetic codeword)."""
+
+    key_id: int
+    codec: int
+    picture: bytes
+    geometry: bytes
+
+    _FIXED = struct.Struct(">HBI")
+
+    def pack(self) -> bytes:
+        return self._FIXED.pack(self.key_id, self.codec, len(self.picture)) + self.picture + self.geometry
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "Keyframe":
+        n = cls._FIXED.size
+        if len(data) < n:
+            raise StreamError("key frame record is truncated")
+        key_id, codec, plen = cls._FIXED.unpack_from(data)
+        if codec != KEYFRAME_CODEC_VVC:
+            raise StreamError(f"unknown key frame codec {codec}")
+        if n + plen > len(data):
+            raise StreamError("key frame picture is truncated")
+        return cls(key_id, codec, data[n:n + plen], data[n + plen:])
+
+
+@dataclass(frozen=True)
+class ParamSegment:
+    """Frames first_frame .. first_frame+frame_count-1 as one codeword; the first is intra."""
+
+    first_frame: int
+    frame_count: int
+    payload: bytes
+
+    _FIXED = struct.Struct(">IH")
+
+    def pack(self) -> bytes:
+        return self._FIXED.pack(self.first_frame, self.frame_count) + self.payload
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "ParamSegment":
+        if len(data) < cls._FIXED.size:
+            raise StreamError("parameter segment is truncated")
+        first, count = cls._FIXED.unpack_from(data)
+        if count == 0:
+            raise StreamError("parameter segment holds no frames")
+        return cls(first, count, data[cls._FIXED.size:])
+
+
+@dataclass(frozen=True)
+class ParamPacket:
+    """One frame's parameters on the live channel (its own terminated codeword)."""
+
+    frame: int               # frame number, wraps at 2**16
+    capture_ms: int          # sender clock, milliseconds, wraps at 2**32
+    key_id: int              # the key frame these parameters animate (low 8 bits)
+    intra: bool
+    payload: bytes
+
+    _FIXED = struct.Struct(">HIBB")
+
+    def pack(self) -> bytes:
+        return self._FIXED.pack(self.frame & 0xFFFF, self.capture_ms & 0xFFFFFFFF, self.key_id & 0xFF,
+                                int(self.intra)) + self.payload
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "ParamPacket":
+        if len(data) < cls._FIXED.size:
+            raise StreamError("parameter packet is truncated")
+        frame, ms, key, flags = cls._FIXED.unpack_from(data)
+        if flags & ~1:
+            raise StreamError("parameter packet has unknown flags")
+        return cls(frame, ms, key, bool(flags & 1), data[cls._FIXED.size:])
+
+
+def write_record(rtype: RecordType, payload: bytes) -> bytes:
+    head = _RECORD_HEAD.pack(int(rtype), len(payload))
+    return head + payload + _CRC.pack(zlib.crc32(head + payload))
+
+
+def write_file_start() -> bytes:
+    return MAGIC + bytes([VERSION])
+
+
+def read_records(data: bytes) -> list[tuple[RecordType, bytes]]:
+    """All records of a stream file, checked (magic, version, lengths, CRCs)."""
+    if len(data) < len(MAGIC) + 1 or data[:len(MAGIC)] != MAGIC:
+        raise StreamError("not a face-call stream (bad magic)")
+    if data[len(MAGIC)] != VERSION:
+        raise StreamError(f"unsupported stream version {data[len(MAGIC)]}")
+    pos, out = len(MAGIC) + 1, []
+    while pos < len(data):
+        if pos + _RECORD_HEAD.size > len(data):
+            raise StreamError(f"truncated record header at byte {pos}")
+        rtype, length = _RECORD_HEAD.unpack_from(data, pos)
+        end = pos + _RECORD_HEAD.size + length
+        if length > MAX_RECORD or end + _CRC.size > len(data):
+            raise StreamError(f"truncated record at byte {pos}")
+        (crc,) = _CRC.unpack_from(data, end)
+        if crc != zlib.crc32(data[pos:end]):
+            raise StreamError(f"corrupt record at byte {pos} (CRC mismatch)")
+        try:
+            kind = RecordType(rtype)
+        except ValueError:
+            raise StreamError(f"unknown record type {rtype} at byte {pos}") from None
+        out.append((kind, data[pos + _RECORD_HEAD.size:end]))
+        pos = end + _CRC.size
+    return out

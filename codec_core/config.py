@@ -1,0 +1,76 @@
+"""Codec configuration: dataclass schema, defaults from `defaults.yaml`, YAML overrides."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+DEFAULTS = Path(__file__).resolve().parent / "defaults.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration file or value is not valid."""
+
+
+@dataclass(frozen=True)
+class Steps:
+    angle: float
+    translation: float
+    log_scale: float
+    eye: float
+    gaze: float
+    expression: float
+    geometry: float
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    size: int
+    keyframe_qp: int
+    keyframe_max_bytes: int | None
+    keyframe_preset: str
+    intra_interval: int
+    hysteresis: float
+    steps: Steps = field(default=None)
+
+    def with_overrides(self, **kw) -> "CodecConfig":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _merge(base: dict, over: dict, where: str = "") -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if key not in base:
+            raise ConfigError(f"unknown configuration key {where}{key!r}")
+        out[key] = _merge(base[key], value, f"{where}{key}.") if isinstance(base[key], dict) else value
+    return out
+
+
+def load_config(path: str | Path | None = None) -> CodecConfig:
+    """Defaults, overridden by the keys present in `path`."""
+    data = yaml.safe_load(DEFAULTS.read_text())
+    if path is not None:
+        try:
+            over = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read configuration {path}: {exc}") from None
+        if not isinstance(over, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        data = _merge(data, over)
+    try:
+        steps = Steps(**{f.name: float(data["steps"][f.name]) for f in fields(Steps)})
+        cfg = CodecConfig(**{**data, "steps": steps})
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+    if cfg.size not in (256, 512):
+        raise ConfigError(f"size must be 256 or 512, not {cfg.size}")
+    if cfg.intra_interval < 1:
+        raise ConfigError("intra_interval must be at least 1")
+    if min(vars(steps).values()) <= 0:
+        raise ConfigError("quantisation steps must be positive")
+    return cfg

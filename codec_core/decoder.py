@@ -1,0 +1,171 @@
+"""The receiving side of the codec: key frame in, parameter levels in, pictures out.
+
+`FaceDecoder` holds a session's state (header, key frame, reference, synthesizer) and is
+shared by the file decoder and the live receiver.  `parse_stream` reads and checks a
+whole stream file; `decode_stream` is the offline decoder behind `python -m codec_core
+decode`, `stream_info` the numbers behind `info`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from codec_core.arith import ArithmeticDecoder
+from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, StreamError, read_records
+from codec_core.config import Steps
+from codec_core.keyframe import decode_keyframe
+from codec_core.param_coding import ParamDecodeError, ParamFrameDecoder, dequantise, step_vector
+from codec_core.reference import Reference
+from models.face_model import FaceBasis
+
+log = logging.getLogger(__name__)
+# decoded levels beyond these are corrupt input, not faces
+MAX_LEVEL = 1 << 20
+
+
+def header_steps(header: SessionHeader) -> Steps:
+    return Steps(*header.steps)
+
+
+class FaceDecoder:
+    def __init__(self, header: SessionHeader, basis: FaceBasis | None = None, device: str = "cpu") -> None:
+        basis = basis or FaceBasis.load()
+        if header.basis_version != basis.version:
+            raise StreamError(f"stream needs face basis {header.basis_version!r}, this decoder has {basis.version!r}")
+        if header.num_params != basis.num_params:
+            raise StreamError(f"stream has {header.num_params} parameters per frame, basis {basis.version} has "
+                              f"{basis.num_params}")
+        self.header = header
+        self.basis = basis
+        self.device = device
+        self.steps = step_vector(header_steps(header), basis.num_params)
+        self.reference: Reference | None = None
+        self.keyframe: np.ndarray | None = None
+        self.key_id: int | None = None
+        self._synth = None
+
+    def set_keyframe(self, record: Keyframe) -> None:
+        from models.synthesizer import Synthesizer
+
+        picture = decode_keyframe(record.picture)
+        if picture.shape[:2] != (self.header.height, self.header.width):
+            raise StreamError(f"key frame is {picture.shape[1]}x{picture.shape[0]}, header says "
+                              f"{self.header.width}x{self.header.height}")
+        self.reference = Reference.unpack(record.geometry, self.basis, self.header.width, self.header.steps[6],
+                                          self.steps)
+        self.keyframe = picture
+        self.key_id = record.key_id
+        self._synth = Synthesizer(picture, self.reference.face_model(), self.reference.reference_params(),
+                                  self.reference.ring_weights, self.device)
+
+    def params(self, levels: np.ndarray) -> np.ndarray:
+        return dequantise(levels, self.steps)
+
+    def render(self, params: np.ndarray) -> np.ndarray:
+        """The synthesized frame (H, W, 3 uint8) for a parameter vector."""
+        if self._synth is None:
+            raise StreamError("parameters arrived before any key frame")
+        return self._synth.render(params)
+
+
+def check_levels(levels: np.ndarray) -> np.ndarray:
+    if np.abs(levels).max(initial=0) > MAX_LEVEL:
+        raise ParamDecodeError("parameter values out of range (corrupt payload)")
+    return levels
+
+
+def decode_segment(segment: ParamSegment, num_params: int) -> list[np.ndarray]:
+    coder, dec = ParamFrameDecoder(num_params), ArithmeticDecoder(segment.payload)
+    out = [check_levels(coder.decode(dec, intra=(i == 0))) for i in range(segment.frame_count)]
+    if dec.overrun_bits > 32:
+        raise ParamDecodeError(f"parameter segment at frame {segment.first_frame} is truncated")
+    return out
+
+
+@dataclass
+class ParsedStream:
+    header: SessionHeader
+    keyframe: Keyframe
+    segments: list[ParamSegment]
+    total_bytes: int
+
+    @property
+    def frame_count(self) -> int:
+        return sum(s.frame_count for s in self.segments)
+
+
+def parse_stream(data: bytes) -> ParsedStream:
+    """Split a stream file into its parts and check how they fit together."""
+    records = read_records(data)
+    if not records or records[0][0] != RecordType.SESSION_HEADER:
+        raise StreamError("stream does not start with a session header")
+    header = SessionHeader.unpack(records[0][1])
+    keyframe, segments = None, []
+    for kind, payload in records[1:]:
+        if kind == RecordType.KEYFRAME:
+            if keyframe is not None:
+                raise StreamError("stream file holds more than one key frame")
+            keyframe = Keyframe.unpack(payload)
+        elif kind == RecordType.PARAM_SEGMENT:
+            if keyframe is None:
+                raise StreamError("parameters come before the key frame")
+            seg = ParamSegment.unpack(payload)
+            expected = sum(s.frame_count for s in segments)
+            if seg.first_frame != expected:
+                raise StreamError(f"parameter segment starts at frame {seg.first_frame}, expected {expected}")
+            segments.append(seg)
+        else:
+            raise StreamError(f"unexpected {kind.name} record in a stream file")
+    if keyframe is None:
+        raise StreamError("stream holds no key frame")
+    parsed = ParsedStream(header, keyframe, segments, len(data))
+    if parsed.frame_count != header.frame_count:
+        raise StreamError(f"stream holds {parsed.frame_count} frames, header says {header.frame_count} (truncated?)")
+    return parsed
+
+
+def read_stream(path: str | Path) -> ParsedStream:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise StreamError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_stream(data)
+
+
+def decode_frames(parsed: ParsedStream, device: str = "cpu",
+                  edit: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    """Synthesized frames of a parsed stream, in order."""
+    decoder = FaceDecoder(parsed.header, device=device)
+    decoder.set_keyframe(parsed.keyframe)
+    for seg in parsed.segments:
+        for levels in decode_segment(seg, parsed.header.num_params):
+            params = decoder.params(levels)
+            yield decoder.render(edit(params) if edit else params)
+
+
+def stream_info(parsed: ParsedStream) -> dict:
+    h = parsed.header
+    seconds = parsed.frame_count / h.fps if parsed.frame_count else 0.0
+    param_bytes = sum(len(s.payload) for s in parsed.segments)
+    kbps = (lambda n: round(n * 8 / seconds / 1000, 3) if seconds else 0.0)
+    return {
+        "frames": parsed.frame_count,
+        "fps": round(h.fps, 3),
+        "width": h.width,
+        "height": h.height,
+        "format": "mesh478",
+        "basis_version": h.basis_version,
+        "num_params": h.num_params,
+        "intra_interval": h.intra_interval,
+        "keyframe_bytes": len(parsed.keyframe.picture),
+        "geometry_bytes": len(parsed.keyframe.geometry),
+        "param_bytes": param_bytes,
+        "file_bytes": parsed.total_bytes,
+        "param_kbps": kbps(param_bytes),
+        "total_kbps": kbps(parsed.total_bytes),
+    }

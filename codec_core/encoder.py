@@ -1,0 +1,144 @@
+"""The sending side of the codec: key frames and per-frame parameter levels.
+
+`FaceEncoder` is the per-session state that a file encoder and the live sender share:
+it codes a key frame (VVC, decoded back: the closed loop), derives the reference geometry
+from it, and turns each frame's landmarks into quantised parameter levels.
+`encode_video` is the offline encoder behind `python -m codec_core encode`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from codec_core.arith import ArithmeticEncoder
+from codec_core.bitstream import (FORMAT_MESH478, KEYFRAME_CODEC_VVC, Keyframe, ParamSegment, RecordType,
+                                  SessionHeader, write_file_start, write_record)
+from codec_core.config import CodecConfig
+from codec_core.keyframe import decode_keyframe, encode_keyframe_within
+from codec_core.param_coding import ParamFrameEncoder, quantise, step_vector
+from codec_core.reference import Reference
+from codec_core.video import VideoWriter, probe_fps, read_frames
+from models.face_model import FaceBasis, FaceModel
+from models.tracking import CropTracker, NoFaceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CodedKeyframe:
+    record: Keyframe
+    picture: np.ndarray      # the decoded key frame, exactly as the receiver will have it
+    reference: Reference
+    qp: int
+
+
+class FaceEncoder:
+    def __init__(self, config: CodecConfig, basis: FaceBasis) -> None:
+        self.config = config
+        self.basis = basis
+        self.steps = step_vector(config.steps, basis.num_params)
+        self.keyframe: CodedKeyframe | None = None
+        self._model: FaceModel | None = None
+        self._previous: np.ndarray | None = None
+        self._key_id = -1
+
+    def header(self, fps: Fraction, frame_count: int = 0) -> SessionHeader:
+        s = self.config.steps
+        fps = Fraction(fps).limit_denominator(1001)
+        return SessionHeader(FORMAT_MESH478, self.config.size, self.config.size, fps.numerator, fps.denominator,
+                             frame_count, self.basis.version, self.basis.num_params, self.config.intra_interval,
+                             (s.angle, s.translation, s.log_scale, s.eye, s.gaze, s.expression, s.geometry))
+
+    def new_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
+        """Code `crop` as the new key frame; `landmarks` are its face landmarks (crop pixels)."""
+        from models.segmentation import person_probability
+
+        cfg = self.config
+        data, qp = encode_keyframe_within(crop, cfg.keyframe_qp, cfg.keyframe_max_bytes, cfg.keyframe_preset)
+        picture = decode_keyframe(data)
+        reference = Reference.from_landmarks(self.basis, landmarks, cfg.size, cfg.steps.geometry, self.steps,
+                                             person=person_probability(picture))
+        self._key_id = (self._key_id + 1) & 0xFFFF
+        record = Keyframe(self._key_id, KEYFRAME_CODEC_VVC, data, reference.pack())
+        self.keyframe = CodedKeyframe(record, picture, reference, qp)
+        self._model = reference.face_model()
+        self._previous = reference.reference_levels()
+        return self.keyframe
+
+    def levels(self, landmarks: np.ndarray | None) -> np.ndarray:
+        """Quantised parameters of one frame; a frame without a face holds the last ones."""
+        if self._model is None:
+            raise RuntimeError("no key frame yet")
+        if landmarks is not None:
+            params = self._model.analyse(landmarks)
+            self._previous = quantise(params, self.steps, self._previous, self.config.hysteresis)
+        return self._previous.copy()
+
+
+def encode_segment(levels: list[np.ndarray], num_params: int) -> bytes:
+    """Frames as one arithmetic codeword: the first intra, the others predicted."""
+    coder, enc = ParamFrameEncoder(num_params), ArithmeticEncoder()
+    for i, q in enumerate(levels):
+        coder.encode(enc, q, intra=(i == 0))
+    return enc.finish()
+
+
+@dataclass
+class EncodeResult:
+    frames: int
+    lost_frames: int
+    keyframe_bytes: int
+    keyframe_qp: int
+    file_bytes: int
+
+
+def encode_video(source: str | Path, output: str | Path, config: CodecConfig, basis: FaceBasis,
+                 max_frames: int | None = None, save_crop: str | Path | None = None,
+                 progress: bool = False) -> EncodeResult:
+    """Encode a video file into a stream file."""
+    fps = probe_fps(source)
+    encoder = FaceEncoder(config, basis)
+    tracker = CropTracker(config.size)
+    levels: list[np.ndarray] = []
+    lost = 0
+    writer = VideoWriter(save_crop, fps, lossless=True) if save_crop else None
+    try:
+        frames = read_frames(source, max_frames)
+        for frame in tqdm(frames, total=max_frames, disable=not progress, desc="encoding", unit="frame"):
+            if encoder.keyframe is None:
+                tracker.start(frame)
+                tracked = tracker.track(frame)
+                if tracked.landmarks is None:
+                    raise NoFaceError("no face found in the first frame's crop")
+                encoder.new_keyframe(tracked.crop, tracked.landmarks)
+            else:
+                tracked = tracker.track(frame)
+            if tracked.landmarks is None:
+                lost += 1
+            levels.append(encoder.levels(tracked.landmarks))
+            if writer:
+                writer.write(tracked.crop)
+    finally:
+        tracker.close()
+        if writer:
+            writer.close()
+    if not levels:
+        raise NoFaceError("the video holds no frames")
+    if lost:
+        log.warning("face lost in %d of %d frames: their parameters hold the last seen face", lost, len(levels))
+    out = bytearray(write_file_start())
+    out += write_record(RecordType.SESSION_HEADER, encoder.header(fps, len(levels)).pack())
+    out += write_record(RecordType.KEYFRAME, encoder.keyframe.record.pack())
+    step = config.intra_interval
+    for start in range(0, len(levels), step):
+        chunk = levels[start:start + step]
+        payload = encode_segment(chunk, basis.num_params)
+        out += write_record(RecordType.PARAM_SEGMENT, ParamSegment(start, len(chunk), payload).pack())
+    Path(output).write_bytes(out)
+    return EncodeResult(len(levels), lost, len(encoder.keyframe.record.picture), encoder.keyframe.qp, len(out))

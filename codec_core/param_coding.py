@@ -1,0 +1,177 @@
+"""Parameter coding: quantisation, prediction and binarisation onto the arithmetic coder.
+
+Per frame, every parameter is quantised with its own step (docs/bitstream.md).  A
+predicted frame codes q_t - q_{t-1} (the previous *reconstructed* frame); an intra frame
+codes q_t itself.  Each integer is binarised as
+
+    nonzero flag | sign | magnitude-1 as up to 4 unary bins | rest as Exp-Golomb (bypass)
+
+with an adaptive context per parameter, bin and mode (intra / predicted).  Contexts are
+reset at intra frames and persist over all the predicted frames between them.
+
+The key frame's reference shape (478 canonical points) is coded once, as its difference
+from the basis mean shape, each point predicted from the nearest point coded before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder, ContextSet
+from codec_core.config import Steps
+
+NUM_UNARY = 4
+EG_ORDER_PREDICTED = 0
+EG_ORDER_INTRA = 3
+EG_ORDER_GEOMETRY = 1
+MAX_MAGNITUDE = 1 << 24
+
+
+class ParamDecodeError(Exception):
+    """A parameter payload does not decode to valid values."""
+
+
+def step_vector(steps: Steps, num_params: int) -> np.ndarray:
+    """Quantisation step of every entry of the parameter vector (layout: models.face_model)."""
+    fixed = [steps.angle] * 3 + [steps.translation] * 2 + [steps.log_scale] + [steps.eye] * 2 + [steps.gaze] * 2
+    return np.array(fixed + [steps.expression] * (num_params - len(fixed)))
+
+
+def quantise(x: np.ndarray, step: np.ndarray, previous: np.ndarray | None = None,
+             hysteresis: float = 0.0) -> np.ndarray:
+    """Nearest level, except that a value stays at `previous` until the input is more than
+    (0.5 + hysteresis) steps away from it: steady faces give steady parameters."""
+    q = np.rint(x / step).astype(np.int64)
+    if previous is not None and hysteresis > 0:
+        hold = np.abs(x / step - previous) <= 0.5 + hysteresis
+        q = np.where(hold, previous, q)
+    return q
+
+
+def dequantise(q: np.ndarray, step: np.ndarray) -> np.ndarray:
+    return q * step
+
+
+# -- binarisation ------------------------------------------------------------------------
+
+def _write_exp_golomb(enc: ArithmeticEncoder, value: int, k: int) -> None:
+    while value >= (1 << k):
+        enc.encode_bypass(1)
+        value -= 1 << k
+        k += 1
+    enc.encode_bypass(0)
+    for i in range(k - 1, -1, -1):
+        enc.encode_bypass((value >> i) & 1)
+
+
+def _read_exp_golomb(dec: ArithmeticDecoder, k: int) -> int:
+    value = 0
+    while dec.decode_bypass():
+        value += 1 << k
+        k += 1
+        if value > MAX_MAGNITUDE:
+            raise ParamDecodeError("Exp-Golomb prefix too long (corrupt payload)")
+    rest = 0
+    for _ in range(k):
+        rest = (rest << 1) | dec.decode_bypass()
+    return value + rest
+
+
+def write_int(enc: ArithmeticEncoder, ctxs: ContextSet, key, value: int, eg_order: int) -> None:
+    """Code one signed integer with contexts ctxs[(key, bin)]."""
+    enc.encode(int(value != 0), ctxs[key, 0])
+    if value == 0:
+        return
+    enc.encode(int(value < 0), ctxs[key, 1])
+    m = abs(value) - 1
+    for j in range(NUM_UNARY):
+        more = int(m > j)
+        enc.encode(more, ctxs[key, 2 + j])
+        if not more:
+            return
+    _write_exp_golomb(enc, m - NUM_UNARY, eg_order)
+
+
+def read_int(dec: ArithmeticDecoder, ctxs: ContextSet, key, eg_order: int) -> int:
+    if not dec.decode(ctxs[key, 0]):
+        return 0
+    negative = dec.decode(ctxs[key, 1])
+    m = 0
+    for j in range(NUM_UNARY):
+        if not dec.decode(ctxs[key, 2 + j]):
+            break
+        m += 1
+    else:
+        m = NUM_UNARY + _read_exp_golomb(dec, eg_order)
+    value = m + 1
+    return -value if negative else value
+
+
+# -- parameter frames --------------------------------------------------------------------
+
+class ParamFrameCoder:
+    """State shared by encoder and decoder: the contexts and the previous reconstruction."""
+
+    def __init__(self, num_params: int) -> None:
+        self.num_params = num_params
+        self.contexts = ContextSet()
+        self.previous: np.ndarray | None = None
+
+    def start_intra(self) -> None:
+        self.contexts.reset()
+
+
+class ParamFrameEncoder(ParamFrameCoder):
+    def encode(self, enc: ArithmeticEncoder, q: np.ndarray, intra: bool) -> None:
+        if intra:
+            self.start_intra()
+        elif self.previous is None:
+            raise ValueError("the first parameter frame must be intra")
+        pred = np.zeros_like(q) if intra else self.previous
+        mode, order = ("i", EG_ORDER_INTRA) if intra else ("p", EG_ORDER_PREDICTED)
+        for i, r in enumerate((q - pred).tolist()):
+            write_int(enc, self.contexts, (mode, i), r, order)
+        self.previous = q.copy()
+
+
+class ParamFrameDecoder(ParamFrameCoder):
+    def decode(self, dec: ArithmeticDecoder, intra: bool) -> np.ndarray:
+        if intra:
+            self.start_intra()
+        elif self.previous is None:
+            raise ParamDecodeError("a predicted parameter frame arrived before any intra frame")
+        mode, order = ("i", EG_ORDER_INTRA) if intra else ("p", EG_ORDER_PREDICTED)
+        r = np.array([read_int(dec, self.contexts, (mode, i), order) for i in range(self.num_params)], dtype=np.int64)
+        q = r if intra else self.previous + r
+        self.previous = q.copy()
+        return q
+
+
+# -- reference geometry ------------------------------------------------------------------
+
+def geometry_predictors(mean: np.ndarray) -> np.ndarray:
+    """For each point i > 0, the nearest point j < i of the mean shape (-1 for point 0)."""
+    pred = np.full(len(mean), -1)
+    for i in range(1, len(mean)):
+        d = np.linalg.norm(mean[:i] - mean[i], axis=1)
+        pred[i] = int(np.argmin(d))
+    return pred
+
+
+def encode_geometry(enc: ArithmeticEncoder, q: np.ndarray, predictors: np.ndarray) -> None:
+    """Quantised (478, 3) differences from the mean shape."""
+    ctxs = ContextSet()
+    for i in range(len(q)):
+        base = q[predictors[i]] if predictors[i] >= 0 else np.zeros(3, np.int64)
+        for axis in range(3):
+            write_int(enc, ctxs, ("g", axis), int(q[i, axis] - base[axis]), EG_ORDER_GEOMETRY)
+
+
+def decode_geometry(dec: ArithmeticDecoder, predictors: np.ndarray) -> np.ndarray:
+    ctxs = ContextSet()
+    q = np.zeros((len(predictors), 3), np.int64)
+    for i in range(len(predictors)):
+        base = q[predictors[i]] if predictors[i] >= 0 else np.zeros(3, np.int64)
+        for axis in range(3):
+            q[i, axis] = base[axis] + read_int(dec, ctxs, ("g", axis), EG_ORDER_GEOMETRY)
+    return q
