@@ -51,9 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import cv2
 import imageio_ffmpeg
 import numpy as np
+
+from codec_core.colour import frame_to_rgb, rgb_to_yuv420
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ HEVC_QPS: tuple[int, ...] = (36, 38, 40, 42, 44, 46, 48, 51)
 VVC_GOP_SIZE = 8
 """VVenC low-delay GOP size."""
 
-_KR, _KB = 0.299, 0.114  # BT.601
-_KG = 1.0 - _KR - _KB
 _STDERR_TAIL_CHARS = 2000
 
 
@@ -109,78 +108,6 @@ def _as_frames(frames: np.ndarray) -> np.ndarray:
     if arr.shape[1] % 2 or arr.shape[2] % 2:
         raise ValueError(f"4:2:0 coding needs even width and height, got {arr.shape[2]}x{arr.shape[1]}")
     return arr
-
-
-def rgb_to_yuv420(frames: np.ndarray, bit_depth: int = 8) -> np.ndarray:
-    """(N, H, W, 3) uint8 RGB -> planar BT.601 limited-range 4:2:0, one row per frame.
-
-    Returns (N, H*W*3/2) uint8 (bit_depth 8) or little-endian uint16 (bit_depth 10),
-    each row the Y plane then Cb then Cr, as FFmpeg's yuv420p / yuv420p10le rawvideo.
-    Chroma is the 2x2 mean (centre siting).
-    """
-    n, h, w, _ = frames.shape
-    rgb = frames.astype(np.float32) / 255.0
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = _KR * r + _KG * g + _KB * b
-    pb = (b - y) / (2.0 * (1.0 - _KB))
-    pr = (r - y) / (2.0 * (1.0 - _KR))
-    pb = pb.reshape(n, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
-    pr = pr.reshape(n, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
-    scale = float(1 << (bit_depth - 8))
-    top = (1 << bit_depth) - 1
-    planes = [
-        (16.0 + 219.0 * y) * scale,
-        (128.0 + 224.0 * pb) * scale,
-        (128.0 + 224.0 * pr) * scale,
-    ]
-    dtype = np.uint8 if bit_depth == 8 else np.dtype("<u2")
-    flat = [np.clip(np.rint(p), 0, top).astype(dtype).reshape(n, -1) for p in planes]
-    return np.concatenate(flat, axis=1)
-
-
-def yuv420_to_rgb(
-    y: np.ndarray, cb: np.ndarray, cr: np.ndarray, bit_depth: int = 8, full_range: bool = False
-) -> np.ndarray:
-    """BT.601 4:2:0 planes of one frame -> (H, W, 3) uint8 RGB (bilinear chroma, centre siting)."""
-    h, w = y.shape
-    scale = float(1 << (bit_depth - 8))
-    if full_range:
-        top = float((1 << bit_depth) - 1)
-        yl = y.astype(np.float32) / top
-        pb = (cb.astype(np.float32) - 128.0 * scale) / top
-        pr = (cr.astype(np.float32) - 128.0 * scale) / top
-    else:
-        yl = (y.astype(np.float32) / scale - 16.0) / 219.0
-        pb = (cb.astype(np.float32) / scale - 128.0) / 224.0
-        pr = (cr.astype(np.float32) / scale - 128.0) / 224.0
-    pb = cv2.resize(pb, (w, h), interpolation=cv2.INTER_LINEAR)
-    pr = cv2.resize(pr, (w, h), interpolation=cv2.INTER_LINEAR)
-    r = yl + 2.0 * (1.0 - _KR) * pr
-    b = yl + 2.0 * (1.0 - _KB) * pb
-    g = (yl - _KR * r - _KB * b) / _KG
-    rgb = np.stack([r, g, b], axis=-1) * 255.0
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-
-
-def _plane(frame: av.VideoFrame, index: int, dtype: np.dtype) -> np.ndarray:
-    """One plane of a decoded frame as a 2-D array without the line padding."""
-    plane = frame.planes[index]
-    itemsize = np.dtype(dtype).itemsize
-    arr = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
-    return arr[:, : plane.width]
-
-
-def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as (H, W, 3) uint8 RGB; 4:2:0 (8/10 bit) converted by `yuv420_to_rgb`."""
-    fmt = frame.format.name
-    depths = {"yuv420p": 8, "yuvj420p": 8, "yuv420p10le": 10}
-    if fmt not in depths:
-        log.warning("decoded pixel format %s: converting with swscale", fmt)
-        return frame.to_ndarray(format="rgb24")
-    dtype = np.uint8 if depths[fmt] == 8 else np.dtype("<u2")
-    full = fmt == "yuvj420p" or frame.color_range == 2  # 2: AVCOL_RANGE_JPEG
-    y, cb, cr = (_plane(frame, i, dtype) for i in range(3))
-    return yuv420_to_rgb(y, cb, cr, bit_depth=depths[fmt], full_range=full)
 
 
 def decode_file(path: Path, fmt: str | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
