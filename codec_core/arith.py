@@ -4,7 +4,7 @@ A bit-oriented integer arithmetic coder (the classic Witten-Neal-Cleary scheme w
 E3 "pending bit" scaling, 32-bit state) driving binary decisions whose probabilities
 adapt as they are coded.  Each `Context` keeps the probability that its next bin is 1
 as a 16-bit number and moves it towards every coded value with an exponential update
-(two rates averaged, like VVC's CABAC), so a context learns quickly and then settles.
+whose rate slows as the context ages, so a context learns quickly and then settles.
 
 Contexts live outside the coder: the parameter coder keeps one `ContextSet` across all
 frames of a segment (no per-frame reset), and a stream may end and resume a codeword
@@ -27,22 +27,28 @@ PROB_MIN = 1 << 5  # keep both symbols codable: p in [PROB_MIN, PROB_ONE - PROB_
 
 @dataclass
 class Context:
-    """Adaptive probability of a binary decision being 1 (two-rate exponential update)."""
+    """Adaptive probability of a binary decision being 1.
 
-    fast: int = PROB_ONE // 2
-    slow: int = PROB_ONE // 2
-    fast_shift: int = 4
-    slow_shift: int = 7
+    The update moves the probability a fraction 2**-shift towards each coded value, the
+    shift growing from 1 to `MAX_SHIFT` with the number of values seen: a young context
+    learns fast (close to a running count), an old one settles.
+    """
+
+    p: int = PROB_ONE // 2
+    count: int = 0
+
+    MAX_SHIFT = 6
 
     @property
     def p1(self) -> int:
-        p = (self.fast + self.slow) >> 1
-        return min(max(p, PROB_MIN), PROB_ONE - PROB_MIN)
+        return min(max(self.p, PROB_MIN), PROB_ONE - PROB_MIN)
 
     def update(self, bit: int) -> None:
+        shift = min(self.count + 1, self.MAX_SHIFT)
         target = PROB_ONE if bit else 0
-        self.fast += (target - self.fast) >> self.fast_shift
-        self.slow += (target - self.slow) >> self.slow_shift
+        self.p += (target - self.p) >> shift
+        if self.count < self.MAX_SHIFT:
+            self.count += 1
 
 
 @dataclass
@@ -125,10 +131,13 @@ class ArithmeticEncoder:
         # Any value in [low, high] decodes correctly; one of 01... or 10... (followed by
         # zeros, which the decoder reads past the end) lies inside, because the range
         # always spans more than a quarter.
-        self._pending += 1
-        if self._low < QUARTER:
+        if self._low == 0 and self._pending == 0:
+            pass  # all zeros lie in [low, high]: the implied trailing zeros suffice
+        elif self._low < QUARTER:
+            self._pending += 1
             self._emit(0)
         else:
+            self._pending += 1
             self._emit(1)
         bits = self._bits
         while bits and bits[-1] == 0:  # trailing zeros are implied by the decoder

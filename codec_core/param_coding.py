@@ -175,3 +175,24 @@ def decode_geometry(dec: ArithmeticDecoder, predictors: np.ndarray) -> np.ndarra
         for axis in range(3):
             q[i, axis] = base[axis] + read_int(dec, ctxs, ("g", axis), EG_ORDER_GEOMETRY)
     return q
+
+
+# -- live packets ------------------------------------------------------------------------
+
+class PacketParamEncoder(ParamFrameEncoder):
+    """Live mode: every frame is its own terminated codeword (one data-channel packet);
+    contexts and prediction still run on from frame to frame until the next intra frame."""
+
+    def encode_packet(self, q: np.ndarray, intra: bool) -> bytes:
+        enc = ArithmeticEncoder()
+        self.encode(enc, q, intra)
+        return enc.finish()
+
+
+class PacketParamDecoder(ParamFrameDecoder):
+    def decode_packet(self, payload: bytes, intra: bool) -> np.ndarray:
+        dec = ArithmeticDecoder(payload)
+        q = self.decode(dec, intra)
+        if dec.overrun_bits > 32:
+            raise ParamDecodeError("parameter packet is truncated")
+        return q
