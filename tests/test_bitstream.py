@@ -1,0 +1,128 @@
+"""Stream parsing against real fixtures (tests/fixtures, see make_fixtures.py) and their
+truncated, corrupted and foreign variants."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from codec_core.bitstream import (MAGIC, Keyframe, ParamPacket, ParamSegment, RecordType, SessionHeader,
+                                  StreamError, read_records, write_file_start, write_record)
+from codec_core.decoder import decode_segment, parse_stream
+from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
+
+from conftest import FIXTURES
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def test_session_header_fixture():
+    h = SessionHeader.unpack(fixture("session_header.bin"))
+    assert (h.width, h.height, h.fps, h.frame_count) == (256, 256, 25.0, 12)
+    assert h.basis_version == "v1" and h.num_params == 30 and h.intra_interval == 5
+    assert h.pack() == fixture("session_header.bin")
+
+
+@pytest.mark.parametrize("name,cls", [("session_header.bin", SessionHeader), ("keyframe.bin", Keyframe),
+                                      ("param_segment.bin", ParamSegment), ("param_packet.bin", ParamPacket)])
+def test_records_roundtrip(name, cls):
+    data = fixture(name)
+    assert cls.unpack(data).pack() == data
+
+
+@pytest.mark.parametrize("name,cls,min_len", [("session_header.bin", SessionHeader, 1), ("keyframe.bin", Keyframe, 7),
+                                              ("param_segment.bin", ParamSegment, 6), ("param_packet.bin", ParamPacket, 8)])
+def test_truncated_records_are_refused(name, cls, min_len):
+    data = fixture(name)
+    for n in range(min_len):
+        with pytest.raises(StreamError):
+            cls.unpack(data[:n])
+    if cls in (SessionHeader,):
+        for n in range(len(data)):
+            with pytest.raises(StreamError):
+                cls.unpack(data[:n])
+
+
+def test_keyframe_picture_truncated():
+    data = fixture("keyframe.bin")
+    (plen,) = struct.unpack_from(">I", data, 3)
+    with pytest.raises(StreamError, match="truncated"):
+        Keyframe.unpack(data[:7 + plen - 1])
+
+
+def test_invalid_header_values():
+    h = SessionHeader.unpack(fixture("session_header.bin"))
+    bad_format = bytearray(h.pack())
+    bad_format[0] = 9
+    with pytest.raises(StreamError, match="format"):
+        SessionHeader.unpack(bytes(bad_format))
+    bad_fps = bytearray(h.pack())
+    bad_fps[5:7] = b"\x00\x00"
+    with pytest.raises(StreamError):
+        SessionHeader.unpack(bytes(bad_fps))
+
+
+def test_packet_with_unknown_flags():
+    data = bytearray(fixture("param_packet.bin"))
+    data[7] |= 0x80
+    with pytest.raises(StreamError, match="flags"):
+        ParamPacket.unpack(bytes(data))
+
+
+def test_packet_fixture_decodes_after_its_intra_frame():
+    parsed = parse_stream(fixture("short.fcv"))
+    levels = decode_segment(parsed.segments[0], 30)
+    packet = ParamPacket.unpack(fixture("param_packet.bin"))
+    assert (packet.frame, packet.capture_ms, packet.intra) == (1, 123456, False)
+    dec = PacketParamDecoder(30)
+    with pytest.raises(ParamDecodeError):  # a stranger's predicted packet, no intra frame yet
+        dec.decode_packet(packet.payload, packet.intra)
+    from codec_core.param_coding import PacketParamEncoder
+    intra = PacketParamEncoder(30).encode_packet(levels[0], True)
+    dec.decode_packet(intra, True)
+    assert np.array_equal(dec.decode_packet(packet.payload, False), levels[1])
+
+
+def test_stream_file_parses():
+    parsed = parse_stream(fixture("short.fcv"))
+    assert parsed.frame_count == 12 and [s.first_frame for s in parsed.segments] == [0, 5, 10]
+    all_levels = [lv for s in parsed.segments for lv in decode_segment(s, 30)]
+    assert len(all_levels) == 12
+
+
+def test_stream_file_truncated_anywhere():
+    data = fixture("short.fcv")
+    for n in list(range(0, 40)) + list(range(40, len(data), 97)) + [len(data) - 1]:
+        with pytest.raises(StreamError):
+            parse_stream(data[:n])
+
+
+def test_stream_file_corrupted_anywhere():
+    data = fixture("short.fcv")
+    rng = np.random.default_rng(0)
+    for pos in rng.choice(np.arange(len(MAGIC) + 1, len(data)), size=60, replace=False):
+        bad = bytearray(data)
+        bad[pos] ^= 1 << int(rng.integers(8))
+        with pytest.raises(StreamError):
+            parse_stream(bytes(bad))
+
+
+@pytest.mark.parametrize("junk", [b"", b"FCVC", b"\x00" * 100, b"RIFF....WAVEfmt ", b"FCVC\x07rest",
+                                  bytes(range(256))])
+def test_foreign_data(junk):
+    with pytest.raises(StreamError):
+        parse_stream(junk)
+
+
+def test_unknown_record_type_and_missing_parts():
+    header = write_record(RecordType.SESSION_HEADER, fixture("session_header.bin"))
+    with pytest.raises(StreamError, match="no key frame"):
+        parse_stream(write_file_start() + header)
+    with pytest.raises(StreamError, match="start with a session header"):
+        parse_stream(write_file_start() + write_record(RecordType.KEYFRAME, fixture("keyframe.bin")))
+    odd = bytearray(write_record(RecordType.SESSION_HEADER, b""))
+    odd[0] = 77
+    with pytest.raises(StreamError):
+        read_records(write_file_start() + bytes(odd))
