@@ -27,6 +27,10 @@ from scipy.spatial import Delaunay
 from models.face_model import FACE_OVAL, MOUTH_CORNERS, FaceModel, Similarity, pose_to_similarity
 
 RING_SCALES = (1.25, 1.6, 2.0)
+# inner lip contour, a closed ring (MediaPipe indices): the mouth opening
+INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+MOUTH_DARK = np.array([45.0, 18.0, 20.0])
+TEETH = np.array([200.0, 185.0, 170.0])
 WEIGHT_LEVELS = 3            # ring weights are k / 3, k = 0..3
 BORDER_SPACING = 16
 _SUBPIXEL_SHIFT = 4
@@ -92,6 +96,11 @@ def build_mesh(ref_landmarks: np.ndarray, ref_pose: Similarity, ring_weights: np
                     ring_canonical=ref_pose.invert_points(rings), ring_weights=weights, depth=depth)
 
 
+def _polygon_area(pts: np.ndarray) -> float:
+    x, y = pts[:, 0], pts[:, 1]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+
+
 class Synthesizer:
     """Renders frames of one key frame from decoded parameter vectors."""
 
@@ -105,6 +114,8 @@ class Synthesizer:
             # per-frame tensors are small: extra threads only spin against the rest of the call
             torch.set_num_threads(1)
         ref_landmarks = model.landmarks(ref_params)
+        self._ref_mouth_area = _polygon_area(ref_landmarks[list(INNER_LIPS), :2])
+        self._mouth_width = np.linalg.norm(ref_landmarks[MOUTH_CORNERS[0], :2] - ref_landmarks[MOUTH_CORNERS[1], :2])
         self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[:6], self.size), ring_weights, self.size)
         self._image = torch.from_numpy(keyframe).to(self.device).permute(2, 0, 1)[None].float().contiguous()
         ys, xs = np.mgrid[0:self.size, 0:self.size]
@@ -164,5 +175,27 @@ class Synthesizer:
         sampled = F.grid_sample(self._image, grid[None, None], mode="bilinear",
                                 padding_mode="border", align_corners=False)[0, :, 0]  # (3, P)
         out = self._image.reshape(3, -1).clone()
-        out[:, use] = sampled.round().clamp(0, 255)
-        return out.to(torch.uint8).reshape(3, self.size, self.size).permute(1, 2, 0).cpu().numpy()
+        out[:, use] = sampled
+        img = out.reshape(3, self.size, self.size).permute(1, 2, 0)
+        img = self._fill_mouth(img, target[:self.mesh.num_landmarks])
+        return img.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+    def _fill_mouth(self, img: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
+        """Where the mouth opens wider than in the key frame, the warp can only stretch the
+        lips: paint the opening as a dark mouth with the upper teeth showing instead."""
+        lips = landmarks[list(INNER_LIPS)]
+        extra = _polygon_area(lips) - self._ref_mouth_area
+        strength = float(np.clip(extra / (0.02 * self._mouth_width ** 2 + 1e-6), 0.0, 1.0))
+        if strength <= 0:
+            return img
+        mask = np.zeros((self.size, self.size), np.float32)
+        cv2.fillPoly(mask, [np.rint(lips * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)], 1.0,
+                     lineType=cv2.LINE_AA, shift=_SUBPIXEL_SHIFT)
+        mask = cv2.GaussianBlur(mask, (0, 0), 0.8)
+        ys = np.arange(self.size, dtype=np.float32)[:, None]
+        top, bottom = lips[:, 1].min(), lips[:, 1].max()
+        teeth = np.clip((top + 0.35 * (bottom - top) - ys) / max(1.0, 0.1 * (bottom - top)), 0, 1)
+        colour = teeth[..., None] * TEETH + (1 - teeth[..., None]) * MOUTH_DARK        # (H, 1, 3)
+        w = torch.from_numpy(mask * strength).to(img.device)[..., None]
+        fill = torch.from_numpy(np.broadcast_to(colour, (self.size, self.size, 3)).astype(np.float32)).to(img.device)
+        return img * (1 - w) + fill * w
