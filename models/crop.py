@@ -2,7 +2,8 @@
 
 Like the VoxCeleb 256x256 crops, the square leaves room for hair above and chin below:
 its side is `scale` times the landmark box, its centre a little above the face centre.
-Parts of the square outside the picture are filled by repeating the edge pixels.
+The square stays inside the picture (`apply_crop` still repeats edge pixels for boxes
+that reach outside it, as a caller's own box may).
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ class CropBox:
         return out
 
 
-def crop_around_face(landmarks: np.ndarray, scale: float = DEFAULT_SCALE,
-                     shift_up: float = DEFAULT_SHIFT_UP) -> CropBox:
-    """The square around a face given its landmarks in source-frame pixels."""
+def crop_around_face(landmarks: np.ndarray, frame_width: int, frame_height: int,
+                     scale: float = DEFAULT_SCALE, shift_up: float = DEFAULT_SHIFT_UP) -> CropBox:
+    """The square around a face given its landmarks in source-frame pixels, kept inside
+    the picture: it shrinks to the picture's short side and slides inwards if needed
+    (repeating edge pixels instead would smear the hair and shoulders)."""
     x0, y0 = landmarks[:, :2].min(axis=0)
     x1, y1 = landmarks[:, :2].max(axis=0)
-    side = max(2, int(round(max(x1 - x0, y1 - y0) * scale)))
+    side = int(round(max(x1 - x0, y1 - y0) * scale))
+    side = max(2, min(side, frame_width, frame_height))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - shift_up * (y1 - y0)
-    return CropBox(x0=int(round(cx - side / 2)), y0=int(round(cy - side / 2)), size=side)
+    left = int(np.clip(round(cx - side / 2), 0, frame_width - side))
+    top = int(np.clip(round(cy - side / 2), 0, frame_height - side))
+    return CropBox(x0=left, y0=top, size=side)
 
 
 def apply_crop(frame: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:

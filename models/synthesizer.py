@@ -12,6 +12,11 @@ triangles are rasterised (far ones first, so near ones cover them), every pixel 
 source position from its triangle's barycentric coordinates, and the key frame is
 sampled there bilinearly.  Pixels of triangles that do not move are copied unchanged,
 and a frame whose mesh equals the key frame's is the key frame itself.
+
+The irises are not part of the mesh (a warp would smear them across the eye): the warp
+samples a copy of the key frame whose irises are inpainted away, and each iris disc is
+then laid back at its target position, clipped by the target eyelids, so that gaze
+moves the iris and closing lids cover it.
 """
 
 from __future__ import annotations
@@ -24,16 +29,20 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import Delaunay
 
-from models.face_model import FACE_OVAL, MOUTH_CORNERS, FaceModel, Similarity, pose_to_similarity
+from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, MOUTH_CORNERS,
+                               RIGHT_EYE_CORNERS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS, FaceModel, Similarity,
+                               pose_to_similarity)
 
 RING_SCALES = (1.25, 1.6, 2.0)
-# inner lip contour, a closed ring (MediaPipe indices): the mouth opening
-INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
-MOUTH_DARK = np.array([45.0, 18.0, 20.0])
-TEETH = np.array([200.0, 185.0, 170.0])
+
 WEIGHT_LEVELS = 3            # ring weights are k / 3, k = 0..3
 BORDER_SPACING = 16
 _SUBPIXEL_SHIFT = 4
+IRIS_POINTS = RIGHT_IRIS + LEFT_IRIS
+# each eye: (iris centre and rim points, eye opening as a closed ring outer corner -> upper lid -> inner corner -> lower lid)
+EYES = tuple((iris, (corners[0],) + upper + (corners[1],) + tuple(reversed(lower)))
+             for iris, corners, upper, lower in ((RIGHT_IRIS, RIGHT_EYE_CORNERS, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER),
+                                                 (LEFT_IRIS, LEFT_EYE_CORNERS, LEFT_EYE_UPPER, LEFT_EYE_LOWER)))
 
 
 def ring_layout(ref_landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +65,7 @@ def default_ring_weights(lower: np.ndarray, person: np.ndarray | None = None) ->
     scaled by the person-segmentation probability at each point when one is given."""
     n = len(lower) // len(RING_SCALES)
     ring_index = np.repeat(np.arange(len(RING_SCALES)), n)
-    w = np.where(lower, np.array([2 / 3, 1 / 3, 0.0])[ring_index], 1.0)
+    w = np.where(lower, np.array([1 / 3, 0.0, 0.0])[ring_index], 1.0)
     if person is not None:
         w = w * person
     return np.clip(np.rint(w * WEIGHT_LEVELS), 0, WEIGHT_LEVELS).astype(np.int64)
@@ -91,14 +100,65 @@ def build_mesh(ref_landmarks: np.ndarray, ref_pose: Similarity, ring_weights: np
     far = ref_landmarks[:, 2].max() + size
     source = np.concatenate([ref_landmarks[:, :2], rings[:, :2], border])
     depth = np.concatenate([ref_landmarks[:, 2], rings[:, 2], np.full(len(border), far)])
-    triangles = Delaunay(source).simplices.astype(np.int64)
+    in_mesh = np.setdiff1d(np.arange(len(source)), IRIS_POINTS)
+    triangles = in_mesh[Delaunay(source[in_mesh]).simplices].astype(np.int64)
     return WarpMesh(source=source, triangles=triangles, num_landmarks=len(ref_landmarks),
                     ring_canonical=ref_pose.invert_points(rings), ring_weights=weights, depth=depth)
 
 
-def _polygon_area(pts: np.ndarray) -> float:
-    x, y = pts[:, 0], pts[:, 1]
+def _area(ring: np.ndarray) -> float:
+    x, y = ring[:, 0], ring[:, 1]
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+
+
+class _Iris:
+    """One iris disc of the key frame, to be laid back inside the target eye opening."""
+
+    def __init__(self, ref_landmarks: np.ndarray, points: tuple[int, ...], ring: tuple[int, ...]) -> None:
+        self.points, self.ring = points, ring
+        self.centre = ref_landmarks[points[0], :2].copy()
+        rim = np.linalg.norm(ref_landmarks[list(points[1:]), :2] - self.centre, axis=1).mean()
+        self.radius = max(1.0, float(rim))
+        self.opening_area = _area(ref_landmarks[list(ring), :2])
+
+    def disc(self, shape: tuple[int, int], centre: np.ndarray, radius: float, margin: float = 0.0) -> np.ndarray:
+        ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
+        d = np.hypot(xs - centre[0], ys - centre[1])
+        return np.clip(radius + margin - d + 0.5, 0.0, 1.0).astype(np.float32)
+
+    def paint(self, frame: np.ndarray, keyframe: np.ndarray, target: np.ndarray) -> None:
+        """Draw the iris at its target place in `frame`, clipped by the target eyelids."""
+        centre = target[self.points[0], :2]
+        radius = max(1.0, float(np.linalg.norm(target[list(self.points[1:]), :2] - centre, axis=1).mean()))
+        opening = target[list(self.ring), :2]
+        lo = np.floor(np.minimum(opening.min(axis=0), centre - radius) - 2).astype(int).clip(0, frame.shape[1] - 1)
+        hi = np.ceil(np.maximum(opening.max(axis=0), centre + radius) + 2).astype(int).clip(0, frame.shape[1] - 1)
+        h, w = hi[1] - lo[1] + 1, hi[0] - lo[0] + 1
+        if h < 2 or w < 2:
+            return
+        eye = np.zeros((h, w), np.float32)
+        cv2.fillPoly(eye, [np.rint((opening - lo) * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)], 1.0,
+                     lineType=cv2.LINE_AA, shift=_SUBPIXEL_SHIFT)
+        # a nearly shut eye shows no iris (rather than a speck of it between the lids)
+        fade = np.clip((_area(opening) / max(self.opening_area, 1e-6) - 0.15) / 0.25, 0.0, 1.0)
+        if fade <= 0:
+            return
+        weight = fade * eye * self.disc((h, w), centre - lo, radius)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        k = self.radius / radius
+        map_x = ((xs + lo[0] - centre[0]) * k + self.centre[0]).astype(np.float32)
+        map_y = ((ys + lo[1] - centre[1]) * k + self.centre[1]).astype(np.float32)
+        iris = cv2.remap(keyframe, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        patch = frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1].astype(np.float32)
+        patch += weight[..., None] * (iris.astype(np.float32) - patch)
+        frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = np.rint(patch).astype(np.uint8)
+
+
+def _inpaint_irises(keyframe: np.ndarray, irises: list[_Iris]) -> np.ndarray:
+    mask = np.zeros(keyframe.shape[:2], np.float32)
+    for iris in irises:
+        mask = np.maximum(mask, iris.disc(mask.shape, iris.centre, iris.radius, margin=1.5))
+    return cv2.inpaint(keyframe, (mask > 0).astype(np.uint8), 3, cv2.INPAINT_TELEA)
 
 
 class Synthesizer:
@@ -114,10 +174,11 @@ class Synthesizer:
             # per-frame tensors are small: extra threads only spin against the rest of the call
             torch.set_num_threads(1)
         ref_landmarks = model.landmarks(ref_params)
-        self._ref_mouth_area = _polygon_area(ref_landmarks[list(INNER_LIPS), :2])
-        self._mouth_width = np.linalg.norm(ref_landmarks[MOUTH_CORNERS[0], :2] - ref_landmarks[MOUTH_CORNERS[1], :2])
         self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[:6], self.size), ring_weights, self.size)
+        self._irises = [_Iris(ref_landmarks, iris, ring) for iris, ring in EYES]
+        without_irises = _inpaint_irises(keyframe, self._irises)
         self._image = torch.from_numpy(keyframe).to(self.device).permute(2, 0, 1)[None].float().contiguous()
+        self._warp_source = torch.from_numpy(without_irises).to(self.device).permute(2, 0, 1)[None].float().contiguous()
         ys, xs = np.mgrid[0:self.size, 0:self.size]
         self._pixels = torch.from_numpy(np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32)).to(self.device)
 
@@ -172,30 +233,14 @@ class Synthesizer:
         b0 = 1 - b1 - b2
         source_xy = b0[:, None] * src[:, 0] + b1[:, None] * src[:, 1] + b2[:, None] * src[:, 2]
         grid = (source_xy + 0.5) / self.size * 2 - 1                        # align_corners=False
-        sampled = F.grid_sample(self._image, grid[None, None], mode="bilinear",
+        sampled = F.grid_sample(self._warp_source, grid[None, None], mode="bilinear",
                                 padding_mode="border", align_corners=False)[0, :, 0]  # (3, P)
         out = self._image.reshape(3, -1).clone()
         out[:, use] = sampled
         img = out.reshape(3, self.size, self.size).permute(1, 2, 0)
-        img = self._fill_mouth(img, target[:self.mesh.num_landmarks])
-        return img.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-    def _fill_mouth(self, img: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
-        """Where the mouth opens wider than in the key frame, the warp can only stretch the
-        lips: paint the opening as a dark mouth with the upper teeth showing instead."""
-        lips = landmarks[list(INNER_LIPS)]
-        extra = _polygon_area(lips) - self._ref_mouth_area
-        strength = float(np.clip(extra / (0.02 * self._mouth_width ** 2 + 1e-6), 0.0, 1.0))
-        if strength <= 0:
-            return img
-        mask = np.zeros((self.size, self.size), np.float32)
-        cv2.fillPoly(mask, [np.rint(lips * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)], 1.0,
-                     lineType=cv2.LINE_AA, shift=_SUBPIXEL_SHIFT)
-        mask = cv2.GaussianBlur(mask, (0, 0), 0.8)
-        ys = np.arange(self.size, dtype=np.float32)[:, None]
-        top, bottom = lips[:, 1].min(), lips[:, 1].max()
-        teeth = np.clip((top + 0.35 * (bottom - top) - ys) / max(1.0, 0.1 * (bottom - top)), 0, 1)
-        colour = teeth[..., None] * TEETH + (1 - teeth[..., None]) * MOUTH_DARK        # (H, 1, 3)
-        w = torch.from_numpy(mask * strength).to(img.device)[..., None]
-        fill = torch.from_numpy(np.broadcast_to(colour, (self.size, self.size, 3)).astype(np.float32)).to(img.device)
-        return img * (1 - w) + fill * w
+        frame = img.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        nl = self.mesh.num_landmarks
+        for iris in self._irises:
+            if moved_vertex[list(iris.ring) + list(iris.points)].any():
+                iris.paint(frame, self.keyframe, target[:nl])
+        return frame

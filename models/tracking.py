@@ -36,7 +36,7 @@ class CropTracker:
         landmarks = detect_still(frame)
         if landmarks is None:
             raise NoFaceError("no face found in the picture")
-        self.box = crop_around_face(landmarks)
+        self.box = crop_around_face(landmarks, frame.shape[1], frame.shape[0])
         return self.box
 
     def track(self, frame: np.ndarray) -> TrackedFrame:

@@ -1,0 +1,74 @@
+"""Command-line pieces every live command shares: signaling, room, ICE servers, logging,
+signals, and the one-line error exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from call.peer import IceServer
+from signaling.protocol import ROOM_PATTERN
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def _room(text: str) -> str:
+    if not ROOM_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError("room names are 1-64 characters of letters, digits, '_', '.', '-'")
+    return text
+
+
+def _signaling_url(text: str) -> str:
+    if not text.startswith(("ws://", "wss://")):
+        raise argparse.ArgumentTypeError(f"expected ws://HOST:PORT, got {text!r}")
+    return text
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--signaling", required=True, type=_signaling_url, metavar="ws://HOST:PORT",
+                        help="signaling server (python -m signaling)")
+    parser.add_argument("--room", required=True, type=_room, help="room name shared by the two ends of the call")
+    parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                        help="STUN or TURN server, e.g. stun:stun.example.org:3478 (repeatable; default: none, "
+                             "which is enough on one machine or a LAN)")
+    parser.add_argument("--ice-username", help="username for the TURN servers")
+    parser.add_argument("--ice-credential", help="credential (password) for the TURN servers")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default: %(default)s)")
+
+
+def ice_servers(args: argparse.Namespace) -> list[IceServer]:
+    out = []
+    for url in args.ice_server:
+        if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+            raise ValueError(f"--ice-server {url!r}: expected a stun:, stuns:, turn: or turns: URL")
+        turn = url.startswith("turn")
+        out.append(IceServer(url, args.ice_username if turn else None, args.ice_credential if turn else None))
+    return out
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiortc/aioice are chatty at INFO and below
+    for name in ("aiortc", "aioice", "websockets"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, getattr(logging, level)))
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set `stop` (the commands then shut down cleanly)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+def fail(prog: str, message: str) -> int:
+    """One line on stderr, status 1."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_ERROR

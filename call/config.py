@@ -1,0 +1,37 @@
+"""Defaults of the live call, in one place: timeouts, intervals and limits of both ends.
+
+The codec's own settings (crop size, key frame QP, intra interval, quantisation steps)
+live in `codec_core/defaults.yaml`; these are the real-time ones.  Commands expose the
+ones a user may want to change as options and take the rest from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    # -- connection ---------------------------------------------------------------------
+    signaling_timeout_s: float = 10.0      # connecting to the signaling server and joining
+    session_open_timeout_s: float = 20.0   # offer/answer until all data channels are open
+    flush_timeout_s: float = 2.0           # leaving: wait this long for queued messages to go out
+    peer_wait_s: float = 30.0              # a peer that left: wait this long for one to come back
+    # -- receiver -----------------------------------------------------------------------
+    end_grace_s: float = 1.0               # after "end": wait this long for the last packets
+    loss_report_interval_s: float = 0.1    # repeat a loss report at most this often while broken
+    keyframe_request_after_s: float = 0.5  # parameters for an unknown key frame this long: ask
+    keyframe_request_interval_s: float = 1.0
+    stats_interval_s: float = 1.0          # --stats file rewritten this often
+    max_gap_fill_s: float = 2.0            # output file: repeat the last picture over gaps this long
+    render_threads: int = 1                # torch threads of the synthesizer (2 cores shared by both ends)
+    # -- sender -------------------------------------------------------------------------
+    face_search_interval_s: float = 0.4    # full-picture face search while the face is lost
+    no_face_log_interval_s: float = 5.0    # "no face in the picture" at most this often
+    recrop_shift: float = 0.15             # face box moved this fraction of the crop side: new crop
+    recrop_scale: float = 0.2              # or changed size by this fraction: new crop
+    camera_fail_s: float = 2.0             # a camera that delivers nothing this long is gone
+    camera_fps: float = 25.0               # frame rate assumed when the camera does not say
+
+
+DEFAULT = LiveConfig()

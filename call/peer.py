@@ -1,0 +1,330 @@
+"""One WebRTC peer connection at a time, set up through the signaling server.
+
+`PeerLink` joins a room and keeps one `Session` (an aiortc RTCPeerConnection and its three
+data channels, see `call.wire`) with whichever peer is in the room:
+
+- the peer that joins second makes the offer (the server says so in `joined`);
+- when the other peer leaves (`bye`, `peer-left`) or the connection fails, the session
+  closes and the link waits in the room; a peer that joins later gets a fresh session;
+- an offer always replaces the current session (the other side started over).
+
+The parts of a call end (`Half`: the sender half, the receiver half) hear of sessions
+opening and closing and get the messages of the channels; they write through the
+`Session`.  Everything runs on the event loop and nothing here blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from call.config import DEFAULT, LiveConfig
+from call.wire import CHANNELS, CONTROL, PARAMS, STREAM, ControlMessage, WireError, encode_control, parse_control
+from signaling.client import SignalingClient, SignalingError
+from signaling.protocol import Answer, Bye, Candidate, Error, Offer, PeerJoined, PeerLeft
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IceServer:
+    url: str
+    username: str | None = None
+    credential: str | None = None
+
+    def to_rtc(self) -> RTCIceServer:
+        return RTCIceServer(urls=self.url, username=self.username, credential=self.credential)
+
+
+class Half:
+    """A part of a call end; the default reactions do nothing."""
+
+    def session_opened(self, session: "Session") -> None:
+        pass
+
+    def session_closed(self, session: "Session", reason: str) -> None:
+        pass
+
+    def on_stream(self, data: bytes) -> None:
+        pass
+
+    def on_params(self, data: bytes) -> None:
+        pass
+
+    def on_control(self, message: ControlMessage) -> None:
+        pass
+
+
+@dataclass
+class Session:
+    """One peer connection with its data channels, open or not yet."""
+
+    number: int
+    pc: RTCPeerConnection
+    channels: dict[str, RTCDataChannel]
+    offerer: bool
+    started: float = field(default_factory=time.monotonic)
+    opened: bool = False
+    closed: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened and not self.closed
+
+    def _send(self, label: str, data: bytes | str) -> bool:
+        channel = self.channels[label]
+        if self.closed or channel.readyState != "open":
+            return False
+        try:
+            channel.send(data)
+            return True
+        except Exception as exc:  # aiortc raises InvalidStateError (and others) on a dying channel
+            log.debug("send on %s failed: %s", label, exc)
+            return False
+
+    def send_stream(self, data: bytes) -> bool:
+        return self._send(STREAM.label, data)
+
+    def send_params(self, data: bytes) -> bool:
+        return self._send(PARAMS.label, data)
+
+    def send_control(self, message: ControlMessage) -> bool:
+        return self._send(CONTROL.label, encode_control(message))
+
+    def buffered(self) -> int:
+        return sum(c.bufferedAmount for c in self.channels.values() if c.readyState == "open")
+
+    async def flush(self, timeout: float) -> None:
+        """Wait until the channels have handed everything queued to the network."""
+        deadline = time.monotonic() + timeout
+        while self.is_open and self.buffered() > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+
+class PeerLink:
+    def __init__(self, url: str, room: str, halves: Sequence[Half], ice_servers: Sequence[IceServer] = (),
+                 config: LiveConfig = DEFAULT) -> None:
+        self.url = url
+        self.room = room
+        self.halves = list(halves)
+        self.ice_servers = list(ice_servers)
+        self.config = config
+        self.session: Session | None = None
+        self.sessions_opened = 0
+        self.peer_in_room = False
+        self.signaling_lost = asyncio.Event()
+        self.peer_gone_since: float | None = time.monotonic()   # no open session since (monotonic)
+        self._client = SignalingClient(url, config.signaling_timeout_s)
+        self._task: asyncio.Task | None = None
+        self._count = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Join the room (raises SignalingError) and start serving it in the background."""
+        joined = await self._client.join(self.room)
+        log.info("joined room %r at %s (%s)", self.room, self.url,
+                 "peer there, offering" if joined.initiator else "waiting for a peer")
+        self.peer_in_room = joined.peers > 1
+        self._task = asyncio.create_task(self._serve(joined.initiator), name="signaling")
+
+    async def close(self) -> None:
+        """Hang up: tell the peer, close the connection and leave the room."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.session is not None and self.session.is_open:
+            await self.session.flush(self.config.flush_timeout_s)
+        await self._client.send(Bye())
+        await self._end_session("hung up")
+        await self._client.close()
+        for task in list(self._tasks):
+            try:
+                await asyncio.wait_for(task, 2.0)
+            except (asyncio.TimeoutError, TimeoutError, Exception):
+                pass
+
+    def peer_absent_for(self) -> float:
+        """Seconds since the last session closed (0 while one is open or opening)."""
+        if self.session is not None and not self.session.closed:
+            return 0.0
+        return time.monotonic() - self.peer_gone_since if self.peer_gone_since is not None else 0.0
+
+    # -- signaling -----------------------------------------------------------------------
+
+    async def _serve(self, initiator: bool) -> None:
+        if initiator:
+            await self._offer()
+        while True:
+            message = await self._client.receive()
+            if message is None:
+                self.signaling_lost.set()
+                log.warning("lost the signaling server: the current call goes on, but no peer can join again")
+                return
+            try:
+                await self._handle(message)
+            except Exception as exc:  # a peer's bad SDP must not end the call end
+                log.warning("could not handle %s from the peer: %s", type(message).__name__, exc)
+                await self._end_session("negotiation failed")
+
+    async def _handle(self, message) -> None:
+        if isinstance(message, PeerJoined):
+            log.info("a peer joined the room")
+            self.peer_in_room = True
+            await self._end_session("replaced by a new peer")
+        elif isinstance(message, Offer):
+            self.peer_in_room = True
+            await self._answer(message.sdp)
+        elif isinstance(message, Answer):
+            s = self.session
+            if s is not None and not s.closed and s.pc.signalingState == "have-local-offer":
+                await s.pc.setRemoteDescription(RTCSessionDescription(message.sdp, "answer"))
+            else:
+                log.debug("ignoring an answer without a pending offer")
+        elif isinstance(message, Candidate):
+            await self._add_candidate(message.candidate)
+        elif isinstance(message, Bye):
+            log.info("the peer hung up")
+            await self._end_session("peer hung up")
+        elif isinstance(message, PeerLeft):
+            self.peer_in_room = False
+            await self._end_session("peer left")
+        elif isinstance(message, Error):
+            log.warning("signaling server: %s (%s)", message.message, message.code.value)
+
+    async def _add_candidate(self, candidate: dict | None) -> None:
+        s = self.session
+        if candidate is None or s is None or s.closed or not candidate.get("candidate"):
+            return
+        text = candidate["candidate"]
+        cand = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+        cand.sdpMid = candidate.get("sdpMid")
+        cand.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await s.pc.addIceCandidate(cand)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def _new_session(self, offerer: bool) -> Session:
+        self._count += 1
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[s.to_rtc() for s in self.ice_servers]))
+        channels = {spec.label: pc.createDataChannel(spec.label, ordered=spec.ordered,
+                                                     maxRetransmits=spec.max_retransmits,
+                                                     negotiated=True, id=spec.id)
+                    for spec in CHANNELS}
+        session = Session(self._count, pc, channels, offerer)
+        for label, channel in channels.items():
+            channel.on("open", lambda s=session: self._maybe_opened(s))
+            channel.on("close", lambda s=session, l=label: self._spawn(self._close_if(s, f"{l} channel closed")))
+            channel.on("message", lambda data, s=session, l=label: self._dispatch(s, l, data))
+
+        @pc.on("connectionstatechange")
+        def _state() -> None:
+            log.debug("session %d: connection %s", session.number, pc.connectionState)
+            if pc.connectionState in ("failed", "closed"):
+                self._spawn(self._close_if(session, f"connection {pc.connectionState}"))
+
+        self._spawn(self._watch_open(session))
+        self.session = session
+        return session
+
+    async def _offer(self) -> None:
+        await self._end_session("new offer")
+        session = self._new_session(offerer=True)
+        await session.pc.setLocalDescription(await session.pc.createOffer())
+        await self._client.send(Offer(session.pc.localDescription.sdp))
+
+    async def _answer(self, sdp: str) -> None:
+        await self._end_session("peer offered again")
+        session = self._new_session(offerer=False)
+        await session.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        await session.pc.setLocalDescription(await session.pc.createAnswer())
+        await self._client.send(Answer(session.pc.localDescription.sdp))
+
+    def _maybe_opened(self, session: Session) -> None:
+        if session.opened or session.closed or session is not self.session:
+            return
+        if all(c.readyState == "open" for c in session.channels.values()):
+            session.opened = True
+            self.sessions_opened += 1
+            self.peer_gone_since = None
+            log.info("connected to the peer (session %d)", session.number)
+            for half in self.halves:
+                self._guard(half.session_opened, session)
+
+    def _dispatch(self, session: Session, label: str, data) -> None:
+        if session is not self.session or session.closed:
+            return
+        if label == CONTROL.label:
+            try:
+                message = parse_control(data)
+            except WireError as exc:
+                log.warning("dropping a control message: %s", exc)
+                return
+            for half in self.halves:
+                self._guard(half.on_control, message)
+            return
+        if not isinstance(data, (bytes, bytearray)):
+            log.warning("dropping a text message on the %s channel", label)
+            return
+        for half in self.halves:
+            self._guard(half.on_stream if label == STREAM.label else half.on_params, bytes(data))
+
+    @staticmethod
+    def _guard(fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("error in %s", getattr(fn, "__qualname__", fn))
+
+    async def _watch_open(self, session: Session) -> None:
+        await asyncio.sleep(self.config.session_open_timeout_s)
+        if not session.opened and not session.closed:
+            log.warning("could not connect to the peer within %.0f s (ICE failed? try --ice-server)",
+                        self.config.session_open_timeout_s)
+            await self._close_if(session, "connection timed out")
+
+    async def _close_if(self, session: Session, reason: str) -> None:
+        if session is self.session and not session.closed:
+            was_offerer = session.offerer
+            await self._end_session(reason)
+            # both still in the room but the connection broke: the offerer starts over
+            if was_offerer and self.peer_in_room and not self.signaling_lost.is_set() and reason != "hung up":
+                await asyncio.sleep(1.0)
+                if self.session is None and self.peer_in_room:
+                    log.info("offering again")
+                    await self._offer()
+
+    async def _end_session(self, reason: str) -> None:
+        session, self.session = self.session, None
+        if session is None or session.closed:
+            return
+        session.closed = True
+        if session.opened:
+            log.info("session %d ended: %s", session.number, reason)
+            self.peer_gone_since = time.monotonic()
+            for half in self.halves:
+                self._guard(half.session_closed, session, reason)
+        elif self.peer_gone_since is None:
+            self.peer_gone_since = time.monotonic()
+        try:
+            await asyncio.wait_for(session.pc.close(), 3.0)
+        except Exception as exc:
+            log.debug("closing session %d: %s", session.number, exc)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+__all__ = ["Half", "IceServer", "PeerLink", "Session", "SignalingError"]

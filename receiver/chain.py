@@ -1,0 +1,110 @@
+"""The receiver's view of the prediction chain: which parameter packets may be decoded.
+
+Predicted packets only make sense on top of every packet before them since the last intra
+packet.  `PredictionChain` follows the frame numbers (mod 2**16, unordered channel) and
+the key frame the packets belong to, and decides for each packet:
+
+- DECODE: it is intra, or the chain up to it is intact;
+- BROKEN: a frame before it is missing (or failed to decode): skip it until the next intra;
+- STALE: it is older than one already seen (late or duplicate): drop it;
+- FOREIGN: it animates another key frame than the receiver's current one: drop it.
+
+It also says when to report a loss to the sender (at once on a new gap, then at most every
+`report_interval` seconds while the chain stays broken), which frame to name, and counts
+what it saw.  No I/O, no clocks of its own: callers pass `now` in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from call.clock import FRAME_MODULUS, unwrap
+
+
+class Verdict(Enum):
+    DECODE = "decode"
+    BROKEN = "broken"
+    STALE = "stale"
+    FOREIGN = "foreign"
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    frame: int                  # unwrapped frame number (this session)
+    lost: int = 0               # frames found missing just now (the gap before this one)
+    report: int | None = None   # frame number (mod 2**16) to name in a loss report, if one is due
+
+
+@dataclass
+class ChainCounts:
+    received: int = 0           # packets with a new frame number (any verdict but STALE)
+    lost: int = 0               # frames never seen (gaps)
+    broken: int = 0             # received but not decodable (chain broken)
+    stale: int = 0              # late or duplicate
+    foreign: int = 0            # for another key frame
+    decoded: int = 0
+    reports: int = 0            # loss reports asked for
+
+
+class PredictionChain:
+    def __init__(self, report_interval: float = 0.1) -> None:
+        self.report_interval = report_interval
+        self.counts = ChainCounts()
+        self.key_id: int | None = None      # low 8 bits of the current key frame's id
+        self.intact = False
+        self.expected: int | None = None    # next unwrapped frame number
+        self.first: int | None = None       # first frame number of this session
+        self._last_report: float | None = None
+
+    def new_session(self) -> None:
+        """A new peer connection: frame numbers and key frames start over."""
+        self.key_id, self.intact, self.expected, self.first = None, False, None, None
+        self._last_report = None
+
+    def new_key(self, key_id: int) -> None:
+        """A key frame arrived: only its packets decode from now on, starting with an intra one."""
+        self.key_id = key_id & 0xFF
+        self.intact = False
+
+    def decode_failed(self, frame: int, now: float) -> int | None:
+        """The packet of (unwrapped) `frame`, judged DECODE, did not decode: the chain is
+        broken until the next intra packet.  Returns the frame to name in a loss report."""
+        self.intact = False
+        self.counts.decoded -= 1
+        self.counts.broken += 1
+        return self._report(now, frame, force=True)
+
+    def accept(self, frame: int, key_id: int, intra: bool, now: float) -> Decision:
+        f = unwrap(frame, self.expected if self.expected is not None else frame)
+        if self.expected is not None and f < self.expected:
+            self.counts.stale += 1
+            return Decision(Verdict.STALE, f)
+        gap = f - self.expected if self.expected is not None else 0
+        if self.first is None:
+            self.first = f
+        self.expected = f + 1
+        self.counts.received += 1
+        if gap > 0:
+            self.counts.lost += gap
+            self.intact = False
+        if self.key_id is None or (key_id & 0xFF) != self.key_id:
+            self.counts.foreign += 1
+            return Decision(Verdict.FOREIGN, f, gap)
+        if intra:
+            self.intact = True
+        if self.intact:
+            self.counts.decoded += 1
+            return Decision(Verdict.DECODE, f, gap)
+        # undecodable: whatever intra packet the sender made up to the frame before this
+        # one did not reach us, so ask for one after it
+        self.counts.broken += 1
+        return Decision(Verdict.BROKEN, f, gap, self._report(now, f - 1, force=gap > 0))
+
+    def _report(self, now: float, frame: int, force: bool) -> int | None:
+        if not force and self._last_report is not None and now - self._last_report < self.report_interval:
+            return None
+        self._last_report = now
+        self.counts.reports += 1
+        return frame % FRAME_MODULUS

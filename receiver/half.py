@@ -1,0 +1,223 @@
+"""The receiver half of a call: records and packets in, render jobs and feedback out.
+
+Runs on the event loop and does only cheap work there (parsing, the prediction-chain
+bookkeeping, arithmetic decoding of ~10 bytes); key frames and synthesis go to the
+`RenderWorker` thread.  Feedback on the `control` channel:
+
+- `loss` when a frame is missing or cannot be decoded (see `receiver.chain`);
+- `keyframe-request` when parameters keep arriving for a key frame it does not have, or a
+  key frame failed to decode.
+
+Anything malformed (from a buggy or hostile peer) is dropped with a log line; the first
+few are logged, then one in a hundred.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from call.clock import unwrap, wall_ms
+from call.config import DEFAULT, LiveConfig
+from call.peer import Half, Session
+from call.stats import JsonLines
+from call.wire import End, KeyframeRequest, Loss, unpack_stream_record
+from codec_core.bitstream import ParamPacket, SessionHeader, StreamError
+from codec_core.decoder import check_levels
+from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
+from models.face_model import FaceBasis
+from receiver.chain import PredictionChain, Verdict
+from receiver.render import Rendered, RenderEvents, RenderJob, RenderWorker
+from receiver.stats import ReceiverStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EndMark:
+    frame: int | None       # last frame (unwrapped), None: the stream had no frames
+    at: float               # monotonic time the end message came
+
+
+class ReceiverHalf(Half):
+    def __init__(self, basis: FaceBasis, live: LiveConfig = DEFAULT, dump_levels: str | None = None,
+                 trace: str | None = None) -> None:
+        self.basis = basis
+        self.live = live
+        self.chain = PredictionChain(live.loss_report_interval_s)
+        self.stats = ReceiverStats(self.chain.counts)
+        self.worker: RenderWorker | None = None
+        self.session: Session | None = None
+        self.header: SessionHeader | None = None
+        self.end: EndMark | None = None
+        self.quit_requested = False
+        self._decoder: PacketParamDecoder | None = None
+        self._unknown_key_since: float | None = None
+        self._last_request = float("-inf")
+        self._dump = JsonLines(dump_levels)
+        self._trace = JsonLines(trace)
+
+    def attach(self, worker: RenderWorker) -> None:
+        self.worker = worker
+
+    def events(self) -> RenderEvents:
+        return RenderEvents(self._rendered, self._keyframe_failed, self._skipped, self._quit)
+
+    def close(self) -> None:
+        self._dump.close()
+        self._trace.close()
+
+    # -- session events ------------------------------------------------------------------
+
+    def session_opened(self, session: Session) -> None:
+        self.session = session
+        self.header, self._decoder, self.end = None, None, None
+        self._unknown_key_since = None
+        self.chain.new_session()
+        self.stats.sessions += 1
+        self.stats.state = "in call"
+
+    def session_closed(self, session: Session, reason: str) -> None:
+        if session is not self.session:
+            return
+        self.session = None
+        self.stats.state = "ended" if self.end else "peer gone"
+        self.worker.session_break()
+
+    def on_control(self, message) -> None:
+        if isinstance(message, End):
+            last = None
+            if message.frame is not None:
+                ref = self.chain.expected - 1 if self.chain.expected is not None else message.frame
+                last = unwrap(message.frame, ref)
+            self.end = EndMark(last, time.monotonic())
+            log.info("the sender's stream ended (last frame %s)", last)
+
+    def finished(self) -> bool:
+        """The stream has ended and its last frame is in (or will not come)."""
+        if self.end is None:
+            return False
+        if self.end.frame is None or (self.chain.expected is not None and self.chain.expected > self.end.frame):
+            return True
+        return time.monotonic() - self.end.at > self.live.end_grace_s
+
+    # -- stream channel ------------------------------------------------------------------
+
+    def _bad(self, what: str, exc: Exception) -> None:
+        self.stats.bad_messages += 1
+        n = self.stats.bad_messages
+        if n <= 5 or n % 100 == 0:
+            log.warning("dropping a bad %s (%s)%s", what, exc, f" [{n} so far]" if n > 5 else "")
+
+    def on_stream(self, data: bytes) -> None:
+        try:
+            record = unpack_stream_record(data)
+        except StreamError as exc:
+            self._bad("stream message", exc)
+            return
+        if isinstance(record, SessionHeader):
+            self._on_header(record)
+        else:
+            if self.header is None:
+                self._bad("key frame", StreamError("it came before any session header"))
+                return
+            self.stats.keyframes_received += 1
+            self.stats.keyframe_bytes = len(record.picture)
+            self.stats.keyframe_record_bytes = len(data)
+            self.chain.new_key(record.key_id)
+            self._unknown_key_since = None
+            self.worker.set_keyframe(record)
+            log.info("key frame %d: %d bytes", record.key_id, len(data))
+
+    def _on_header(self, header: SessionHeader) -> None:
+        if header.basis_version != self.basis.version or header.num_params != self.basis.num_params:
+            self._bad("session header", StreamError(
+                f"the sender uses face basis {header.basis_version!r} with {header.num_params} parameters, "
+                f"this receiver has {self.basis.version!r} with {self.basis.num_params}"))
+            return
+        if header != self.header:
+            self.header = header
+            self._decoder = PacketParamDecoder(header.num_params)
+            self.chain.key_id = None
+            self.stats.fps = header.fps
+            self.worker.set_header(header)
+            log.info("session header: %dx%d at %.2f fps, %d parameters, intra every %d frames",
+                     header.width, header.height, header.fps, header.num_params, header.intra_interval)
+
+    # -- params channel ------------------------------------------------------------------
+
+    def on_params(self, data: bytes) -> None:
+        arrival = wall_ms()
+        try:
+            packet = ParamPacket.unpack(data)
+        except StreamError as exc:
+            self._bad("parameter packet", exc)
+            return
+        if self._decoder is None:
+            self._maybe_request_keyframe()
+            return
+        self.stats.packet(len(data))
+        now = time.monotonic()
+        decision = self.chain.accept(packet.frame, packet.key_id, packet.intra, now)
+        report = decision.report
+        if decision.verdict is Verdict.FOREIGN:
+            self._maybe_request_keyframe()
+        else:
+            self._unknown_key_since = None
+        if decision.verdict is Verdict.DECODE:
+            try:
+                levels = check_levels(self._decoder.decode_packet(packet.payload, packet.intra))
+            except ParamDecodeError as exc:
+                self._bad("parameter packet", exc)
+                report = self.chain.decode_failed(decision.frame, now)
+            else:
+                decoded = wall_ms()
+                self._dump.write({"frame": decision.frame, "key_id": packet.key_id, "intra": packet.intra,
+                                  "levels": levels.tolist()})
+                stale = self.worker.render(RenderJob(decision.frame, packet.key_id, levels, packet.capture_ms,
+                                                     arrival, decoded))
+                if stale is not None:
+                    self.stats.frames_dropped_stale += 1
+        if report is not None:
+            self._send(Loss(report))
+            self.stats.loss_reports_sent += 1
+
+    def _maybe_request_keyframe(self) -> None:
+        now = time.monotonic()
+        if self._unknown_key_since is None:
+            self._unknown_key_since = now
+        if (now - self._unknown_key_since >= self.live.keyframe_request_after_s
+                and now - self._last_request >= self.live.keyframe_request_interval_s):
+            self._request_keyframe("parameters arrive for a key frame this receiver does not have")
+
+    def _request_keyframe(self, why: str) -> None:
+        now = time.monotonic()
+        self._last_request = now
+        if self._send(KeyframeRequest()):
+            self.stats.keyframe_requests_sent += 1
+            log.info("asking for the key frame: %s", why)
+
+    def _send(self, message) -> bool:
+        return self.session is not None and self.session.send_control(message)
+
+    # -- from the synthesis thread (run on the loop) -------------------------------------
+
+    def _rendered(self, r: Rendered) -> None:
+        latency = self.stats.rendered(r)
+        j = r.job
+        self._trace.write({"frame": j.frame, "arrival": round(j.arrival_ms, 3), "decoded": round(j.decoded_ms, 3),
+                           "render_start": round(r.start_ms, 3), "ready": round(r.ready_ms, 3),
+                           "latency": round(latency, 3)})
+
+    def _keyframe_failed(self, why: str) -> None:
+        log.warning("key frame unusable: %s", why)
+        self.chain.key_id = None
+        if time.monotonic() - self._last_request >= self.live.keyframe_request_interval_s:
+            self._request_keyframe("the key frame did not decode")
+
+    def _skipped(self, job: RenderJob) -> None:
+        self.stats.frames_skipped += 1
+
+    def _quit(self) -> None:
+        self.quit_requested = True

@@ -1,0 +1,124 @@
+"""Where the receiver's pictures go: a video file and an OpenCV window.
+
+Both are driven from the synthesis thread (`receiver.render`).
+
+`FileSink` writes what a viewer saw, frame slot by frame slot: a frame that was lost,
+undecodable or dropped as stale is filled with the picture shown before it (up to
+`max_gap_s`; longer gaps are not filled).  Each session (one connection with a peer) is
+one file, closed properly when the session ends: OUT.mp4, then OUT-2.mp4, OUT-3.mp4 if
+the peer comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from codec_core.video import VideoWriter
+from receiver.render import Sink
+
+log = logging.getLogger(__name__)
+
+
+def segment_path(path: Path, index: int) -> Path:
+    """OUT.mp4 for the first session, OUT-2.mp4 for the second, ..."""
+    return path if index == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
+
+
+class FileSink(Sink):
+    def __init__(self, path: str | Path, max_gap_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.max_gap_s = max_gap_s
+        self.fps = 25.0
+        self.segments: list[Path] = []
+        self.frames_written = 0
+        self.frames_repeated = 0
+        self._writer: VideoWriter | None = None
+        self._last_frame: int | None = None
+        self._last_picture: np.ndarray | None = None
+
+    def set_fps(self, fps: float) -> None:
+        if self._writer is None:
+            self.fps = fps
+
+    def show(self, frame: int, picture: np.ndarray) -> bool:
+        if self._writer is None:
+            path = segment_path(self.path, len(self.segments) + 1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = VideoWriter(path, self.fps)
+            self.segments.append(path)
+            log.info("writing %s", path)
+        if self._last_frame is not None:
+            gap = frame - self._last_frame - 1
+            if 0 < gap <= self.max_gap_s * self.fps:
+                for _ in range(gap):
+                    self._writer.write(self._last_picture)
+                self.frames_repeated += gap
+        self._writer.write(picture)
+        self.frames_written += 1
+        self._last_frame, self._last_picture = frame, picture
+        return True
+
+    def session_break(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            log.info("closed %s", self.segments[-1])
+        self._writer, self._last_frame, self._last_picture = None, None, None
+
+    def close(self) -> None:
+        self.session_break()
+
+
+def display_available() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class WindowSink(Sink):
+    """An OpenCV window; closing it or pressing q / Esc ends the call."""
+
+    def __init__(self, title: str = "facecall") -> None:
+        import cv2
+
+        self._cv2 = cv2
+        self.title = title
+        self._open = False
+        self._failed = False
+
+    def show(self, frame: int, picture: np.ndarray) -> bool:
+        if self._failed:
+            return True
+        cv2 = self._cv2
+        try:
+            if not self._open:
+                cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE)
+                self._open = True
+            cv2.imshow(self.title, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        except cv2.error as exc:
+            log.error("cannot show a window (%s); going on without it", str(exc).strip().splitlines()[-1])
+            self._failed = True
+            return True
+        return self.idle()
+
+    def idle(self) -> bool:
+        if not self._open or self._failed:
+            return True
+        cv2 = self._cv2
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            return False
+        try:
+            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:
+            return False
+
+    def close(self) -> None:
+        if self._open:
+            try:
+                self._cv2.destroyWindow(self.title)
+                self._cv2.waitKey(1)
+            except self._cv2.error:
+                pass
+            self._open = False

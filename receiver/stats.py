@@ -1,0 +1,113 @@
+"""The receiver's numbers: what arrived, what was shown, how late, at what rate.
+
+Updated on the event loop only.  `snapshot()` is what `--stats FILE.json` holds:
+
+| key | meaning |
+|---|---|
+| frames_received | parameter packets with a new frame number |
+| frames_lost | frame numbers that never arrived (gaps) |
+| frames_undecodable | arrived after a loss, before the next intra packet: not shown |
+| frames_late | arrived after a newer frame (unordered channel): dropped |
+| frames_other_keyframe | for a key frame this receiver does not have (yet) |
+| frames_decoded | parameter packets decoded |
+| frames_dropped_stale | decoded, but a newer frame came before synthesis was free |
+| frames_rendered | synthesized pictures |
+| frames_expected | frames_received + frames_lost |
+| rendered_ratio | frames_rendered / frames_expected |
+| latency_ms | median, p95, mean, max, count: sender's capture to synthesized picture ready |
+| stages_ms | network (capture to packet arrival), decoding, queue (waiting for synthesis), synthesis |
+| param_kbps | parameter packet bytes (8-byte packet header included) per second of frames |
+| keyframe_bytes | VVC picture bytes of the current key frame (keyframe_record_bytes: the whole record) |
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from call.clock import age_ms
+from call.stats import summary
+from receiver.chain import ChainCounts
+from receiver.render import Rendered
+
+
+@dataclass
+class ReceiverStats:
+    chain: ChainCounts
+    started: float = field(default_factory=time.monotonic)
+    state: str = "waiting"
+    sessions: int = 0
+    fps: float | None = None
+    frames_rendered: int = 0
+    frames_dropped_stale: int = 0
+    frames_skipped: int = 0        # decoded for a key frame that did not (yet) decode
+    param_bytes: int = 0
+    param_packets: int = 0
+    keyframes_received: int = 0
+    keyframe_bytes: int = 0
+    keyframe_record_bytes: int = 0
+    loss_reports_sent: int = 0
+    keyframe_requests_sent: int = 0
+    bad_messages: int = 0
+    first_packet_t: float | None = None
+    last_packet_t: float | None = None
+    latency: list = field(default_factory=list)
+    stages: dict = field(default_factory=lambda: {"network": [], "decoding": [], "queue": [], "synthesis": []})
+
+    def packet(self, nbytes: int) -> None:
+        now = time.monotonic()
+        self.param_bytes += nbytes
+        self.param_packets += 1
+        self.first_packet_t = self.first_packet_t or now
+        self.last_packet_t = now
+
+    def rendered(self, r: Rendered) -> float:
+        self.frames_rendered += 1
+        latency = age_ms(r.job.capture_ms, r.ready_ms)
+        self.latency.append(latency)
+        self.stages["network"].append(age_ms(r.job.capture_ms, r.job.arrival_ms))
+        self.stages["decoding"].append(r.job.decoded_ms - r.job.arrival_ms)
+        self.stages["queue"].append(r.start_ms - r.job.decoded_ms)
+        self.stages["synthesis"].append(r.ready_ms - r.start_ms)
+        return latency
+
+    def param_seconds(self) -> float | None:
+        expected = self.chain.received + self.chain.lost
+        if self.fps and expected:
+            return expected / self.fps
+        if self.first_packet_t is not None and self.last_packet_t > self.first_packet_t:
+            return self.last_packet_t - self.first_packet_t
+        return None
+
+    def snapshot(self) -> dict:
+        c = self.chain
+        expected = c.received + c.lost
+        seconds = self.param_seconds()
+        return {
+            "state": self.state,
+            "duration_s": round(time.monotonic() - self.started, 3),
+            "sessions": self.sessions,
+            "frames_received": c.received,
+            "frames_rendered": self.frames_rendered,
+            "frames_lost": c.lost,
+            "frames_undecodable": c.broken,
+            "frames_late": c.stale,
+            "frames_other_keyframe": c.foreign,
+            "frames_decoded": c.decoded,
+            "frames_dropped_stale": self.frames_dropped_stale,
+            "frames_skipped": self.frames_skipped,
+            "frames_expected": expected,
+            "rendered_ratio": round(self.frames_rendered / expected, 4) if expected else None,
+            "latency_ms": summary(self.latency),
+            "stages_ms": {k: summary(v) for k, v in self.stages.items()},
+            "param_kbps": round(self.param_bytes * 8 / 1000 / seconds, 3) if seconds else None,
+            "param_bytes": self.param_bytes,
+            "param_packets": self.param_packets,
+            "fps": self.fps,
+            "keyframe_bytes": self.keyframe_bytes,
+            "keyframe_record_bytes": self.keyframe_record_bytes,
+            "keyframes_received": self.keyframes_received,
+            "loss_reports_sent": self.loss_reports_sent,
+            "keyframe_requests_sent": self.keyframe_requests_sent,
+            "bad_messages": self.bad_messages,
+        }

@@ -1,0 +1,56 @@
+"""Options of the sender half, shared by `python -m sender` and `python -m call`."""
+
+from __future__ import annotations
+
+import argparse
+
+from call.config import DEFAULT, LiveConfig
+from codec_core.config import load_config
+from models.face_model import FaceBasis
+from sender.analysis import Analyser
+from sender.half import SenderHalf, SenderOptions
+from sender.source import FrameSource, open_source
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def add_sender_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, metavar="webcam[:INDEX]|FILE",
+                        help="camera (webcam, webcam:1, /dev/video2) or a video file, played at its frame rate")
+    parser.add_argument("--loop", action="store_true", help="play a video file over and over")
+    parser.add_argument("--frames", type=_positive, help="stop after sending this many frames")
+    parser.add_argument("--config", help="codec settings (YAML, any keys of codec_core/defaults.yaml)")
+    parser.add_argument("--drop-params", type=_fraction, default=0.0, metavar="P",
+                        help="testing: drop this fraction of parameter packets at random after coding them")
+    parser.add_argument("--seed", type=int, help="random seed of --drop-params")
+    parser.add_argument("--sender-stats", dest="sender_stats", metavar="FILE.json",
+                        help="sender numbers (frames, bytes, stage times), rewritten every second")
+    parser.add_argument("--dump-sent", dest="dump_sent", metavar="FILE.jsonl",
+                        help="debug: the levels of every frame sent, one JSON line each")
+    parser.add_argument("--trace-sender", dest="trace_sender", metavar="FILE.jsonl",
+                        help="debug: per-frame stage times of the sender (wall-clock ms)")
+
+
+def build_sender(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> tuple[FrameSource, Analyser, SenderHalf]:
+    """Open the source and load the models (raises SourceError, ConfigError, VideoError)."""
+    config = load_config(args.config)
+    source = open_source(args.source, args.loop, args.frames, live.camera_fail_s, live.camera_fps)
+    try:
+        analyser = Analyser(config, FaceBasis.load(), live)
+    except BaseException:
+        source.close()
+        raise
+    options = SenderOptions(args.frames, args.drop_params, args.seed, args.dump_sent, args.trace_sender)
+    return source, analyser, SenderHalf(source, analyser, options, live)

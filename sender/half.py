@@ -1,0 +1,257 @@
+"""The sender half of a call: capture loop, what goes on which channel, and when.
+
+On every new session: the session header and the current key frame on `stream`, then one
+parameter packet per captured frame on `params`, the first one intra.  On the `control`
+channel it answers `keyframe-request` (header and current key frame again, next packet
+intra) and `loss` (next packet intra unless one went out after the lost frame).  A new
+key frame (the face left the crop) goes out on `stream` before the first packet that
+animates it.  When the source ends it sends `end` and lets the channels drain.
+
+A file source starts playing when the first peer has connected (so a scripted run sends
+every frame); a camera runs all the time but is only analysed while a peer is there.
+Frames are numbered per sender, one number per parameter packet made, so a receiver
+sees consecutive numbers unless the network loses packets (or `drop_params` drops them:
+a test option that simulates loss after coding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from call.clock import capture_stamp, unwrap, wall_ms
+from call.config import DEFAULT, LiveConfig
+from call.peer import Half, Session
+from call.stats import JsonLines, summary
+from call.wire import End, KeyframeRequest, Loss, pack_stream_record
+from codec_core.bitstream import ParamPacket, SessionHeader
+from codec_core.encoder import CodedKeyframe
+from codec_core.param_coding import PacketParamEncoder
+from sender.analysis import Analyser
+from sender.intra import IntraPolicy
+from sender.source import Captured, FrameSource, SourceError
+
+log = logging.getLogger(__name__)
+
+
+class NoFaceFound(Exception):
+    """The source ended without ever showing a face."""
+
+
+@dataclass
+class SenderOptions:
+    max_frames: int | None = None      # stop after this many frames sent
+    drop_params: float = 0.0           # drop this fraction of parameter packets (loss tests)
+    seed: int | None = None
+    dump_levels: str | None = None     # JSON lines: frame, key_id, intra, dropped, levels
+    trace: str | None = None           # JSON lines: per-frame stage times (wall ms)
+
+
+@dataclass
+class SenderStats:
+    started: float = field(default_factory=time.monotonic)
+    frames_captured: int = 0
+    frames_sent: int = 0
+    frames_dropped: int = 0            # by drop_params
+    frames_face_lost: int = 0
+    intra_packets: int = 0
+    param_bytes: int = 0
+    keyframes_coded: int = 0
+    keyframes_sent: int = 0
+    keyframe_bytes: int = 0
+    loss_reports: int = 0
+    intra_after_loss: int = 0
+    keyframe_requests: int = 0
+    sessions: int = 0
+    stages: dict = field(default_factory=lambda: {"capture": [], "analysis": [], "coding": []})
+
+    def snapshot(self) -> dict:
+        out = {k: v for k, v in vars(self).items() if k not in ("started", "stages")}
+        out["duration_s"] = round(time.monotonic() - self.started, 3)
+        out["stages_ms"] = {k: summary(v) for k, v in self.stages.items()}
+        return out
+
+
+class SenderHalf(Half):
+    def __init__(self, source: FrameSource, analyser: Analyser, options: SenderOptions,
+                 live: LiveConfig = DEFAULT) -> None:
+        self.source = source
+        self.analyser = analyser
+        self.options = options
+        self.live = live
+        self.stats = SenderStats()
+        self.session: Session | None = None
+        self.first_session = asyncio.Event()
+        self._header: SessionHeader | None = None
+        self._ready = False           # header and key frame went out on this session
+        self._coder = PacketParamEncoder(analyser.basis.num_params)
+        self._intra = IntraPolicy(analyser.config.intra_interval)
+        self._frame = 0               # next frame number (unwrapped)
+        self._rng = random.Random(options.seed)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="analysis")
+        self._dump = JsonLines(options.dump_levels)
+        self._trace = JsonLines(options.trace)
+
+    # -- session events (event loop) -----------------------------------------------------
+
+    def session_opened(self, session: Session) -> None:
+        self.session = session
+        self.stats.sessions += 1
+        self.first_session.set()
+        self._send_setup(header=True)
+
+    def session_closed(self, session: Session, reason: str) -> None:
+        if session is self.session:
+            self.session, self._ready = None, False
+
+    def on_control(self, message) -> None:
+        if isinstance(message, KeyframeRequest):
+            self.stats.keyframe_requests += 1
+            log.info("the receiver asks for the key frame")
+            self._send_setup(header=True)
+        elif isinstance(message, Loss):
+            self.stats.loss_reports += 1
+            if self._intra.on_loss(unwrap(message.frame, self._frame - 1)):
+                self.stats.intra_after_loss += 1
+                log.debug("loss of frame %d reported: next packet intra", message.frame)
+
+    def _send_setup(self, header: bool) -> None:
+        """Session header (if asked) and the current key frame, then an intra packet."""
+        s, keyframe = self.session, self.analyser.keyframe
+        if s is None or self._header is None:
+            return
+        if header:
+            s.send_stream(pack_stream_record(self._header))
+        if keyframe is None:
+            return
+        data = pack_stream_record(keyframe.record)
+        if s.send_stream(data):
+            self.stats.keyframes_sent += 1
+            self._ready = True
+            self._intra.force()
+
+    # -- the capture loop ----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Capture, analyse and send until the source ends or `stop` is set."""
+        loop = asyncio.get_running_loop()
+        try:
+            if not await self._first_keyframe(stop):
+                return
+            if not self.source.live:
+                log.info("waiting for a peer before playing %s", self.source.name)
+                if not await _until(self.first_session.wait(), stop):
+                    return
+                self.source.start_clock()
+            while not stop.is_set():
+                if self.options.max_frames is not None and self._frame >= self.options.max_frames:
+                    break
+                captured = await _until(self.source.next(), stop)
+                if captured is None:
+                    break
+                self.stats.frames_captured += 1
+                if self.source.live and self.session is None:
+                    continue          # a camera with nobody watching: do not burn CPU on it
+                t_start = wall_ms()
+                result = await loop.run_in_executor(self._pool, self.analyser.process, captured.rgb)
+                t_analysed = wall_ms()
+                if not result.face:
+                    self.stats.frames_face_lost += 1
+                if result.keyframe is not None:
+                    self.stats.keyframes_coded += 1
+                    self.stats.keyframe_bytes = len(result.keyframe.record.picture)
+                    self._send_setup(header=False)
+                self._emit(captured, result.levels, result.key_id, t_start, t_analysed)
+            await self._finish()
+        finally:
+            self._dump.close()
+            self._trace.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _first_keyframe(self, stop: asyncio.Event) -> bool:
+        loop = asyncio.get_running_loop()
+        last_log = float("-inf")
+        looked = 0
+        while not stop.is_set():
+            captured = await _until(self.source.next(), stop)
+            if stop.is_set():
+                return False
+            if captured is None:
+                raise NoFaceFound(f"no face found in {self.source.name} ({looked} pictures looked at)")
+            looked += 1
+            keyframe = await loop.run_in_executor(self._pool, self.analyser.first_keyframe, captured.rgb)
+            if keyframe is not None:
+                self._header = self.analyser.encoder.header(self.source.fps)
+                self.stats.keyframes_coded += 1
+                self.stats.keyframe_bytes = len(keyframe.record.picture)
+                self.source.pushback(captured)
+                self._send_setup(header=True)      # a peer may be there already
+                return True
+            if time.monotonic() - last_log > self.live.no_face_log_interval_s:
+                log.warning("no face in the picture yet; still looking")
+                last_log = time.monotonic()
+            if self.source.live:
+                await asyncio.sleep(self.live.face_search_interval_s)
+        return False
+
+    def _emit(self, captured: Captured, levels: np.ndarray, key_id: int, t_start: float, t_analysed: float) -> None:
+        frame = self._frame
+        self._frame += 1
+        s = self.stats
+        s.stages["capture"].append(t_start - captured.t_ms)
+        s.stages["analysis"].append(t_analysed - t_start)
+        if self.session is None or not self._ready:
+            return
+        intra = self._intra.decide(frame)
+        payload = self._coder.encode_packet(levels, intra)
+        packet = ParamPacket(frame, capture_stamp(captured.t_ms), key_id, intra, payload).pack()
+        t_coded = wall_ms()
+        s.stages["coding"].append(t_coded - t_analysed)
+        dropped = self.options.drop_params > 0 and self._rng.random() < self.options.drop_params
+        if dropped:
+            s.frames_dropped += 1
+        elif self.session.send_params(packet):
+            s.frames_sent += 1
+            s.param_bytes += len(packet)
+        s.intra_packets += intra
+        self._dump.write({"frame": frame, "key_id": key_id & 0xFF, "intra": intra, "dropped": dropped,
+                          "levels": levels.tolist()})
+        self._trace.write({"frame": frame, "capture": round(captured.t_ms, 3), "analysis_start": round(t_start, 3),
+                           "analysed": round(t_analysed, 3), "sent": round(wall_ms(), 3), "intra": intra,
+                           "bytes": len(packet), "dropped": dropped})
+
+    async def _finish(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        last = (self._frame - 1) % 65536 if self._frame else None
+        s.send_control(End(last))
+        log.info("stream ended after %d frames", self._frame)
+        await s.flush(self.live.flush_timeout_s)
+
+
+async def _until(coro, stop: asyncio.Event):
+    """Await `coro` unless `stop` is set first: its result, or None when stopped."""
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
+    return None
+
+
+__all__ = ["NoFaceFound", "SenderHalf", "SenderOptions", "SenderStats", "SourceError"]
