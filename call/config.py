@@ -32,6 +32,7 @@ class LiveConfig:
     recrop_scale: float = 0.2              # or changed size by this fraction: new crop
     camera_fail_s: float = 2.0             # a camera that delivers nothing this long is gone
     camera_fps: float = 25.0               # frame rate assumed when the camera does not say
+    ready_timeout_s: float = 5.0           # a file waits this long for the receiver's "ready"
 
 
 DEFAULT = LiveConfig()

@@ -100,8 +100,20 @@ class End:
         return {"type": self.type, "frame": self.frame}
 
 
-ControlMessage = Union[KeyframeRequest, Loss, End]
-FOR_SENDER = (KeyframeRequest, Loss)
+@dataclass(frozen=True)
+class Ready:
+    """Receiver to sender: key frame `key_id` (low 8 bits) is decoded and synthesis is set
+    up.  A file sender waits for it (a few seconds at most) before it starts playing."""
+
+    key_id: int
+    type: ClassVar[str] = "ready"
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, "key_id": self.key_id}
+
+
+ControlMessage = Union[KeyframeRequest, Loss, Ready, End]
+FOR_SENDER = (KeyframeRequest, Loss, Ready)
 FOR_RECEIVER = (End,)
 
 
@@ -133,7 +145,8 @@ def parse_control(data: str | bytes) -> ControlMessage:
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise WireError("control message is not a JSON object with a string 'type'")
     kind = obj["type"]
-    allowed = {"keyframe-request": {"type"}, "loss": {"type", "frame"}, "end": {"type", "frame"}}
+    allowed = {"keyframe-request": {"type"}, "loss": {"type", "frame"}, "ready": {"type", "key_id"},
+               "end": {"type", "frame"}}
     if kind not in allowed:
         raise WireError(f"unknown control message type {kind[:40]!r}")
     extra = set(obj) - allowed[kind]
@@ -143,4 +156,9 @@ def parse_control(data: str | bytes) -> ControlMessage:
         return KeyframeRequest()
     if kind == "loss":
         return Loss(_frame_field(obj, nullable=False))
+    if kind == "ready":
+        key = obj.get("key_id")
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < 256:
+            raise WireError(f"'key_id' must be an integer 0..255, got {key!r:.40}")
+        return Ready(key)
     return End(_frame_field(obj, nullable=True))

@@ -33,7 +33,7 @@ from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT
                                RIGHT_EYE_CORNERS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS, FaceModel, Similarity,
                                pose_to_similarity)
 
-RING_SCALES = (1.25, 1.6, 2.0)
+RING_SCALES = (1.15, 1.4, 1.8)
 
 WEIGHT_LEVELS = 3            # ring weights are k / 3, k = 0..3
 BORDER_SPACING = 16
@@ -65,7 +65,7 @@ def default_ring_weights(lower: np.ndarray, person: np.ndarray | None = None) ->
     scaled by the person-segmentation probability at each point when one is given."""
     n = len(lower) // len(RING_SCALES)
     ring_index = np.repeat(np.arange(len(RING_SCALES)), n)
-    w = np.where(lower, np.array([1 / 3, 0.0, 0.0])[ring_index], 1.0)
+    w = np.where(lower, np.where(ring_index == 0, 1 / 3, 0.0), 1.0)
     if person is not None:
         w = w * person
     return np.clip(np.rint(w * WEIGHT_LEVELS), 0, WEIGHT_LEVELS).astype(np.int64)

@@ -22,7 +22,7 @@ from call.clock import unwrap, wall_ms
 from call.config import DEFAULT, LiveConfig
 from call.peer import Half, Session
 from call.stats import JsonLines
-from call.wire import End, KeyframeRequest, Loss, unpack_stream_record
+from call.wire import End, KeyframeRequest, Loss, Ready, unpack_stream_record
 from codec_core.bitstream import ParamPacket, SessionHeader, StreamError
 from codec_core.decoder import check_levels
 from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
@@ -62,7 +62,7 @@ class ReceiverHalf(Half):
         self.worker = worker
 
     def events(self) -> RenderEvents:
-        return RenderEvents(self._rendered, self._keyframe_failed, self._skipped, self._quit)
+        return RenderEvents(self._rendered, self._keyframe_ready, self._keyframe_failed, self._skipped, self._quit)
 
     def close(self) -> None:
         self._dump.close()
@@ -209,6 +209,10 @@ class ReceiverHalf(Half):
         self._trace.write({"frame": j.frame, "arrival": round(j.arrival_ms, 3), "decoded": round(j.decoded_ms, 3),
                            "render_start": round(r.start_ms, 3), "ready": round(r.ready_ms, 3),
                            "latency": round(latency, 3)})
+
+    def _keyframe_ready(self, key_id: int) -> None:
+        if self.chain.key_id == key_id:
+            self._send(Ready(key_id))
 
     def _keyframe_failed(self, why: str) -> None:
         log.warning("key frame unusable: %s", why)

@@ -22,6 +22,7 @@ from call.clock import wall_ms
 from codec_core.bitstream import Keyframe, SessionHeader, StreamError
 from codec_core.decoder import FaceDecoder
 from codec_core.keyframe import KeyframeError
+from codec_core.param_coding import ParamDecodeError
 from models.face_model import FaceBasis
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class RenderEvents:
     """Callbacks, run on the event loop."""
 
     rendered: Callable[[Rendered], None]
+    keyframe_ready: Callable[[int], None]     # key id (low 8 bits): decoded, synthesis warmed up
     keyframe_failed: Callable[[str], None]
     skipped: Callable[[RenderJob], None]
     quit: Callable[[], None]          # the user closed the window
@@ -207,10 +209,14 @@ class RenderWorker:
                 return
             try:
                 self._decoder.set_keyframe(job.record)
-                self._usable_key = job.record.key_id & 0xFF
-            except (KeyframeError, StreamError, ValueError) as exc:
+                # one throw-away picture: the first real frame then does not pay for warm-up
+                self._decoder.render(self._decoder.params(self._decoder.reference.reference_levels()))
+            except (KeyframeError, StreamError, ParamDecodeError, ValueError) as exc:
                 self._usable_key = None
                 self._post(self._events.keyframe_failed, str(exc))
+                return
+            self._usable_key = job.record.key_id & 0xFF
+            self._post(self._events.keyframe_ready, self._usable_key)
         elif isinstance(job, RenderJob):
             if self._decoder is None or self._usable_key != job.key_id:
                 self._post(self._events.skipped, job)

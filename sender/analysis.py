@@ -26,8 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from call.config import DEFAULT, LiveConfig
+from codec_core.bitstream import Keyframe, StreamError
 from codec_core.config import CodecConfig
 from codec_core.encoder import CodedKeyframe, FaceEncoder
+from codec_core.param_coding import ParamDecodeError
+from codec_core.reference import Reference
 from models.crop import CropBox
 from models.face_model import FaceBasis
 from models.tracking import CropTracker, NoFaceError
@@ -41,6 +44,19 @@ class Analysis:
     face: bool                       # the face was tracked in this frame (else: levels held)
     keyframe: CodedKeyframe | None   # a new key frame that takes over with this frame
     key_id: int                      # the key frame these levels animate
+
+
+def keyframe_decodes(encoder: FaceEncoder) -> str | None:
+    """Check that the receiver will be able to read the key frame record just coded; the
+    reason when it cannot (None when it can)."""
+    record = encoder.keyframe.record
+    try:
+        back = Keyframe.unpack(record.pack())
+        Reference.unpack(back.geometry, encoder.basis, encoder.config.size, encoder.config.steps.geometry,
+                         encoder.steps)
+    except (StreamError, ParamDecodeError) as exc:
+        return str(exc)
+    return None
 
 
 def boxes_differ(a: CropBox, b: CropBox, shift: float, scale: float) -> bool:
@@ -78,6 +94,11 @@ class Analyser:
             return None
         encoder = FaceEncoder(self.config, self.basis)
         encoder.new_keyframe(tracked.crop, tracked.landmarks)
+        problem = keyframe_decodes(encoder)
+        if problem is not None:
+            log.warning("the key frame record does not decode back (%s); trying the next picture", problem)
+            self.tracker.box = None
+            return None
         self.encoder = encoder
         self.keyframes += 1
         log.info("key frame %d: %d bytes (QP %d), crop %s", encoder.keyframe.record.key_id,
@@ -106,6 +127,9 @@ class Analyser:
         self._pending = None
         try:
             future.result()
+            problem = keyframe_decodes(encoder)
+            if problem is not None:
+                raise ValueError(f"the record does not decode back: {problem}")
         except Exception as exc:
             log.warning("could not code a new key frame (%s); keeping the old one", exc)
             return None

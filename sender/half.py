@@ -29,7 +29,7 @@ from call.clock import capture_stamp, unwrap, wall_ms
 from call.config import DEFAULT, LiveConfig
 from call.peer import Half, Session
 from call.stats import JsonLines, summary
-from call.wire import End, KeyframeRequest, Loss, pack_stream_record
+from call.wire import End, KeyframeRequest, Loss, Ready, pack_stream_record
 from codec_core.bitstream import ParamPacket, SessionHeader
 from codec_core.encoder import CodedKeyframe
 from codec_core.param_coding import PacketParamEncoder
@@ -88,6 +88,7 @@ class SenderHalf(Half):
         self.stats = SenderStats()
         self.session: Session | None = None
         self.first_session = asyncio.Event()
+        self.peer_ready = asyncio.Event()      # the receiver has the key frame and can synthesize
         self._header: SessionHeader | None = None
         self._ready = False           # header and key frame went out on this session
         self._coder = PacketParamEncoder(analyser.basis.num_params)
@@ -111,7 +112,11 @@ class SenderHalf(Half):
             self.session, self._ready = None, False
 
     def on_control(self, message) -> None:
-        if isinstance(message, KeyframeRequest):
+        if isinstance(message, Ready):
+            keyframe = self.analyser.keyframe
+            if keyframe is not None and message.key_id == keyframe.record.key_id & 0xFF:
+                self.peer_ready.set()
+        elif isinstance(message, KeyframeRequest):
             self.stats.keyframe_requests += 1
             log.info("the receiver asks for the key frame")
             self._send_setup(header=True)
@@ -148,6 +153,13 @@ class SenderHalf(Half):
                 log.info("waiting for a peer before playing %s", self.source.name)
                 if not await _until(self.first_session.wait(), stop):
                     return
+                try:
+                    await asyncio.wait_for(_until(self.peer_ready.wait(), stop), self.live.ready_timeout_s)
+                except (asyncio.TimeoutError, TimeoutError):
+                    log.warning("the receiver did not say it is ready within %.0f s; playing anyway",
+                                self.live.ready_timeout_s)
+                if stop.is_set():
+                    return
                 self.source.start_clock()
             while not stop.is_set():
                 if self.options.max_frames is not None and self._frame >= self.options.max_frames:
@@ -168,7 +180,8 @@ class SenderHalf(Half):
                     self.stats.keyframe_bytes = len(result.keyframe.record.picture)
                     self._send_setup(header=False)
                 self._emit(captured, result.levels, result.key_id, t_start, t_analysed)
-            await self._finish()
+            if not stop.is_set():      # the source is over (interrupted: just hang up)
+                await self._finish()
         finally:
             self._dump.close()
             self._trace.close()

@@ -1,0 +1,69 @@
+"""Options and set-up of the receiver half, shared by `python -m receiver` and `python -m call`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from call.config import DEFAULT, LiveConfig
+from models.face_model import FaceBasis
+from receiver.half import ReceiverHalf
+from receiver.render import RenderWorker, Sink
+from receiver.sinks import FileSink, WindowSink, display_available
+
+
+class SetupError(Exception):
+    """The receiver cannot start as asked (no display, no CUDA)."""
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_receiver_options(parser: argparse.ArgumentParser, live: LiveConfig = DEFAULT) -> None:
+    parser.add_argument("--output", metavar="OUT.mp4",
+                        help="write the received video (H.264); a peer that comes back goes on in OUT-2.mp4, ...")
+    parser.add_argument("--window", action="store_true", help="show the received video in a window (q or Esc ends)")
+    parser.add_argument("--stats", metavar="STATS.json", help="receiver numbers, rewritten every second, final at exit")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="synthesis device (default: cpu)")
+    parser.add_argument("--threads", type=int, default=live.render_threads,
+                        help="torch threads for synthesis (default: %(default)s)")
+    parser.add_argument("--wait-peer", type=_seconds, default=live.peer_wait_s, metavar="SECONDS",
+                        help="when the peer leaves or vanishes, wait this long for one to come back, then end "
+                             "(default: %(default)s)")
+    parser.add_argument("--dump-levels", metavar="FILE.jsonl",
+                        help="debug: the decoded levels of every frame, one JSON line each")
+    parser.add_argument("--trace", metavar="FILE.jsonl", help="debug: per-frame stage times (wall-clock ms)")
+
+
+def check_receiver_args(args: argparse.Namespace) -> None:
+    if args.window and not display_available():
+        raise SetupError("--window needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
+    if args.threads < 1:
+        raise SetupError("--threads must be at least 1")
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SetupError("--device cuda asked for, but no CUDA device is available")
+    torch.set_num_threads(args.threads)
+
+
+def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> tuple[ReceiverHalf, RenderWorker]:
+    basis = FaceBasis.load()
+    half = ReceiverHalf(basis, live, args.dump_levels, args.trace)
+    sinks: list[Sink] = []
+    if args.output:
+        sinks.append(FileSink(args.output, live.max_gap_fill_s))
+    if args.window:
+        sinks.append(WindowSink())
+    worker = RenderWorker(asyncio.get_running_loop(), half.events(), sinks, basis, args.device)
+    half.attach(worker)
+    return half, worker
+
+
+async def stop_worker(worker: RenderWorker) -> None:
+    """Finish the synthesis thread (and close the output file) without blocking the loop."""
+    await asyncio.get_running_loop().run_in_executor(None, worker.stop)
