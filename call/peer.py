@@ -97,6 +97,15 @@ class Session:
     def send_control(self, message: ControlMessage) -> bool:
         return self._send(CONTROL.label, encode_control(message))
 
+    def wire_bytes(self) -> tuple[int, int] | None:
+        """(sent, received) bytes of this connection's DTLS transport (all data channels
+        and SCTP overhead, as on the wire minus UDP/IP headers), when aiortc tells."""
+        try:
+            stats = next(iter(self.pc.sctp.transport._get_stats().values()))
+            return stats.bytesSent, stats.bytesReceived
+        except Exception:   # a private aiortc counter: absent in other versions
+            return None
+
     def buffered(self) -> int:
         return sum(c.bufferedAmount for c in self.channels.values() if c.readyState == "open")
 
@@ -124,6 +133,7 @@ class PeerLink:
         self._task: asyncio.Task | None = None
         self._count = 0
         self._tasks: set[asyncio.Task] = set()
+        self._watchers: set[asyncio.Task] = set()
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -148,11 +158,10 @@ class PeerLink:
         await self._client.send(Bye())
         await self._end_session("hung up")
         await self._client.close()
-        for task in list(self._tasks):
-            try:
-                await asyncio.wait_for(task, 2.0)
-            except (asyncio.TimeoutError, TimeoutError, Exception):
-                pass
+        for task in list(self._watchers):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=3.0)
 
     def peer_absent_for(self) -> float:
         """Seconds since the last session closed (0 while one is open or opening)."""
@@ -233,7 +242,9 @@ class PeerLink:
             if pc.connectionState in ("failed", "closed"):
                 self._spawn(self._close_if(session, f"connection {pc.connectionState}"))
 
-        self._spawn(self._watch_open(session))
+        watcher = asyncio.ensure_future(self._watch_open(session))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
         self.session = session
         return session
 

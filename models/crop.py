@@ -65,8 +65,10 @@ def apply_crop(frame: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:
     return cv2.resize(square, (out_size, out_size), interpolation=interp)
 
 
-def face_inside(landmarks: np.ndarray, out_size: int, margin: float = 0.02) -> bool:
-    """Whether crop-space landmarks lie inside the crop (with a small margin)."""
-    lo, hi = margin * out_size, (1 - margin) * out_size
+def face_inside(landmarks: np.ndarray, out_size: int, min_fraction: float = 0.9) -> bool:
+    """Whether the face is (mostly) inside the crop: at least `min_fraction` of its
+    crop-space landmarks lie within the square.  A chin or forehead touching the edge
+    is still a face; a face half out of the picture is not."""
     xy = landmarks[:, :2]
-    return bool((xy >= lo).all() and (xy <= hi).all())
+    inside = ((xy >= 0) & (xy <= out_size)).all(axis=1)
+    return bool(inside.mean() >= min_fraction)

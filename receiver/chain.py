@@ -68,6 +68,16 @@ class PredictionChain:
         self.key_id = key_id & 0xFF
         self.intact = False
 
+    def stream_ended(self, last: int) -> int:
+        """The stream's last frame was `last` (unwrapped): frames after the last one seen
+        are lost too.  Returns how many."""
+        if self.expected is None or last < self.expected:
+            return 0
+        missing = last + 1 - self.expected
+        self.counts.lost += missing
+        self.expected = last + 1
+        return missing
+
     def decode_failed(self, frame: int, now: float) -> int | None:
         """The packet of (unwrapped) `frame`, judged DECODE, did not decode: the chain is
         broken until the next intra packet.  Returns the frame to name in a loss report."""

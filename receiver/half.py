@@ -100,7 +100,10 @@ class ReceiverHalf(Half):
             return False
         if self.end.frame is None or (self.chain.expected is not None and self.chain.expected > self.end.frame):
             return True
-        return time.monotonic() - self.end.at > self.live.end_grace_s
+        if time.monotonic() - self.end.at > self.live.end_grace_s:
+            self.chain.stream_ended(self.end.frame)     # the last frames were lost
+            return True
+        return False
 
     # -- stream channel ------------------------------------------------------------------
 

@@ -69,6 +69,9 @@ class SenderStats:
     intra_after_loss: int = 0
     keyframe_requests: int = 0
     sessions: int = 0
+    wire_bytes_sent: int | None = None   # DTLS bytes sent on the current session (all channels)
+    first_sent_t: float | None = None    # wall ms of the first and last packet sent
+    last_sent_t: float | None = None
     stages: dict = field(default_factory=lambda: {"capture": [], "analysis": [], "coding": []})
 
     def snapshot(self) -> dict:
@@ -232,6 +235,11 @@ class SenderHalf(Half):
         elif self.session.send_params(packet):
             s.frames_sent += 1
             s.param_bytes += len(packet)
+            s.first_sent_t = s.first_sent_t or t_coded
+            s.last_sent_t = t_coded
+        if frame % 10 == 0:
+            wire = self.session.wire_bytes()
+            s.wire_bytes_sent = wire[0] if wire else None
         s.intra_packets += intra
         self._dump.write({"frame": frame, "key_id": key_id & 0xFF, "intra": intra, "dropped": dropped,
                           "levels": levels.tolist()})
@@ -244,6 +252,8 @@ class SenderHalf(Half):
         if s is None:
             return
         last = (self._frame - 1) % 65536 if self._frame else None
+        wire = s.wire_bytes()
+        self.stats.wire_bytes_sent = wire[0] if wire else self.stats.wire_bytes_sent
         s.send_control(End(last))
         log.info("stream ended after %d frames", self._frame)
         await s.flush(self.live.flush_timeout_s)
