@@ -16,6 +16,12 @@ receiver answers.
 
 from __future__ import annotations
 
+import os
+
+# torch's OpenMP worker threads spin between frames and take a third of a core each on a
+# 2-core machine; the live ends run torch single-threaded (synthesis: --threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import asyncio
 import json
@@ -23,6 +29,7 @@ import logging
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -143,7 +150,7 @@ async def run_sender(args) -> int:
                  "rtp_bytes_sent": out.bytesSent if out else None, "rtp_packets_sent": out.packetsSent if out else None,
                  "wire_bytes_sent": wire.bytesSent if wire else None, "fps": float(source.fps)}
         if args.stats:
-            write_json_atomic(__import__("pathlib").Path(args.stats), stats)
+            write_json_atomic(Path(args.stats), stats)
         log.info("sent %d frames", track.sent)
         return 0
     finally:
@@ -225,7 +232,7 @@ async def run_receiver(args) -> int:
     stats = {"frames_received": len(arrivals), "frames_matched": len(latency), "frames_sent": end["frames"],
              "latency_ms": summary(latency), "duration_s": round(time.monotonic() - started, 3), "final": True}
     if args.stats:
-        write_json_atomic(__import__("pathlib").Path(args.stats), stats)
+        write_json_atomic(Path(args.stats), stats)
     log.info("received %d frames, latency median %s ms", len(arrivals), stats["latency_ms"]["median"])
     return 0
 

@@ -17,6 +17,12 @@ seconds.  Status 1 with a one-line message for the errors of `python -m sender` 
 
 from __future__ import annotations
 
+import os
+
+# torch's OpenMP worker threads spin between frames and take a third of a core each on a
+# 2-core machine; the live ends run torch single-threaded (synthesis: --threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import asyncio
 import logging

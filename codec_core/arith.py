@@ -175,11 +175,6 @@ class ArithmeticDecoder:
             return 0
         return (self._data[pos >> 3] >> (7 - (pos & 7))) & 1
 
-    @property
-    def overrun_bits(self) -> int:
-        """How many bits were read past the end of the input (beyond the state width)."""
-        return max(0, self._pos - STATE_BITS - self._nbits)
-
     def _renormalise(self) -> None:
         low, high, code = self._low, self._high, self._code
         while True:

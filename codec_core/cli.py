@@ -2,7 +2,7 @@
 
     python -m codec_core encode INPUT -o STREAM [--qp N] [--size 256|512] [--frames N]
                                 [--save-crop CROP.mp4] [--config FILE.yaml]
-    python -m codec_core decode STREAM -o OUT.mp4 [--device cpu|cuda]
+    python -m codec_core decode STREAM -o OUT.mp4 [--device cpu|cuda] [--edit NAME=VALUE ...]
     python -m codec_core info STREAM
 
 Errors end with one line on stderr and exit status 1 (2 for bad usage).
@@ -51,15 +51,42 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def _editor(parsed, edits):
+    """The `edit` callable of decode_frames (docs/editing.md), set up for this stream's key
+    frame on its first call (so that the decoder has checked the stream first)."""
+    from models.editing import ExpressionEditor, apply_edits
+
+    editor = None
+
+    def edit(params):
+        nonlocal editor
+        if editor is None:
+            from codec_core.decoder import header_steps
+            from codec_core.param_coding import step_vector
+            from codec_core.reference import Reference
+            from models.face_model import FaceBasis
+
+            basis, h = FaceBasis.load(), parsed.header
+            ref = Reference.unpack(parsed.keyframe.geometry, basis, h.width, h.steps[6],
+                                   step_vector(header_steps(h), basis.num_params))
+            editor = ExpressionEditor.from_model(ref.face_model())
+        return apply_edits(params, edits, editor)
+
+    return edit
+
+
 def cmd_decode(args) -> int:
     from codec_core.decoder import decode_frames, read_stream
     from codec_core.video import VideoWriter
+    from models.editing import Edits
 
+    edits = Edits.parse(args.edit)
     parsed = read_stream(args.stream)
     device = _device(args.device)
+    edit = _editor(parsed, edits) if edits else None
     start, n = time.perf_counter(), 0
     with VideoWriter(args.output, parsed.header.fps_num / parsed.header.fps_den) as writer:
-        for frame in decode_frames(parsed, device):
+        for frame in decode_frames(parsed, device, edit):
             writer.write(frame)
             n += 1
     took = time.perf_counter() - start
@@ -91,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("stream")
     d.add_argument("-o", "--output", required=True)
     d.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    d.add_argument("--edit", action="append", default=[], metavar="NAME=VALUE",
+                   help="edit the decoded face, e.g. yaw=15 smile=0.8 (repeatable; controls in docs/editing.md)")
     d.set_defaults(func=cmd_decode)
     i = sub.add_parser("info", help="print a stream's numbers as JSON")
     i.add_argument("stream")
@@ -101,11 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from models.editing import EditError
     from models.tracking import NoFaceError
 
     try:
         return args.func(args)
-    except (StreamError, ParamDecodeError, KeyframeError, VideoError, ConfigError, NoFaceError,
+    except (StreamError, ParamDecodeError, KeyframeError, VideoError, ConfigError, NoFaceError, EditError,
             FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -81,10 +81,7 @@ def check_levels(levels: np.ndarray) -> np.ndarray:
 
 def decode_segment(segment: ParamSegment, num_params: int) -> list[np.ndarray]:
     coder, dec = ParamFrameDecoder(num_params), ArithmeticDecoder(segment.payload)
-    out = [check_levels(coder.decode(dec, intra=(i == 0))) for i in range(segment.frame_count)]
-    if dec.overrun_bits > 32:
-        raise ParamDecodeError(f"parameter segment at frame {segment.first_frame} is truncated")
-    return out
+    return [check_levels(coder.decode(dec, intra=(i == 0))) for i in range(segment.frame_count)]
 
 
 @dataclass

@@ -55,8 +55,9 @@ class FaceEncoder:
                              frame_count, self.basis.version, self.basis.num_params, self.config.intra_interval,
                              (s.angle, s.translation, s.log_scale, s.eye, s.gaze, s.expression, s.geometry))
 
-    def new_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
-        """Code `crop` as the new key frame; `landmarks` are its face landmarks (crop pixels)."""
+    def code_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
+        """Code `crop` as a key frame without switching to it (slow: VVenC, segmentation);
+        `landmarks` are its face landmarks in crop pixels."""
         from models.segmentation import person_probability
 
         cfg = self.config
@@ -64,12 +65,22 @@ class FaceEncoder:
         picture = decode_keyframe(data)
         reference = Reference.from_landmarks(self.basis, landmarks, cfg.size, cfg.steps.geometry, self.steps,
                                              person=person_probability(picture))
-        self._key_id = (self._key_id + 1) & 0xFFFF
-        record = Keyframe(self._key_id, KEYFRAME_CODEC_VVC, data, reference.pack())
-        self.keyframe = CodedKeyframe(record, picture, reference, qp)
-        self._model = reference.face_model()
-        self._previous = reference.reference_levels()
-        return self.keyframe
+        key_id = (self._key_id + 1) & 0xFFFF
+        record = Keyframe(key_id, KEYFRAME_CODEC_VVC, data, reference.pack())
+        return CodedKeyframe(record, picture, reference, qp)
+
+    def use_keyframe(self, coded: CodedKeyframe) -> None:
+        """Switch to a key frame from `code_keyframe`: parameters from now on animate it."""
+        self._key_id = coded.record.key_id
+        self.keyframe = coded
+        self._model = coded.reference.face_model()
+        self._previous = coded.reference.reference_levels()
+
+    def new_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
+        """Code `crop` as the new key frame and switch to it."""
+        coded = self.code_keyframe(crop, landmarks)
+        self.use_keyframe(coded)
+        return coded
 
     def levels(self, landmarks: np.ndarray | None) -> np.ndarray:
         """Quantised parameters of one frame; a frame without a face holds the last ones."""

@@ -34,7 +34,8 @@ class ParamDecodeError(Exception):
 def step_vector(steps: Steps, num_params: int) -> np.ndarray:
     """Quantisation step of every entry of the parameter vector (layout: models.face_model)."""
     fixed = [steps.angle] * 3 + [steps.translation] * 2 + [steps.log_scale] + [steps.eye] * 2 + [steps.gaze] * 2
-    return np.array(fixed + [steps.expression] * (num_params - len(fixed)))
+    # rounded to float32, as the session header carries them: both ends use identical steps
+    return np.array(fixed + [steps.expression] * (num_params - len(fixed)), dtype=np.float32).astype(np.float64)
 
 
 def quantise(x: np.ndarray, step: np.ndarray, previous: np.ndarray | None = None,
@@ -191,8 +192,4 @@ class PacketParamEncoder(ParamFrameEncoder):
 
 class PacketParamDecoder(ParamFrameDecoder):
     def decode_packet(self, payload: bytes, intra: bool) -> np.ndarray:
-        dec = ArithmeticDecoder(payload)
-        q = self.decode(dec, intra)
-        if dec.overrun_bits > 32:
-            raise ParamDecodeError("parameter packet is truncated")
-        return q
+        return self.decode(ArithmeticDecoder(payload), intra)

@@ -67,6 +67,7 @@ class Reference:
     def from_landmarks(cls, basis: FaceBasis, landmarks: np.ndarray, size: int, geometry_step: float,
                        param_steps: np.ndarray, person: "np.ndarray | None" = None) -> "Reference":
         """Quantise a key frame's landmarks; `person` is its segmentation map (H, W) or None."""
+        geometry_step = float(np.float32(geometry_step))  # as the session header carries it
         canon, _ = canonicalise(landmarks, basis, size)
         shape_levels = np.rint((canon - basis.mean) / geometry_step).astype(np.int64)
         ref = cls(basis, size, geometry_step, shape_levels, np.zeros(6, np.int64),
@@ -103,6 +104,6 @@ class Reference:
         pose = np.array([read_int(dec, ctxs, ("pose", i), EG_ORDER_INTRA) for i in range(6)], np.int64)
         rings = np.array([sum(dec.decode(ctxs["ring", bit]) << bit for bit in range(2))
                           for _ in range(NUM_RING_POINTS)], np.int64)
-        if dec.overrun_bits > 32 or np.abs(shape_levels).max() > MAX_SHAPE_LEVEL:
+        if np.abs(shape_levels).max() > MAX_SHAPE_LEVEL or np.abs(pose).max() > MAX_SHAPE_LEVEL:
             raise ParamDecodeError("reference geometry is corrupt")
         return cls(basis, size, geometry_step, shape_levels, pose, np.minimum(rings, WEIGHT_LEVELS), param_steps)

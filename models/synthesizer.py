@@ -34,6 +34,9 @@ from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT
                                pose_to_similarity)
 
 RING_SCALES = (1.15, 1.4, 1.8)
+# share of the outline's own (expression) motion each ring takes: an opening jaw drags the
+# neck below it instead of tearing away from it
+RING_FOLLOW = (0.7, 0.4, 0.15)
 
 WEIGHT_LEVELS = 3            # ring weights are k / 3, k = 0..3
 BORDER_SPACING = 16
@@ -88,6 +91,8 @@ class WarpMesh:
     triangles: np.ndarray     # (T, 3) vertex indices
     num_landmarks: int
     ring_canonical: np.ndarray  # (R, 3) ring points in the reference canonical frame
+    ring_anchor: np.ndarray     # (R,) the face-outline landmark each ring point belongs to
+    ring_follow: np.ndarray     # (R,) how much of that landmark's expression motion it takes
     ring_weights: np.ndarray    # (R,) in [0, 1]
     depth: np.ndarray           # (V,) source depth (z), for drawing order
 
@@ -96,6 +101,9 @@ def build_mesh(ref_landmarks: np.ndarray, ref_pose: Similarity, ring_weights: np
     rings, _ = ring_layout(ref_landmarks, size)
     inside = ((rings[:, :2] > 1) & (rings[:, :2] < size - 2)).all(axis=1)
     rings, weights = rings[inside], ring_weights[inside] / WEIGHT_LEVELS
+    anchor = np.tile(FACE_OVAL, len(RING_SCALES))[inside]
+    level = np.repeat(np.arange(len(RING_SCALES)), len(FACE_OVAL))[inside]
+    follow = np.array(RING_FOLLOW)[level] * weights
     border = border_points(size)
     far = ref_landmarks[:, 2].max() + size
     source = np.concatenate([ref_landmarks[:, :2], rings[:, :2], border])
@@ -103,7 +111,8 @@ def build_mesh(ref_landmarks: np.ndarray, ref_pose: Similarity, ring_weights: np
     in_mesh = np.setdiff1d(np.arange(len(source)), IRIS_POINTS)
     triangles = in_mesh[Delaunay(source[in_mesh]).simplices].astype(np.int64)
     return WarpMesh(source=source, triangles=triangles, num_landmarks=len(ref_landmarks),
-                    ring_canonical=ref_pose.invert_points(rings), ring_weights=weights, depth=depth)
+                    ring_canonical=ref_pose.invert_points(rings), ring_anchor=anchor, ring_follow=follow,
+                    ring_weights=weights, depth=depth)
 
 
 def _area(ring: np.ndarray) -> float:
@@ -120,6 +129,15 @@ class _Iris:
         rim = np.linalg.norm(ref_landmarks[list(points[1:]), :2] - self.centre, axis=1).mean()
         self.radius = max(1.0, float(rim))
         self.opening_area = _area(ref_landmarks[list(ring), :2])
+        self.lid_colour: np.ndarray | None = None
+
+    def sample_lid(self, keyframe: np.ndarray, ref_landmarks: np.ndarray) -> None:
+        """Colour of the eyelid skin: just above the upper lid of the key frame."""
+        upper = ref_landmarks[list(self.ring[1:8]), :2]
+        width = np.linalg.norm(ref_landmarks[self.ring[0], :2] - ref_landmarks[self.ring[8], :2])
+        pts = np.rint(upper - [0.0, 0.25 * width]).astype(int)
+        pts = pts.clip(0, np.array(keyframe.shape[1::-1]) - 1)
+        self.lid_colour = np.median(keyframe[pts[:, 1], pts[:, 0]].astype(np.float32), axis=0)
 
     def disc(self, shape: tuple[int, int], centre: np.ndarray, radius: float, margin: float = 0.0) -> np.ndarray:
         ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
@@ -139,17 +157,21 @@ class _Iris:
         eye = np.zeros((h, w), np.float32)
         cv2.fillPoly(eye, [np.rint((opening - lo) * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)], 1.0,
                      lineType=cv2.LINE_AA, shift=_SUBPIXEL_SHIFT)
+        ratio = _area(opening) / max(self.opening_area, 1e-6)
+        patch = frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1].astype(np.float32)
+        # a closing eye: the squeezed eyeball between the lids gives way to lid skin
+        shut = float(np.clip((0.6 - ratio) / 0.45, 0.0, 1.0))
+        if shut > 0 and self.lid_colour is not None:
+            lid = cv2.GaussianBlur(cv2.dilate(eye, np.ones((5, 5), np.uint8)), (0, 0), 1.0)
+            patch += (shut * lid)[..., None] * (self.lid_colour - patch)
         # a nearly shut eye shows no iris (rather than a speck of it between the lids)
-        fade = np.clip((_area(opening) / max(self.opening_area, 1e-6) - 0.15) / 0.25, 0.0, 1.0)
-        if fade <= 0:
-            return
+        fade = float(np.clip((ratio - 0.15) / 0.25, 0.0, 1.0))
         weight = fade * eye * self.disc((h, w), centre - lo, radius)
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
         k = self.radius / radius
         map_x = ((xs + lo[0] - centre[0]) * k + self.centre[0]).astype(np.float32)
         map_y = ((ys + lo[1] - centre[1]) * k + self.centre[1]).astype(np.float32)
         iris = cv2.remap(keyframe, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        patch = frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1].astype(np.float32)
         patch += weight[..., None] * (iris.astype(np.float32) - patch)
         frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = np.rint(patch).astype(np.uint8)
 
@@ -176,6 +198,8 @@ class Synthesizer:
         ref_landmarks = model.landmarks(ref_params)
         self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[:6], self.size), ring_weights, self.size)
         self._irises = [_Iris(ref_landmarks, iris, ring) for iris, ring in EYES]
+        for eye in self._irises:
+            eye.sample_lid(keyframe, ref_landmarks)
         without_irises = _inpaint_irises(keyframe, self._irises)
         self._image = torch.from_numpy(keyframe).to(self.device).permute(2, 0, 1)[None].float().contiguous()
         self._warp_source = torch.from_numpy(without_irises).to(self.device).permute(2, 0, 1)[None].float().contiguous()
@@ -192,7 +216,10 @@ class Synthesizer:
         w = m.ring_weights[:, None]
         target = m.source.copy()
         target[:nl] = lm[:, :2]
-        target[nl:nl + nr] = w * ring[:, :2] + (1 - w) * m.source[nl:nl + nr]
+        outline = lm[m.ring_anchor, :2]
+        own_motion = outline - pose.apply(self.model.reference[m.ring_anchor])[:, :2]
+        target[nl:nl + nr] = (w * ring[:, :2] + (1 - w) * m.source[nl:nl + nr]
+                              + m.ring_follow[:, None] * own_motion)
         depth = m.depth.copy()
         depth[:nl] = lm[:, 2]
         depth[nl:nl + nr] = ring[:, 2]
@@ -213,6 +240,9 @@ class Synthesizer:
         moved_vertex = np.abs(target - self.mesh.source).max(axis=1) > 1e-9
         if not moved_vertex.any():
             return self.keyframe.copy()
+        for eye in self._irises:
+            if moved_vertex[list(eye.points)].any():  # the eye shows the iris-free picture
+                moved_vertex[list(eye.ring)] = True
         ids = self._rasterise(target, depth)
         tris = self.mesh.triangles
         moved_tri = moved_vertex[tris].any(axis=1)

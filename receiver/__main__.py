@@ -15,6 +15,12 @@ full, no display for --window, no CUDA for --device cuda.
 
 from __future__ import annotations
 
+import os
+
+# torch's OpenMP worker threads spin between frames and take a third of a core each on a
+# 2-core machine; the live ends run torch single-threaded (synthesis: --threads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import asyncio
 import logging

@@ -6,7 +6,8 @@ the key frame the packets belong to, and decides for each packet:
 
 - DECODE: it is intra, or the chain up to it is intact;
 - BROKEN: a frame before it is missing (or failed to decode): skip it until the next intra;
-- STALE: it is older than one already seen (late or duplicate): drop it;
+- STALE: it is older than one already seen (late or duplicate): drop it (after a long run
+  of these the numbering is taken to have restarted, and the chain follows it again);
 - FOREIGN: it animates another key frame than the receiver's current one: drop it.
 
 It also says when to report a loss to the sender (at once on a new gap, then at most every
@@ -49,14 +50,16 @@ class ChainCounts:
 
 
 class PredictionChain:
-    def __init__(self, report_interval: float = 0.1) -> None:
+    def __init__(self, report_interval: float = 0.1, resync_after: int = 50) -> None:
         self.report_interval = report_interval
+        self.resync_after = resync_after        # this many late packets in a row: numbering restarted
         self.counts = ChainCounts()
         self.key_id: int | None = None      # low 8 bits of the current key frame's id
         self.intact = False
         self.expected: int | None = None    # next unwrapped frame number
         self.first: int | None = None       # first frame number of this session
         self._last_report: float | None = None
+        self._stale_run = 0
 
     def new_session(self) -> None:
         """A new peer connection: frame numbers and key frames start over."""
@@ -90,7 +93,13 @@ class PredictionChain:
         f = unwrap(frame, self.expected if self.expected is not None else frame)
         if self.expected is not None and f < self.expected:
             self.counts.stale += 1
+            self._stale_run += 1
+            if self._stale_run >= self.resync_after:
+                # a run of "late" packets is a sender whose numbering jumped back (or a
+                # bogus packet that threw ours forward): follow the packets again
+                self.expected, self.intact, self._stale_run = None, False, 0
             return Decision(Verdict.STALE, f)
+        self._stale_run = 0
         gap = f - self.expected if self.expected is not None else 0
         if self.first is None:
             self.first = f

@@ -17,8 +17,9 @@ tracking goes on:
 
 from __future__ import annotations
 
-import copy
 import logging
+import os
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,11 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from call.config import DEFAULT, LiveConfig
-from codec_core.bitstream import Keyframe, StreamError
 from codec_core.config import CodecConfig
 from codec_core.encoder import CodedKeyframe, FaceEncoder
-from codec_core.param_coding import ParamDecodeError
-from codec_core.reference import Reference
 from models.crop import CropBox
 from models.face_model import FaceBasis
 from models.tracking import CropTracker, NoFaceError
@@ -46,17 +44,14 @@ class Analysis:
     key_id: int                      # the key frame these levels animate
 
 
-def keyframe_decodes(encoder: FaceEncoder) -> str | None:
-    """Check that the receiver will be able to read the key frame record just coded; the
-    reason when it cannot (None when it can)."""
-    record = encoder.keyframe.record
+def _lower_priority() -> None:
+    """Key frames after the first are coded while the call goes on: run that thread, and
+    the VVenC process it starts (children inherit the niceness of the thread that forks
+    them on Linux), below the tracking and synthesis threads."""
     try:
-        back = Keyframe.unpack(record.pack())
-        Reference.unpack(back.geometry, encoder.basis, encoder.config.size, encoder.config.steps.geometry,
-                         encoder.steps)
-    except (StreamError, ParamDecodeError) as exc:
-        return str(exc)
-    return None
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def boxes_differ(a: CropBox, b: CropBox, shift: float, scale: float) -> bool:
@@ -75,8 +70,8 @@ class Analyser:
         self.encoder: FaceEncoder | None = None
         self.lost_frames = 0
         self.keyframes = 0
-        self._pending: tuple[FaceEncoder, Future] | None = None
-        self._keyframe_pool = ThreadPoolExecutor(1, thread_name_prefix="keyframe")
+        self._pending: Future | None = None      # a new key frame being coded
+        self._keyframe_pool = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=_lower_priority)
         self._last_search = float("-inf")
 
     @property
@@ -94,11 +89,6 @@ class Analyser:
             return None
         encoder = FaceEncoder(self.config, self.basis)
         encoder.new_keyframe(tracked.crop, tracked.landmarks)
-        problem = keyframe_decodes(encoder)
-        if problem is not None:
-            log.warning("the key frame record does not decode back (%s); trying the next picture", problem)
-            self.tracker.box = None
-            return None
         self.encoder = encoder
         self.keyframes += 1
         log.info("key frame %d: %d bytes (QP %d), crop %s", encoder.keyframe.record.key_id,
@@ -121,23 +111,19 @@ class Analyser:
         return Analysis(levels, tracked.landmarks is not None, fresh, self.encoder.keyframe.record.key_id)
 
     def _adopt_pending(self) -> CodedKeyframe | None:
-        if self._pending is None or not self._pending[1].done():
+        if self._pending is None or not self._pending.done():
             return None
-        encoder, future = self._pending
-        self._pending = None
+        future, self._pending = self._pending, None
         try:
-            future.result()
-            problem = keyframe_decodes(encoder)
-            if problem is not None:
-                raise ValueError(f"the record does not decode back: {problem}")
+            coded = future.result()
         except Exception as exc:
             log.warning("could not code a new key frame (%s); keeping the old one", exc)
             return None
-        self.encoder = encoder
+        self.encoder.use_keyframe(coded)
         self.keyframes += 1
-        log.info("key frame %d: %d bytes (QP %d), crop %s", encoder.keyframe.record.key_id,
-                 len(encoder.keyframe.record.picture), encoder.keyframe.qp, self.tracker.box)
-        return encoder.keyframe
+        log.info("key frame %d: %d bytes (QP %d), crop %s", coded.record.key_id,
+                 len(coded.record.picture), coded.qp, self.tracker.box)
+        return coded
 
     def _search(self, picture: np.ndarray) -> None:
         """The face is lost in the crop: look for it in the whole picture now and then."""
@@ -159,8 +145,7 @@ class Analyser:
             self.tracker.box = old
             return
         log.info("the face moved out of the crop: new crop %s, coding a new key frame", new)
-        encoder = copy.copy(self.encoder)    # the new key frame must not disturb the current one
-        self._pending = (encoder, self._keyframe_pool.submit(encoder.new_keyframe, tracked.crop, tracked.landmarks))
+        self._pending = self._keyframe_pool.submit(self.encoder.code_keyframe, tracked.crop, tracked.landmarks)
 
     def close(self) -> None:
         self._keyframe_pool.shutdown(wait=False, cancel_futures=True)

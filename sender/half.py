@@ -31,7 +31,6 @@ from call.peer import Half, Session
 from call.stats import JsonLines, summary
 from call.wire import End, KeyframeRequest, Loss, Ready, pack_stream_record
 from codec_core.bitstream import ParamPacket, SessionHeader
-from codec_core.encoder import CodedKeyframe
 from codec_core.param_coding import PacketParamEncoder
 from sender.analysis import Analyser
 from sender.intra import IntraPolicy

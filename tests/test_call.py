@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 
 import numpy as np
-import pytest
 
 from conftest import clip
 from liveproc import (Processes, landmark_error, psnr, read_json, read_jsonl, sender_crops, video_frames,

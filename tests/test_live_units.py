@@ -285,3 +285,42 @@ def test_chain_counts_frames_lost_at_the_end():
     assert chain.stream_ended(7) == 3
     assert chain.counts.lost == 3
     assert chain.stream_ended(7) == 0
+
+
+def test_ice_server_options():
+    import argparse
+    import asyncio
+
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from call.cli import add_connection_options, ice_servers
+    from call.peer import IceServer
+
+    parser = argparse.ArgumentParser()
+    add_connection_options(parser)
+    args = parser.parse_args(["--signaling", "ws://h:1", "--room", "r", "--ice-server", "stun:s.example:3478",
+                              "--ice-server", "turn:t.example:3478?transport=udp", "--ice-username", "u",
+                              "--ice-credential", "c"])
+    servers = ice_servers(args)
+    assert servers == [IceServer("stun:s.example:3478"), IceServer("turn:t.example:3478?transport=udp", "u", "c")]
+
+    async def make_pc():
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[s.to_rtc() for s in servers]))
+        await pc.close()
+
+    asyncio.run(make_pc())
+    with pytest.raises(ValueError):
+        ice_servers(parser.parse_args(["--signaling", "ws://h:1", "--room", "r", "--ice-server", "http://x"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--signaling", "http://h:1", "--room", "r"])
+
+
+def test_chain_follows_numbering_that_jumped_back():
+    chain = PredictionChain(resync_after=3)
+    chain.new_key(0)
+    chain.accept(30000, 0, True, 0.0)            # e.g. a bogus packet far ahead
+    for f in (5, 6, 7):
+        assert chain.accept(f, 0, False, 0.0).verdict is Verdict.STALE
+    d = chain.accept(8, 0, False, 0.0)           # followed again: broken until an intra packet
+    assert d.verdict is Verdict.BROKEN and d.lost == 0
+    assert chain.accept(9, 0, True, 0.0).verdict is Verdict.DECODE

@@ -8,7 +8,7 @@ from codec_core.config import load_config
 from codec_core.param_coding import step_vector
 from codec_core.reference import Reference
 from codec_core.video import read_frames
-from models.face_model import FaceBasis, FaceModel, canonicalise
+from models.face_model import FaceBasis, canonicalise
 from models.face_tracker import detect_still
 from models.segmentation import person_probability
 from models.synthesizer import Synthesizer

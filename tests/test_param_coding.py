@@ -30,8 +30,9 @@ def test_hysteresis_holds_small_changes_and_follows_large_ones():
 def test_steps_follow_the_configuration():
     s = load_config().steps
     v = step_vector(s, 14)
-    assert v[0] == s.angle and v[3] == s.translation and v[5] == s.log_scale
-    assert v[6] == s.eye and v[8] == s.gaze and (v[10:] == s.expression).all()
+    f32 = lambda x: float(np.float32(x))  # noqa: E731  (steps travel as float32 in the header)
+    assert v[0] == f32(s.angle) and v[3] == f32(s.translation) and v[5] == f32(s.log_scale)
+    assert v[6] == f32(s.eye) and v[8] == f32(s.gaze) and (v[10:] == f32(s.expression)).all()
 
 
 def _levels(n, k, seed=0):

@@ -1,0 +1,446 @@
+"""Latency benchmark of a live call on this machine: ours against a plain VP8 WebRTC call.
+
+    python -m benchmarks.latency --source FILE [--seconds 10] --out DIR [--save-video]
+
+In one run, one after the other, over real aiortc on this machine (each end its own
+process, a signaling server in a third):
+
+1. ours: `python -m receiver` and `python -m sender --source FILE --frames N` (N = seconds
+   x the file's frame rate; the file loops when it is shorter);
+2. the baseline: `python -m benchmarks.vp8_call` receive and send, a VP8 video call of the
+   same 256x256 crop at the same frame rate, capture stamps on a data channel.
+
+Latency is measured the same way for both: from the sender's capture of a frame (the
+moment it is taken from the paced file) to the moment the receiver has the picture as RGB
+(ours: synthesized; VP8: decoded), both on this machine's wall clock.  Reported: latency
+median and p95, frames delivered, bitrate (payload and on the wire), CPU per process
+(from /proc/PID/stat: user + system time, children included, over the streaming window),
+and for ours a per-stage breakdown from the per-frame traces of both ends (capture,
+analysis, coding, network, decoding, queue, synthesis).
+
+Writes DIR/report.md, DIR/results.json, DIR/latency.png, and the raw traces and stats of
+every process in DIR/raw/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from call.stats import summary
+
+log = logging.getLogger("benchmarks.latency")
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = {"median_ms": 80.0, "p95_ms": 150.0, "rendered": 0.95}
+STAGES = ("capture", "analysis", "coding", "network", "decoding", "queue", "synthesis")
+
+
+# -- processes and CPU -------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process and its waited-for children, in seconds."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime + cutime + cstime) / CLK_TCK
+
+
+class CpuSampler:
+    """Samples the CPU time of some processes a few times a second (wall time, cpu s)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.samples: dict[str, list[tuple[float, float]]] = {}
+        self._pids: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def watch(self, name: str, pid: int) -> None:
+        self._pids[name] = pid
+        self.samples[name] = []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            for name, pid in list(self._pids.items()):
+                cpu = cpu_seconds(pid)
+                if cpu is not None:
+                    self.samples[name].append((now, cpu))
+            self._stop.wait(self.interval)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def usage(self, name: str, t0: float, t1: float) -> dict:
+        """CPU % of one core over the wall-time window [t0, t1] (seconds), and CPU seconds
+        of the whole process lifetime as last seen."""
+        s = self.samples.get(name) or []
+        if len(s) < 2 or t1 <= t0:
+            return {"cpu_percent": None, "cpu_seconds_total": s[-1][1] if s else None}
+        t = np.array([x[0] for x in s])
+        c = np.array([x[1] for x in s])
+        used = float(np.interp(t1, t, c) - np.interp(t0, t, c))
+        return {"cpu_percent": round(100 * used / (t1 - t0), 1), "cpu_seconds_total": round(float(c[-1]), 2)}
+
+
+class Run:
+    """Processes of one call; all killed at the end."""
+
+    def __init__(self, raw: Path, sampler: CpuSampler, prefix: str) -> None:
+        self.raw, self.sampler, self.prefix = raw, sampler, prefix
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("DISPLAY", None)
+        log_file = open(self.raw / f"{self.prefix}_{name}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log_file.close()
+        self.procs[name] = proc
+        self.sampler.watch(f"{self.prefix}_{name}", proc.pid)
+        return proc
+
+    def wait(self, name: str, timeout: float) -> int:
+        try:
+            return self.procs[name].wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{self.prefix} {name} did not finish within {timeout:.0f} s "
+                               f"(see {self.raw / f'{self.prefix}_{name}.log'})") from None
+
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def start_signaling(raw: Path) -> tuple[subprocess.Popen, str]:
+    log_path = raw / "signaling.log"
+    with open(log_path, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "signaling", "--port", "0"], cwd=REPO, stdout=f,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        m = re.search(r"signaling server listening on (ws://\S+)", log_path.read_text())
+        if m:
+            return proc, m.group(1)
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the signaling server did not start")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- the two calls -----------------------------------------------------------------------
+
+def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler: CpuSampler,
+             save_video: bool, timeout: float) -> dict:
+    run = Run(raw, sampler, "ours")
+    room = f"ours-{os.getpid()}"
+    try:
+        recv_args = ["receiver", "--signaling", url, "--room", room, "--stats", str(raw / "ours_receiver.json"),
+                     "--trace", str(raw / "ours_receiver_trace.jsonl")]
+        if save_video:
+            recv_args += ["--output", str(raw.parent / "ours.mp4")]
+        run.start("receiver", *recv_args)
+        send_args = ["sender", "--signaling", url, "--room", room, "--source", str(source), "--frames", str(frames),
+                     "--sender-stats", str(raw / "ours_sender.json"), "--trace-sender",
+                     str(raw / "ours_sender_trace.jsonl")] + (["--loop"] if loop else [])
+        run.start("sender", *send_args)
+        for name in ("sender", "receiver"):
+            rc = run.wait(name, timeout)
+            if rc != 0:
+                raise RuntimeError(f"ours: {name} exited with {rc} (see {raw / f'ours_{name}.log'})")
+    finally:
+        run.kill_all()
+    sent = {r["frame"]: r for r in read_jsonl(raw / "ours_sender_trace.jsonl")}
+    got = {r["frame"]: r for r in read_jsonl(raw / "ours_receiver_trace.jsonl")}
+    rstats = json.loads((raw / "ours_receiver.json").read_text())
+    sstats = json.loads((raw / "ours_sender.json").read_text())
+    t0 = min(r["capture"] for r in sent.values()) / 1000
+    t1 = max(r["ready"] for r in got.values()) / 1000
+    fps = rstats["fps"]
+    seconds = frames / fps
+    stages = {k: [] for k in STAGES}
+    for f, r in got.items():
+        s = sent.get(f)
+        if s is None:
+            continue
+        stages["capture"].append(s["analysis_start"] - s["capture"])
+        stages["analysis"].append(s["analysed"] - s["analysis_start"])
+        stages["coding"].append(s["sent"] - s["analysed"])
+        stages["network"].append(r["arrival"] - s["sent"])
+        stages["decoding"].append(r["decoded"] - r["arrival"])
+        stages["queue"].append(r["render_start"] - r["decoded"])
+        stages["synthesis"].append(r["ready"] - r["render_start"])
+    latency = [r["latency"] for r in got.values()]
+    app_bytes = rstats["param_bytes"] + rstats["keyframe_record_bytes"]
+    return {
+        "frames_sent": len(sent),
+        "frames_rendered": rstats["frames_rendered"],
+        "delivered": round(rstats["frames_rendered"] / frames, 4),
+        "frames_lost": rstats["frames_lost"],
+        "frames_dropped_stale": rstats["frames_dropped_stale"],
+        "latency_ms": summary(latency),
+        "latency_per_frame": [[f, got[f]["latency"]] for f in sorted(got)],
+        "stages_ms": {k: summary(v) for k, v in stages.items()},
+        "param_kbps": rstats["param_kbps"],
+        "keyframe_bytes": rstats["keyframe_bytes"],
+        "keyframe_record_bytes": rstats["keyframe_record_bytes"],
+        "payload_kbps": round(app_bytes * 8 / 1000 / seconds, 2),
+        "wire_kbps": round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2) if sstats.get("wire_bytes_sent") else None,
+        "cpu": {"sender": sampler.usage("ours_sender", t0, t1), "receiver": sampler.usage("ours_receiver", t0, t1),
+                "signaling": sampler.usage("signaling", t0, t1)},
+        "window_s": round(t1 - t0, 2),
+    }
+
+
+def run_vp8(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler: CpuSampler, timeout: float) -> dict:
+    run = Run(raw, sampler, "vp8")
+    room = f"vp8-{os.getpid()}"
+    try:
+        run.start("receiver", "benchmarks.vp8_call", "receive", "--signaling", url, "--room", room,
+                  "--stats", str(raw / "vp8_receiver.json"), "--trace", str(raw / "vp8_receiver_trace.jsonl"))
+        run.start("sender", "benchmarks.vp8_call", "send", "--signaling", url, "--room", room, "--source", str(source),
+                  "--frames", str(frames), "--stats", str(raw / "vp8_sender.json"),
+                  "--trace", str(raw / "vp8_sender_trace.jsonl"), *(["--loop"] if loop else []))
+        for name in ("sender", "receiver"):
+            rc = run.wait(name, timeout)
+            if rc != 0:
+                raise RuntimeError(f"vp8: {name} exited with {rc} (see {raw / f'vp8_{name}.log'})")
+    finally:
+        run.kill_all()
+    sent = {r["frame"]: r for r in read_jsonl(raw / "vp8_sender_trace.jsonl")}
+    got = {r["frame"]: r for r in read_jsonl(raw / "vp8_receiver_trace.jsonl")}
+    rstats = json.loads((raw / "vp8_receiver.json").read_text())
+    sstats = json.loads((raw / "vp8_sender.json").read_text())
+    seconds = frames / sstats["fps"]
+    t0 = min(r["capture"] for r in sent.values()) / 1000
+    t1 = max(r["ready"] for r in got.values()) / 1000 if got else t0
+    return {
+        "frames_sent": sstats["frames_sent"],
+        "frames_rendered": rstats["frames_matched"],
+        "delivered": round(rstats["frames_matched"] / frames, 4),
+        "latency_ms": summary(r["latency"] for r in got.values()),
+        "latency_per_frame": [[f, got[f]["latency"]] for f in sorted(got)],
+        "payload_kbps": round(sstats["rtp_bytes_sent"] * 8 / 1000 / seconds, 2),
+        "wire_kbps": round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2) if sstats.get("wire_bytes_sent") else None,
+        "cpu": {"sender": sampler.usage("vp8_sender", t0, t1), "receiver": sampler.usage("vp8_receiver", t0, t1),
+                "signaling": sampler.usage("signaling", t0, t1)},
+        "window_s": round(t1 - t0, 2),
+    }
+
+
+# -- report ------------------------------------------------------------------------------
+
+def _f(x, nd: int = 1) -> str:
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def acceptance(ours: dict) -> list[tuple[str, str, str, bool]]:
+    lat = ours["latency_ms"]
+    return [
+        ("latency median", f"<= {TARGETS['median_ms']:.0f} ms", f"{_f(lat['median'])} ms",
+         lat["median"] is not None and lat["median"] <= TARGETS["median_ms"]),
+        ("latency p95", f"<= {TARGETS['p95_ms']:.0f} ms", f"{_f(lat['p95'])} ms",
+         lat["p95"] is not None and lat["p95"] <= TARGETS["p95_ms"]),
+        ("frames rendered", f">= {100 * TARGETS['rendered']:.0f} %", f"{100 * ours['delivered']:.1f} %",
+         ours["delivered"] >= TARGETS["rendered"]),
+    ]
+
+
+def plot(path: Path, ours: dict, vp8: dict | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for name, res, colour in (("ours (parameters, data channels)", ours, "tab:blue"),
+                              ("VP8 video call", vp8, "tab:orange")):
+        if not res or not res["latency_per_frame"]:
+            continue
+        f, lat = np.array(res["latency_per_frame"]).T
+        ax1.plot(f, lat, ".", ms=3, color=colour, label=name)
+        s = np.sort(lat)
+        ax2.plot(s, np.arange(1, len(s) + 1) / len(s), color=colour, label=name)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax1.axhline(TARGETS["median_ms"], color="grey", ls="--", lw=0.8)
+    ax1.set(xlabel="frame", ylabel="latency (ms), capture to picture ready", title="Per-frame latency")
+    ax2.axvline(TARGETS["median_ms"], color="grey", ls="--", lw=0.8)
+    ax2.axvline(TARGETS["p95_ms"], color="grey", ls=":", lw=0.8)
+    ax2.set(xlabel="latency (ms)", ylabel="fraction of frames", title="Latency distribution")
+    ax1.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_error: str | None) -> None:
+    v = vp8 or {}
+    vl = v.get("latency_ms", {})
+    ol = ours["latency_ms"]
+
+    def cpu(res, who):
+        return _f(((res.get("cpu") or {}).get(who) or {}).get("cpu_percent"))
+
+    lines = [
+        "# Live call latency: ours against a VP8 WebRTC call",
+        "",
+        f"Run {settings['date']} on {settings['machine']}; source `{settings['source']}` "
+        f"({settings['fps']:.2f} fps), {settings['frames']} frames ({settings['seconds']} s), 256x256 crop, "
+        "each end a separate process on this machine, aiortc over the machine's network interface, "
+        "ours first, then VP8.",
+        f"Load average before the run: {settings['load_before']}.",
+        "",
+        "Latency: from the sender's capture of a frame to the moment the receiver has the picture "
+        "(ours: synthesized; VP8: decoded to RGB), on this machine's wall clock.",
+        "",
+        "| | ours | VP8 call |",
+        "|---|---|---|",
+        f"| latency median (ms) | {_f(ol['median'])} | {_f(vl.get('median'))} |",
+        f"| latency p95 (ms) | {_f(ol['p95'])} | {_f(vl.get('p95'))} |",
+        f"| latency max (ms) | {_f(ol['max'])} | {_f(vl.get('max'))} |",
+        f"| frames delivered (rendered / sent) | {ours['frames_rendered']} / {settings['frames']} "
+        f"({100 * ours['delivered']:.1f} %) | "
+        + (f"{v['frames_rendered']} / {settings['frames']} ({100 * v['delivered']:.1f} %)" if vp8 else "n/a") + " |",
+        f"| payload bitrate (kbps) | {_f(ours['payload_kbps'], 2)} (parameters {_f(ours['param_kbps'], 2)}, "
+        f"key frame {ours['keyframe_record_bytes']} bytes once) | {_f(v.get('payload_kbps'), 1)} (RTP) |",
+        f"| on the wire, sender to receiver (kbps) | {_f(ours['wire_kbps'], 2)} | {_f(v.get('wire_kbps'), 1)} |",
+        f"| CPU sender (% of one core) | {cpu(ours, 'sender')} | {cpu(v, 'sender')} |",
+        f"| CPU receiver (% of one core) | {cpu(ours, 'receiver')} | {cpu(v, 'receiver')} |",
+        f"| CPU signaling server (% of one core) | {cpu(ours, 'signaling')} | {cpu(v, 'signaling')} |",
+        "",
+        "CPU: user + system time (children included: VVenC for our key frame) over the streaming "
+        "window (first capture to last picture), from /proc/PID/stat.  Payload: our parameter "
+        "packets (8-byte header included) and key frame; VP8's RTP bytes.  On the wire: the "
+        "sender's DTLS bytes (SCTP or SRTP/RTCP framing included, UDP/IP headers not).  The VP8 "
+        "rate is aiortc's own choice (it starts at 500 kbps and follows the receiver's REMB "
+        "between 250 kbps and 1.5 Mbps); nothing was forced.",
+        "",
+    ]
+    if vp8_error:
+        lines += [f"**The VP8 call failed:** {vp8_error}", ""]
+    lines += ["## Acceptance (ours, 25 fps, 256x256, this machine)", "", "| check | target | measured | |",
+              "|---|---|---|---|"]
+    lines += [f"| {n} | {t} | {m} | {'met' if ok else 'NOT MET'} |" for n, t, m, ok in acceptance(ours)]
+    lines += ["", "## Where our latency goes (per frame, ms)", "", "| stage | median | p95 | what |",
+              "|---|---|---|---|"]
+    what = {
+        "capture": "paced frame taken from the source until analysis starts",
+        "analysis": "face tracking (MediaPipe) and face parameters, sender worker thread",
+        "coding": "quantised levels to a parameter packet, sent on the data channel",
+        "network": "data channel, sender process to receiver process",
+        "decoding": "packet parsing, prediction-chain check, arithmetic decoding",
+        "queue": "waiting for the synthesis thread",
+        "synthesis": "mesh warp of the key frame (torch, CPU, 1 thread)",
+    }
+    for k in STAGES:
+        s = ours["stages_ms"][k]
+        lines.append(f"| {k} | {_f(s['median'], 2)} | {_f(s['p95'], 2)} | {what[k]} |")
+    lines += ["", f"Frames dropped by our receiver because a newer one arrived before synthesis was free: "
+              f"{ours['frames_dropped_stale']}; lost: {ours['frames_lost']}.", "",
+              "![latency](latency.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+# -- main --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", required=True, type=Path, help="video file with a face")
+    parser.add_argument("--seconds", type=float, default=10.0, help="call length (default: %(default)s)")
+    parser.add_argument("--out", required=True, type=Path, help="report folder")
+    parser.add_argument("--save-video", action="store_true", help="also write our received video (costs CPU)")
+    parser.add_argument("--skip-vp8", action="store_true", help="only ours")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from codec_core.video import VideoError, probe_fps, read_frames
+
+    if not args.source.is_file():
+        print(f"python -m benchmarks.latency: error: no video file at {args.source}", file=sys.stderr)
+        return 1
+    try:
+        fps = float(probe_fps(args.source))
+        length = sum(1 for _ in read_frames(args.source))
+    except VideoError as exc:
+        print(f"python -m benchmarks.latency: error: {exc}", file=sys.stderr)
+        return 1
+    frames = max(1, round(args.seconds * fps))
+    loop = frames > length
+    raw = args.out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    settings = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
+                "source": str(args.source), "fps": fps, "frames": frames, "seconds": args.seconds, "loop": loop,
+                "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    timeout = 120 + 3 * args.seconds
+    sampler = CpuSampler()
+    signaling, url = start_signaling(raw)
+    sampler.watch("signaling", signaling.pid)
+    vp8, vp8_error = None, None
+    try:
+        log.info("ours: %d frames of %s", frames, args.source)
+        ours = run_ours(url, args.source, frames, loop, raw, sampler, args.save_video, timeout)
+        log.info("ours: latency median %s ms, p95 %s ms", ours["latency_ms"]["median"], ours["latency_ms"]["p95"])
+        if not args.skip_vp8:
+            log.info("VP8 call: %d frames", frames)
+            try:
+                vp8 = run_vp8(url, args.source, frames, loop, raw, sampler, timeout)
+                log.info("VP8: latency median %s ms, p95 %s ms", vp8["latency_ms"]["median"], vp8["latency_ms"]["p95"])
+            except (RuntimeError, OSError, ValueError, KeyError) as exc:
+                vp8_error = str(exc)
+                log.error("VP8 call failed: %s", exc)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        print(f"python -m benchmarks.latency: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signaling.terminate()
+        try:
+            signaling.wait(10)
+        except subprocess.TimeoutExpired:
+            signaling.kill()
+        sampler.close()
+    results = {"settings": settings, "targets": TARGETS, "ours": ours, "vp8": vp8, "vp8_error": vp8_error,
+               "acceptance": [{"check": n, "target": t, "measured": m, "met": ok} for n, t, m, ok in acceptance(ours)]}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    plot(args.out / "latency.png", ours, vp8)
+    write_report(args.out / "report.md", settings, ours, vp8, vp8_error)
+    print((args.out / "report.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
