@@ -51,30 +51,6 @@ def cmd_encode(args) -> int:
     return 0
 
 
-def _editor(parsed, edits):
-    """The `edit` callable of decode_frames (docs/editing.md), set up for this stream's key
-    frame on its first call (so that the decoder has checked the stream first)."""
-    from models.editing import ExpressionEditor, apply_edits
-
-    editor = None
-
-    def edit(params):
-        nonlocal editor
-        if editor is None:
-            from codec_core.decoder import header_steps
-            from codec_core.param_coding import step_vector
-            from codec_core.reference import Reference
-            from models.face_model import FaceBasis
-
-            basis, h = FaceBasis.load(), parsed.header
-            ref = Reference.unpack(parsed.keyframe.geometry, basis, h.width, h.steps[6],
-                                   step_vector(header_steps(h), basis.num_params))
-            editor = ExpressionEditor.from_model(ref.face_model())
-        return apply_edits(params, edits, editor)
-
-    return edit
-
-
 def cmd_decode(args) -> int:
     from codec_core.decoder import decode_frames, read_stream
     from codec_core.video import VideoWriter
@@ -83,10 +59,9 @@ def cmd_decode(args) -> int:
     edits = Edits.parse(args.edit)
     parsed = read_stream(args.stream)
     device = _device(args.device)
-    edit = _editor(parsed, edits) if edits else None
     start, n = time.perf_counter(), 0
     with VideoWriter(args.output, parsed.header.fps_num / parsed.header.fps_den) as writer:
-        for frame in decode_frames(parsed, device, edit):
+        for frame in decode_frames(parsed, device, edits):
             writer.write(frame)
             n += 1
     took = time.perf_counter() - start

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import ParamDecodeError, ParamFrameDecoder, dequantise, step_vector
 from codec_core.reference import Reference
 from models.face_model import FaceBasis
+
+if TYPE_CHECKING:
+    from models.editing import Edits
 
 log = logging.getLogger(__name__)
 # decoded levels beyond these are corrupt input, not faces
@@ -134,15 +137,21 @@ def read_stream(path: str | Path) -> ParsedStream:
     return parse_stream(data)
 
 
-def decode_frames(parsed: ParsedStream, device: str = "cpu",
-                  edit: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[np.ndarray]:
-    """Synthesized frames of a parsed stream, in order."""
+def decode_frames(parsed: ParsedStream, device: str = "cpu", edits: "Edits | None" = None) -> Iterator[np.ndarray]:
+    """Synthesized frames of a parsed stream, in order, with `edits` (models.editing) applied."""
     decoder = FaceDecoder(parsed.header, device=device)
     decoder.set_keyframe(parsed.keyframe)
+    editor = None
+    if edits:
+        from models.editing import ExpressionEditor, apply_edits
+
+        editor = ExpressionEditor.from_model(decoder.reference.face_model())
     for seg in parsed.segments:
         for levels in decode_segment(seg, parsed.header.num_params):
             params = decoder.params(levels)
-            yield decoder.render(edit(params) if edit else params)
+            if editor is not None:
+                params = apply_edits(params, edits, editor)
+            yield decoder.render(params)
 
 
 def stream_info(parsed: ParsedStream) -> dict:
