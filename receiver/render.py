@@ -138,6 +138,8 @@ class RenderWorker:
         self.queue = JobQueue()
         self._decoder: FaceDecoder | None = None
         self._usable_key: int | None = None
+        self._edits = None            # models.editing.Edits applied before synthesis (None: none)
+        self._editor = None           # its ExpressionEditor, made per key frame when first needed
         self._thread = threading.Thread(target=self._run, name="synthesis", daemon=True)
         self._thread.start()
 
@@ -155,6 +157,11 @@ class RenderWorker:
 
     def session_break(self) -> None:
         self.queue.put(BreakJob())
+
+    def set_edits(self, edits) -> None:
+        """Live edits (`models.editing.Edits`, or None for none) for the frames rendered
+        from now on; safe to call from any thread (one attribute swap)."""
+        self._edits = edits if edits else None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued, close the sinks and end the thread."""
@@ -216,13 +223,22 @@ class RenderWorker:
                 self._post(self._events.keyframe_failed, str(exc))
                 return
             self._usable_key = job.record.key_id & 0xFF
+            self._editor = None
             self._post(self._events.keyframe_ready, self._usable_key)
         elif isinstance(job, RenderJob):
             if self._decoder is None or self._usable_key != job.key_id:
                 self._post(self._events.skipped, job)
                 return
             start = wall_ms()
-            picture = self._decoder.render(self._decoder.params(job.levels))
+            params = self._decoder.params(job.levels)
+            edits = self._edits
+            if edits is not None:
+                from models.editing import ExpressionEditor, apply_edits
+
+                if self._editor is None:
+                    self._editor = ExpressionEditor.from_model(self._decoder.reference.face_model())
+                params = apply_edits(params, edits, self._editor)
+            picture = self._decoder.render(params)
             ready = wall_ms()
             self._post(self._events.rendered, Rendered(job, start, ready))
             if not all([sink.show(job.frame, picture) for sink in self._sinks]):

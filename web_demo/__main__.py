@@ -1,0 +1,76 @@
+"""`python -m web_demo`: the browser demo on loopback (docs/web_demo.md).
+
+    python -m web_demo [--host 127.0.0.1] [--port 8080] [--signaling ws://HOST:PORT]
+                       [--stills DIR] [--device cpu|cuda] [--log-level INFO]
+
+Open the printed address in Chromium or Firefox.  Without --signaling the demo runs its
+own signaling server in process on a free loopback port.  Ctrl-C or SIGTERM ends it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from call.cli import install_stop_signals, setup_logging
+
+PROG = "python -m web_demo"
+log = logging.getLogger("web_demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from web_demo.server import DEFAULT_STILLS
+
+    p = argparse.ArgumentParser(prog=PROG, description="The browser demo of the face call: call, edit, stats.")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s; the camera "
+                   "needs a secure context: 127.0.0.1/localhost, or HTTPS in front of it)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port (0: a free one; default: %(default)s)")
+    p.add_argument("--signaling", metavar="ws://HOST:PORT",
+                   help="signaling server of the calls (default: one started in process)")
+    p.add_argument("--stills", type=Path, default=DEFAULT_STILLS,
+                   help="folder of portraits offered in portrait mode (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="synthesis device (default: cpu)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    return p
+
+
+async def amain(args: argparse.Namespace) -> int:
+    import torch
+
+    from web_demo.server import Demo
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"{PROG}: error: --device cuda asked for, but no CUDA device is available", file=sys.stderr)
+        return 1
+    torch.set_num_threads(1)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    try:
+        demo = Demo(args.host, args.port, args.signaling, args.stills, args.device)
+        async with demo:
+            print(f"web demo at {demo.url} (signaling {demo.signaling_url})", flush=True)
+            await stop.wait()
+    except OSError as exc:
+        print(f"{PROG}: error: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return asyncio.run(amain(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Portrait mode: one still picture, coded as a key frame, edited with the call's sliders.
+
+The still goes through the same path as a call: the face is found in the whole picture
+(`models.face_tracker.detect_still`), cropped square (`models.crop`) to the codec's size,
+coded as a VVC key frame with its reference geometry (`FaceEncoder`), decoded back as a
+receiver would (`FaceDecoder`), and its own face parameters are rendered with the edits
+applied (`apply_edits` before `render`).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from fractions import Fraction
+
+import cv2
+import numpy as np
+
+from codec_core.config import load_config
+from codec_core.decoder import FaceDecoder
+from codec_core.encoder import FaceEncoder
+from models.crop import apply_crop, crop_around_face
+from models.face_model import FaceBasis
+from models.face_tracker import detect_still
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 4096 * 4096
+
+
+class PortraitError(Exception):
+    """The picture cannot be used; str() says why, in words for the page."""
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """RGB picture from the bytes of a PNG/JPEG/... file."""
+    buf = np.frombuffer(data, np.uint8)
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    if bgr is None:
+        raise PortraitError("That file is not a picture this demo can read (use a JPEG or PNG).")
+    if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
+        raise PortraitError("That picture is too large (at most 4096 x 4096 pixels).")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def data_url(picture: np.ndarray, quality: int = 90) -> str:
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+
+
+class Portrait:
+    """A still as a key frame session: `render(edits)` gives the edited picture (blocking)."""
+
+    def __init__(self, picture: np.ndarray, basis: FaceBasis | None = None, device: str = "cpu") -> None:
+        basis = basis or FaceBasis.load()
+        config = load_config(None)
+        size = config.size
+        landmarks = detect_still(picture)
+        if landmarks is None:
+            raise PortraitError("No face found in that picture: use a portrait with one face, seen from the front.")
+        h, w = picture.shape[:2]
+        box = crop_around_face(landmarks, w, h)
+        crop = apply_crop(picture, box, size)
+        crop_landmarks = detect_still(crop)          # as the sender would: on the crop itself
+        if crop_landmarks is None:
+            crop_landmarks = box.to_crop(landmarks, size)
+        encoder = FaceEncoder(config, basis)
+        coded = encoder.new_keyframe(crop, crop_landmarks)
+        header = encoder.header(Fraction(25))
+        self.decoder = FaceDecoder(header, basis, device)
+        self.decoder.set_keyframe(coded.record)
+        self.params = self.decoder.params(encoder.levels(crop_landmarks))
+        self.crop = crop
+        self.keyframe = self.decoder.keyframe
+        self.keyframe_bytes = len(coded.record.picture)
+        self.geometry_bytes = len(coded.record.geometry)
+        self._editor = None
+        self._lock = threading.Lock()
+
+    def render(self, edits=None) -> np.ndarray:
+        from models.editing import ExpressionEditor, apply_edits
+
+        with self._lock:
+            params = self.params
+            if edits:
+                if self._editor is None:
+                    self._editor = ExpressionEditor.from_model(self.decoder.reference.face_model())
+                params = apply_edits(params, edits, self._editor)
+            return self.decoder.render(params)

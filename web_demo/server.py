@@ -1,0 +1,270 @@
+"""The demo server: static files over plain HTTP and one websocket (`/ws`) per browser tab.
+
+Built on `websockets` alone: its `process_request` hook answers the GETs for the page's
+files (web_demo/static) and lets `/ws` go on to the websocket handshake.  Messages on
+`/ws` are JSON objects with a `type` (docs/web_demo.md has the table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import mimetypes
+import re
+from http import HTTPStatus
+from pathlib import Path
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from models.editing import CONTROLS, EditError, Edits
+from models.face_model import FaceBasis
+from signaling import ServerConfig, SignalingServer
+from signaling.client import SignalingError
+from web_demo.portrait import Portrait, PortraitError, data_url, decode_image
+from web_demo.tab import TabCall
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+ROOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+STILL_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+MAX_MESSAGE = 16 << 20          # a portrait upload (base64) fits
+DEFAULT_STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
+
+
+def control_table() -> list[dict]:
+    out = []
+    for c in CONTROLS:
+        span = c.maximum - c.minimum
+        step = 10 ** math.floor(math.log10(span / 100))
+        out.append({"name": c.name, "min": c.minimum, "max": c.maximum, "default": c.default, "unit": c.unit,
+                    "meaning": c.meaning, "step": step})
+    return out
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def serve_static(connection: ServerConnection, request: Request) -> Response | None:
+    path = request.path.split("?", 1)[0]
+    if path == "/ws":
+        return None                       # the websocket handshake goes on
+    name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
+    files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
+    if name not in files:
+        return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+    ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if ctype.startswith("text/") or ctype in ("application/javascript",):
+        ctype += "; charset=utf-8"
+    return _response(HTTPStatus.OK, files[name].read_bytes(), ctype)
+
+
+class Tab:
+    """The server's side of one browser tab (one websocket)."""
+
+    def __init__(self, demo: "Demo", ws: ServerConnection) -> None:
+        self.demo = demo
+        self.ws = ws
+        self.call: TabCall | None = None
+        self.portrait: Portrait | None = None
+        self.edits = Edits()
+        self._rendering = False
+        self._dirty = False
+
+    async def send(self, message: dict) -> None:
+        try:
+            await self.ws.send(json.dumps(message))
+        except ConnectionClosed:
+            pass
+
+    async def error(self, code: str, message: str) -> None:
+        await self.send({"type": "error", "code": code, "message": message})
+
+    async def run(self) -> None:
+        await self.send({"type": "hello", "controls": control_table(), "stills": self.demo.still_names(),
+                         "signaling": self.demo.signaling_url})
+        try:
+            async for text in self.ws:
+                try:
+                    message = json.loads(text)
+                    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+                        raise ValueError("not a JSON object with a type")
+                except ValueError as exc:
+                    await self.error("bad-message", f"The server did not understand a message: {exc}")
+                    continue
+                try:
+                    await self.handle(message)
+                except Exception:
+                    log.exception("handling %s", message.get("type"))
+                    await self.error("internal", "Something went wrong on the server (see its log).")
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.hang_up()
+
+    async def handle(self, m: dict) -> None:
+        kind = m["type"]
+        if kind == "call":
+            await self.start_call(m)
+        elif kind == "hangup":
+            await self.hang_up()
+            await self.send({"type": "ended", "text": "You left the call."})
+        elif kind == "edit":
+            try:
+                self.edits = Edits.from_message(m)
+            except EditError as exc:
+                await self.error("bad-edit", f"Edit refused: {exc}")
+                return
+            if self.call is not None:
+                self.call.set_edits(self.edits)
+            if self.portrait is not None:
+                await self.render_portrait()
+        elif kind == "portrait":
+            await self.open_portrait(m)
+        else:
+            await self.error("bad-message", f"Unknown message type {kind!r}.")
+
+    # -- call ----------------------------------------------------------------------------
+
+    async def start_call(self, m: dict) -> None:
+        room, sdp, fps = m.get("room"), m.get("sdp"), m.get("fps")
+        if not isinstance(room, str) or not ROOM_NAME.match(room):
+            await self.error("bad-room", "A room name is 1-64 letters, digits, '.', '_' or '-'.")
+            return
+        if not isinstance(sdp, str):
+            await self.error("bad-message", "The call request carries no WebRTC offer.")
+            return
+        fps = float(fps) if isinstance(fps, (int, float)) and 1 <= fps <= 60 else 25.0
+        await self.hang_up()
+        call = TabCall(self.demo.signaling_url, room, self.send, self.demo.basis, fps, device=self.demo.device)
+        call.set_edits(self.edits)
+        self.call = call
+        try:
+            answer = await call.start(sdp)
+        except SignalingError as exc:
+            self.call = None
+            await call.close()
+            text = str(exc)
+            if "already holds" in text:
+                await self.error("room-full", f"Room '{room}' is full: two people are already in a call there. "
+                                 "Pick another room name.")
+            else:
+                await self.error("signaling", f"Cannot start the call: {text}.")
+            return
+        await self.send({"type": "answer", "sdp": answer})
+        waiting = not call.link.peer_in_room
+        await self.send({"type": "joined", "room": room,
+                         "text": f"In room '{room}'. " + ("Waiting for the other side to join..." if waiting
+                                                          else "Connecting to the other side...")})
+
+    async def hang_up(self) -> None:
+        call, self.call = self.call, None
+        if call is not None:
+            await call.close()
+
+    # -- portrait ------------------------------------------------------------------------
+
+    async def open_portrait(self, m: dict) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            if isinstance(m.get("name"), str):
+                path = self.demo.still_path(m["name"])
+                if path is None:
+                    raise PortraitError(f"There is no picture called {m['name']!r} here.")
+                data = path.read_bytes()
+            elif isinstance(m.get("data"), str):
+                import base64
+                import binascii
+
+                text = m["data"].split(",", 1)[-1]
+                try:
+                    data = base64.b64decode(text, validate=True)
+                except (binascii.Error, ValueError):
+                    raise PortraitError("The uploaded file did not arrive intact.") from None
+            else:
+                raise PortraitError("Choose a picture first.")
+            picture = decode_image(data)
+            await self.send({"type": "status", "text": "Finding the face and coding the key frame..."})
+            self.portrait = await loop.run_in_executor(None, Portrait, picture, self.demo.basis, self.demo.device)
+        except PortraitError as exc:
+            await self.error("no-face" if "No face" in str(exc) else "bad-picture", str(exc))
+            return
+        p = self.portrait
+        await self.send({"type": "portrait-ready", "crop": data_url(p.crop), "keyframe_bytes": p.keyframe_bytes,
+                         "geometry_bytes": p.geometry_bytes,
+                         "text": f"Key frame: {p.keyframe_bytes} bytes of VVC picture + {p.geometry_bytes} bytes "
+                                 "of face geometry. Move the sliders to edit."})
+        await self.render_portrait()
+
+    async def render_portrait(self) -> None:
+        """Render with the newest edits; slider moves during a render coalesce into one more."""
+        if self._rendering:
+            self._dirty = True
+            return
+        self._rendering = True
+        loop = asyncio.get_running_loop()
+        try:
+            while self.portrait is not None:
+                self._dirty = False
+                edits, portrait = self.edits, self.portrait
+                picture = await loop.run_in_executor(None, portrait.render, edits)
+                await self.send({"type": "portrait-frame", "image": data_url(picture), "values": edits.to_dict()})
+                if not self._dirty:
+                    break
+        finally:
+            self._rendering = False
+
+
+class Demo:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, signaling: str | None = None,
+                 stills: Path | None = DEFAULT_STILLS, device: str = "cpu") -> None:
+        self.host = host
+        self.port = port
+        self.signaling_url = signaling
+        self.stills = stills
+        self.device = device
+        self.basis = FaceBasis.load()
+        self._signaling: SignalingServer | None = None
+        self._server = None
+
+    def still_names(self) -> list[str]:
+        if self.stills is None or not self.stills.is_dir():
+            return []
+        return sorted(p.name for p in self.stills.iterdir() if p.suffix.lower() in STILL_SUFFIXES and p.is_file())
+
+    def still_path(self, name: str) -> Path | None:
+        return self.stills / name if name in self.still_names() else None
+
+    async def __aenter__(self) -> "Demo":
+        if self.signaling_url is None:
+            self._signaling = SignalingServer("127.0.0.1", 0, ServerConfig())
+            await self._signaling.__aenter__()
+            self.signaling_url = f"ws://127.0.0.1:{self._signaling.port}"
+            log.info("signaling server in process at %s", self.signaling_url)
+        self._server = await serve(self._handle, self.host, self.port, process_request=serve_static,
+                                   max_size=MAX_MESSAGE, ping_interval=20, ping_timeout=20)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        if self._signaling is not None:
+            await self._signaling.__aexit__(None, None, None)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}/"
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        await Tab(self, ws).run()

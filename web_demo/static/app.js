@@ -1,0 +1,323 @@
+// The browser demo page: call mode (camera -> demo server over WebRTC, the other side's
+// synthesized face back) and portrait mode, both edited with the same sliders.
+// Talks to the server on one websocket (/ws); see docs/web_demo.md.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+let ws = null;
+let controls = [];          // [{name, min, max, default, unit, meaning, step}]
+const values = {};          // control name -> number (only the ones that differ from default / are set)
+let pc = null;
+let camera = null;
+let inCall = false;
+let plainTimer = null;
+let lastOutbound = null;
+let editTimer = null;
+let editPending = false;
+let lastEditSent = 0;
+
+function say(text, kind = "") {
+  const m = $("message");
+  m.textContent = text;
+  m.className = "message" + (kind ? " " + kind : "");
+}
+
+function send(obj) {
+  if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(obj)); return true; }
+  return false;
+}
+
+// -- websocket ------------------------------------------------------------------------------
+
+function connect() {
+  ws = new WebSocket(`ws://${location.host}/ws`);
+  ws.onopen = () => { $("connection").textContent = "connected to the demo server"; };
+  ws.onclose = () => {
+    $("connection").textContent = "lost the demo server: reload the page once it runs again";
+    say("The connection to the demo server is gone. Reload the page when the server runs again.", "error");
+    endCall(false);
+  };
+  ws.onmessage = (ev) => {
+    let m;
+    try { m = JSON.parse(ev.data); } catch (e) { return; }
+    handle(m);
+  };
+}
+
+function handle(m) {
+  switch (m.type) {
+    case "hello":
+      controls = m.controls;
+      buildSliders();
+      fillStills(m.stills);
+      say("Pick a room and start a call (open this page in a second tab or browser with the same room), "
+        + "or open a portrait.");
+      break;
+    case "answer":
+      if (pc) pc.setRemoteDescription({ type: "answer", sdp: m.sdp }).catch((e) =>
+        say(`The video connection to the demo server failed: ${e.message}`, "error"));
+      break;
+    case "joined":
+      say(m.text, "ok");
+      break;
+    case "peer":
+      say(m.text, m.state === "left" ? "error" : "ok");
+      $("remote").dataset.peer = m.state;
+      break;
+    case "stats":
+      showStats(m);
+      break;
+    case "status":
+      say(m.text);
+      break;
+    case "ended":
+      say(m.text);
+      break;
+    case "portrait-ready":
+      $("portrait-crop").src = m.crop;
+      say(m.text, "ok");
+      break;
+    case "portrait-frame":
+      $("portrait-edited").src = m.image;
+      $("portrait-edited").dataset.values = JSON.stringify(m.values);
+      break;
+    case "error":
+      say(m.message, "error");
+      document.body.dataset.lastError = m.code;
+      if (["room-full", "signaling", "bad-room", "browser-connection", "camera"].includes(m.code)) endCall(false);
+      break;
+  }
+}
+
+// -- sliders --------------------------------------------------------------------------------
+
+function fmt(v, step) {
+  const digits = Math.max(0, -Math.floor(Math.log10(step)));
+  return Number(v).toFixed(Math.min(digits, 3));
+}
+
+function buildSliders() {
+  const box = $("sliders");
+  box.textContent = "";
+  for (const c of controls) {
+    const row = document.createElement("div");
+    row.className = "slider";
+    const id = `edit-${c.name}`;
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    label.textContent = c.name.replace("_", " ");
+    label.title = `${c.meaning} (${c.unit})`;
+    const input = document.createElement("input");
+    Object.assign(input, { type: "range", id, min: c.min, max: c.max, step: c.step });
+    input.value = c.default === null ? c.min : c.default;
+    input.dataset.name = c.name;
+    input.title = label.title;
+    const out = document.createElement("output");
+    out.htmlFor = id;
+    out.id = `${id}-value`;
+    out.textContent = c.default === null ? "off" : fmt(c.default, c.step);
+    input.addEventListener("input", () => {
+      values[c.name] = Number(input.value);
+      out.textContent = fmt(input.value, c.step);
+      queueEdit();
+    });
+    row.append(label, input, out);
+    box.append(row);
+  }
+}
+
+function resetSliders() {
+  for (const c of controls) {
+    const input = $(`edit-${c.name}`);
+    input.value = c.default === null ? c.min : c.default;
+    $(`edit-${c.name}-value`).textContent = c.default === null ? "off" : fmt(c.default, c.step);
+    delete values[c.name];
+  }
+  queueEdit();
+}
+
+// at most one edit message per 40 ms while a slider moves; the last position always goes out
+function queueEdit() {
+  const wait = 40 - (performance.now() - lastEditSent);
+  if (wait <= 0) { flushEdit(); return; }
+  editPending = true;
+  if (!editTimer) editTimer = setTimeout(() => { editTimer = null; if (editPending) flushEdit(); }, wait);
+}
+
+function flushEdit() {
+  editPending = false;
+  lastEditSent = performance.now();
+  send({ type: "edit", values: { ...values } });
+}
+
+// -- call -----------------------------------------------------------------------------------
+
+function waitForIce(conn, ms) {
+  if (conn.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (conn.iceGatheringState === "complete") { conn.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    conn.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, ms);
+  });
+}
+
+function cameraWords(e) {
+  switch (e && e.name) {
+    case "NotAllowedError": case "SecurityError":
+      return "The browser refused the camera (permission denied). Allow the camera for this page "
+        + "(the camera icon in the address bar) and start the call again; portrait mode works without one.";
+    case "NotFoundError": case "OverconstrainedError":
+      return "No camera found. Plug one in and start the call again; portrait mode works without one.";
+    case "NotReadableError":
+      return "The camera is busy (another program is using it). Close that program and start the call again.";
+    default:
+      return `The camera could not be opened (${e && e.name ? e.name : e}). Portrait mode works without one.`;
+  }
+}
+
+async function startCall(ev) {
+  ev.preventDefault();
+  const room = $("room").value.trim();
+  if (!ROOM_NAME.test(room)) { say("A room name is 1-64 letters, digits, '.', '_' or '-'.", "error"); return; }
+  if (!ws || ws.readyState !== WebSocket.OPEN) { say("Not connected to the demo server yet.", "error"); return; }
+  endCall(false);
+  $("start").disabled = true;
+  say("Asking the browser for the camera...");
+  try {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia)
+      throw { name: "SecurityError" };
+    camera = await navigator.mediaDevices.getUserMedia({ audio: false,
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 25 } } });
+  } catch (e) {
+    camera = null;
+    say(cameraWords(e), "error");
+    document.body.dataset.lastError = "camera-refused";
+    $("start").disabled = false;
+    return;
+  }
+  $("local").srcObject = camera;
+  const track = camera.getVideoTracks()[0];
+  const fps = (track.getSettings && track.getSettings().frameRate) || 25;
+  pc = new RTCPeerConnection();
+  pc.addTrack(track, camera);
+  pc.ontrack = (e) => { $("remote").srcObject = new MediaStream([e.track]); };
+  pc.onconnectionstatechange = () => {
+    if (pc && pc.connectionState === "failed") say("The video connection to the demo server failed.", "error");
+  };
+  try {
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIce(pc, 3000);
+  } catch (e) {
+    say(`Could not set up the video connection: ${e.message}`, "error");
+    endCall(false);
+    return;
+  }
+  inCall = true;
+  $("hangup").disabled = false;
+  say(`Joining room '${room}'...`);
+  send({ type: "call", room, fps, sdp: pc.localDescription.sdp });
+  plainTimer = setInterval(measurePlain, 1000);
+}
+
+function endCall(tellServer) {
+  if (tellServer && inCall) send({ type: "hangup" });
+  inCall = false;
+  if (plainTimer) { clearInterval(plainTimer); plainTimer = null; }
+  lastOutbound = null;
+  if (pc) { pc.close(); pc = null; }
+  if (camera) { camera.getTracks().forEach((t) => t.stop()); camera = null; }
+  $("remote").srcObject = null;
+  $("local").srcObject = null;
+  $("start").disabled = false;
+  $("hangup").disabled = true;
+}
+
+// the bitrate the browser's own video encoder uses to send the camera: a plain video call
+async function measurePlain() {
+  if (!pc) return;
+  const report = await pc.getStats();
+  report.forEach((s) => {
+    if (s.type === "outbound-rtp" && s.kind === "video") {
+      if (lastOutbound) {
+        const dt = (s.timestamp - lastOutbound.timestamp) / 1000;
+        if (dt > 0) {
+          const kbps = (s.bytesSent - lastOutbound.bytesSent) * 8 / 1000 / dt;
+          const res = s.frameWidth ? `, ${s.frameWidth}x${s.frameHeight}` : "";
+          const codec = report.get(s.codecId);
+          const name = codec ? codec.mimeType.replace("video/", "") : "video";
+          $("stat-plain").textContent = `${kbps.toFixed(0)} kbps (${name}${res})`;
+          $("stat-plain").dataset.kbps = kbps.toFixed(1);
+        }
+      }
+      lastOutbound = { timestamp: s.timestamp, bytesSent: s.bytesSent };
+    }
+  });
+}
+
+function showStats(s) {
+  const kbps = (v) => (v === null || v === undefined ? "-" : `${Number(v).toFixed(2)} kbps`);
+  const bytes = (v) => (v ? `${v} B` : "-");
+  $("stat-param-kbps").textContent = kbps(s.received_param_kbps);
+  $("stat-param-kbps").dataset.kbps = s.received_param_kbps ?? "";
+  $("stat-sent-kbps").textContent = kbps(s.sent_param_kbps);
+  $("stat-keyframe").textContent = `${bytes(s.received_keyframe_bytes)} / ${bytes(s.sent_keyframe_bytes)}`;
+  $("stat-fps").textContent = `${s.fps.toFixed(1)} fps`;
+  $("stat-latency").textContent = s.latency_ms === null ? "-" : `${s.latency_ms.toFixed(0)} ms`;
+  $("stat-lost").textContent = `${s.frames_lost} (+${s.frames_undecodable} not shown)`;
+  if (s.looking_for_face && inCall) say("Looking for your face in the camera picture...");
+}
+
+// -- portrait -------------------------------------------------------------------------------
+
+function fillStills(names) {
+  const sel = $("still");
+  for (const n of names) {
+    const o = document.createElement("option");
+    o.value = o.textContent = n;
+    sel.append(o);
+  }
+}
+
+function openPortrait(ev) {
+  ev.preventDefault();
+  const file = $("upload").files[0];
+  if (file) {
+    if (file.size > 12 * 1024 * 1024) { say("That file is too large (at most 12 MB).", "error"); return; }
+    const reader = new FileReader();
+    reader.onload = () => send({ type: "portrait", data: reader.result });
+    reader.onerror = () => say("The browser could not read that file.", "error");
+    reader.readAsDataURL(file);
+  } else if ($("still").value) {
+    send({ type: "portrait", name: $("still").value });
+  } else {
+    say("Choose a picture from the list or one of your own first.", "error");
+    return;
+  }
+  say("Opening the picture...");
+}
+
+function setMode(mode) {
+  const call = mode === "call";
+  $("call-view").hidden = !call;
+  $("portrait-view").hidden = call;
+  $("mode-call").classList.toggle("active", call);
+  $("mode-portrait").classList.toggle("active", !call);
+  $("mode-call").setAttribute("aria-selected", call);
+  $("mode-portrait").setAttribute("aria-selected", !call);
+}
+
+// -- wiring ---------------------------------------------------------------------------------
+
+$("call-form").addEventListener("submit", startCall);
+$("hangup").addEventListener("click", () => { endCall(true); say("You left the call."); });
+$("reset").addEventListener("click", resetSliders);
+$("portrait-form").addEventListener("submit", openPortrait);
+$("mode-call").addEventListener("click", () => setMode("call"));
+$("mode-portrait").addEventListener("click", () => setMode("portrait"));
+window.addEventListener("beforeunload", () => endCall(true));
+const q = new URLSearchParams(location.search);
+if (q.get("room")) $("room").value = q.get("room");
+if (q.get("mode") === "portrait") setMode("portrait");
+connect();

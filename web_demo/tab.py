@@ -1,0 +1,214 @@
+"""One browser tab in a call: a two-way call peer on the server, driven by the page.
+
+    browser camera --WebRTC--> pump_camera -> PushSource -> SenderHalf --\
+                                                                          PeerLink (room, signaling) <-> other side
+    browser <video> <--WebRTC-- SynthTrack <- TrackSink <- RenderWorker <- ReceiverHalf --/
+                                                          (the tab's edits applied)
+
+Everything the page needs to know goes out through `notify` (a JSON object): the call
+state in words, the other side coming and going, and the stats once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from call.config import DEFAULT, LiveConfig
+from call.peer import Half, PeerLink, Session
+from codec_core.config import load_config
+from models.face_model import FaceBasis
+from receiver.half import ReceiverHalf
+from receiver.render import RenderWorker
+from sender.analysis import Analyser
+from sender.half import NoFaceFound, SenderHalf, SenderOptions
+from sender.source import PushSource, SourceError
+from signaling.client import SignalingError
+from web_demo.media import SynthTrack, TrackSink, pump_camera
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[dict], Awaitable[None]]
+
+_PEER_LEFT_WORDS = {
+    "peer left": "The other side left the call.",
+    "peer hung up": "The other side hung up.",
+    "connection failed": "The connection to the other side failed.",
+    "connection timed out": "Could not connect to the other side.",
+}
+
+
+class _PeerEvents(Half):
+    """Tells the page when the other side connects and leaves."""
+
+    def __init__(self, tab: "TabCall") -> None:
+        self.tab = tab
+
+    def session_opened(self, session: Session) -> None:
+        self.tab._post({"type": "peer", "state": "connected", "text": "Connected to the other side."})
+
+    def session_closed(self, session: Session, reason: str) -> None:
+        words = _PEER_LEFT_WORDS.get(reason, f"The call with the other side ended ({reason}).")
+        self.tab._post({"type": "peer", "state": "left", "reason": reason,
+                        "text": f"{words} You are still in room '{self.tab.room}': the call goes on when "
+                                "someone joins it."})
+        self.tab.track.blank()
+
+
+class TabCall:
+    def __init__(self, signaling_url: str, room: str, notify: Notify, basis: FaceBasis, fps: float = 25.0,
+                 live: LiveConfig = DEFAULT, device: str = "cpu") -> None:
+        self.signaling_url = signaling_url
+        self.room = room
+        self.notify = notify
+        self.basis = basis
+        self.fps = fps
+        self.live = live
+        self.device = device
+        self.track = SynthTrack()
+        self.source = PushSource("the browser's camera", fps)
+        self.analyser: Analyser | None = None
+        self.sender: SenderHalf | None = None
+        self.receiver: ReceiverHalf | None = None
+        self.worker: RenderWorker | None = None
+        self.link: PeerLink | None = None
+        self.pc: RTCPeerConnection | None = None
+        self.edits = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._closed = False
+        self._last_rendered = 0
+        self._last_latency = 0
+        self._last_tick = time.monotonic()
+
+    def _post(self, message: dict) -> None:
+        task = asyncio.ensure_future(self.notify(message))
+        self._tasks.append(task)
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def start(self, offer_sdp: str) -> str:
+        """Join the room and answer the browser's offer; returns the answer SDP.
+        Raises SignalingError (room full, server gone) with a readable text."""
+        loop = asyncio.get_running_loop()
+        config = load_config(None)
+        # MediaPipe takes a moment to load: off the event loop
+        self.analyser = await loop.run_in_executor(None, Analyser, config, self.basis, self.live)
+        self.sender = SenderHalf(self.source, self.analyser, SenderOptions(), self.live)
+        self.receiver = ReceiverHalf(self.basis, self.live)
+        self.worker = RenderWorker(loop, self.receiver.events(), [TrackSink(loop, self.track)], self.basis,
+                                   self.device)
+        self.receiver.attach(self.worker)
+        self.worker.set_edits(self.edits)
+        self.link = PeerLink(self.signaling_url, self.room, [self.sender, self.receiver, _PeerEvents(self)],
+                             (), self.live)
+        await self.link.open()      # SignalingError: room full, no server
+        self.pc = RTCPeerConnection()
+
+        @self.pc.on("track")
+        def _on_track(track) -> None:
+            if track.kind == "video":
+                self._tasks.append(asyncio.ensure_future(pump_camera(track, self.source)))
+
+        @self.pc.on("connectionstatechange")
+        def _state() -> None:
+            log.info("browser connection: %s", self.pc.connectionState)
+            if self.pc.connectionState == "failed":
+                self._post({"type": "error", "code": "browser-connection",
+                            "message": "The video connection between this page and the demo server failed."})
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        self.pc.addTrack(self.track)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._tasks.append(asyncio.create_task(self._send_loop(), name="sender"))
+        self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
+        return self.pc.localDescription.sdp
+
+    async def _send_loop(self) -> None:
+        try:
+            await self.sender.run(self._stop)
+        except (SourceError, NoFaceFound) as exc:
+            await self.notify({"type": "error", "code": "camera", "message": str(exc)})
+        except Exception:
+            log.exception("the sender half failed")
+            await self.notify({"type": "error", "code": "internal", "message": "The sending side failed (see the "
+                               "server log)."})
+
+    # -- edits and stats -----------------------------------------------------------------
+
+    def set_edits(self, edits) -> None:
+        self.edits = edits
+        if self.worker is not None:
+            self.worker.set_edits(edits)
+
+    def stats(self) -> dict:
+        now = time.monotonic()
+        r = self.receiver.stats
+        snap = r.snapshot()
+        dt = max(now - self._last_tick, 1e-3)
+        fps = (r.frames_rendered - self._last_rendered) / dt
+        recent = r.latency[self._last_latency:]
+        self._last_rendered, self._last_latency, self._last_tick = r.frames_rendered, len(r.latency), now
+        s = self.sender.stats
+        sent_s = (s.last_sent_t - s.first_sent_t) / 1000 if s.first_sent_t and s.last_sent_t else 0
+        return {
+            "type": "stats",
+            "state": snap["state"],
+            "looking_for_face": self.analyser is not None and self.analyser.keyframe is None,
+            "received_param_kbps": snap["param_kbps"],
+            "received_keyframe_bytes": snap["keyframe_bytes"] or None,
+            "fps": round(fps, 1),
+            "latency_ms": round(sorted(recent)[len(recent) // 2], 1) if recent else None,
+            "frames_rendered": r.frames_rendered,
+            "frames_lost": snap["frames_lost"],
+            "frames_undecodable": snap["frames_undecodable"],
+            "sent_param_kbps": round(s.param_bytes * 8 / 1000 / sent_s, 3) if sent_s > 1 else None,
+            "sent_keyframe_bytes": s.keyframe_bytes or None,
+            "frames_sent": s.frames_sent,
+        }
+
+    async def _stats_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(1.0)
+            try:
+                await self.notify(self.stats())
+            except Exception:
+                log.exception("stats failed")
+
+    # -- end -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self.source.finish()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current and not task.done():
+                task.cancel()
+        await asyncio.gather(*[t for t in self._tasks if t is not current], return_exceptions=True)
+        if self.link is not None:
+            try:
+                await self.link.close()
+            except Exception as exc:
+                log.debug("leaving the room: %s", exc)
+        if self.worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+        if self.receiver is not None:
+            self.receiver.close()
+        if self.analyser is not None:
+            self.analyser.close()
+        if self.pc is not None:
+            try:
+                await asyncio.wait_for(self.pc.close(), 3.0)
+            except Exception:
+                pass
+        self.track.stop()
+
+
+__all__ = ["SignalingError", "TabCall"]
