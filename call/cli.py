@@ -72,3 +72,13 @@ def fail(prog: str, message: str) -> int:
     """One line on stderr, status 1."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def run(build_parser, amain, argv: list[str] | None = None) -> int:
+    """The body of every live command's `main`: parse, set up logging, run `amain(args)`."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return asyncio.run(amain(args))
+    except KeyboardInterrupt:
+        return 0

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import sys
 
-from call.cli import add_connection_options, fail, ice_servers, install_stop_signals, setup_logging
+from call.cli import add_connection_options, fail, ice_servers, install_stop_signals, run
 from call.config import DEFAULT
 from call.peer import PeerLink
 from call.stats import StatsFile
@@ -73,12 +73,7 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        return asyncio.run(amain(args))
-    except KeyboardInterrupt:
-        return 0
+    return run(build_parser, amain, argv)
 
 
 if __name__ == "__main__":
