@@ -95,6 +95,13 @@ class TrackSink(Sink):
             pass
         return True
 
+    def session_break(self) -> None:
+        """The other side is gone: after its last picture, the placeholder."""
+        try:
+            self._loop.call_soon_threadsafe(self._track.blank)
+        except RuntimeError:
+            pass
+
 
 async def pump_camera(track: MediaStreamTrack, source: PushSource) -> None:
     """Browser camera frames -> the sender's source, until the track ends."""

@@ -52,11 +52,11 @@ class _PeerEvents(Half):
         self.tab._post({"type": "peer", "state": "connected", "text": "Connected to the other side."})
 
     def session_closed(self, session: Session, reason: str) -> None:
-        words = _PEER_LEFT_WORDS.get(reason, f"The call with the other side ended ({reason}).")
+        # a hang-up often shows first as a closing data channel, before the signaling `bye`
+        words = _PEER_LEFT_WORDS.get(reason, "The other side left the call.")
         self.tab._post({"type": "peer", "state": "left", "reason": reason,
                         "text": f"{words} You are still in room '{self.tab.room}': the call goes on when "
                                 "someone joins it."})
-        self.tab.track.blank()
 
 
 class TabCall:
@@ -87,6 +87,7 @@ class TabCall:
 
     def _post(self, message: dict) -> None:
         task = asyncio.ensure_future(self.notify(message))
+        self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(task)
 
     # -- start ---------------------------------------------------------------------------

@@ -266,7 +266,7 @@ function showStats(s) {
   $("stat-fps").textContent = `${s.fps.toFixed(1)} fps`;
   $("stat-latency").textContent = s.latency_ms === null ? "-" : `${s.latency_ms.toFixed(0)} ms`;
   $("stat-lost").textContent = `${s.frames_lost} (+${s.frames_undecodable} not shown)`;
-  if (s.looking_for_face && inCall) say("Looking for your face in the camera picture...");
+  $("stat-face").textContent = s.looking_for_face ? "looking for it..." : "found";
 }
 
 // -- portrait -------------------------------------------------------------------------------

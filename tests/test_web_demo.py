@@ -1,0 +1,374 @@
+"""Browser tests of the web demo (`python -m web_demo`): Playwright drives Debian's Chromium
+headless, its fake camera fed from real clips (../shared/data/clips).
+
+- two pages in one room: page A's remote video shows a face (MediaPipe finds landmarks in a
+  screenshot of the video element), moving A's yaw slider turns that face (the detected yaw
+  changes by a clear margin), the stats show a parameter bitrate under 10 kbps; a third
+  page cannot join the full room and says so; when B leaves, A says so and stays usable;
+- a camera the browser refuses: the page says so in words;
+- portrait mode: a still is opened and the yaw slider turns its face; a picture without a
+  face is refused in words.
+
+Screenshots go to artifacts/web_demo/.  Skipped (with the reason) when /usr/bin/chromium or
+the playwright package is missing; scripts/setup installs both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CLIPS = ROOT.parent / "shared" / "data" / "clips"
+STILLS = ROOT.parent / "shared" / "data" / "stills"
+ARTIFACTS = ROOT / "artifacts" / "web_demo"
+CLIP_A, CLIP_B = "rt__3.mp4", "pcavs__Pose_Source_00473.mp4"
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:           # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+needs_browser = pytest.mark.skipif(
+    sync_playwright is None or not CHROMIUM.exists(),
+    reason="the playwright package is not installed (scripts/setup installs it)" if sync_playwright is None
+    else "/usr/bin/chromium is missing (scripts/setup installs Debian's chromium when run as root)")
+
+
+# -- without a browser ------------------------------------------------------------------------
+
+def test_push_source_hands_out_the_newest_picture():
+    import asyncio
+
+    from sender.source import PushSource, SourceError
+
+    async def run():
+        src = PushSource("test", 15)
+        assert src.live and src.fps == 15
+        for i in range(3):
+            src.push(np.full((4, 4, 3), i, np.uint8))
+        first = await src.next()
+        assert first.rgb[0, 0, 0] == 2 and first.index == 2          # older pictures skipped
+        waiting = asyncio.ensure_future(src.next())
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        src.push(np.zeros((4, 4, 3), np.uint8))
+        assert (await asyncio.wait_for(waiting, 1)).index == 3
+        src.fail("camera gone")
+        with pytest.raises(SourceError, match="camera gone"):
+            await src.next()
+        src2 = PushSource()
+        src2.finish()
+        assert await src2.next() is None
+
+    asyncio.run(run())
+
+
+def test_server_serves_the_page_and_answers_on_the_websocket():
+    import asyncio
+    import json
+    import urllib.error
+    import urllib.request
+
+    from websockets.asyncio.client import connect
+
+    from web_demo.server import Demo
+
+    async def run():
+        async with Demo(port=0, stills=STILLS) as demo:
+            loop = asyncio.get_running_loop()
+
+            def get(path):
+                try:
+                    with urllib.request.urlopen(demo.url + path, timeout=5) as r:
+                        return r.status, r.headers["Content-Type"], r.read()
+                except urllib.error.HTTPError as exc:
+                    return exc.code, None, b""
+
+            status, ctype, body = await loop.run_in_executor(None, get, "")
+            assert status == 200 and ctype.startswith("text/html") and b"app.js" in body
+            for name in ("app.js", "style.css"):
+                assert (await loop.run_in_executor(None, get, name))[0] == 200
+            assert (await loop.run_in_executor(None, get, "../server.py"))[0] == 404
+            async with connect(demo.url.replace("http", "ws") + "ws") as ws:
+                hello = json.loads(await ws.recv())
+                assert hello["type"] == "hello"
+                from models.editing import CONTROLS
+                assert [c["name"] for c in hello["controls"]] == [c.name for c in CONTROLS]
+                await ws.send(json.dumps({"type": "edit", "values": {"yaw": 99}}))
+                err = json.loads(await ws.recv())
+                assert err["type"] == "error" and err["code"] == "bad-edit" and "yaw" in err["message"]
+                await ws.send(json.dumps({"type": "call", "room": "no spaces allowed", "sdp": "x"}))
+                err = json.loads(await ws.recv())
+                assert err["code"] == "bad-room"
+                await ws.send("not json")
+                assert json.loads(await ws.recv())["code"] == "bad-message"
+
+    asyncio.run(run())
+
+
+def make_y4m(clip: Path, out: Path, frames: int = 100, size: int = 360) -> Path:
+    import imageio_ffmpeg
+
+    if not clip.exists():
+        pytest.skip(f"clip {clip} is missing")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(clip), "-frames:v", str(frames),
+                    "-vf", f"scale={size}:{size}", "-r", "25", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", str(out)],
+                   check=True, timeout=60)
+    return out
+
+
+# -- face measurement -------------------------------------------------------------------------
+
+class FaceMeter:
+    def __init__(self) -> None:
+        from models.face_model import FaceBasis
+        from models.face_tracker import FaceTracker
+
+        self.basis = FaceBasis.load()
+        self.tracker = FaceTracker(still=True)
+
+    def yaw(self, png: bytes) -> float | None:
+        """Detected yaw (degrees) of the face in a PNG, None without one."""
+        import cv2
+
+        from models.face_model import canonicalise
+
+        rgb = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        lm = self.tracker.detect(rgb)
+        if lm is None:
+            return None
+        _, pose = canonicalise(lm, self.basis, rgb.shape[1])
+        return float(pose[0])
+
+    def median_yaw(self, element, shots: int = 7, gap: float = 0.25, save: Path | None = None) -> float:
+        values = []
+        for i in range(shots):
+            png = element.screenshot()
+            if save is not None and i == 0:
+                save.write_bytes(png)
+            y = self.yaw(png)
+            if y is not None:
+                values.append(y)
+            time.sleep(gap)
+        assert len(values) >= shots // 2 + 1, f"face found in only {len(values)} of {shots} screenshots"
+        return float(np.median(values))
+
+
+@pytest.fixture(scope="module")
+def meter():
+    m = FaceMeter()
+    yield m
+    m.tracker.close()
+
+
+# -- the demo server and the browsers ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_url():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(ARTIFACTS / "server.log", "w")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "web_demo", "--port", "0", "--stills", str(STILLS)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        url = None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"web demo at (http://\S+)", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url, f"the demo server did not start (see {ARTIFACTS / 'server.log'})"
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    with sync_playwright() as p:
+        yield p
+
+
+def launch(playwright, y4m: Path | None):
+    args = ["--no-sandbox", "--headless=new", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            "--allow-loopback-in-peer-connection", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"]
+    if y4m is not None:
+        args.append(f"--use-file-for-fake-video-capture={y4m}")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True, timeout=30000)
+
+
+@pytest.fixture(scope="module")
+def browsers(playwright, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("y4m")
+    a = launch(playwright, make_y4m(CLIPS / CLIP_A, tmp / "a.y4m"))
+    try:
+        b = launch(playwright, make_y4m(CLIPS / CLIP_B, tmp / "b.y4m"))
+        try:
+            yield a, b
+        finally:
+            b.close()
+    finally:
+        a.close()
+
+
+def new_page(browser, url: str, init_script: str | None = None):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    if init_script:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    page.set_default_timeout(20000)
+    page.goto(url)
+    page.wait_for_function("document.querySelectorAll('#sliders input').length > 0")
+    return page
+
+
+def set_slider(page, name: str, value: float) -> None:
+    page.evaluate("([n, v]) => { const i = document.getElementById('edit-' + n); i.value = v;"
+                  " i.dispatchEvent(new Event('input', {bubbles: true})); }", [name, value])
+
+
+def message(page) -> str:
+    return page.locator("#message").inner_text()
+
+
+def wait_for_face(meter: FaceMeter, element, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if meter.yaw(element.screenshot()) is not None:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no face in the remote video within {timeout:.0f} s")
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+@needs_browser
+def test_call_in_the_browser(demo_url, browsers, meter):
+    browser_a, browser_b = browsers
+    room = f"web{os.getpid()}"
+    a = new_page(browser_a, f"{demo_url}?room={room}")
+    b = new_page(browser_b, f"{demo_url}?room={room}")
+    a.click("#start")
+    b.click("#start")
+    remote = a.locator("#remote")
+    wait_for_face(meter, remote, 60)
+    a.screenshot(path=ARTIFACTS / "call_a.png")
+
+    # the yaw slider turns the remote face (positive: towards the picture's left = larger detected yaw)
+    before = meter.median_yaw(remote, save=ARTIFACTS / "remote_yaw0.png")
+    set_slider(a, "yaw", 20)
+    time.sleep(1.0)
+    after = meter.median_yaw(remote, save=ARTIFACTS / "remote_yaw20.png")
+    a.screenshot(path=ARTIFACTS / "call_a_yaw20.png")
+    a.click("#reset")
+    time.sleep(1.0)
+    back = meter.median_yaw(remote)
+    print(f"detected yaw: {before:.1f} -> {after:.1f} with yaw=20 -> {back:.1f} after reset")
+    assert after - (before + back) / 2 > 8, (before, after, back)
+
+    # the stats: the parameters take well under 10 kbps; a plain video call of the camera far more
+    a.wait_for_function("document.getElementById('stat-param-kbps').dataset.kbps > 0", timeout=10000)
+    kbps = float(a.locator("#stat-param-kbps").get_attribute("data-kbps"))
+    stats_text = a.locator("#stats").inner_text()
+    print("stats:", stats_text.replace("\n", " | "))
+    assert 0 < kbps < 10, stats_text
+    assert re.search(r"Parameters received\s+\d+\.\d+ kbps", stats_text)
+    assert re.search(r"Key frame \(received / sent\)\s+\d+ B / \d+ B", stats_text)
+    a.wait_for_function("document.getElementById('stat-plain').dataset.kbps > 0", timeout=10000)
+    assert float(a.locator("#stat-plain").get_attribute("data-kbps")) > 10 * kbps
+    wait_for_face(meter, b.locator("#remote"), 30)      # B sees A too
+    b.screenshot(path=ARTIFACTS / "call_b.png")
+
+    # a third page cannot join the full room, and says so
+    c = new_page(browser_a, f"{demo_url}?room={room}")
+    c.click("#start")
+    c.wait_for_function("document.body.dataset.lastError === 'room-full'", timeout=30000)
+    assert "full" in message(c)
+    assert c.locator("#start").is_enabled()
+    c.screenshot(path=ARTIFACTS / "room_full.png")
+    c.context.close()
+
+    # B leaves: A says so in words and stays usable
+    b.context.close()
+    a.wait_for_function("document.getElementById('remote').dataset.peer === 'left'", timeout=30000)
+    assert "left" in message(a)
+    assert a.locator("#hangup").is_enabled()
+    deadline = time.monotonic() + 10          # the remote video goes back to the placeholder
+    while meter.yaw(remote.screenshot()) is not None:
+        assert time.monotonic() < deadline, "the other side's face stays on screen after it left"
+        time.sleep(0.3)
+    a.screenshot(path=ARTIFACTS / "peer_left.png")
+    a.click("#hangup")
+    assert a.locator("#start").is_enabled()
+    a.context.close()
+
+
+@needs_browser
+def test_camera_refused(demo_url, browsers):
+    refuse = ("navigator.mediaDevices.getUserMedia = () => "
+              "Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));")
+    page = new_page(browsers[0], f"{demo_url}?room=refused", init_script=refuse)
+    page.click("#start")
+    page.wait_for_function("document.body.dataset.lastError === 'camera-refused'")
+    assert "refused the camera" in message(page)
+    assert page.locator("#start").is_enabled()
+    page.screenshot(path=ARTIFACTS / "camera_refused.png")
+    page.context.close()
+
+
+@needs_browser
+def test_portrait_mode(demo_url, browsers, meter, tmp_path):
+    stills = sorted(p.name for p in STILLS.glob("*") if p.suffix.lower() in (".jpg", ".png")) if STILLS.is_dir() else []
+    if not stills:
+        pytest.skip(f"no stills in {STILLS}")
+    name = "lp__d30.jpg" if "lp__d30.jpg" in stills else stills[0]
+    page = new_page(browsers[0], f"{demo_url}?mode=portrait")
+    page.select_option("#still", name)
+    page.click("#open-portrait")
+    page.wait_for_function("document.getElementById('portrait-edited').dataset.values === '{}'", timeout=60000)
+    img = page.locator("#portrait-edited")
+    before = meter.yaw(img.screenshot(path=ARTIFACTS / "portrait_yaw0.png"))
+    set_slider(page, "yaw", 20)
+    page.wait_for_function("JSON.parse(document.getElementById('portrait-edited').dataset.values || '{}').yaw === 20",
+                           timeout=20000)
+    after = meter.yaw(img.screenshot(path=ARTIFACTS / "portrait_yaw20.png"))
+    page.screenshot(path=ARTIFACTS / "portrait.png")
+    assert before is not None and after is not None
+    print(f"portrait yaw: {before:.1f} -> {after:.1f}")
+    assert after - before > 8
+
+    # a picture without a face
+    import cv2
+
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 300, 3), 128, np.uint8))
+    page.set_input_files("#upload", str(blank))
+    page.click("#open-portrait")
+    page.wait_for_function("document.body.dataset.lastError === 'no-face'", timeout=30000)
+    assert "No face" in message(page)
+    page.screenshot(path=ARTIFACTS / "portrait_no_face.png")
+    page.context.close()
