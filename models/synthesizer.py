@@ -204,6 +204,7 @@ class Synthesizer:
         self._image = torch.from_numpy(keyframe).to(self.device).permute(2, 0, 1)[None].float().contiguous()
         self._warp_source = torch.from_numpy(without_irises).to(self.device).permute(2, 0, 1)[None].float().contiguous()
         ys, xs = np.mgrid[0:self.size, 0:self.size]
+        self._source_facing = self._facing(self.mesh.source)
         self._pixels = torch.from_numpy(np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32)).to(self.device)
 
     def target_vertices(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,10 +226,17 @@ class Synthesizer:
         depth[nl:nl + nr] = ring[:, 2]
         return target, depth
 
+    def _facing(self, points: np.ndarray) -> np.ndarray:
+        """Orientation (sign of the signed area) of every triangle over `points`."""
+        a, b, c = (points[self.mesh.triangles[:, i]] for i in range(3))
+        return np.sign((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
     def _rasterise(self, target: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """Triangle index of every output pixel (-1 where none), far triangles drawn first."""
+        """Triangle index of every output pixel (-1 where none).  Triangles that turned over
+        (the far side of a turning head folding behind itself) are drawn first, then the
+        rest far to near, so that visible surface covers folded surface."""
         tris = self.mesh.triangles
-        order = np.argsort(-depth[tris].mean(axis=1), kind="stable")
+        order = np.lexsort((-depth[tris].mean(axis=1), self._facing(target) == self._source_facing))
         ids = np.full((self.size, self.size), -1, np.int32)
         pts = np.rint(target * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)
         for t in order.tolist():
