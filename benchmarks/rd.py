@@ -2,6 +2,7 @@
 
     python -m benchmarks.rd [CLIPS...] --out DIR [--frames 250] [--vvc-qps QP ...]
                             [--hevc-qps QP ...] [--quick] [--device cpu|cuda]
+    python -m benchmarks.rd --out DIR --rebuild     # report and plot again from DIR/results.json
 
 CLIPS default to every ``*.mp4`` in ``<repo>/../shared/data/clips``.  For each clip, on
 its first ``--frames`` frames (the whole clip when it is shorter):
@@ -238,6 +239,19 @@ def rate_to_match(points: list[dict], target_lpips: float) -> tuple[float, str]:
     return rates[-1], FLAG_BEYOND_HIGHEST
 
 
+def derive_matches(clip: dict) -> None:
+    """The rates VVC and HEVC need for our LPIPS (and for freeze's), from a clip's points."""
+    for codec in ("vvc", "hevc"):
+        points = clip.get(codec) or []
+        clip[f"{codec}_match"] = clip[f"{codec}_match_freeze"] = None
+        if not points:
+            continue
+        rate, flag = rate_to_match(points, clip["ours"]["lpips"])
+        clip[f"{codec}_match"] = {"kbps": rate, "flag": flag, "ratio": rate / clip["ours"]["total_kbps"]}
+        rate, flag = rate_to_match(points, clip["freeze"]["lpips"])
+        clip[f"{codec}_match_freeze"] = {"kbps": rate, "flag": flag, "ratio": rate / clip["freeze"]["kbps"]}
+
+
 # ----------------------------------------------------------------------------- one clip
 
 class Context:
@@ -382,12 +396,9 @@ def run_clip(ctx: Context, clip: Path) -> dict:
                 if nearest is None or dist < nearest[0]:
                     nearest = (dist, {**point, "lpips_frames": pm["lpips_frames"]}, seq.frames)
         out[codec] = points
-        if points:
-            rate, flag = rate_to_match(points, out["ours"]["lpips"])
-            out[f"{codec}_match"] = {"kbps": rate, "flag": flag, "ratio": rate / ours_kbps}
-        else:
-            out[f"{codec}_match"] = None
+        if not points:
             out["problems"].append(f"no {codec} points")
+    derive_matches(out)
 
     # 4. face fidelity
     log.info("%s: face fidelity", name)
@@ -445,6 +456,9 @@ def summarise(clips: list[dict]) -> dict:
             s[f"{codec}_ratio_median"] = float(np.median([x["ratio"] for x in m]))
             s[f"{codec}_ratio_flags"] = {f: sum(x["flag"] == f for x in m)
                                          for f in (FLAG_INTERPOLATED, FLAG_AT_LOWEST, FLAG_BEYOND_HIGHEST)}
+        mf = [c[f"{codec}_match_freeze"] for c in good if c.get(f"{codec}_match_freeze")]
+        if mf:
+            s[f"{codec}_ratio_freeze_median"] = float(np.median([x["ratio"] for x in mf]))
     for method in ("ours", "freeze", "vvc_nearest"):
         faces = [c[method]["face"] for c in good if c.get(method) and "face" in c[method]]
         if faces:
@@ -481,6 +495,9 @@ def acceptance(s: dict) -> list[tuple[str, str, str, bool | None]]:
                      f"({fl[FLAG_INTERPOLATED]} interpolated, {fl[FLAG_AT_LOWEST]} at VVC's lowest rate, "
                      f"{fl[FLAG_BEYOND_HIGHEST]} lower bounds)", f">= {TARGET_VVC_RATIO}",
                      s["vvc_ratio_median"] >= TARGET_VVC_RATIO))
+    if "vvc_ratio_freeze_median" in s:
+        rows.append(("The same VVC ratio for freeze (information: what a key frame alone earns)",
+                     f"{s['vvc_ratio_freeze_median']:.2f}", "-", None))
     if "hevc_ratio_median" in s:
         fl = s["hevc_ratio_flags"]
         rows.append(("HEVC rate for our LPIPS / our rate, median (information)", f"{s['hevc_ratio_median']:.2f} "
@@ -524,6 +541,8 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
     L.append(f"Run {settings['started']} - {settings['finished']} on {settings['host']} "
              f"({settings['cpus']} CPUs, torch threads {settings['torch_threads']}, device {settings['device']}), "
              f"commit {settings['commit']}.")
+    if settings.get("rebuilt"):
+        L.append(f"Report and plot rebuilt from results.json on {settings['rebuilt']} (`--rebuild`, no coding).")
     L.append("")
     L.append("## Settings")
     L.append("")
@@ -542,8 +561,8 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
     L.append("- Metrics: PSNR (RGB), SSIM (BT.601 luma), LPIPS-alex; means over frames.")
     L.append("- VVC (HEVC) / ours ratio: the VVC rate at our LPIPS, interpolated linearly in log rate along VVC's "
              "rate-LPIPS points (sorted by rate; first crossing walking up from the lowest rate), over our total "
-             "rate. `low` = our LPIPS is no better than VVC's lowest-rate point, so VVC's lowest rate is counted "
-             "(the true equal-quality rate is lower: an upper bound); `>=` = ours beats VVC's best point, VVC's "
+             "rate (VVC/freeze: the same for freeze's LPIPS over freeze's rate, for orientation). `low` = our "
+             "LPIPS is no better than VVC's lowest-rate point, so VVC's lowest rate is counted (the true equal-quality rate is lower: an upper bound); `>=` = ours beats VVC's best point, VVC's "
              "highest rate is counted (a lower bound).")
     L.append("- Face fidelity: MediaPipe face mesh in still mode on decoded frames and reference crops. Head-pose "
              "error = geodesic angle between the two head rotations (pose of the landmarks against the mean face, "
@@ -589,8 +608,8 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
         L.append("")
         L.append("| clip | frames | fps | ours kbps | param kbps | key B (+geom) | key QP | LPIPS ours | LPIPS freeze "
                  "| LPIPS VVC near (QP, kbps) | PSNR ours / freeze / VVC near | SSIM ours / freeze / VVC near "
-                 "| VVC/ours | HEVC/ours |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| VVC/ours | HEVC/ours | VVC/freeze |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for c in good:
             o, f, v = c["ours"], c["freeze"], c.get("vvc_nearest")
             vtxt = f"{v['lpips']:.4f} ({v['qp']}, {v['kbps']:.1f})" if v else "-"
@@ -599,7 +618,7 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
                 f"| {o['keyframe_bytes']} (+{o['geometry_bytes']}) | {o['keyframe_qp']} | {o['lpips']:.4f} "
                 f"| {f['lpips']:.4f} | {vtxt} | {o['psnr']:.2f} / {f['psnr']:.2f} / {_fmt(v and v['psnr'], 2)} "
                 f"| {o['ssim']:.4f} / {f['ssim']:.4f} / {_fmt(v and v['ssim'], 4)} "
-                f"| {ratio(c.get('vvc_match'))} | {ratio(c.get('hevc_match'))} |")
+                f"| {ratio(c.get('vvc_match'))} | {ratio(c.get('hevc_match'))} | {ratio(c.get('vvc_match_freeze'))} |")
         L.append("")
         L.append("## Per clip: face fidelity")
         L.append("")
@@ -708,6 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_FRAMES} frames, VVC QPs {QUICK_VVC_QPS}, HEVC QPs "
                     f"{QUICK_HEVC_QPS} (unless given)")
     ap.add_argument("--device", default="cpu", help="torch device for our decoder and LPIPS (default cpu)")
+    ap.add_argument("--rebuild", action="store_true", help="no coding: redo the summary, report.md and rd.png "
+                    "from the results.json already in --out")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return ap
 
@@ -721,6 +742,8 @@ def main(argv: list[str] | None = None) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose:
         log.setLevel(logging.DEBUG)
+    if args.rebuild:
+        return rebuild(Path(args.out))
     if args.frames is None:
         args.frames = QUICK_FRAMES if args.quick else DEFAULT_FRAMES
     if args.vvc_qps is None:
@@ -752,12 +775,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: list[dict] = []
 
-    def dump(summary: dict | None = None) -> None:
-        data = {"settings": settings, "summary": summary, "clips": results}
-        tmp = out_dir / "results.json.tmp"
-        tmp.write_text(json.dumps(_clean(data), indent=1))
-        tmp.replace(out_dir / "results.json")
-
     ctx = Context(args)
     try:
         with logging_redirect_tqdm():
@@ -774,13 +791,25 @@ def main(argv: list[str] | None = None) -> int:
                                     "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
                                     "problems": []})
                 results[-1]["bench_seconds"] = time.perf_counter() - t0
-                dump()
+                _write_json(out_dir, settings, results, None)
     finally:
         ctx.close()
     settings["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return finish(out_dir, settings, results)
+
+
+def _write_json(out_dir: Path, settings: dict, results: list[dict], summary: dict | None) -> None:
+    data = {"settings": settings, "summary": summary, "clips": results}
+    tmp = out_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(_clean(data), indent=1))
+    tmp.replace(out_dir / "results.json")
+
+
+def finish(out_dir: Path, settings: dict, results: list[dict]) -> int:
+    """Summary, results.json, report.md and rd.png from the per-clip results; prints the summary."""
     summary = summarise(results)
     summary["acceptance"] = [{"criterion": a, "measured": b, "target": c, "met": d} for a, b, c, d in acceptance(summary)]
-    dump(summary)
+    _write_json(out_dir, settings, results, summary)
     write_report(out_dir / "report.md", settings, results, summary)
     try:
         plot_rd(out_dir / "rd.png", results)
@@ -793,6 +822,23 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("no clip finished")
     return 0 if summary.get("clips_ok") else 1
+
+
+def rebuild(out_dir: Path) -> int:
+    """Redo the derived numbers, report.md and rd.png from an existing results.json (no coding)."""
+    path = out_dir / "results.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.error("cannot read %s: %s", path, exc)
+        return 2
+    results = data.get("clips") or []
+    for clip in _ok(results):
+        derive_matches(clip)
+    settings = data.get("settings") or {}
+    settings.setdefault("finished", "unknown")
+    settings["rebuilt"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return finish(out_dir, settings, results)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,12 @@ def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> tupl
     sinks: list[Sink] = []
     if args.output:
         sinks.append(FileSink(args.output, live.max_gap_fill_s))
-    if args.window:
-        sinks.append(WindowSink())
+    window = WindowSink() if args.window else None
+    if window:
+        sinks.append(window)
     worker = RenderWorker(asyncio.get_running_loop(), half.events(), sinks, basis, args.device)
+    if window:
+        window.on_edits = worker.set_edits
     half.attach(worker)
     return half, worker
 

@@ -76,16 +76,43 @@ def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-class WindowSink(Sink):
-    """An OpenCV window; closing it or pressing q / Esc ends the call."""
+# window keys: control and step (docs/call.md); r resets, q or Esc ends the call
+WINDOW_KEYS = {
+    "a": ("yaw", -5.0), "d": ("yaw", 5.0), "w": ("pitch", -5.0), "s": ("pitch", 5.0),
+    "z": ("roll", -5.0), "x": ("roll", 5.0), "m": ("smile", 0.25), "n": ("smile", -0.25),
+    "o": ("jaw_open", 0.25), "p": ("jaw_open", -0.25), "b": ("blink", 0.5), "v": ("blink", -0.5),
+    "e": ("brow_raise", 0.25), "c": ("brow_raise", -0.25),
+    "j": ("gaze_x", -0.25), "l": ("gaze_x", 0.25), "i": ("gaze_y", -0.25), "k": ("gaze_y", 0.25),
+}
 
-    def __init__(self, title: str = "facecall") -> None:
+
+class WindowSink(Sink):
+    """An OpenCV window; closing it or pressing q / Esc ends the call; the keys of
+    WINDOW_KEYS edit the face live through `on_edits`."""
+
+    def __init__(self, title: str = "facecall", on_edits=None) -> None:
         import cv2
 
         self._cv2 = cv2
         self.title = title
         self._open = False
         self._failed = False
+        self.on_edits = on_edits
+        self.edits = None
+
+    def _key(self, key: str) -> None:
+        """Live editing from the keyboard (WINDOW_KEYS); r resets."""
+        from models.editing import Edits
+
+        if key == "r":
+            self.edits = Edits()
+        elif key in WINDOW_KEYS:
+            name, delta = WINDOW_KEYS[key]
+            self.edits = (self.edits or Edits()).nudged(name, delta)
+        else:
+            return
+        log.info("edits: %s", self.edits.to_dict() or "none")
+        self.on_edits(self.edits)
 
     def show(self, frame: int, picture: np.ndarray) -> bool:
         if self._failed:
@@ -109,6 +136,8 @@ class WindowSink(Sink):
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
             return False
+        if key != 0xFF and self.on_edits is not None:
+            self._key(chr(key))
         try:
             return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
         except cv2.error:

@@ -54,6 +54,14 @@ def test_rd_benchmark_one_short_clip(tmp_path):
     assert clip["vvc_nearest"]["qp"] in (44, 54)
     assert "| criterion |" in (out / "report.md").read_text()
 
+    # --rebuild redoes the report from results.json alone
+    (out / "report.md").unlink()
+    assert main(["--out", str(out), "--rebuild"]) == 0
+    assert "rebuilt from results.json" in (out / "report.md").read_text()
+    again = json.loads((out / "results.json").read_text())
+    assert again["clips"][0]["vvc_match"] == clip["vvc_match"]
+    assert _number(again["clips"][0]["vvc_match_freeze"]["ratio"])
+
 
 def test_rate_to_match():
     from benchmarks.rd import FLAG_AT_LOWEST, FLAG_BEYOND_HIGHEST, FLAG_INTERPOLATED, rate_to_match
