@@ -120,8 +120,9 @@ def _area(ring: np.ndarray) -> float:
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
-class _Iris:
-    """One iris disc of the key frame, to be laid back inside the target eye opening."""
+class _Eye:
+    """One eye of the key frame: its iris disc, laid back inside the target eye opening, and
+    its lid colour, painted over an eye that closes."""
 
     def __init__(self, ref_landmarks: np.ndarray, points: tuple[int, ...], ring: tuple[int, ...]) -> None:
         self.points, self.ring = points, ring
@@ -176,9 +177,9 @@ class _Iris:
         frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = np.rint(patch).astype(np.uint8)
 
 
-def _inpaint_irises(keyframe: np.ndarray, irises: list[_Iris]) -> np.ndarray:
+def _inpaint_irises(keyframe: np.ndarray, eyes: list[_Eye]) -> np.ndarray:
     mask = np.zeros(keyframe.shape[:2], np.float32)
-    for iris in irises:
+    for iris in eyes:
         mask = np.maximum(mask, iris.disc(mask.shape, iris.centre, iris.radius, margin=1.5))
     return cv2.inpaint(keyframe, (mask > 0).astype(np.uint8), 3, cv2.INPAINT_TELEA)
 
@@ -197,10 +198,10 @@ class Synthesizer:
             torch.set_num_threads(1)
         ref_landmarks = model.landmarks(ref_params)
         self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[:6], self.size), ring_weights, self.size)
-        self._irises = [_Iris(ref_landmarks, iris, ring) for iris, ring in EYES]
-        for eye in self._irises:
+        self._eyes = [_Eye(ref_landmarks, iris, ring) for iris, ring in EYES]
+        for eye in self._eyes:
             eye.sample_lid(keyframe, ref_landmarks)
-        without_irises = _inpaint_irises(keyframe, self._irises)
+        without_irises = _inpaint_irises(keyframe, self._eyes)
         self._image = torch.from_numpy(keyframe).to(self.device).permute(2, 0, 1)[None].float().contiguous()
         self._warp_source = torch.from_numpy(without_irises).to(self.device).permute(2, 0, 1)[None].float().contiguous()
         ys, xs = np.mgrid[0:self.size, 0:self.size]
@@ -248,7 +249,7 @@ class Synthesizer:
         moved_vertex = np.abs(target - self.mesh.source).max(axis=1) > 1e-9
         if not moved_vertex.any():
             return self.keyframe.copy()
-        for eye in self._irises:
+        for eye in self._eyes:
             if moved_vertex[list(eye.points)].any():  # the eye shows the iris-free picture
                 moved_vertex[list(eye.ring)] = True
         ids = self._rasterise(target, depth)
@@ -278,7 +279,7 @@ class Synthesizer:
         img = out.reshape(3, self.size, self.size).permute(1, 2, 0)
         frame = img.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
         nl = self.mesh.num_landmarks
-        for iris in self._irises:
+        for iris in self._eyes:
             if moved_vertex[list(iris.ring) + list(iris.points)].any():
                 iris.paint(frame, self.keyframe, target[:nl])
         return frame
