@@ -7,16 +7,20 @@ The warp mesh is built once per key frame from its reference landmarks:
     derives from a person segmentation of the key frame and sends along (so that hair
     moves with the head while the background next to it stays);
   * points along the picture border, which never move.
-Each output frame is a piecewise-affine backward warp over that triangulation: target
-triangles are rasterised (far ones first, so near ones cover them), every pixel takes its
-source position from its triangle's barycentric coordinates, and the key frame is
-sampled there bilinearly.  Pixels of triangles that do not move are copied unchanged,
-and a frame whose mesh equals the key frame's is the key frame itself.
+Each output frame is a backward warp: target triangles are rasterised (folded ones first,
+then far to near, so that visible surface covers folded surface), every pixel takes its
+source position from its triangle's barycentric coordinates, and that displacement field
+is smoothed (a Gaussian) everywhere but inside the face, where it stays exact.  Where the
+surface folds (the far cheek of a turning head, a chin dropping over the neck) the exact
+field jumps from one triangle to the next and would tear the picture into saw teeth; the
+smoothed field cannot jump.  The key frame is then sampled bilinearly along the field, so
+a frame whose mesh equals the key frame's is the key frame itself.
 
-The irises are not part of the mesh (a warp would smear them across the eye): the warp
-samples a copy of the key frame whose irises are inpainted away, and each iris disc is
-then laid back at its target position, clipped by the target eyelids, so that gaze
-moves the iris and closing lids cover it.
+The irises are not part of the mesh (a warp would smear them across the eye): an eye that
+moves samples a copy of the key frame whose iris is inpainted away, and the iris disc is
+then laid back at its target position, clipped by the target eyelids, so that gaze moves
+the iris and closing lids cover it.  Lips that part further than in the key frame open
+onto a dark mouth cavity rather than onto lip skin stretched across the gap.
 """
 
 from __future__ import annotations
@@ -29,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import Delaunay
 
-from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, MOUTH_CORNERS,
-                               RIGHT_EYE_CORNERS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS, FaceModel, Similarity,
-                               pose_to_similarity)
+from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, LOWER_LIP_INNER,
+                               MOUTH_CORNERS, RIGHT_EYE_CORNERS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS,
+                               UPPER_LIP_INNER, FaceModel, Similarity, pose_to_similarity)
 
 RING_SCALES = (1.15, 1.4, 1.8)
 # share of the outline's own (expression) motion each ring takes: an opening jaw drags the
@@ -40,6 +44,11 @@ RING_FOLLOW = (0.7, 0.4, 0.15)
 
 WEIGHT_LEVELS = 3            # ring weights are k / 3, k = 0..3
 BORDER_SPACING = 16
+SMOOTH_SIGMA = 4.0           # of the displacement field outside the face, in pixels of a 256 frame
+MOVED = 1e-3                 # pixels: a smaller displacement leaves the picture as it is
+INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+MOUTH_DARKNESS = 0.5         # the cavity is the lip colour times this
+MOUTH_RAMP = 0.03            # extra lip gap (fraction of the frame) over which the cavity fades in
 _SUBPIXEL_SHIFT = 4
 IRIS_POINTS = RIGHT_IRIS + LEFT_IRIS
 # each eye: (iris centre and rim points, eye opening as a closed ring outer corner -> upper lid -> inner corner -> lower lid)
@@ -124,13 +133,17 @@ class _Eye:
     """One eye of the key frame: its iris disc, laid back inside the target eye opening, and
     its lid colour, painted over an eye that closes."""
 
-    def __init__(self, ref_landmarks: np.ndarray, points: tuple[int, ...], ring: tuple[int, ...]) -> None:
+    def __init__(self, ref_landmarks: np.ndarray, points: tuple[int, ...], ring: tuple[int, ...], size: int) -> None:
         self.points, self.ring = points, ring
         self.centre = ref_landmarks[points[0], :2].copy()
         rim = np.linalg.norm(ref_landmarks[list(points[1:]), :2] - self.centre, axis=1).mean()
         self.radius = max(1.0, float(rim))
         self.opening_area = _area(ref_landmarks[list(ring), :2])
         self.lid_colour: np.ndarray | None = None
+        lo = np.floor(self.centre - 3 * self.radius).astype(int).clip(0, size - 1)
+        hi = np.ceil(self.centre + 3 * self.radius).astype(int).clip(0, size - 1)
+        self.box = np.s_[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1]     # where the eye's pixels are
+        self.iris_mask = self.disc((size, size), self.centre, self.radius, margin=1.5) > 0
 
     def sample_lid(self, keyframe: np.ndarray, ref_landmarks: np.ndarray) -> None:
         """Colour of the eyelid skin: just above the upper lid of the key frame."""
@@ -177,11 +190,46 @@ class _Eye:
         frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = np.rint(patch).astype(np.uint8)
 
 
-def _inpaint_irises(keyframe: np.ndarray, eyes: list[_Eye]) -> np.ndarray:
-    mask = np.zeros(keyframe.shape[:2], np.float32)
-    for iris in eyes:
-        mask = np.maximum(mask, iris.disc(mask.shape, iris.centre, iris.radius, margin=1.5))
-    return cv2.inpaint(keyframe, (mask > 0).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+class _Mouth:
+    """The mouth of the key frame: where the lips part further than there, the gap shows a
+    dark cavity instead of lip skin stretched across it."""
+
+    def __init__(self, keyframe: np.ndarray, ref_landmarks: np.ndarray) -> None:
+        self.gap = float(np.linalg.norm(ref_landmarks[LOWER_LIP_INNER, :2] - ref_landmarks[UPPER_LIP_INNER, :2]))
+        pts = np.rint(ref_landmarks[list(INNER_LIPS), :2]).astype(int).clip(0, keyframe.shape[0] - 1)
+        self.colour = np.median(keyframe[pts[:, 1], pts[:, 0]].astype(np.float32), axis=0) * MOUTH_DARKNESS
+
+    def paint(self, frame: np.ndarray, target: np.ndarray) -> None:
+        size = frame.shape[0]
+        extra = float(np.linalg.norm(target[LOWER_LIP_INNER, :2] - target[UPPER_LIP_INNER, :2])) - self.gap
+        alpha = float(np.clip(extra / (MOUTH_RAMP * size), 0.0, 1.0))
+        if alpha <= 0:
+            return
+        ring = target[list(INNER_LIPS), :2]
+        lo = np.floor(ring.min(axis=0) - 3).astype(int).clip(0, size - 1)
+        hi = np.ceil(ring.max(axis=0) + 3).astype(int).clip(0, size - 1)
+        mask = np.zeros((hi[1] - lo[1] + 1, hi[0] - lo[0] + 1), np.float32)
+        cv2.fillPoly(mask, [np.rint((ring - lo) * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)], 1.0,
+                     lineType=cv2.LINE_AA, shift=_SUBPIXEL_SHIFT)
+        mask = cv2.GaussianBlur(mask, (0, 0), 0.7) * alpha
+        patch = frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1].astype(np.float32)
+        patch += mask[..., None] * (self.colour - patch)
+        frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = np.rint(patch).astype(np.uint8)
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+    r = int(np.ceil(3 * sigma))
+    g = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return (g / g.sum()).astype(np.float32)
+
+
+def _blur(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of (C, H, W) maps, edges replicated."""
+    c, r = maps.shape[0], (len(kernel) - 1) // 2
+    x = F.conv2d(F.pad(maps[None], (r, r, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                 groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+                    groups=c)[0]
 
 
 class Synthesizer:
@@ -189,7 +237,7 @@ class Synthesizer:
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
                  ring_weights: np.ndarray, device: str = "cpu") -> None:
-        self.size = keyframe.shape[0]
+        self.size = n = keyframe.shape[0]
         self.keyframe = keyframe
         self.model = model
         self.device = torch.device(device)
@@ -197,16 +245,31 @@ class Synthesizer:
             # per-frame tensors are small: extra threads only spin against the rest of the call
             torch.set_num_threads(1)
         ref_landmarks = model.landmarks(ref_params)
-        self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[:6], self.size), ring_weights, self.size)
-        self._eyes = [_Eye(ref_landmarks, iris, ring) for iris, ring in EYES]
+        self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[:6], n), ring_weights, n)
+        self._eyes = [_Eye(ref_landmarks, iris, ring, n) for iris, ring in EYES]
+        without_irises = keyframe.copy()
         for eye in self._eyes:
             eye.sample_lid(keyframe, ref_landmarks)
-        without_irises = _inpaint_irises(keyframe, self._eyes)
-        self._image = torch.from_numpy(keyframe).to(self.device).permute(2, 0, 1)[None].float().contiguous()
-        self._warp_source = torch.from_numpy(without_irises).to(self.device).permute(2, 0, 1)[None].float().contiguous()
-        ys, xs = np.mgrid[0:self.size, 0:self.size]
+            without_irises[eye.iris_mask] = cv2.inpaint(keyframe, eye.iris_mask.astype(np.uint8), 3,
+                                                        cv2.INPAINT_TELEA)[eye.iris_mask]
+        self._mouth = _Mouth(keyframe, ref_landmarks)
         self._source_facing = self._facing(self.mesh.source)
-        self._pixels = torch.from_numpy(np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32)).to(self.device)
+
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+        self._image = tensor(keyframe).permute(2, 0, 1)[None].float()
+        self._without_irises = tensor(without_irises).permute(2, 0, 1)[None].float()
+        ys, xs = np.mgrid[0:n, 0:n]
+        self._pixels = tensor(np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32))
+        self._triangles = tensor(self.mesh.triangles)
+        self._source = tensor(self.mesh.source.astype(np.float32))
+        # 1 where the field stays exact: face landmarks, but not the outline where the face meets the rest
+        exact = np.zeros(len(self.mesh.source), np.float32)
+        exact[:self.mesh.num_landmarks] = 1.0
+        exact[list(FACE_OVAL)] = 0.0
+        self._vertex_exact = tensor(exact)
+        self._kernel = tensor(_gaussian_kernel(SMOOTH_SIGMA * n / 256))
 
     def target_vertices(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Target positions (V, 2) and depths (V,) of the mesh vertices for `params`."""
@@ -232,54 +295,65 @@ class Synthesizer:
         a, b, c = (points[self.mesh.triangles[:, i]] for i in range(3))
         return np.sign((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
 
-    def _rasterise(self, target: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    def _rasterise(self, target: np.ndarray, depth: np.ndarray, folded: np.ndarray) -> np.ndarray:
         """Triangle index of every output pixel (-1 where none).  Triangles that turned over
         (the far side of a turning head folding behind itself) are drawn first, then the
         rest far to near, so that visible surface covers folded surface."""
         tris = self.mesh.triangles
-        order = np.lexsort((-depth[tris].mean(axis=1), self._facing(target) == self._source_facing))
+        order = np.lexsort((-depth[tris].mean(axis=1), ~folded))
         ids = np.full((self.size, self.size), -1, np.int32)
         pts = np.rint(target * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)
         for t in order.tolist():
             cv2.fillConvexPoly(ids, pts[tris[t]], int(t), lineType=cv2.LINE_8, shift=_SUBPIXEL_SHIFT)
         return ids
 
+    def _field(self, target: np.ndarray, depth: np.ndarray) -> torch.Tensor:
+        """Backward displacement (2, H, W): where each output pixel samples the key frame,
+        relative to itself; exact inside the face, smoothed elsewhere."""
+        n = self.size
+        folded = self._facing(target) != self._source_facing
+        ids = torch.from_numpy(self._rasterise(target, depth, folded).reshape(-1).astype(np.int64)).to(self.device)
+        covered = ids >= 0
+        ids = ids.clamp(min=0)
+        tri = self._triangles[ids]                                                   # (P, 3)
+        tgt = torch.from_numpy(target.astype(np.float32)).to(self.device)[tri]     # (P, 3, 2)
+        p = self._pixels
+        e1, e2, d = tgt[:, 1] - tgt[:, 0], tgt[:, 2] - tgt[:, 0], p - tgt[:, 0]
+        den = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        den = torch.where(den.abs() < 1e-6, torch.full_like(den, 1e-6), den)
+        b1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / den
+        b2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / den
+        bary = torch.stack([1 - b1 - b2, b1, b2], 1)                               # (P, 3)
+        source_xy = (bary[:, :, None] * self._source[tri]).sum(1)
+        disp = torch.where(covered[:, None], source_xy - p, torch.zeros_like(p))
+        exact = (bary * self._vertex_exact[tri]).sum(1)
+        exact = torch.where(covered & ~torch.from_numpy(folded).to(self.device)[ids], exact, torch.zeros_like(exact))
+        maps = torch.cat([disp.T.reshape(2, n, n), exact.reshape(1, n, n)])
+        smooth = _blur(maps, self._kernel)
+        # the exact field fades out (continuously) before any place where it may jump
+        w = (2 * smooth[2] - 1).clamp(0, 1)
+        return w * maps[:2] + (1 - w) * smooth[:2]
+
     def render(self, params: np.ndarray) -> np.ndarray:
         target, depth = self.target_vertices(params)
         moved_vertex = np.abs(target - self.mesh.source).max(axis=1) > 1e-9
         if not moved_vertex.any():
             return self.keyframe.copy()
-        for eye in self._eyes:
-            if moved_vertex[list(eye.points)].any():  # the eye shows the iris-free picture
-                moved_vertex[list(eye.ring)] = True
-        ids = self._rasterise(target, depth)
-        tris = self.mesh.triangles
-        moved_tri = moved_vertex[tris].any(axis=1)
-        ids_t = torch.from_numpy(ids.reshape(-1).astype(np.int64)).to(self.device)
-        use = ids_t >= 0
-        use &= torch.from_numpy(moved_tri).to(self.device)[ids_t.clamp(min=0)]
-        idx = ids_t[use]
-        tri_t = torch.from_numpy(tris).to(self.device)[idx]              # (P, 3)
-        tgt = torch.from_numpy(target.astype(np.float32)).to(self.device)[tri_t]              # (P, 3, 2)
-        src = torch.from_numpy(self.mesh.source.astype(np.float32)).to(self.device)[tri_t]   # (P, 3, 2)
-        p = self._pixels[use]
-        v0, v1, v2 = tgt[:, 0], tgt[:, 1], tgt[:, 2]
-        e1, e2, d = v1 - v0, v2 - v0, p - v0
-        den = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        den = torch.where(den.abs() < 1e-6, torch.full_like(den, 1e-6), den)
-        b1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / den
-        b2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / den
-        b0 = 1 - b1 - b2
-        source_xy = b0[:, None] * src[:, 0] + b1[:, None] * src[:, 1] + b2[:, None] * src[:, 2]
-        grid = (source_xy + 0.5) / self.size * 2 - 1                        # align_corners=False
-        sampled = F.grid_sample(self._warp_source, grid[None, None], mode="bilinear",
-                                padding_mode="border", align_corners=False)[0, :, 0]  # (3, P)
-        out = self._image.reshape(3, -1).clone()
-        out[:, use] = sampled
-        img = out.reshape(3, self.size, self.size).permute(1, 2, 0)
-        frame = img.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-        nl = self.mesh.num_landmarks
-        for iris in self._eyes:
-            if moved_vertex[list(iris.ring) + list(iris.points)].any():
-                iris.paint(frame, self.keyframe, target[:nl])
+        field = self._field(target, depth)
+        moved = (field.abs().amax(0) > MOVED).cpu().numpy()
+        repaint = [eye for eye in self._eyes
+                   if moved_vertex[list(eye.points) + list(eye.ring)].any() or moved[eye.box].any()]
+        source = self._image
+        for eye in repaint:    # a moving eye is warped without its iris, then gets it back
+            mask = torch.from_numpy(eye.iris_mask).to(self.device)
+            source = torch.where(mask, self._without_irises, source)
+        n = self.size
+        grid = (self._pixels.T.reshape(2, n, n) + field + 0.5) / n * 2 - 1          # align_corners=False
+        out = F.grid_sample(source, grid.permute(1, 2, 0)[None], mode="bilinear", padding_mode="border",
+                            align_corners=False)[0]
+        frame = out.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        landmarks = target[:self.mesh.num_landmarks]
+        for eye in repaint:
+            eye.paint(frame, self.keyframe, landmarks)
+        self._mouth.paint(frame, landmarks)
         return frame
