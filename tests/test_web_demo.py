@@ -33,6 +33,8 @@ STILLS = ROOT.parent / "shared" / "data" / "stills"
 ARTIFACTS = ROOT / "artifacts" / "web_demo"
 CLIP_A, CLIP_B = "rt__3.mp4", "pcavs__Pose_Source_00473.mp4"
 
+from firefox import FIREFOX, Firefox
+
 try:
     from playwright.sync_api import sync_playwright
 except ImportError:           # pragma: no cover - depends on the machine
@@ -371,3 +373,66 @@ def test_portrait_mode(demo_url, browsers, meter, tmp_path):
     assert "No face" in message(page)
     page.screenshot(path=ARTIFACTS / "portrait_no_face.png")
     page.context.close()
+
+
+# -- Firefox ------------------------------------------------------------------------------------
+
+def video_png(firefox, element_id: str) -> bytes | None:
+    """The picture a <video> shows right now, as PNG (drawn into a canvas by the page)."""
+    import base64
+
+    url = firefox.evaluate(
+        f"(() => {{ const v = document.getElementById('{element_id}'); if (!v.videoWidth) return null;"
+        " const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;"
+        " c.getContext('2d').drawImage(v, 0, 0); return c.toDataURL('image/png'); })()")
+    return None if url is None else base64.b64decode(url.split(",", 1)[1])
+
+
+def firefox_median_yaw(meter: FaceMeter, firefox, shots: int = 7, save: Path | None = None) -> float:
+    values = []
+    for i in range(shots):
+        png = video_png(firefox, "remote")
+        if png is not None and save is not None and i == 0:
+            save.write_bytes(png)
+        y = None if png is None else meter.yaw(png)
+        if y is not None:
+            values.append(y)
+        time.sleep(0.25)
+    assert len(values) >= shots // 2 + 1, f"face found in only {len(values)} of {shots} frames"
+    return float(np.median(values))
+
+
+@needs_browser
+@pytest.mark.skipif(not FIREFOX, reason="firefox-esr is missing (scripts/setup installs it when run as root)")
+def test_call_with_firefox(demo_url, browsers, meter):
+    """Firefox (its fake camera shows no face) calls a Chromium page that sends a real clip:
+    in Firefox the remote video shows the face, its yaw slider turns it, its stats read
+    under 10 kbps, and its stats say that its own camera shows no face."""
+    room = f"ff{os.getpid()}"
+    a = new_page(browsers[0], f"{demo_url}?room={room}")
+    with Firefox() as ff:
+        ff.goto(f"{demo_url}?room={room}")
+        ff.wait_for("document.querySelectorAll('#sliders input').length > 0")
+        ff.evaluate("document.getElementById('start').click()")
+        a.click("#start")
+        deadline = time.monotonic() + 60
+        while True:
+            png = video_png(ff, "remote")
+            if png is not None and meter.yaw(png) is not None:
+                break
+            assert time.monotonic() < deadline, "no face in Firefox's remote video within 60 s"
+            time.sleep(0.5)
+        before = firefox_median_yaw(meter, ff, save=ARTIFACTS / "firefox_remote_yaw0.png")
+        ff.evaluate("(() => { const i = document.getElementById('edit-yaw'); i.value = 20;"
+                    " i.dispatchEvent(new Event('input', {bubbles: true})); return true; })()")
+        time.sleep(1.0)
+        after = firefox_median_yaw(meter, ff, save=ARTIFACTS / "firefox_remote_yaw20.png")
+        print(f"Firefox: detected yaw {before:.1f} -> {after:.1f} with yaw=20")
+        assert after - before > 8, (before, after)
+        ff.wait_for("document.getElementById('stat-param-kbps').dataset.kbps > 0", timeout=10)
+        kbps = float(ff.evaluate("document.getElementById('stat-param-kbps').dataset.kbps"))
+        assert 0 < kbps < 10
+        # Firefox's fake camera is a colour pattern: its own stats say no face is found in it
+        assert ff.evaluate("document.getElementById('stat-face').textContent") == "looking for it..."
+        (ARTIFACTS / "firefox_page.png").write_bytes(ff.screenshot())
+    a.context.close()
