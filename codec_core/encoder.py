@@ -20,7 +20,7 @@ from codec_core.arith import ArithmeticEncoder
 from codec_core.bitstream import (FORMAT_MESH478, KEYFRAME_CODEC_VVC, Keyframe, ParamSegment, RecordType,
                                   SessionHeader, write_file_start, write_record)
 from codec_core.config import CodecConfig
-from codec_core.keyframe import decode_keyframe, encode_keyframe_within
+from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import ParamFrameEncoder, quantise, step_vector
 from codec_core.reference import Reference
 from codec_core.video import VideoWriter, probe_fps, read_frames
@@ -57,16 +57,25 @@ class FaceEncoder:
 
     def code_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
         """Code `crop` as a key frame without switching to it (slow: VVenC, segmentation);
-        `landmarks` are its face landmarks in crop pixels."""
+        `landmarks` are its face landmarks in crop pixels.  The QP is raised from the
+        configured one until picture and reference geometry together fit the byte budget."""
         from models.segmentation import person_probability
 
         cfg = self.config
-        data, qp = encode_keyframe_within(crop, cfg.keyframe_qp, cfg.keyframe_max_bytes, cfg.keyframe_preset)
-        picture = decode_keyframe(data)
-        reference = Reference.from_landmarks(self.basis, landmarks, cfg.size, cfg.steps.geometry, self.steps,
-                                             person=person_probability(picture))
+        qp = cfg.keyframe_qp
+        while True:
+            data = encode_keyframe(crop, qp, cfg.keyframe_preset)
+            picture = decode_keyframe(data)
+            reference = Reference.from_landmarks(self.basis, landmarks, cfg.size, cfg.steps.geometry, self.steps,
+                                                 person=person_probability(picture))
+            geometry = reference.pack()
+            total = len(data) + len(geometry)
+            if cfg.keyframe_max_bytes is None or total <= cfg.keyframe_max_bytes or qp >= 63:
+                break
+            log.info("key frame %d bytes at QP %d is over %d, raising QP", total, qp, cfg.keyframe_max_bytes)
+            qp += 1
         key_id = (self._key_id + 1) & 0xFFFF
-        record = Keyframe(key_id, KEYFRAME_CODEC_VVC, data, reference.pack())
+        record = Keyframe(key_id, KEYFRAME_CODEC_VVC, data, geometry)
         return CodedKeyframe(record, picture, reference, qp)
 
     def use_keyframe(self, coded: CodedKeyframe) -> None:

@@ -37,16 +37,6 @@ def encode_keyframe(rgb: np.ndarray, qp: int, preset: str = "medium") -> bytes:
     return proc.stdout
 
 
-def encode_keyframe_within(rgb: np.ndarray, qp: int, max_bytes: int | None, preset: str = "medium") -> tuple[bytes, int]:
-    """Code at `qp`, raising the QP until the picture fits `max_bytes`; returns (bytes, qp)."""
-    while True:
-        data = encode_keyframe(rgb, qp, preset)
-        if max_bytes is None or len(data) <= max_bytes or qp >= 63:
-            return data, qp
-        log.info("key frame %d bytes at QP %d is over %d, raising QP", len(data), qp, max_bytes)
-        qp += 1
-
-
 def decode_keyframe(data: bytes) -> np.ndarray:
     """The RGB picture (H x W x 3 uint8) of a raw VVC intra picture."""
     try:

@@ -48,6 +48,7 @@ SMOOTH_SIGMA = 4.0           # of the displacement field outside the face, in pi
 MOVED = 1e-3                 # pixels: a smaller displacement leaves the picture as it is
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 MOUTH_DARKNESS = 0.5         # the cavity is the lip colour times this
+LASH_STRENGTH = 0.7         # how dark the lash line of a shut eye is drawn (1: the key frame's lash colour)
 MOUTH_RAMP = 0.03            # extra lip gap (fraction of the frame) over which the cavity fades in
 _SUBPIXEL_SHIFT = 4
 IRIS_POINTS = RIGHT_IRIS + LEFT_IRIS
@@ -140,18 +141,29 @@ class _Eye:
         self.radius = max(1.0, float(rim))
         self.opening_area = _area(ref_landmarks[list(ring), :2])
         self.lid_colour: np.ndarray | None = None
+        self.lash_colour: np.ndarray | None = None
         lo = np.floor(self.centre - 3 * self.radius).astype(int).clip(0, size - 1)
         hi = np.ceil(self.centre + 3 * self.radius).astype(int).clip(0, size - 1)
         self.box = np.s_[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1]     # where the eye's pixels are
         self.iris_mask = self.disc((size, size), self.centre, self.radius, margin=1.5) > 0
 
     def sample_lid(self, keyframe: np.ndarray, ref_landmarks: np.ndarray) -> None:
-        """Colour of the eyelid skin: just above the upper lid of the key frame."""
+        """Colours of the eyelid skin (just above the upper lid of the key frame) and of the
+        lashes (the darker pixels along the upper lid's edge)."""
         upper = ref_landmarks[list(self.ring[1:8]), :2]
         width = np.linalg.norm(ref_landmarks[self.ring[0], :2] - ref_landmarks[self.ring[8], :2])
-        pts = np.rint(upper - [0.0, 0.25 * width]).astype(int)
-        pts = pts.clip(0, np.array(keyframe.shape[1::-1]) - 1)
-        self.lid_colour = np.median(keyframe[pts[:, 1], pts[:, 0]].astype(np.float32), axis=0)
+        limit = np.array(keyframe.shape[1::-1]) - 1
+        skin = np.rint(upper - [0.0, 0.25 * width]).astype(int).clip(0, limit)
+        self.lid_colour = np.median(keyframe[skin[:, 1], skin[:, 0]].astype(np.float32), axis=0)
+        edge = np.rint(upper).astype(int).clip(0, limit)
+        colours = keyframe[edge[:, 1], edge[:, 0]].astype(np.float32)
+        self.lash_colour = colours[np.argsort(colours.sum(axis=1))[:3]].mean(axis=0)
+
+    def closed_line(self, target: np.ndarray) -> np.ndarray:
+        """Where the lids meet when the eye shuts: corner, midpoints of the lids, corner."""
+        upper = target[list(self.ring[1:8]), :2]
+        lower = target[list(reversed(self.ring[9:16])), :2]
+        return np.concatenate([target[[self.ring[0]], :2], (upper + lower) / 2, target[[self.ring[8]], :2]])
 
     def disc(self, shape: tuple[int, int], centre: np.ndarray, radius: float, margin: float = 0.0) -> np.ndarray:
         ys, xs = np.mgrid[0:shape[0], 0:shape[1]]
@@ -178,6 +190,13 @@ class _Eye:
         if shut > 0 and self.lid_colour is not None:
             lid = cv2.GaussianBlur(cv2.dilate(eye, np.ones((5, 5), np.uint8)), (0, 0), 1.0)
             patch += (shut * lid)[..., None] * (self.lid_colour - patch)
+            # and the lashes along the line where the lids meet
+            width = float(np.linalg.norm(opening[0] - opening[8]))
+            lash = np.zeros((h, w), np.float32)
+            cv2.polylines(lash, [np.rint((self.closed_line(target) - lo) * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)],
+                          False, 1.0, thickness=max(1, round(width / 24)), lineType=cv2.LINE_AA, shift=_SUBPIXEL_SHIFT)
+            lash = cv2.GaussianBlur(lash, (0, 0), 0.6)
+            patch += (shut * LASH_STRENGTH * lash)[..., None] * (self.lash_colour - patch)
         # a nearly shut eye shows no iris (rather than a speck of it between the lids)
         fade = float(np.clip((ratio - 0.15) / 0.25, 0.0, 1.0))
         weight = fade * eye * self.disc((h, w), centre - lo, radius)

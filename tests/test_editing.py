@@ -225,18 +225,12 @@ def test_jaw_open_opens_the_mouth(session):
         assert change["gap"] >= 0.05, change["gap"]
 
 
-def test_blink_closes_both_eyes(session, request):
-    if "00473" in request.node.name:
-        pytest.xfail("on this narrow-eyed face MediaPipe re-detects the shut left eye as open (EAR ratio 0.8), "
-                     "although the target lids meet; see docs/editing.md")
+def test_blink_closes_both_eyes(session):
     for change in session.effect(blink=1):
         assert change["ear_ratio"] <= 0.5, change["ear_ratio"]
 
 
-def test_one_eyed_blinks_close_that_eye(session, request):
-    if "00473" in request.node.name:
-        pytest.xfail("on this narrow-eyed face MediaPipe re-detects the closed eye as open as the other one, "
-                     "although the rendered lid is shut (see docs/editing.md)")
+def test_one_eyed_blinks_close_that_eye(session):
     for change in session.effect(blink_left=1):
         assert change["ear_left_ratio"] < change["ear_right_ratio"] - 0.15
     for change in session.effect(blink_right=1):
