@@ -242,13 +242,17 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     return (g / g.sum()).astype(np.float32)
 
 
-def _blur(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of (C, H, W) maps, edges replicated."""
+def _blur(maps: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """Separable Gaussian blur of (C, H, W) maps, edges replicated (OpenCV on the CPU, where
+    it is several times faster than a torch convolution; torch elsewhere)."""
+    if maps.device.type == "cpu":
+        out = cv2.sepFilter2D(np.ascontiguousarray(maps.permute(1, 2, 0).numpy()), -1, kernel, kernel,
+                              borderType=cv2.BORDER_REPLICATE)
+        return torch.from_numpy(out).permute(2, 0, 1)
+    k = torch.from_numpy(kernel).to(maps.device)
     c, r = maps.shape[0], (len(kernel) - 1) // 2
-    x = F.conv2d(F.pad(maps[None], (r, r, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1),
-                 groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1),
-                    groups=c)[0]
+    x = F.conv2d(F.pad(maps[None], (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
 
 
 class Synthesizer:
@@ -281,14 +285,12 @@ class Synthesizer:
         self._without_irises = tensor(without_irises).permute(2, 0, 1)[None].float()
         ys, xs = np.mgrid[0:n, 0:n]
         self._pixels = tensor(np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float32))
-        self._triangles = tensor(self.mesh.triangles)
-        self._source = tensor(self.mesh.source.astype(np.float32))
         # 1 where the field stays exact: face landmarks, but not the outline where the face meets the rest
         exact = np.zeros(len(self.mesh.source), np.float32)
         exact[:self.mesh.num_landmarks] = 1.0
         exact[list(FACE_OVAL)] = 0.0
-        self._vertex_exact = tensor(exact)
-        self._kernel = tensor(_gaussian_kernel(SMOOTH_SIGMA * n / 256))
+        self._vertex_exact = exact
+        self._kernel = _gaussian_kernel(SMOOTH_SIGMA * n / 256)
 
     def target_vertices(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Target positions (V, 2) and depths (V,) of the mesh vertices for `params`."""
@@ -326,32 +328,42 @@ class Synthesizer:
             cv2.fillConvexPoly(ids, pts[tris[t]], int(t), lineType=cv2.LINE_8, shift=_SUBPIXEL_SHIFT)
         return ids
 
+    def _pixel_maps(self, target: np.ndarray, folded: np.ndarray) -> np.ndarray:
+        """Per triangle (and one more row for pixels no triangle covers), the affine maps
+        from an output pixel (x, y, 1) to its source x, its source y and its exactness
+        weight (0 on folded triangles): (T + 1, 3, 3)."""
+        tris = self.mesh.triangles
+        v0, v1, v2 = (target[tris[:, i]] for i in range(3))
+        e1, e2 = v1 - v0, v2 - v0
+        den = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        den = np.where(np.abs(den) < 1e-6, 1e-6, den)
+        # barycentric b1, b2 of pixel p as affine functions of (x, y, 1); b0 = 1 - b1 - b2
+        b1 = np.stack([e2[:, 1], -e2[:, 0], e2[:, 0] * v0[:, 1] - e2[:, 1] * v0[:, 0]], 1) / den[:, None]
+        b2 = np.stack([-e1[:, 1], e1[:, 0], e1[:, 1] * v0[:, 0] - e1[:, 0] * v0[:, 1]], 1) / den[:, None]
+        b0 = np.array([0.0, 0.0, 1.0]) - b1 - b2
+        bary = np.stack([b0, b1, b2], 1)                                         # (T, 3 vertices, 3)
+        values = np.concatenate([self.mesh.source[tris], self._vertex_exact[tris][..., None]], 2)  # (T, 3, 3)
+        values[folded, :, 2] = 0.0
+        maps = np.einsum("tvk,tvc->tck", bary, values)                            # (T, 3 outputs, 3)
+        none = np.array([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 0]]])                 # stays put, not exact
+        return np.concatenate([maps, none]).astype(np.float32)
+
     def _field(self, target: np.ndarray, depth: np.ndarray) -> torch.Tensor:
         """Backward displacement (2, H, W): where each output pixel samples the key frame,
         relative to itself; exact inside the face, smoothed elsewhere."""
         n = self.size
         folded = self._facing(target) != self._source_facing
-        ids = torch.from_numpy(self._rasterise(target, depth, folded).reshape(-1).astype(np.int64)).to(self.device)
-        covered = ids >= 0
-        ids = ids.clamp(min=0)
-        tri = self._triangles[ids]                                                   # (P, 3)
-        tgt = torch.from_numpy(target.astype(np.float32)).to(self.device)[tri]     # (P, 3, 2)
+        ids = self._rasterise(target, depth, folded).reshape(-1).astype(np.int64)
+        ids[ids < 0] = len(self.mesh.triangles)
+        maps = torch.from_numpy(self._pixel_maps(target, folded)).to(self.device)[torch.from_numpy(ids).to(self.device)]
         p = self._pixels
-        e1, e2, d = tgt[:, 1] - tgt[:, 0], tgt[:, 2] - tgt[:, 0], p - tgt[:, 0]
-        den = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        den = torch.where(den.abs() < 1e-6, torch.full_like(den, 1e-6), den)
-        b1 = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / den
-        b2 = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / den
-        bary = torch.stack([1 - b1 - b2, b1, b2], 1)                               # (P, 3)
-        source_xy = (bary[:, :, None] * self._source[tri]).sum(1)
-        disp = torch.where(covered[:, None], source_xy - p, torch.zeros_like(p))
-        exact = (bary * self._vertex_exact[tri]).sum(1)
-        exact = torch.where(covered & ~torch.from_numpy(folded).to(self.device)[ids], exact, torch.zeros_like(exact))
-        maps = torch.cat([disp.T.reshape(2, n, n), exact.reshape(1, n, n)])
-        smooth = _blur(maps, self._kernel)
+        values = maps[:, :, 0] * p[:, :1] + maps[:, :, 1] * p[:, 1:] + maps[:, :, 2]   # (P, 3)
+        values[:, :2] -= p
+        fields = values.T.reshape(3, n, n)              # displacement x, y; exactness
+        smooth = _blur(fields, self._kernel)
         # the exact field fades out (continuously) before any place where it may jump
         w = (2 * smooth[2] - 1).clamp(0, 1)
-        return w * maps[:2] + (1 - w) * smooth[:2]
+        return w * fields[:2] + (1 - w) * smooth[:2]
 
     def render(self, params: np.ndarray) -> np.ndarray:
         target, depth = self.target_vertices(params)
