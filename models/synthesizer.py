@@ -245,10 +245,14 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
 def _blur(maps: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     """Separable Gaussian blur of (C, H, W) maps, edges replicated (OpenCV on the CPU, where
     it is several times faster than a torch convolution; torch elsewhere)."""
-    if maps.device.type == "cpu":
-        out = cv2.sepFilter2D(np.ascontiguousarray(maps.permute(1, 2, 0).numpy()), -1, kernel, kernel,
-                              borderType=cv2.BORDER_REPLICATE)
-        return torch.from_numpy(out).permute(2, 0, 1)
+    if maps.device.type != "cpu":
+        return _blur_torch(maps, kernel)
+    out = cv2.sepFilter2D(np.ascontiguousarray(maps.permute(1, 2, 0).numpy()), -1, kernel, kernel,
+                          borderType=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(out).permute(2, 0, 1)
+
+
+def _blur_torch(maps: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     k = torch.from_numpy(kernel).to(maps.device)
     c, r = maps.shape[0], (len(kernel) - 1) // 2
     x = F.conv2d(F.pad(maps[None], (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)

@@ -87,3 +87,17 @@ def test_synthesized_video_tracks_the_original_better_than_freeze(session):
         err_synth.append(np.abs(frame.astype(float) - t.crop).mean())
         err_freeze.append(np.abs(tracked[0].crop.astype(float) - t.crop).mean())
     assert np.mean(err_synth) < np.mean(err_freeze)
+
+
+def test_field_blur_is_the_same_on_every_device():
+    """The CPU blurs the displacement field with OpenCV, CUDA with a torch convolution (not
+    run here without a GPU): both must give the same field."""
+    import torch
+
+    from models.synthesizer import _blur, _blur_torch, _gaussian_kernel
+
+    rng = np.random.default_rng(0)
+    maps = torch.from_numpy(rng.normal(size=(3, 64, 80)).astype(np.float32))
+    maps[:, :10] += 5.0                     # an edge, and the picture border, where replication matters
+    kernel = _gaussian_kernel(4.0)
+    assert torch.allclose(_blur(maps, kernel), _blur_torch(maps, kernel), atol=1e-5)
