@@ -48,8 +48,8 @@ SMOOTH_SIGMA = 4.0           # of the displacement field outside the face, in pi
 MOVED = 1e-3                 # pixels: a smaller displacement leaves the picture as it is
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 MOUTH_DARKNESS = 0.5         # the cavity is the lip colour times this
-LASH_STRENGTH = 0.7         # how dark the lash line of a shut eye is drawn (1: the key frame's lash colour)
 MOUTH_RAMP = 0.03            # extra lip gap (fraction of the frame) over which the cavity fades in
+LASH_STRENGTH = 0.7          # the lash line of a shut eye, 1 = the key frame's lash colour
 _SUBPIXEL_SHIFT = 4
 IRIS_POINTS = RIGHT_IRIS + LEFT_IRIS
 # each eye: (iris centre and rim points, eye opening as a closed ring outer corner -> upper lid -> inner corner -> lower lid)
@@ -253,6 +253,7 @@ def _blur(maps: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
 
 
 def _blur_torch(maps: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """The same blur as two 1-D torch convolutions (any device)."""
     k = torch.from_numpy(kernel).to(maps.device)
     c, r = maps.shape[0], (len(kernel) - 1) // 2
     x = F.conv2d(F.pad(maps[None], (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
