@@ -19,8 +19,10 @@ a frame whose mesh equals the key frame's is the key frame itself.
 The irises are not part of the mesh (a warp would smear them across the eye): an eye that
 moves samples a copy of the key frame whose iris is inpainted away, and the iris disc is
 then laid back at its target position, clipped by the target eyelids, so that gaze moves
-the iris and closing lids cover it.  Lips that part further than in the key frame open
-onto a dark mouth cavity rather than onto lip skin stretched across the gap.
+the iris and closing lids cover it.  Lips that part further than in the key frame carry
+the key frame's mouth interior with them in two pieces (upper teeth with the upper lip,
+lower teeth and tongue with the lower lip) and open a dark cavity between them, rather
+than stretching lip skin across the gap.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import Delaunay
 
-from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, LOWER_LIP_INNER,
+from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS,
                                MOUTH_CORNERS, RIGHT_EYE_CORNERS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS,
-                               UPPER_LIP_INNER, FaceModel, Similarity, pose_to_similarity)
+                               FaceModel, Similarity, pose_to_similarity)
 
 RING_SCALES = (1.15, 1.4, 1.8)
 # share of the outline's own (expression) motion each ring takes: an opening jaw drags the
@@ -45,9 +47,13 @@ RING_FOLLOW = (0.7, 0.4, 0.15)
 WEIGHT_LEVELS = 3            # ring weights are k / 3, k = 0..3
 BORDER_SPACING = 16
 SMOOTH_SIGMA = 4.0           # of the displacement field outside the face, in pixels of a 256 frame
+SLIVER = 2.0                 # pixels: a triangle thinner than this clamps its pixels into itself
 MOVED = 1e-3                 # pixels: a smaller displacement leaves the picture as it is
-INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
-MOUTH_DARKNESS = 0.5         # the cavity is the lip colour times this
+# the inner lip line, corner to corner, upper and lower lip column by column (13 and 14 in the middle)
+INNER_LIP_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+INNER_LIP_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+MID_COLUMN = 5
+MOUTH_DARKNESS = (0.55, 0.35)  # the cavity is the lip colour times this, next to the lips and midway between them
 MOUTH_RAMP = 0.03            # extra lip gap (fraction of the frame) over which the cavity fades in
 LASH_STRENGTH = 0.7          # the lash line of a shut eye, 1 = the key frame's lash colour
 _SUBPIXEL_SHIFT = 4
@@ -210,30 +216,102 @@ class _Eye:
 
 
 class _Mouth:
-    """The mouth of the key frame: where the lips part further than there, the gap shows a
-    dark cavity instead of lip skin stretched across it."""
+    """The mouth of the key frame, for lips that part further than there.  A mesh warp
+    would stretch whatever the key frame shows between the lips across the new gap; here
+    that interior instead moves in two pieces, the upper part (upper teeth) with the upper
+    lip and the lower part (lower teeth, tongue) with the lower lip, and the gap that opens
+    between them shows a dark cavity.  Everything is worked out in the key frame's mouth
+    frame (the target mouth mapped onto the key frame's by the similarity of the corners),
+    column by column along the mouth, so that a mouth that turns, stretches or opens more
+    in the middle than at the corners stays joined to the lips the mesh warp has drawn."""
 
     def __init__(self, keyframe: np.ndarray, ref_landmarks: np.ndarray) -> None:
-        self.gap = float(np.linalg.norm(ref_landmarks[LOWER_LIP_INNER, :2] - ref_landmarks[UPPER_LIP_INNER, :2]))
-        pts = np.rint(ref_landmarks[list(INNER_LIPS), :2]).astype(int).clip(0, keyframe.shape[0] - 1)
-        self.colour = np.median(keyframe[pts[:, 1], pts[:, 0]].astype(np.float32), axis=0) * MOUTH_DARKNESS
+        self.keyframe = keyframe
+        self.upper = ref_landmarks[list(INNER_LIP_UPPER), :2].astype(np.float64)
+        self.lower = ref_landmarks[list(INNER_LIP_LOWER), :2].astype(np.float64)
+        self.gap = float(np.linalg.norm(self.lower[MID_COLUMN] - self.upper[MID_COLUMN]))
+        pts = np.rint(np.concatenate([self.upper, self.lower])).astype(int).clip(0, keyframe.shape[0] - 1)
+        lip_colour = np.median(keyframe[pts[:, 1], pts[:, 0]].astype(np.float32), axis=0)
+        self.edge_colour, self.deep_colour = (lip_colour * k for k in MOUTH_DARKNESS)
+        # mouth axes: along (corner to corner) and across (towards the lower lip), unit length
+        corner0, corner1 = self.upper[0], self.upper[-1]
+        self.origin = corner0
+        self.width = max(float(np.linalg.norm(corner1 - corner0)), 1e-6)
+        self.along = (corner1 - corner0) / self.width
+        across = np.array([-self.along[1], self.along[0]])
+        self.across = across if across[1] >= 0 else -across
+        mid = (self.upper + self.lower) / 2
+        self.column_t = np.maximum.accumulate(self._along(mid))     # where each column sits, 0..1
+        self.column_mid = self._across(mid)                         # the line the lips meet on
+
+    def _along(self, p: np.ndarray) -> np.ndarray:
+        return (p - self.origin) @ self.along / self.width
+
+    def _across(self, p: np.ndarray) -> np.ndarray:
+        return (p - self.origin) @ self.across
+
+    def _interpolate(self, t: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Per-column `values` (C,) or (C, 2) at mouth positions t, linearly."""
+        if values.ndim == 1:
+            return np.interp(t, self.column_t, values)
+        return np.stack([np.interp(t, self.column_t, values[:, k]) for k in range(values.shape[1])], -1)
 
     def paint(self, frame: np.ndarray, target: np.ndarray) -> None:
         size = frame.shape[0]
-        extra = float(np.linalg.norm(target[LOWER_LIP_INNER, :2] - target[UPPER_LIP_INNER, :2])) - self.gap
+        upper, lower = target[list(INNER_LIP_UPPER), :2], target[list(INNER_LIP_LOWER), :2]
+        extra = float(np.linalg.norm(lower[MID_COLUMN] - upper[MID_COLUMN])) - self.gap
         alpha = float(np.clip(extra / (MOUTH_RAMP * size), 0.0, 1.0))
         if alpha <= 0:
             return
-        ring = target[list(INNER_LIPS), :2]
+        ring = np.concatenate([upper, lower[-2:0:-1]])
         lo = np.floor(ring.min(axis=0) - 3).astype(int).clip(0, size - 1)
         hi = np.ceil(ring.max(axis=0) + 3).astype(int).clip(0, size - 1)
         mask = np.zeros((hi[1] - lo[1] + 1, hi[0] - lo[0] + 1), np.float32)
         cv2.fillPoly(mask, [np.rint((ring - lo) * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)], 1.0,
                      lineType=cv2.LINE_AA, shift=_SUBPIXEL_SHIFT)
         mask = cv2.GaussianBlur(mask, (0, 0), 0.7) * alpha
+        # target pixels and lips in the key frame's mouth frame
+        to_key = _corner_similarity(upper[0], upper[-1], self.upper[0], self.upper[-1])
+        ys, xs = np.mgrid[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1]
+        q = to_key(np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64))
+        t = self._along(q)
+        move_upper = self._interpolate(t, to_key(upper) - self.upper)
+        move_lower = self._interpolate(t, to_key(lower) - self.lower)
+        mid = self._interpolate(t, self.column_mid)
+        from_upper, from_lower = q - move_upper, q - move_lower
+        # 1 where the moved upper (lower) part covers the pixel, fading over a pixel
+        w_upper = np.clip(0.5 + (mid - self._across(from_upper)), 0, 1)
+        w_lower = np.clip(0.5 + (self._across(from_lower) - mid), 0, 1)
+        w_lower = np.minimum(w_lower, 1 - w_upper)
+        source = w_upper[:, None] * from_upper + w_lower[:, None] * from_lower
+        source += (1 - w_upper - w_lower)[:, None] * q
+        shape = mask.shape
+        inside = cv2.remap(self.keyframe, source[:, 0].reshape(shape).astype(np.float32),
+                           source[:, 1].reshape(shape).astype(np.float32), cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        # the cavity darkens from the lips towards the middle of the gap
+        top, bottom = mid + move_upper @ self.across, mid + move_lower @ self.across
+        depth = np.clip((self._across(q) - top) / np.maximum(bottom - top, 1e-3), 0, 1)
+        edge = ((2 * depth - 1) ** 2).reshape(shape)[..., None]
+        cavity = self.deep_colour + edge * (self.edge_colour - self.deep_colour)
+        teeth = (w_upper + w_lower).reshape(shape)[..., None]
+        inside = teeth * inside + (1 - teeth) * cavity
         patch = frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1].astype(np.float32)
-        patch += mask[..., None] * (self.colour - patch)
+        patch += mask[..., None] * (inside - patch)
         frame[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = np.rint(patch).astype(np.uint8)
+
+
+def _corner_similarity(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray):
+    """The 2D similarity taking points a0, a1 onto b0, b1, as a function of (N, 2) points
+    (z -> k z + c in complex numbers)."""
+    za0, za1, zb0, zb1 = (complex(p[0], p[1]) for p in (a0, a1, b0, b1))
+    k = (zb1 - zb0) / (za1 - za0) if za1 != za0 else 1.0
+    c = zb0 - k * za0
+
+    def apply(p: np.ndarray) -> np.ndarray:
+        z = k * (p[:, 0] + 1j * p[:, 1]) + c
+        return np.stack([z.real, z.imag], -1)
+    return apply
 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:
@@ -333,25 +411,30 @@ class Synthesizer:
             cv2.fillConvexPoly(ids, pts[tris[t]], int(t), lineType=cv2.LINE_8, shift=_SUBPIXEL_SHIFT)
         return ids
 
-    def _pixel_maps(self, target: np.ndarray, folded: np.ndarray) -> np.ndarray:
-        """Per triangle (and one more row for pixels no triangle covers), the affine maps
-        from an output pixel (x, y, 1) to its source x, its source y and its exactness
-        weight (0 on folded triangles): (T + 1, 3, 3)."""
+    def _triangle_maps(self, target: np.ndarray, folded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per triangle, and one more row for pixels no triangle covers: the affine maps from
+        an output pixel (x, y, 1) to its three barycentric coordinates (T + 1, 3, 3); the
+        values at the three corners (T + 1, 3, 3), displacement x, y to the source and the
+        exactness weight (0 on folded triangles); and whether the triangle is a sliver
+        (T + 1,), thinner than SLIVER pixels."""
         tris = self.mesh.triangles
         v0, v1, v2 = (target[tris[:, i]] for i in range(3))
         e1, e2 = v1 - v0, v2 - v0
         den = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        longest = np.max([np.hypot(*e.T) for e in (e1, e2, v2 - v1)], axis=0)
+        sliver = np.abs(den) < SLIVER * longest
         den = np.where(np.abs(den) < 1e-6, 1e-6, den)
         # barycentric b1, b2 of pixel p as affine functions of (x, y, 1); b0 = 1 - b1 - b2
         b1 = np.stack([e2[:, 1], -e2[:, 0], e2[:, 0] * v0[:, 1] - e2[:, 1] * v0[:, 0]], 1) / den[:, None]
         b2 = np.stack([-e1[:, 1], e1[:, 0], e1[:, 1] * v0[:, 0] - e1[:, 0] * v0[:, 1]], 1) / den[:, None]
         b0 = np.array([0.0, 0.0, 1.0]) - b1 - b2
-        bary = np.stack([b0, b1, b2], 1)                                         # (T, 3 vertices, 3)
-        values = np.concatenate([self.mesh.source[tris], self._vertex_exact[tris][..., None]], 2)  # (T, 3, 3)
+        bary = np.stack([b0, b1, b2], 1)
+        values = np.concatenate([self.mesh.source[tris] - target[tris], self._vertex_exact[tris][..., None]], 2)
         values[folded, :, 2] = 0.0
-        maps = np.einsum("tvk,tvc->tck", bary, values)                            # (T, 3 outputs, 3)
-        none = np.array([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 0]]])                 # stays put, not exact
-        return np.concatenate([maps, none]).astype(np.float32)
+        none_bary = np.array([[[0.0, 0, 1], [0, 0, 0], [0, 0, 0]]])            # stays put, not exact
+        return (np.concatenate([bary, none_bary]).astype(np.float32),
+                np.concatenate([values, np.zeros((1, 3, 3))]).astype(np.float32),
+                np.append(sliver, False))
 
     def _field(self, target: np.ndarray, depth: np.ndarray) -> torch.Tensor:
         """Backward displacement (2, H, W): where each output pixel samples the key frame,
@@ -360,10 +443,21 @@ class Synthesizer:
         folded = self._facing(target) != self._source_facing
         ids = self._rasterise(target, depth, folded).reshape(-1).astype(np.int64)
         ids[ids < 0] = len(self.mesh.triangles)
-        maps = torch.from_numpy(self._pixel_maps(target, folded)).to(self.device)[torch.from_numpy(ids).to(self.device)]
+        bary_maps, corner_values, sliver = self._triangle_maps(target, folded)
+        maps = torch.from_numpy(np.einsum("tvk,tvc->tck", bary_maps, corner_values)).to(self.device)
+        ids = torch.from_numpy(ids).to(self.device)
         p = self._pixels
-        values = maps[:, :, 0] * p[:, :1] + maps[:, :, 1] * p[:, 1:] + maps[:, :, 2]   # (P, 3)
-        values[:, :2] -= p
+        per_pixel = maps[ids]
+        values = per_pixel[:, :, 0] * p[:, :1] + per_pixel[:, :, 1] * p[:, 1:] + per_pixel[:, :, 2]   # (P, 3)
+        # a pixel the rasteriser gave to a sliver triangle may lie just outside it, where the
+        # triangle's map would throw it far away: it takes the triangle's nearest point instead
+        thin = torch.from_numpy(sliver).to(self.device)[ids].nonzero()[:, 0]
+        if len(thin):
+            t, q = ids[thin], p[thin]
+            b_maps = torch.from_numpy(bary_maps).to(self.device)[t]
+            bary = (b_maps[:, :, 0] * q[:, :1] + b_maps[:, :, 1] * q[:, 1:] + b_maps[:, :, 2]).clamp(min=0)
+            bary = bary / bary.sum(1, keepdim=True).clamp(min=1e-6)
+            values[thin] = torch.einsum("pv,pvc->pc", bary, torch.from_numpy(corner_values).to(self.device)[t])
         fields = values.T.reshape(3, n, n)              # displacement x, y; exactness
         smooth = _blur(fields, self._kernel)
         # the exact field fades out (continuously) before any place where it may jump

@@ -17,7 +17,7 @@ from models.editing import (CONTROLS, CONTROLS_BY_NAME, FEATURE_NAMES, POSE_COMP
 from models.face_model import FACE_OVAL, MOUTH_CORNERS, FaceBasis, canonicalise
 from models.face_tracker import FaceTracker
 from models.segmentation import person_probability
-from models.synthesizer import Synthesizer
+from models.synthesizer import INNER_LIP_LOWER, INNER_LIP_UPPER, Synthesizer
 from models.tracking import CropTracker
 
 from conftest import FIXTURES, REPO, clip
@@ -271,13 +271,14 @@ def test_position_and_scale(session):
 
 def _coordinate_warp(session, **values) -> tuple[np.ndarray, np.ndarray]:
     """Where each output pixel of the edited key frame comes from, read from the picture:
-    the same synthesizer run on a key frame whose red and green are its own x and y."""
+    the same synthesizer run on a key frame whose red and green are its own x and y (blue
+    is 128 everywhere, so anything else there was painted, not sampled)."""
     ys, xs = np.mgrid[0:256, 0:256]
     ramp = np.stack([xs, ys, np.full_like(xs, 128)], -1).astype(np.uint8)
     ref = session.reference
     synth = Synthesizer(ramp, ref.face_model(), ref.reference_params(), ref.ring_weights)
     params = apply_edits(ref.reference_params(), Edits(values), session.editor)
-    return synth.render(params)[..., :2].astype(np.float64), synth.model.landmarks(params)
+    return synth.render(params).astype(np.float64), synth.model.landmarks(params)
 
 
 def _ring_mask(landmarks: np.ndarray, inner: float, outer: float) -> np.ndarray:
@@ -301,6 +302,7 @@ def test_no_tearing_at_the_face_border(session, name, value):
     silhouette over the far cheek, an occlusion edge); the warp before the smoothed field
     tore 1.2 % to 2.6 % on yaw +-20 and roll 15."""
     source, landmarks = _coordinate_warp(session, **{name: value})
+    source = source[..., :2]
     jump = np.maximum(np.abs(np.diff(source, axis=1))[:-1].max(-1), np.abs(np.diff(source, axis=0))[:, :-1].max(-1))
     band = _ring_mask(landmarks, 0.95, 1.3)[:-1, :-1]
     torn = (jump[band] > 4).mean()
@@ -320,6 +322,28 @@ def test_hair_follows_the_head_and_background_stays(session):
     assert np.median(shift[near]) == pytest.approx(12.8, abs=3)
     far = ~_ring_mask(landmarks, 0.0, 2.0) & ~person
     assert np.abs(shift[far]).max() < 0.5
+
+
+def test_an_opening_mouth_keeps_its_teeth_and_shows_a_cavity(session):
+    """jaw_open=1: between the lips, what the key frame showed there (teeth, tongue) moves
+    with the lips unstretched, upper part with the upper lip and lower part with the lower
+    lip, and the new gap between them is a painted dark cavity.  rt__3's key frame has its
+    mouth open (teeth showing), pcavs 00473's has it nearly shut."""
+    picture, landmarks = _coordinate_warp(session, jaw_open=1)
+    ring = landmarks[list(INNER_LIP_UPPER) + list(INNER_LIP_LOWER[-2:0:-1]), :2]
+    inside = np.zeros((256, 256), np.uint8)
+    cv2.fillPoly(inside, [np.rint(ring).astype(np.int32)], 1)
+    inside = cv2.erode(inside, np.ones((3, 3), np.uint8)) > 0
+    sampled = inside & (np.abs(picture[..., 2] - 128) <= 2)
+    cavity = inside & (picture[..., 2] <= 80)
+    assert cavity.sum() >= 0.2 * inside.sum(), (cavity.sum(), inside.sum())
+    key = session.synth.model.landmarks(session.reference.reference_params())
+    key_gap = key[14, 1] - key[13, 1]
+    if key_gap > 4:
+        assert sampled.sum() >= 30, sampled.sum()
+        # unstretched: one pixel down in the picture is one pixel down in the key frame
+        step = np.diff(picture[..., 1], axis=0)[sampled[:-1] & sampled[1:]]
+        assert np.median(step) == pytest.approx(1.0, abs=0.15), np.median(step)
 
 
 # -- command line -----------------------------------------------------------------------------
