@@ -378,12 +378,13 @@ def test_portrait_mode(demo_url, browsers, meter, tmp_path):
 # -- Firefox ------------------------------------------------------------------------------------
 
 def video_png(firefox, element_id: str) -> bytes | None:
-    """The picture a <video> shows right now, as PNG (drawn into a canvas by the page)."""
+    """The picture a <video> or <img> shows right now, as PNG (drawn into a canvas by the page)."""
     import base64
 
     url = firefox.evaluate(
-        f"(() => {{ const v = document.getElementById('{element_id}'); if (!v.videoWidth) return null;"
-        " const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;"
+        f"(async () => {{ const v = document.getElementById('{element_id}');"
+        " if (v.decode) await v.decode(); const w = v.videoWidth || v.naturalWidth, h = v.videoHeight || v.naturalHeight;"
+        " if (!w) return null; const c = document.createElement('canvas'); c.width = w; c.height = h;"
         " c.getContext('2d').drawImage(v, 0, 0); return c.toDataURL('image/png'); })()")
     return None if url is None else base64.b64decode(url.split(",", 1)[1])
 
@@ -436,3 +437,31 @@ def test_call_with_firefox(demo_url, browsers, meter):
         assert ff.evaluate("document.getElementById('stat-face').textContent") == "looking for it..."
         (ARTIFACTS / "firefox_page.png").write_bytes(ff.screenshot())
     a.context.close()
+
+
+@pytest.mark.skipif(not FIREFOX, reason="firefox-esr is missing (scripts/setup installs it when run as root)")
+def test_portrait_with_firefox(demo_url, meter):
+    """Portrait mode in Firefox: open a still, the yaw slider turns the face it shows."""
+    name = "lp__d30.jpg"
+    if not (STILLS / name).is_file():
+        pytest.skip(f"{STILLS / name} is missing")
+    values = "JSON.parse(document.getElementById('portrait-edited').dataset.values || 'null')"
+    with Firefox() as ff:
+        ff.goto(f"{demo_url}?mode=portrait")
+        ff.wait_for(f"[...document.getElementById('still').options].some(o => o.value === '{name}')")
+        ff.evaluate(f"(() => {{ document.getElementById('still').value = '{name}';"
+                    " document.getElementById('open-portrait').click(); return true; })()")
+        ff.wait_for(f"JSON.stringify({values}) === '{{}}'", timeout=60)
+        png = video_png(ff, "portrait-edited")
+        (ARTIFACTS / "firefox_portrait_yaw0.png").write_bytes(png)
+        before = meter.yaw(png)
+        ff.evaluate("(() => { const i = document.getElementById('edit-yaw'); i.value = 20;"
+                    " i.dispatchEvent(new Event('input', {bubbles: true})); return true; })()")
+        ff.wait_for(f"({values} || {{}}).yaw === 20", timeout=20)
+        png = video_png(ff, "portrait-edited")
+        (ARTIFACTS / "firefox_portrait_yaw20.png").write_bytes(png)
+        after = meter.yaw(png)
+        (ARTIFACTS / "firefox_portrait.png").write_bytes(ff.screenshot())
+    assert before is not None and after is not None
+    print(f"Firefox portrait yaw: {before:.1f} -> {after:.1f}")
+    assert after - before > 8
