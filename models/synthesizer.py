@@ -37,7 +37,7 @@ from scipy.spatial import Delaunay
 
 from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS,
                                MOUTH_CORNERS, RIGHT_EYE_CORNERS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS,
-                               FaceModel, Similarity, pose_to_similarity)
+                               UPPER_LIP_INNER, FaceModel, Similarity, pose_to_similarity)
 
 RING_SCALES = (1.15, 1.4, 1.8)
 # share of the outline's own (expression) motion each ring takes: an opening jaw drags the
@@ -52,7 +52,7 @@ MOVED = 1e-3                 # pixels: a smaller displacement leaves the picture
 # the inner lip line, corner to corner, upper and lower lip column by column (13 and 14 in the middle)
 INNER_LIP_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
 INNER_LIP_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
-MID_COLUMN = 5
+MID_COLUMN = INNER_LIP_UPPER.index(UPPER_LIP_INNER)      # landmarks 13 (upper) and 14 (lower)
 MOUTH_DARKNESS = (0.55, 0.35)  # the cavity is the lip colour times this, next to the lips and midway between them
 MOUTH_RAMP = 0.03            # extra lip gap (fraction of the frame) over which the cavity fades in
 LASH_STRENGTH = 0.7          # the lash line of a shut eye, 1 = the key frame's lash colour
@@ -259,6 +259,8 @@ class _Mouth:
     def paint(self, frame: np.ndarray, target: np.ndarray) -> None:
         size = frame.shape[0]
         upper, lower = target[list(INNER_LIP_UPPER), :2], target[list(INNER_LIP_LOWER), :2]
+        # measured in the picture, not in the mouth frame below: a turning head narrows the
+        # mouth, and scaling it back to the key frame's width would make its gap look opened
         extra = float(np.linalg.norm(lower[MID_COLUMN] - upper[MID_COLUMN])) - self.gap
         alpha = float(np.clip(extra / (MOUTH_RAMP * size), 0.0, 1.0))
         if alpha <= 0:
@@ -270,13 +272,14 @@ class _Mouth:
         cv2.fillPoly(mask, [np.rint((ring - lo) * (1 << _SUBPIXEL_SHIFT)).astype(np.int32)], 1.0,
                      lineType=cv2.LINE_AA, shift=_SUBPIXEL_SHIFT)
         mask = cv2.GaussianBlur(mask, (0, 0), 0.7) * alpha
-        # target pixels and lips in the key frame's mouth frame
+        # the target mouth in the key frame's mouth frame (its size, turn and place)
         to_key = _corner_similarity(upper[0], upper[-1], self.upper[0], self.upper[-1])
+        key_upper, key_lower = to_key(upper), to_key(lower)
         ys, xs = np.mgrid[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1]
         q = to_key(np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64))
         t = self._along(q)
-        move_upper = self._interpolate(t, to_key(upper) - self.upper)
-        move_lower = self._interpolate(t, to_key(lower) - self.lower)
+        move_upper = self._interpolate(t, key_upper - self.upper)
+        move_lower = self._interpolate(t, key_lower - self.lower)
         mid = self._interpolate(t, self.column_mid)
         from_upper, from_lower = q - move_upper, q - move_lower
         # 1 where the moved upper (lower) part covers the pixel, fading over a pixel
@@ -423,7 +426,7 @@ class Synthesizer:
         den = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
         longest = np.max([np.hypot(*e.T) for e in (e1, e2, v2 - v1)], axis=0)
         sliver = np.abs(den) < SLIVER * longest
-        den = np.where(np.abs(den) < 1e-6, 1e-6, den)
+        den = np.where(np.abs(den) < 1e-6, np.copysign(1e-6, den), den)
         # barycentric b1, b2 of pixel p as affine functions of (x, y, 1); b0 = 1 - b1 - b2
         b1 = np.stack([e2[:, 1], -e2[:, 0], e2[:, 0] * v0[:, 1] - e2[:, 1] * v0[:, 0]], 1) / den[:, None]
         b2 = np.stack([-e1[:, 1], e1[:, 0], e1[:, 1] * v0[:, 0] - e1[:, 0] * v0[:, 1]], 1) / den[:, None]
@@ -450,7 +453,8 @@ class Synthesizer:
         per_pixel = maps[ids]
         values = per_pixel[:, :, 0] * p[:, :1] + per_pixel[:, :, 1] * p[:, 1:] + per_pixel[:, :, 2]   # (P, 3)
         # a pixel the rasteriser gave to a sliver triangle may lie just outside it, where the
-        # triangle's map would throw it far away: it takes the triangle's nearest point instead
+        # triangle's map would throw it far away: its barycentric coordinates are clamped to
+        # the triangle (and renormalised), which keeps it on the triangle's edge
         thin = torch.from_numpy(sliver).to(self.device)[ids].nonzero()[:, 0]
         if len(thin):
             t, q = ids[thin], p[thin]

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -51,21 +53,29 @@ class Firefox:
         self._proc = subprocess.Popen([FIREFOX, "--headless", "--no-remote", "--profile", self._profile.name,
                                        "--remote-debugging-port=0", "about:blank"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        url = None
-        deadline = time.monotonic() + timeout
-        while url is None and time.monotonic() < deadline:
-            line = self._proc.stderr.readline()
-            if not line:
-                break
-            m = re.search(r"WebDriver BiDi listening on (ws://\S+)", line)
-            url = m and m.group(1)
-        if url is None:
+        # Firefox logs to stderr all along: a thread reads it, so that the pipe never fills
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in self._proc.stderr], daemon=True).start()
+        try:
+            url = None
+            deadline = time.monotonic() + timeout
+            while url is None and time.monotonic() < deadline:
+                try:
+                    m = re.search(r"WebDriver BiDi listening on (ws://\S+)", lines.get(timeout=0.5))
+                except queue.Empty:
+                    if self._proc.poll() is not None:
+                        break
+                    continue
+                url = m and m.group(1)
+            if url is None:
+                raise FirefoxError("Firefox did not start its WebDriver BiDi server")
+            self._ids = itertools.count(1)
+            self._ws = connect(url + "/session", max_size=None, open_timeout=timeout)
+            self._command("session.new", {"capabilities": {}})
+            self.context = self._command("browsingContext.getTree", {})["contexts"][0]["context"]
+        except BaseException:
             self.close()
-            raise FirefoxError("Firefox did not start its WebDriver BiDi server")
-        self._ids = itertools.count(1)
-        self._ws = connect(url + "/session", max_size=None, open_timeout=timeout).__enter__()
-        self._command("session.new", {"capabilities": {}})
-        self.context = self._command("browsingContext.getTree", {})["contexts"][0]["context"]
+            raise
 
     def _command(self, method: str, params: dict, timeout: float = 60) -> dict:
         ident = next(self._ids)
