@@ -356,11 +356,10 @@ class Synthesizer:
         ref_landmarks = model.landmarks(ref_params)
         self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[:6], n), ring_weights, n)
         self._eyes = [_Eye(ref_landmarks, iris, ring, n) for iris, ring in EYES]
-        without_irises = keyframe.copy()
         for eye in self._eyes:
             eye.sample_lid(keyframe, ref_landmarks)
-            without_irises[eye.iris_mask] = cv2.inpaint(keyframe, eye.iris_mask.astype(np.uint8), 3,
-                                                        cv2.INPAINT_TELEA)[eye.iris_mask]
+        irises = np.logical_or.reduce([eye.iris_mask for eye in self._eyes]).astype(np.uint8)
+        without_irises = cv2.inpaint(keyframe, irises, 3, cv2.INPAINT_TELEA)
         self._mouth = _Mouth(keyframe, ref_landmarks)
         self._source_facing = self._facing(self.mesh.source)
 
