@@ -70,7 +70,8 @@ class Firefox:
             if url is None:
                 raise FirefoxError("Firefox did not start its WebDriver BiDi server")
             self._ids = itertools.count(1)
-            self._ws = connect(url + "/session", max_size=None, open_timeout=timeout)
+            # entered by hand (closed in close()): websockets wants connect() used as a context manager
+            self._ws = connect(url + "/session", max_size=None, open_timeout=timeout).__enter__()
             self._command("session.new", {"capabilities": {}})
             self.context = self._command("browsingContext.getTree", {})["contexts"][0]["context"]
         except BaseException:
