@@ -389,6 +389,20 @@ def video_png(firefox, element_id: str) -> bytes | None:
     return None if url is None else base64.b64decode(url.split(",", 1)[1])
 
 
+def saved_png(firefox, element_id: str, path: Path) -> bytes:
+    """video_png of an element that must show a picture, kept at `path` too."""
+    png = video_png(firefox, element_id)
+    assert png is not None, f"#{element_id} shows no picture"
+    path.write_bytes(png)
+    return png
+
+
+def firefox_set_slider(firefox, name: str, value: float) -> None:
+    """set_slider for the Firefox driver."""
+    firefox.evaluate(f"(() => {{ const i = document.getElementById('edit-{name}'); i.value = {value};"
+                     " i.dispatchEvent(new Event('input', {bubbles: true})); return true; })()")
+
+
 def firefox_median_yaw(meter: FaceMeter, firefox, shots: int = 7, save: Path | None = None) -> float:
     values = []
     for i in range(shots):
@@ -425,8 +439,7 @@ def test_call_with_firefox(demo_url, browsers, meter):
                 assert time.monotonic() < deadline, "no face in Firefox's remote video within 60 s"
                 time.sleep(0.5)
             before = firefox_median_yaw(meter, ff, save=ARTIFACTS / "firefox_remote_yaw0.png")
-            ff.evaluate("(() => { const i = document.getElementById('edit-yaw'); i.value = 20;"
-                        " i.dispatchEvent(new Event('input', {bubbles: true})); return true; })()")
+            firefox_set_slider(ff, "yaw", 20)
             time.sleep(1.0)
             after = firefox_median_yaw(meter, ff, save=ARTIFACTS / "firefox_remote_yaw20.png")
             print(f"Firefox: detected yaw {before:.1f} -> {after:.1f} with yaw=20")
@@ -454,17 +467,10 @@ def test_portrait_with_firefox(demo_url, meter):
         ff.evaluate(f"(() => {{ document.getElementById('still').value = '{name}';"
                     " document.getElementById('open-portrait').click(); return true; })()")
         ff.wait_for(f"JSON.stringify({values}) === '{{}}'", timeout=60)
-        png = video_png(ff, "portrait-edited")
-        assert png is not None, "the edited portrait has no picture"
-        (ARTIFACTS / "firefox_portrait_yaw0.png").write_bytes(png)
-        before = meter.yaw(png)
-        ff.evaluate("(() => { const i = document.getElementById('edit-yaw'); i.value = 20;"
-                    " i.dispatchEvent(new Event('input', {bubbles: true})); return true; })()")
+        before = meter.yaw(saved_png(ff, "portrait-edited", ARTIFACTS / "firefox_portrait_yaw0.png"))
+        firefox_set_slider(ff, "yaw", 20)
         ff.wait_for(f"({values} || {{}}).yaw === 20", timeout=20)
-        png = video_png(ff, "portrait-edited")
-        assert png is not None, "the edited portrait has no picture"
-        (ARTIFACTS / "firefox_portrait_yaw20.png").write_bytes(png)
-        after = meter.yaw(png)
+        after = meter.yaw(saved_png(ff, "portrait-edited", ARTIFACTS / "firefox_portrait_yaw20.png"))
         (ARTIFACTS / "firefox_portrait.png").write_bytes(ff.screenshot())
     assert before is not None and after is not None
     print(f"Firefox portrait yaw: {before:.1f} -> {after:.1f}")
