@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from call.stats import summary
+from live.stats import summary
 
 log = logging.getLogger("benchmarks.latency")
 REPO = Path(__file__).resolve().parent.parent

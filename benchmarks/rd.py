@@ -276,7 +276,7 @@ class Context:
 
 
 def _encode_timed(ctx: Context, clip: Path, stream: Path, crop: Path):
-    import codec_core.encoder as enc_mod
+    import codec.encoder as enc_mod
 
     clock = _FrameClock(enc_mod.read_frames) if hasattr(enc_mod, "read_frames") else None
     with ExitStack() as stack:
@@ -296,7 +296,7 @@ def _encode_timed(ctx: Context, clip: Path, stream: Path, crop: Path):
 
 
 def _decode_timed(ctx: Context, stream: Path):
-    from codec_core.decoder import decode_frames, read_stream
+    from codec.decoder import decode_frames, read_stream
 
     t0 = time.perf_counter()
     parsed = read_stream(stream)
@@ -319,7 +319,7 @@ def _decode_timed(ctx: Context, stream: Path):
 
 def run_clip(ctx: Context, clip: Path) -> dict:
     from benchmarks.baselines import encode_hevc, encode_vvc, freeze
-    from codec_core.decoder import FaceDecoder, stream_info
+    from codec.decoder import FaceDecoder, stream_info
     from codec_core.video import read_frames
 
     args = ctx.args

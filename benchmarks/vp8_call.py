@@ -35,9 +35,9 @@ import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from call.cli import fail, install_stop_signals, setup_logging
-from call.clock import age_ms, capture_stamp, wall_ms
-from call.stats import JsonLines, summary, write_json_atomic
+from live.cli import fail, install_stop_signals, setup_logging
+from live.clock import age_ms, capture_stamp, wall_ms
+from live.stats import JsonLines, summary, write_json_atomic
 from models.crop import apply_crop
 from models.tracking import CropTracker, NoFaceError
 from sender.source import FileSource, SourceError

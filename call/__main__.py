@@ -28,10 +28,10 @@ import asyncio
 import logging
 import sys
 
-from call.cli import add_connection_options, fail, ice_servers, install_stop_signals, run
-from call.config import DEFAULT
-from call.peer import PeerLink
-from call.stats import StatsFile
+from live.cli import add_connection_options, fail, ice_servers, install_stop_signals, run
+from live.config import DEFAULT
+from live.peer import PeerLink
+from live.stats import StatsFile
 from codec_core.config import ConfigError
 from codec_core.video import VideoError
 from receiver.cli import SetupError, add_receiver_options, build_receiver, check_receiver_args, stop_worker

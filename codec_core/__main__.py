@@ -1,3 +1,3 @@
-from codec_core.cli import main
+from codec.cli import main
 
 raise SystemExit(main())

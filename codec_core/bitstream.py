@@ -17,13 +17,11 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
-MAGIC = b"FCVC"
-VERSION = 1
-FORMAT_MESH478 = 1
-KEYFRAME_CODEC_VVC = 1
+from codec_core.format import (FORMAT_NAMES, KEYFRAME_CODEC_VVC, MAGIC, MAX_RECORD, MAX_SIDE, MAX_STEP, MIN_SIDE,
+                               STEP_NAMES, STREAM_VERSION)
+
 _RECORD_HEAD = struct.Struct(">BI")
 _CRC = struct.Struct(">I")
-MAX_RECORD = 16 << 20
 
 
 class StreamError(Exception):
@@ -41,7 +39,7 @@ class RecordType(IntEnum):
 class SessionHeader:
     """What a receiver must know before anything else."""
 
-    format: int              # FORMAT_MESH478
+    format: int              # a key of format.FORMAT_NAMES
     width: int
     height: int
     fps_num: int
@@ -50,10 +48,10 @@ class SessionHeader:
     basis_version: str       # face basis asset, e.g. "v1"
     num_params: int
     intra_interval: int
-    steps: tuple[float, ...]  # angle, translation, log_scale, eye, gaze, expression, geometry
+    steps: tuple[float, ...]  # in format.STEP_NAMES order
 
     _FIXED = struct.Struct(">BHHHHIBH")
-    NUM_STEPS = 7
+    NUM_STEPS = len(STEP_NAMES)
 
     @property
     def fps(self) -> float:
@@ -80,11 +78,12 @@ class SessionHeader:
         except UnicodeDecodeError:
             raise StreamError("session header: basis version is not ASCII") from None
         steps = struct.unpack_from(f">{cls.NUM_STEPS}f", data, n + 1 + vlen)
-        if fmt != FORMAT_MESH478:
+        if fmt not in FORMAT_NAMES:
             raise StreamError(f"unknown parameter format {fmt}")
-        if not (16 <= w <= 4096 and 16 <= h <= 4096) or fn == 0 or fd == 0 or nparams == 0 or intra == 0:
+        if (not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE) or fn == 0 or fd == 0 or nparams == 0
+                or intra == 0):
             raise StreamError("session header holds impossible values")
-        if not all(s > 0 and s < 1e3 for s in steps):
+        if not all(0 < s < MAX_STEP for s in steps):
             raise StreamError("session header holds invalid quantisation steps")
         return cls(fmt, w, h, fn, fd, count, version, nparams, intra, tuple(float(s) for s in steps))
 
@@ -171,14 +170,14 @@ def write_record(rtype: RecordType, payload: bytes) -> bytes:
 
 
 def write_file_start() -> bytes:
-    return MAGIC + bytes([VERSION])
+    return MAGIC + bytes([STREAM_VERSION])
 
 
 def read_records(data: bytes) -> list[tuple[RecordType, bytes]]:
     """All records of a stream file, checked (magic, version, lengths, CRCs)."""
     if len(data) < len(MAGIC) + 1 or data[:len(MAGIC)] != MAGIC:
         raise StreamError("not a face-call stream (bad magic)")
-    if data[len(MAGIC)] != VERSION:
+    if data[len(MAGIC)] != STREAM_VERSION:
         raise StreamError(f"unsupported stream version {data[len(MAGIC)]}")
     pos, out = len(MAGIC) + 1, []
     while pos < len(data):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from codec_core.format import STEP_NAMES
+
 DEFAULTS = Path(__file__).resolve().parent / "defaults.yaml"
 
 
@@ -24,6 +26,12 @@ class Steps:
     expression: float
     geometry: float
 
+    def values(self) -> tuple[float, ...]:
+        """The steps in the order the session header carries them (format.STEP_NAMES)."""
+        return tuple(getattr(self, name) for name in STEP_NAMES)
+
+
+assert tuple(f.name for f in fields(Steps)) == STEP_NAMES, "Steps must list format.STEP_NAMES in order"
 
 @dataclass(frozen=True)
 class CodecConfig:

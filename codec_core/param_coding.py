@@ -18,24 +18,12 @@ from __future__ import annotations
 import numpy as np
 
 from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder, ContextSet
-from codec_core.config import Steps
-
-NUM_UNARY = 4
-EG_ORDER_PREDICTED = 0
-EG_ORDER_INTRA = 3
-EG_ORDER_GEOMETRY = 1
-MAX_MAGNITUDE = 1 << 24
+from codec_core.format import (EG_ORDER_GEOMETRY, EG_ORDER_INTRA, EG_ORDER_PREDICTED, MAX_EG_VALUE, MAX_LEVEL,
+                               NUM_UNARY)
 
 
 class ParamDecodeError(Exception):
     """A parameter payload does not decode to valid values."""
-
-
-def step_vector(steps: Steps, num_params: int) -> np.ndarray:
-    """Quantisation step of every entry of the parameter vector (layout: models.face_model)."""
-    fixed = [steps.angle] * 3 + [steps.translation] * 2 + [steps.log_scale] + [steps.eye] * 2 + [steps.gaze] * 2
-    # rounded to float32, as the session header carries them: both ends use identical steps
-    return np.array(fixed + [steps.expression] * (num_params - len(fixed)), dtype=np.float32).astype(np.float64)
 
 
 def quantise(x: np.ndarray, step: np.ndarray, previous: np.ndarray | None = None,
@@ -70,7 +58,7 @@ def _read_exp_golomb(dec: ArithmeticDecoder, k: int) -> int:
     while dec.decode_bypass():
         value += 1 << k
         k += 1
-        if value > MAX_MAGNITUDE:
+        if value > MAX_EG_VALUE:
             raise ParamDecodeError("Exp-Golomb prefix too long (corrupt payload)")
     rest = 0
     for _ in range(k):
@@ -148,16 +136,14 @@ class ParamFrameDecoder(ParamFrameCoder):
         return q
 
 
+def check_levels(levels: np.ndarray) -> np.ndarray:
+    """`levels` as they are, or ParamDecodeError when they are beyond any face (corrupt input)."""
+    if np.abs(levels).max(initial=0) > MAX_LEVEL:
+        raise ParamDecodeError("parameter values out of range (corrupt payload)")
+    return levels
+
+
 # -- reference geometry ------------------------------------------------------------------
-
-def geometry_predictors(mean: np.ndarray) -> np.ndarray:
-    """For each point i > 0, the nearest point j < i of the mean shape (-1 for point 0)."""
-    pred = np.full(len(mean), -1)
-    for i in range(1, len(mean)):
-        d = np.linalg.norm(mean[:i] - mean[i], axis=1)
-        pred[i] = int(np.argmin(d))
-    return pred
-
 
 def encode_geometry(enc: ArithmeticEncoder, q: np.ndarray, predictors: np.ndarray) -> None:
     """Quantised (478, 3) differences from the mean shape."""

@@ -31,9 +31,10 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from models.face_model import (CHIN, FOREHEAD, I_EYE_L, I_EYE_R, I_GAZE_X, I_GAZE_Y, I_PITCH, I_ROLL, I_SCALE,
-                               I_TX, I_TY, I_YAW, LEFT_EYE_CORNERS, LOWER_LIP_INNER, MOUTH_CORNERS, NUM_FIXED,
-                               RIGHT_EYE_CORNERS, UPPER_LIP_INNER, FaceBasis, FaceModel, eye_measures)
+from codec_core.format import (EXPRESSION, I_EYE_L, I_EYE_R, I_GAZE_X, I_GAZE_Y, I_PITCH, I_ROLL, I_SCALE, I_TX,
+                               I_TY, I_YAW)
+from models.face_model import (CHIN, FOREHEAD, LEFT_EYE_CORNERS, LOWER_LIP_INNER, MOUTH_CORNERS, RIGHT_EYE_CORNERS,
+                               UPPER_LIP_INNER, FaceBasis, FaceModel, eye_measures)
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def fit_pose_companion(clips: list[np.ndarray], basis: FaceBasis, size: int = 25
         params = np.array([model.analyse(x) for x in lm])
         terms = np.array([pose_terms(y, p) for y, p in params[:, :2]])
         xs.append(terms - terms.mean(axis=0))
-        ys.append(params[:, NUM_FIXED:] - params[:, NUM_FIXED:].mean(axis=0))
+        ys.append(params[:, EXPRESSION] - params[:, EXPRESSION].mean(axis=0))
     coef, *_ = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)
     return coef
 
@@ -372,7 +373,7 @@ def apply_edits(params: np.ndarray, edits: Edits, editor: ExpressionEditor) -> n
     if not edits:
         return p
     g = edits.get
-    p[NUM_FIXED:] += editor.turn(p[I_YAW], p[I_PITCH], g("yaw"), g("pitch"))
+    p[EXPRESSION] += editor.turn(p[I_YAW], p[I_PITCH], g("yaw"), g("pitch"))
     p[I_YAW] += g("yaw")
     p[I_PITCH] += g("pitch")
     p[I_ROLL] += g("roll")
@@ -393,7 +394,7 @@ def apply_edits(params: np.ndarray, edits: Edits, editor: ExpressionEditor) -> n
 
     for name in EXPRESSION_CONTROLS:
         if g(name):
-            p[NUM_FIXED:] += g(name) * editor.directions[name]
+            p[EXPRESSION] += g(name) * editor.directions[name]
     return p
 
 

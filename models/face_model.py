@@ -12,7 +12,7 @@ each measured directly from the landmarks and so meaningful on its own.  The bas
 (mean shape, rigid points, E, b and G) is a small versioned asset learned by
 `models.train_basis` from the clips in ../shared/data.
 
-Parameter vector layout (all floats, see `PARAM_NAMES`):
+Parameter vector layout (all floats; codec_core.format names it):
     yaw, pitch, roll      degrees (yaw about the vertical axis, pitch about the
                           horizontal, roll in the image plane)
     tx, ty                position of the face origin, fractions of the frame width
@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+# The parameter layout, and the face outline (MediaPipe's FACEMESH_FACE_OVAL) that the head
+# rings of the reference geometry follow, are part of the stream format.
+from codec_core.format import (EXPRESSION, EYES, FACE_OVAL, I_SCALE, I_TX, I_TY, NUM_FIXED, POSE,  # noqa: F401
+                               param_names)
+
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_BASIS = ASSET_DIR / "face_basis_v1.npz"
 
-POSE_NAMES = ("yaw", "pitch", "roll", "tx", "ty", "log_scale")
-EYE_NAMES = ("eye_left", "eye_right", "gaze_x", "gaze_y")
-NUM_FIXED = len(POSE_NAMES) + len(EYE_NAMES)
-I_YAW, I_PITCH, I_ROLL, I_TX, I_TY, I_SCALE = range(6)
-I_EYE_L, I_EYE_R, I_GAZE_X, I_GAZE_Y = range(6, 10)
 
 # MediaPipe face mesh indices.  "Right" is the subject's right (image left).
 RIGHT_EYE_CORNERS = (33, 133)
@@ -53,9 +53,6 @@ UPPER_LIP_INNER, LOWER_LIP_INNER = 13, 14
 FOREHEAD, CHIN = 10, 152
 EYE_POINTS = tuple(sorted(set(RIGHT_EYE_UPPER + RIGHT_EYE_LOWER + LEFT_EYE_UPPER + LEFT_EYE_LOWER
                               + RIGHT_IRIS + LEFT_IRIS + RIGHT_EYE_CORNERS + LEFT_EYE_CORNERS)))
-# The face outline, an ordered closed ring (from MediaPipe's FACEMESH_FACE_OVAL).
-FACE_OVAL = (10, 109, 67, 103, 54, 21, 162, 127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148,
-             152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 454, 356, 389, 251, 284, 332, 297, 338)
 # Points that move little with expression: forehead, nose bridge, temples, eye corners.
 SEED_RIGID = (10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 109, 338, 67, 297, 103, 332,
               33, 133, 362, 263, 127, 356, 234, 454, 162, 389, 21, 251, 54, 284, 93, 323)
@@ -142,7 +139,7 @@ class FaceBasis:
         return NUM_FIXED + self.num_expression
 
     def param_names(self) -> list[str]:
-        return list(POSE_NAMES + EYE_NAMES) + [f"expr_{i}" for i in range(self.num_expression)]
+        return list(param_names(self.num_expression))
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, version=np.array(self.version), mean=self.mean.astype(np.float32),
@@ -187,12 +184,12 @@ class FaceModel:
     def canonical(self, params: np.ndarray) -> np.ndarray:
         """The deformed canonical shape (478, 3) that `params` describe."""
         b = self.basis
-        delta = params[NUM_FIXED:] @ b.expression + (params[6:10] - self.reference_eyes) @ b.eyes
+        delta = params[EXPRESSION] @ b.expression + (params[EYES] - self.reference_eyes) @ b.eyes
         return self.reference + delta.reshape(-1, 3)
 
     def landmarks(self, params: np.ndarray) -> np.ndarray:
         """Crop-space landmarks (478, 3) that `params` describe."""
-        return pose_to_similarity(params[:6], self.frame_size).apply(self.canonical(params))
+        return pose_to_similarity(params[POSE], self.frame_size).apply(self.canonical(params))
 
 
 def canonicalise(landmarks: np.ndarray, basis: FaceBasis, frame_size: int) -> tuple[np.ndarray, np.ndarray]:

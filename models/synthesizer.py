@@ -35,16 +35,17 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import Delaunay
 
+from codec_core.format import POSE, RING_COUNT, RING_WEIGHT_MAX
 from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS,
                                MOUTH_CORNERS, RIGHT_EYE_CORNERS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS,
                                UPPER_LIP_INNER, FaceModel, Similarity, pose_to_similarity)
 
-RING_SCALES = (1.15, 1.4, 1.8)
+RING_SCALES = (1.15, 1.4, 1.8)   # one per ring of the format (RING_COUNT), outline distance from the centre
 # share of the outline's own (expression) motion each ring takes: an opening jaw drags the
 # neck below it instead of tearing away from it
 RING_FOLLOW = (0.7, 0.4, 0.15)
+assert len(RING_SCALES) == len(RING_FOLLOW) == RING_COUNT, "one scale and one follow share per ring of the format"
 
-WEIGHT_LEVELS = 3            # ring weights are k / 3, k = 0..3
 BORDER_SPACING = 16
 SMOOTH_SIGMA = 4.0           # of the displacement field outside the face, in pixels of a 256 frame
 SLIVER = 2.0                 # pixels: a triangle thinner than this clamps its pixels into itself
@@ -66,7 +67,7 @@ EYES = tuple((iris, (corners[0],) + upper + (corners[1],) + tuple(reversed(lower
 
 def ring_layout(ref_landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Head ring points (R, 3) in crop pixels around the face outline, and whether each
-    lies below the mouth (neck side).  R = len(RING_SCALES) * len(face outline)."""
+    lies below the mouth (neck side).  R = format.NUM_RING_POINTS, in the format's order."""
     pts = ref_landmarks[list(FACE_OVAL)]
     centre = pts[:, :2].mean(axis=0)
     mouth_y = ref_landmarks[list(MOUTH_CORNERS), 1].mean()
@@ -87,7 +88,7 @@ def default_ring_weights(lower: np.ndarray, person: np.ndarray | None = None) ->
     w = np.where(lower, np.where(ring_index == 0, 1 / 3, 0.0), 1.0)
     if person is not None:
         w = w * person
-    return np.clip(np.rint(w * WEIGHT_LEVELS), 0, WEIGHT_LEVELS).astype(np.int64)
+    return np.clip(np.rint(w * RING_WEIGHT_MAX), 0, RING_WEIGHT_MAX).astype(np.int64)
 
 
 def border_points(size: int) -> np.ndarray:
@@ -116,7 +117,7 @@ class WarpMesh:
 def build_mesh(ref_landmarks: np.ndarray, ref_pose: Similarity, ring_weights: np.ndarray, size: int) -> WarpMesh:
     rings, _ = ring_layout(ref_landmarks, size)
     inside = ((rings[:, :2] > 1) & (rings[:, :2] < size - 2)).all(axis=1)
-    rings, weights = rings[inside], ring_weights[inside] / WEIGHT_LEVELS
+    rings, weights = rings[inside], ring_weights[inside] / RING_WEIGHT_MAX
     anchor = np.tile(FACE_OVAL, len(RING_SCALES))[inside]
     level = np.repeat(np.arange(len(RING_SCALES)), len(FACE_OVAL))[inside]
     follow = np.array(RING_FOLLOW)[level] * weights
@@ -354,7 +355,7 @@ class Synthesizer:
             # per-frame tensors are small: extra threads only spin against the rest of the call
             torch.set_num_threads(1)
         ref_landmarks = model.landmarks(ref_params)
-        self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[:6], n), ring_weights, n)
+        self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[POSE], n), ring_weights, n)
         self._eyes = [_Eye(ref_landmarks, iris, ring, n) for iris, ring in EYES]
         for eye in self._eyes:
             eye.sample_lid(keyframe, ref_landmarks)
@@ -381,7 +382,7 @@ class Synthesizer:
         """Target positions (V, 2) and depths (V,) of the mesh vertices for `params`."""
         m = self.mesh
         lm = self.model.landmarks(params)
-        pose = pose_to_similarity(params[:6], self.size)
+        pose = pose_to_similarity(params[POSE], self.size)
         nl, nr = m.num_landmarks, len(m.ring_canonical)
         ring = pose.apply(m.ring_canonical)
         w = m.ring_weights[:, None]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from call.clock import FRAME_MODULUS, unwrap
+from live.clock import FRAME_MODULUS, unwrap
 
 
 class Verdict(Enum):

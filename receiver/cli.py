@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from call.config import DEFAULT, LiveConfig
+from live.config import DEFAULT, LiveConfig
 from models.face_model import FaceBasis
 from receiver.half import ReceiverHalf
-from receiver.render import RenderWorker, Sink
+from receiver.render import RenderWorker
+from receiver.sinks import Sink
 from receiver.sinks import FileSink, WindowSink, display_available
 
 

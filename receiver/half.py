@@ -18,13 +18,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from call.clock import unwrap, wall_ms
-from call.config import DEFAULT, LiveConfig
-from call.peer import Half, Session
-from call.stats import JsonLines
-from call.wire import End, KeyframeRequest, Loss, Ready, unpack_stream_record
+from live.clock import unwrap, wall_ms
+from live.config import DEFAULT, LiveConfig
+from live.peer import Half, Session
+from live.stats import JsonLines
+from live.wire import End, KeyframeRequest, Loss, Ready, unpack_stream_record
 from codec_core.bitstream import ParamPacket, SessionHeader, StreamError
-from codec_core.decoder import check_levels
+from codec_core.param_coding import check_levels
 from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
 from models.face_model import FaceBasis
 from receiver.chain import PredictionChain, Verdict

@@ -18,12 +18,13 @@ from typing import Callable
 
 import numpy as np
 
-from call.clock import wall_ms
+from live.clock import wall_ms
 from codec_core.bitstream import Keyframe, SessionHeader, StreamError
-from codec_core.decoder import FaceDecoder
+from codec.decoder import FaceDecoder
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
 from models.face_model import FaceBasis
+from receiver.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +106,6 @@ class RenderEvents:
     keyframe_failed: Callable[[str], None]
     skipped: Callable[[RenderJob], None]
     quit: Callable[[], None]          # the user closed the window
-
-
-class Sink:
-    """Where pictures go (called on the synthesis thread)."""
-
-    def set_fps(self, fps: float) -> None:
-        pass
-
-    def show(self, frame: int, picture: np.ndarray) -> bool:
-        """Show one picture; False asks the call to end (window closed)."""
-        return True
-
-    def idle(self) -> bool:
-        return True
-
-    def session_break(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class RenderWorker:

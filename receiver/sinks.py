@@ -2,6 +2,7 @@
 
 Both are driven from the synthesis thread (`receiver.render`).
 
+`Sink` is what every picture destination implements (the web demo's video track too).
 `FileSink` writes what a viewer saw, frame slot by frame slot: a frame that was lost,
 undecodable or dropped as stale is filled with the picture shown before it (up to
 `max_gap_s`; longer gaps are not filled).  Each session (one connection with a peer) is
@@ -18,9 +19,27 @@ from pathlib import Path
 import numpy as np
 
 from codec_core.video import VideoWriter
-from receiver.render import Sink
-
 log = logging.getLogger(__name__)
+
+
+class Sink:
+    """Where pictures go (called on the synthesis thread)."""
+
+    def set_fps(self, fps: float) -> None:
+        pass
+
+    def show(self, frame: int, picture: np.ndarray) -> bool:
+        """Show one picture; False asks the call to end (window closed)."""
+        return True
+
+    def idle(self) -> bool:
+        return True
+
+    def session_break(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def segment_path(path: Path, index: int) -> Path:

@@ -25,8 +25,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from call.clock import age_ms
-from call.stats import summary
+from live.clock import age_ms
+from live.stats import summary
 from receiver.chain import ChainCounts
 from receiver.render import Rendered
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from call.config import DEFAULT, LiveConfig
+from live.config import DEFAULT, LiveConfig
 from codec_core.config import load_config
 from models.face_model import FaceBasis
 from sender.analysis import Analyser

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from call.clock import capture_stamp, unwrap, wall_ms
-from call.config import DEFAULT, LiveConfig
-from call.peer import Half, Session
-from call.stats import JsonLines, summary
-from call.wire import End, KeyframeRequest, Loss, Ready, pack_stream_record
+from live.clock import capture_stamp, unwrap, wall_ms
+from live.config import DEFAULT, LiveConfig
+from live.peer import Half, Session
+from live.stats import JsonLines, summary
+from live.wire import End, KeyframeRequest, Loss, Ready, pack_stream_record
 from codec_core.bitstream import ParamPacket, SessionHeader
 from codec_core.param_coding import PacketParamEncoder
 from sender.analysis import Analyser

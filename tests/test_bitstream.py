@@ -8,7 +8,7 @@ import pytest
 
 from codec_core.bitstream import (MAGIC, Keyframe, ParamPacket, ParamSegment, RecordType, SessionHeader,
                                   StreamError, read_records, write_file_start, write_record)
-from codec_core.decoder import decode_segment, parse_stream
+from codec.decoder import decode_segment, parse_stream
 from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
 
 from conftest import FIXTURES

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from codec_core.config import load_config
-from codec_core.param_coding import dequantise, quantise, step_vector
-from codec_core.reference import Reference
+from codec_core.format import step_vector
+from codec_core.param_coding import dequantise, quantise
+from models.reference import Reference
 from codec_core.video import read_frames
 from models.editing import (CONTROLS, CONTROLS_BY_NAME, FEATURE_NAMES, POSE_COMPANION, TARGETS, EditError, Edits,
                             ExpressionEditor, apply_edits, basis_fingerprint)
@@ -143,7 +144,7 @@ class Session:
         tracked = [tracker.track(frames[i]) for i in range(max(FRAMES) + 1)]
         tracker.close()
         cfg = load_config()
-        steps = step_vector(cfg.steps, basis.num_params)
+        steps = step_vector(cfg.steps.values(), basis.num_params)
         key = tracked[0]
         self.key = key.crop
         ref = Reference.from_landmarks(basis, key.landmarks, 256, cfg.steps.geometry, steps,
@@ -349,7 +350,7 @@ def test_an_opening_mouth_keeps_its_teeth_and_shows_a_cavity(session):
 # -- command line -----------------------------------------------------------------------------
 
 def test_cli_decode_with_edits(tmp_path, capsys):
-    from codec_core.cli import main
+    from codec.cli import main
 
     plain, edited = tmp_path / "plain.mp4", tmp_path / "edited.mp4"
     stream = str(FIXTURES / "short.fcv")

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from call.clock import age_ms, capture_stamp, unwrap
-from call.stats import StatsFile, summary
-from call.wire import (End, KeyframeRequest, Loss, Ready, WireError, encode_control, pack_stream_record,
+from live.clock import age_ms, capture_stamp, unwrap
+from live.stats import StatsFile, summary
+from live.wire import (End, KeyframeRequest, Loss, Ready, WireError, encode_control, pack_stream_record,
                        parse_control, unpack_stream_record)
 from codec_core.bitstream import Keyframe, SessionHeader, StreamError
 from models.crop import CropBox
@@ -293,8 +293,8 @@ def test_ice_server_options():
 
     from aiortc import RTCConfiguration, RTCPeerConnection
 
-    from call.cli import add_connection_options, ice_servers
-    from call.peer import IceServer
+    from live.cli import add_connection_options, ice_servers
+    from live.peer import IceServer
 
     parser = argparse.ArgumentParser()
     add_connection_options(parser)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from codec_core.config import load_config
-from codec_core.param_coding import step_vector
-from codec_core.reference import Reference
+from codec_core.format import step_vector
+from models.reference import Reference
 from codec_core.video import read_frames
 from models.face_model import FaceBasis, canonicalise
 from models.face_tracker import detect_still
@@ -24,7 +24,7 @@ def session():
     tracked = [tracker.track(f) for f in frames]
     tracker.close()
     basis, cfg = FaceBasis.load(), load_config()
-    steps = step_vector(cfg.steps, basis.num_params)
+    steps = step_vector(cfg.steps.values(), basis.num_params)
     key = tracked[0]
     ref = Reference.from_landmarks(basis, key.landmarks, 256, cfg.steps.geometry, steps,
                                    person=person_probability(key.crop))
@@ -57,8 +57,8 @@ def test_reference_parameters_give_the_key_frame_exactly(session):
 def test_reference_geometry_roundtrip(session):
     _, ref, _ = session
     back = Reference.unpack(ref.pack(), ref.basis, 256, ref.geometry_step, ref.param_steps)
-    assert np.array_equal(back.shape_levels, ref.shape_levels)
-    assert np.array_equal(back.pose_levels, ref.pose_levels)
+    assert np.array_equal(back.geometry.shape_levels, ref.geometry.shape_levels)
+    assert np.array_equal(back.geometry.pose_levels, ref.geometry.pose_levels)
     assert np.array_equal(back.ring_weights, ref.ring_weights)
 
 

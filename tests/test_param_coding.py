@@ -5,13 +5,14 @@ import pytest
 
 from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder
 from codec_core.config import load_config
+from codec_core.format import step_vector
 from codec_core.param_coding import (PacketParamDecoder, PacketParamEncoder, ParamDecodeError, ParamFrameDecoder,
-                                     ParamFrameEncoder, dequantise, quantise, step_vector)
+                                     ParamFrameEncoder, dequantise, quantise)
 
 
 def test_quantise_error_within_half_step():
     rng = np.random.default_rng(0)
-    step = step_vector(load_config().steps, 30)
+    step = step_vector(load_config().steps.values(), 30)
     x = rng.normal(size=(100, 30)) * 5
     for row in x:
         err = np.abs(dequantise(quantise(row, step), step) - row)
@@ -29,7 +30,7 @@ def test_hysteresis_holds_small_changes_and_follows_large_ones():
 
 def test_steps_follow_the_configuration():
     s = load_config().steps
-    v = step_vector(s, 14)
+    v = step_vector(s.values(), 14)
     f32 = lambda x: float(np.float32(x))  # noqa: E731  (steps travel as float32 in the header)
     assert v[0] == f32(s.angle) and v[3] == f32(s.translation) and v[5] == f32(s.log_scale)
     assert v[6] == f32(s.eye) and v[8] == f32(s.gaze) and (v[10:] == f32(s.expression)).all()

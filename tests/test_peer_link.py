@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-from call.config import LiveConfig
-from call.peer import Half, PeerLink
-from call.wire import End, Loss
+from live.config import LiveConfig
+from live.peer import Half, PeerLink
+from live.wire import End, Loss
 from signaling import ServerConfig, SignalingServer
 from signaling.client import SignalingClient, SignalingError
 

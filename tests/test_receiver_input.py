@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-from call.wire import pack_stream_record
+from live.wire import pack_stream_record
 from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader
 from codec_core.param_coding import PacketParamEncoder
 from models.face_model import FaceBasis

@@ -51,7 +51,8 @@ needs_browser = pytest.mark.skipif(
 def test_push_source_hands_out_the_newest_picture():
     import asyncio
 
-    from sender.source import PushSource, SourceError
+    from sender.source import SourceError
+    from web_demo.media import PushSource
 
     async def run():
         src = PushSource("test", 15)

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from call.cli import install_stop_signals, setup_logging
+from live.cli import install_stop_signals, setup_logging
 
 PROG = "python -m web_demo"
 log = logging.getLogger("web_demo")

@@ -4,6 +4,7 @@
   synthesized face, fed by `TrackSink` from the receiver's synthesis thread.  Before the
   first picture (and while nobody is in the call) it repeats a plain placeholder so that
   the browser's video element has something to show.
+- `PushSource`: the sender's frame source for pictures handed in from outside;
 - `pump_camera`: reads the browser's camera track and pushes its pictures into the
   sender's `PushSource`.
 """
@@ -20,8 +21,9 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from receiver.render import Sink
-from sender.source import PushSource
+from live.clock import wall_ms
+from receiver.sinks import Sink
+from sender.source import Captured, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +121,50 @@ async def pump_camera(track: MediaStreamTrack, source: PushSource) -> None:
         raise
     except Exception:
         log.exception("reading the browser's camera track failed")
+
+class PushSource(FrameSource):
+    """A live source fed from outside: `push(rgb)` hands in pictures (from a browser's
+    WebRTC track, say) on the event loop; `next()` gives the newest one not yet taken,
+    so a slow consumer skips pictures.  `finish()` ends it (next() then returns None);
+    `fail(message)` ends it with a `SourceError`."""
+
+    live = True
+
+    def __init__(self, name: str = "pushed pictures", fps: float = 25.0) -> None:
+        self.name = name
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self._latest: Captured | None = None
+        self._taken = -1
+        self._count = 0
+        self._ended = False
+        self._error: SourceError | None = None
+        self._wake = asyncio.Event()
+
+    def push(self, rgb: np.ndarray, t_ms: float | None = None) -> None:
+        self._latest = Captured(rgb, wall_ms() if t_ms is None else t_ms, self._count)
+        self._count += 1
+        self._wake.set()
+
+    def finish(self) -> None:
+        self._ended = True
+        self._wake.set()
+
+    def fail(self, message: str) -> None:
+        self._error = SourceError(message)
+        self._wake.set()
+
+    async def next(self) -> Captured | None:
+        while True:
+            latest = self._latest
+            if latest is not None and latest.index > self._taken:
+                self._taken = latest.index
+                return latest
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+
+    def close(self) -> None:
+        self.finish()

@@ -18,15 +18,16 @@ from typing import Awaitable, Callable
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from call.config import DEFAULT, LiveConfig
-from call.peer import Half, PeerLink, Session
+from live.config import DEFAULT, LiveConfig
+from live.peer import Half, PeerLink, Session
 from codec_core.config import load_config
 from models.face_model import FaceBasis
 from receiver.half import ReceiverHalf
 from receiver.render import RenderWorker
 from sender.analysis import Analyser
 from sender.half import NoFaceFound, SenderHalf, SenderOptions
-from sender.source import PushSource, SourceError
+from sender.source import SourceError
+from web_demo.media import PushSource
 from signaling.client import SignalingError
 from web_demo.media import SynthTrack, TrackSink, pump_camera
 

@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from call.peer import IceServer
+from live.peer import IceServer
 from signaling.protocol import ROOM_PATTERN
 
 EXIT_OK = 0

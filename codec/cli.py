@@ -35,7 +35,7 @@ def _device(name: str) -> str:
 
 
 def cmd_encode(args) -> int:
-    from codec_core.encoder import encode_video
+    from codec.encoder import encode_video
     from models.face_model import FaceBasis
 
     cfg = load_config(args.config).with_overrides(keyframe_qp=args.qp, size=args.size)
@@ -52,7 +52,7 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from codec_core.decoder import decode_frames, read_stream
+    from codec.decoder import decode_frames, read_stream
     from codec_core.video import VideoWriter
     from models.editing import Edits
 
@@ -70,7 +70,7 @@ def cmd_decode(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from codec_core.decoder import read_stream, stream_info
+    from codec.decoder import read_stream, stream_info
 
     print(json.dumps(stream_info(read_stream(args.stream))))
     return 0

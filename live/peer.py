@@ -1,7 +1,7 @@
 """One WebRTC peer connection at a time, set up through the signaling server.
 
 `PeerLink` joins a room and keeps one `Session` (an aiortc RTCPeerConnection and its three
-data channels, see `call.wire`) with whichever peer is in the room:
+data channels, see `live.wire`) with whichever peer is in the room:
 
 - the peer that joins second makes the offer (the server says so in `joined`);
 - when the other peer leaves (`bye`, `peer-left`) or the connection fails, the session
@@ -24,8 +24,8 @@ from typing import Sequence
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from call.config import DEFAULT, LiveConfig
-from call.wire import CHANNELS, CONTROL, PARAMS, STREAM, ControlMessage, WireError, encode_control, parse_control
+from live.config import DEFAULT, LiveConfig
+from live.wire import CHANNELS, CONTROL, PARAMS, STREAM, ControlMessage, WireError, encode_control, parse_control
 from signaling.client import SignalingClient, SignalingError
 from signaling.protocol import Answer, Bye, Candidate, Error, Offer, PeerJoined, PeerLeft
 

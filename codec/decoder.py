@@ -2,7 +2,7 @@
 
 `FaceDecoder` holds a session's state (header, key frame, reference, synthesizer) and is
 shared by the file decoder and the live receiver.  `parse_stream` reads and checks a
-whole stream file; `decode_stream` is the offline decoder behind `python -m codec_core
+whole stream file; `decode_frames` is the offline decoder behind `python -m codec_core
 decode`, `stream_info` the numbers behind `info`.
 """
 
@@ -17,22 +17,16 @@ import numpy as np
 
 from codec_core.arith import ArithmeticDecoder
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, StreamError, read_records
-from codec_core.config import Steps
+from codec_core.format import FORMAT_NAMES, I_STEP_GEOMETRY, step_vector
 from codec_core.keyframe import decode_keyframe
-from codec_core.param_coding import ParamDecodeError, ParamFrameDecoder, dequantise, step_vector
-from codec_core.reference import Reference
+from codec_core.param_coding import ParamFrameDecoder, check_levels, dequantise
 from models.face_model import FaceBasis
+from models.reference import Reference
 
 if TYPE_CHECKING:
     from models.editing import Edits
 
 log = logging.getLogger(__name__)
-# decoded levels beyond these are corrupt input, not faces
-MAX_LEVEL = 1 << 20
-
-
-def header_steps(header: SessionHeader) -> Steps:
-    return Steps(*header.steps)
 
 
 class FaceDecoder:
@@ -46,7 +40,7 @@ class FaceDecoder:
         self.header = header
         self.basis = basis
         self.device = device
-        self.steps = step_vector(header_steps(header), basis.num_params)
+        self.steps = step_vector(header.steps, basis.num_params)
         self.reference: Reference | None = None
         self.keyframe: np.ndarray | None = None
         self.key_id: int | None = None
@@ -59,7 +53,8 @@ class FaceDecoder:
         if picture.shape[:2] != (self.header.height, self.header.width):
             raise StreamError(f"key frame is {picture.shape[1]}x{picture.shape[0]}, header says "
                               f"{self.header.width}x{self.header.height}")
-        self.reference = Reference.unpack(record.geometry, self.basis, self.header.width, self.header.steps[6],
+        self.reference = Reference.unpack(record.geometry, self.basis, self.header.width,
+                                          self.header.steps[I_STEP_GEOMETRY],
                                           self.steps)
         self.keyframe = picture
         self.key_id = record.key_id
@@ -74,12 +69,6 @@ class FaceDecoder:
         if self._synth is None:
             raise StreamError("parameters arrived before any key frame")
         return self._synth.render(params)
-
-
-def check_levels(levels: np.ndarray) -> np.ndarray:
-    if np.abs(levels).max(initial=0) > MAX_LEVEL:
-        raise ParamDecodeError("parameter values out of range (corrupt payload)")
-    return levels
 
 
 def decode_segment(segment: ParamSegment, num_params: int) -> list[np.ndarray]:
@@ -164,7 +153,7 @@ def stream_info(parsed: ParsedStream) -> dict:
         "fps": round(h.fps, 3),
         "width": h.width,
         "height": h.height,
-        "format": "mesh478",
+        "format": FORMAT_NAMES[h.format],
         "basis_version": h.basis_version,
         "num_params": h.num_params,
         "intra_interval": h.intra_interval,

@@ -17,14 +17,14 @@ import numpy as np
 from tqdm import tqdm
 
 from codec_core.arith import ArithmeticEncoder
-from codec_core.bitstream import (FORMAT_MESH478, KEYFRAME_CODEC_VVC, Keyframe, ParamSegment, RecordType,
-                                  SessionHeader, write_file_start, write_record)
+from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, write_file_start, write_record
 from codec_core.config import CodecConfig
+from codec_core.format import FORMAT_MESH478, KEYFRAME_CODEC_VVC, step_vector
 from codec_core.keyframe import decode_keyframe, encode_keyframe
-from codec_core.param_coding import ParamFrameEncoder, quantise, step_vector
-from codec_core.reference import Reference
+from codec_core.param_coding import ParamFrameEncoder, quantise
 from codec_core.video import VideoWriter, probe_fps, read_frames
 from models.face_model import FaceBasis, FaceModel
+from models.reference import Reference
 from models.tracking import CropTracker, NoFaceError
 
 log = logging.getLogger(__name__)
@@ -42,18 +42,17 @@ class FaceEncoder:
     def __init__(self, config: CodecConfig, basis: FaceBasis) -> None:
         self.config = config
         self.basis = basis
-        self.steps = step_vector(config.steps, basis.num_params)
+        self.steps = step_vector(config.steps.values(), basis.num_params)
         self.keyframe: CodedKeyframe | None = None
         self._model: FaceModel | None = None
         self._previous: np.ndarray | None = None
         self._key_id = -1
 
     def header(self, fps: Fraction, frame_count: int = 0) -> SessionHeader:
-        s = self.config.steps
         fps = Fraction(fps).limit_denominator(1001)
         return SessionHeader(FORMAT_MESH478, self.config.size, self.config.size, fps.numerator, fps.denominator,
                              frame_count, self.basis.version, self.basis.num_params, self.config.intra_interval,
-                             (s.angle, s.translation, s.log_scale, s.eye, s.gaze, s.expression, s.geometry))
+                             self.config.steps.values())
 
     def code_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
         """Code `crop` as a key frame without switching to it (slow: VVenC, segmentation);

@@ -1,0 +1,104 @@
+"""What a stream is: every number the stream syntax depends on, in one place.
+
+Both ends of a call, the offline codec, the synthesizer and the parsers read these; none
+of them defines its own.  Changing anything here changes the bitstream: bump
+`STREAM_VERSION` and regenerate the parser fixtures (tests/fixtures/make_fixtures.py).
+The tables in docs/bitstream.md describe the same numbers.  Pure: numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+# -- stream identity -----------------------------------------------------------------------
+MAGIC = b"FCVC"
+STREAM_VERSION = 1
+FORMAT_MESH478 = 1                      # the session header's format byte
+FORMAT_NAMES = {FORMAT_MESH478: "mesh478"}
+KEYFRAME_CODEC_VVC = 1
+
+# -- the parameter vector, one frame ------------------------------------------------------------
+POSE_NAMES = ("yaw", "pitch", "roll", "tx", "ty", "log_scale")
+EYE_NAMES = ("eye_left", "eye_right", "gaze_x", "gaze_y")
+NUM_FIXED = len(POSE_NAMES) + len(EYE_NAMES)      # then the expression coefficients
+I_YAW, I_PITCH, I_ROLL, I_TX, I_TY, I_SCALE = range(6)
+I_EYE_L, I_EYE_R, I_GAZE_X, I_GAZE_Y = range(6, 10)
+POSE = slice(I_YAW, I_SCALE + 1)                  # yaw .. log_scale
+EYES = slice(I_EYE_L, I_GAZE_Y + 1)               # eye openness (left, right), gaze (x, y)
+EXPRESSION = slice(NUM_FIXED, None)
+# expression coefficients per face basis version (the session header names the version)
+EXPRESSION_COUNT = {"v1": 20}
+
+
+def num_params(basis_version: str) -> int:
+    """Parameters per frame of a stream that uses face basis `basis_version`."""
+    return NUM_FIXED + EXPRESSION_COUNT[basis_version]
+
+
+def param_names(num_expression: int) -> tuple[str, ...]:
+    return POSE_NAMES + EYE_NAMES + tuple(f"expr_{i}" for i in range(num_expression))
+
+
+# -- quantisation steps ---------------------------------------------------------------------
+# The session header carries the steps as float32 in this order.
+STEP_NAMES = ("angle", "translation", "log_scale", "eye", "gaze", "expression", "geometry")
+# the step of each fixed parameter (the expression coefficients all take "expression")
+FIXED_STEPS = ("angle",) * 3 + ("translation",) * 2 + ("log_scale",) + ("eye",) * 2 + ("gaze",) * 2
+I_STEP_GEOMETRY = STEP_NAMES.index("geometry")
+
+
+def step_vector(steps: Sequence[float], num_params: int) -> np.ndarray:
+    """Quantisation step of every entry of the parameter vector; `steps` in STEP_NAMES order.
+    Rounded to float32, as the session header carries them: both ends use identical steps."""
+    by_name = dict(zip(STEP_NAMES, steps, strict=True))
+    names = FIXED_STEPS + ("expression",) * (num_params - NUM_FIXED)
+    return np.array([by_name[n] for n in names], dtype=np.float32).astype(np.float64)
+
+
+# -- parameter binarisation (docs/bitstream.md) ---------------------------------------------------
+NUM_UNARY = 4                 # magnitude-1 as up to this many context-coded unary bins, then Exp-Golomb
+EG_ORDER_PREDICTED = 0
+EG_ORDER_INTRA = 3
+EG_ORDER_GEOMETRY = 1
+
+# -- the key frame's reference geometry ------------------------------------------------------------
+NUM_LANDMARKS = 478           # MediaPipe face mesh with irises, in its point order
+NUM_REFERENCE_POSE = 6        # the key frame's own yaw, pitch, roll, tx, ty, log_scale levels
+# Head rings: RING_COUNT rings of points around the face outline (MediaPipe's FACEMESH_FACE_OVAL,
+# an ordered closed ring), ring by ring, each ring in outline order.  Each point carries a
+# weight k (how much it follows the head) as RING_WEIGHT_BITS bits, k in 0..RING_WEIGHT_MAX.
+FACE_OVAL = (10, 109, 67, 103, 54, 21, 162, 127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148,
+             152, 377, 400, 378, 379, 365, 397, 288, 361, 323, 454, 356, 389, 251, 284, 332, 297, 338)
+RING_COUNT = 3
+NUM_RING_POINTS = RING_COUNT * len(FACE_OVAL)
+RING_WEIGHT_BITS = 2
+RING_WEIGHT_MAX = 3           # weights are k / RING_WEIGHT_MAX
+
+
+def geometry_predictors(mean_shape: np.ndarray) -> np.ndarray:
+    """The prediction order of the reference shape, derived from the face basis's mean shape
+    (the same rule for every basis version so far): each point i > 0 is predicted from the
+    nearest point j < i of the mean shape; -1 for point 0."""
+    return _predictors(np.ascontiguousarray(mean_shape, dtype=np.float64).tobytes())
+
+
+@lru_cache(maxsize=4)
+def _predictors(mean_bytes: bytes) -> np.ndarray:
+    mean = np.frombuffer(mean_bytes).reshape(-1, 3)
+    pred = np.full(len(mean), -1)
+    for i in range(1, len(mean)):
+        pred[i] = int(np.argmin(np.linalg.norm(mean[:i] - mean[i], axis=1)))
+    pred.flags.writeable = False
+    return pred
+
+
+# -- bounds every parser enforces -------------------------------------------------------------------
+MAX_RECORD = 16 << 20         # bytes of one record's payload
+MIN_SIDE, MAX_SIDE = 16, 4096  # picture width and height in the session header
+MAX_STEP = 1e3                # quantisation steps lie in (0, MAX_STEP)
+MAX_EG_VALUE = 1 << 24        # an Exp-Golomb suffix beyond this is corrupt
+MAX_LEVEL = 1 << 20           # a decoded parameter level beyond this is corrupt
+MAX_SHAPE_LEVEL = 4096        # a reference shape or pose level beyond this is corrupt
