@@ -25,6 +25,7 @@ from models.reference import Reference
 
 if TYPE_CHECKING:
     from models.editing import Edits
+    from models.synthesizer import Synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class FaceDecoder:
         self.reference: Reference | None = None
         self.keyframe: np.ndarray | None = None
         self.key_id: int | None = None
-        self._synth = None
+        self._synth: Synthesizer | None = None
 
     def set_keyframe(self, record: Keyframe) -> None:
         from models.synthesizer import Synthesizer
@@ -94,7 +95,8 @@ def parse_stream(data: bytes) -> ParsedStream:
     if not records or records[0][0] != RecordType.SESSION_HEADER:
         raise StreamError("stream does not start with a session header")
     header = SessionHeader.unpack(records[0][1])
-    keyframe, segments = None, []
+    keyframe: Keyframe | None = None
+    segments: list[ParamSegment] = []
     for kind, payload in records[1:]:
         if kind == RecordType.KEYFRAME:
             if keyframe is not None:
@@ -131,14 +133,14 @@ def decode_frames(parsed: ParsedStream, device: str = "cpu", edits: "Edits | Non
     decoder = FaceDecoder(parsed.header, device=device)
     decoder.set_keyframe(parsed.keyframe)
     editor = None
-    if edits:
+    if edits and decoder.reference is not None:
         from models.editing import ExpressionEditor, apply_edits
 
         editor = ExpressionEditor.from_model(decoder.reference.face_model())
     for seg in parsed.segments:
         for levels in decode_segment(seg, parsed.header.num_params):
             params = decoder.params(levels)
-            if editor is not None:
+            if edits and editor is not None:
                 params = apply_edits(params, edits, editor)
             yield decoder.render(params)
 

@@ -92,7 +92,7 @@ class FaceEncoder:
 
     def levels(self, landmarks: np.ndarray | None) -> np.ndarray:
         """Quantised parameters of one frame; a frame without a face holds the last ones."""
-        if self._model is None:
+        if self._model is None or self._previous is None:
             raise RuntimeError("no key frame yet")
         if landmarks is not None:
             params = self._model.analyse(landmarks)
@@ -147,17 +147,18 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
         tracker.close()
         if writer:
             writer.close()
-    if not levels:
+    if not levels or encoder.keyframe is None:
         raise NoFaceError("the video holds no frames")
     if lost:
         log.warning("face lost in %d of %d frames: their parameters hold the last seen face", lost, len(levels))
     out = bytearray(write_file_start())
     out += write_record(RecordType.SESSION_HEADER, encoder.header(fps, len(levels)).pack())
-    out += write_record(RecordType.KEYFRAME, encoder.keyframe.record.pack())
+    keyframe = encoder.keyframe
+    out += write_record(RecordType.KEYFRAME, keyframe.record.pack())
     step = config.intra_interval
     for start in range(0, len(levels), step):
         chunk = levels[start:start + step]
         payload = encode_segment(chunk, basis.num_params)
         out += write_record(RecordType.PARAM_SEGMENT, ParamSegment(start, len(chunk), payload).pack())
     Path(output).write_bytes(out)
-    return EncodeResult(len(levels), lost, len(encoder.keyframe.record.picture), encoder.keyframe.qp, len(out))
+    return EncodeResult(len(levels), lost, len(keyframe.record.picture), keyframe.qp, len(out))

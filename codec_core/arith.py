@@ -149,11 +149,6 @@ class ArithmeticEncoder:
         self._low, self._high, self._pending, self._bits = 0, FULL, 0, []
         return bytes(out)
 
-    @property
-    def bit_count(self) -> int:
-        """Bits emitted so far (not counting the termination)."""
-        return len(self._bits) + self._pending
-
 
 class ArithmeticDecoder:
     """Reads binary decisions back from a byte string written by `ArithmeticEncoder`."""

@@ -61,8 +61,10 @@ def yuv420_to_rgb(
         yl = (y.astype(np.float32) / scale - 16.0) / 219.0
         pb = (cb.astype(np.float32) / scale - 128.0) / 224.0
         pr = (cr.astype(np.float32) / scale - 128.0) / 224.0
-    pb = cv2.resize(pb, (w, h), interpolation=cv2.INTER_LINEAR)
-    pr = cv2.resize(pr, (w, h), interpolation=cv2.INTER_LINEAR)
+    # OpenCV's bilinear 2x: numpy stand-ins differ by one float32 ulp, which moves some pixels
+    # by a grey level, and both ends must decode the key frame to the very same pixels
+    pb = np.asarray(cv2.resize(pb, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
+    pr = np.asarray(cv2.resize(pr, (w, h), interpolation=cv2.INTER_LINEAR), np.float32)
     r = yl + 2.0 * (1.0 - _KR) * pr
     b = yl + 2.0 * (1.0 - _KB) * pb
     g = (yl - _KR * r - _KB * b) / _KG
@@ -74,7 +76,7 @@ def _plane(frame: av.VideoFrame, index: int, dtype: np.dtype) -> np.ndarray:
     """One plane of a decoded frame as a 2-D array without the line padding."""
     plane = frame.planes[index]
     itemsize = np.dtype(dtype).itemsize
-    arr = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
+    arr = np.frombuffer(memoryview(plane), dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
     return arr[:, : plane.width]
 
 
@@ -85,7 +87,7 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     if fmt not in depths:
         log.warning("decoded pixel format %s: converting with swscale", fmt)
         return frame.to_ndarray(format="rgb24")
-    dtype = np.uint8 if depths[fmt] == 8 else np.dtype("<u2")
+    dtype = np.dtype(np.uint8) if depths[fmt] == 8 else np.dtype("<u2")
     full = fmt == "yuvj420p" or frame.color_range == 2  # 2: AVCOL_RANGE_JPEG
     y, cb, cr = (_plane(frame, i, dtype) for i in range(3))
     return yuv420_to_rgb(y, cb, cr, bit_depth=depths[fmt], full_range=full)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import yaml
@@ -41,7 +41,7 @@ class CodecConfig:
     keyframe_preset: str
     intra_interval: int
     hysteresis: float
-    steps: Steps = field(default=None)
+    steps: Steps
 
     def with_overrides(self, **kw) -> "CodecConfig":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})

@@ -40,7 +40,7 @@ def encode_keyframe(rgb: np.ndarray, qp: int, preset: str = "medium") -> bytes:
 def decode_keyframe(data: bytes) -> np.ndarray:
     """The RGB picture (H x W x 3 uint8) of a raw VVC intra picture."""
     try:
-        with av.open(io.BytesIO(data), format="vvc") as container:
+        with av.open(io.BytesIO(data), mode="r", format="vvc") as container:
             for frame in container.decode(video=0):
                 return frame_to_rgb(frame)
     except (av.FFmpegError, ValueError) as exc:

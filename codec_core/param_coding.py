@@ -131,7 +131,7 @@ class ParamFrameDecoder(ParamFrameCoder):
             raise ParamDecodeError("a predicted parameter frame arrived before any intra frame")
         mode, order = ("i", EG_ORDER_INTRA) if intra else ("p", EG_ORDER_PREDICTED)
         r = np.array([read_int(dec, self.contexts, (mode, i), order) for i in range(self.num_params)], dtype=np.int64)
-        q = r if intra else self.previous + r
+        q = r if self.previous is None or intra else self.previous + r
         self.previous = q.copy()
         return q
 

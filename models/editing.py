@@ -2,7 +2,9 @@
 
 One module for every front end: the command line (`python -m codec_core decode STREAM
 -o OUT.mp4 --edit yaw=15 --edit smile=0.8`), the receiver's window (keyboard) and the
-browser (sliders, sending `{"type": "edit", "values": {...}}` on the control channel).
+browser demo (sliders, sending `{"type": "edit", "values": {...}}` to the demo server on
+its `/ws` websocket).  Edits are the viewer's own: they are applied where the picture is
+made and never travel to the other end of a call (edits a sender asks for are a later feature).
 The controls, their ranges and meanings are the table `CONTROLS` (docs/editing.md).
 
 Pose and eye controls act on their own parameters (yaw and pitch also add the expression
@@ -195,7 +197,7 @@ class Edits:
 
     @classmethod
     def from_message(cls, message: Mapping) -> "Edits":
-        """From a control-channel message `{"type": "edit", "values": {...}}`.  The message
+        """From an edit message `{"type": "edit", "values": {...}}` (the web demo's `/ws`).  The message
         carries the whole edit state: controls it does not name go back to their defaults."""
         if not isinstance(message, Mapping) or message.get("type") != "edit":
             raise EditError('an edit message is {"type": "edit", "values": {...}}')

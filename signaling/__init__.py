@@ -23,7 +23,7 @@ from .protocol import (
     parse_client_message,
     parse_server_message,
 )
-from .server import ServerConfig, SignalingServer, serve
+from .server import ServerConfig, SignalingServer
 
 __all__ = [
     "Answer",
@@ -42,5 +42,4 @@ __all__ = [
     "encode",
     "parse_client_message",
     "parse_server_message",
-    "serve",
 ]

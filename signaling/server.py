@@ -50,7 +50,7 @@ from .protocol import (
     parse_client_message,
 )
 
-__all__ = ["ServerConfig", "SignalingServer", "TokenBucket", "serve", "ROOM_CAPACITY"]
+__all__ = ["ServerConfig", "SignalingServer", "TokenBucket", "ROOM_CAPACITY"]
 
 log = logging.getLogger(__name__)
 
@@ -324,14 +324,3 @@ def _address(ws: ServerConnection) -> str:
     except (TypeError, ValueError):
         return "?"
     return f"{host}:{port}"
-
-
-async def serve(host: str = "127.0.0.1", port: int = 8765, config: ServerConfig | None = None) -> SignalingServer:
-    """Create and start a :class:`SignalingServer` (close it with ``await server.close()``).
-
-    The returned object is also an async context manager, so
-    ``async with await serve(...) as server:`` closes it on exit.
-    """
-    server = SignalingServer(host, port, config)
-    await server.start()
-    return server
