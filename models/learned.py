@@ -1,0 +1,138 @@
+"""Synthesizer v2: the key frame warped along a dense motion field, corrected by a learned
+generator where the warp cannot work (models/generator.py), as one torch graph per frame.
+
+`SynthGraph` is that graph for one key frame: what depends only on the key frame (its
+control points, its features, its picture at both sizes) is prepared once in
+`__init__`; `forward(params)` does the rest (parameters -> control points -> dense motion
+-> warp -> generator -> picture) with tensor code only, so it runs on CUDA and exports to
+ONNX.  The correction is gated by how far the picture moves there: where nothing moves
+(the background of a still face, or every pixel for the key frame's own parameters) the
+output is the warp, which is the key frame itself.
+
+`LearnedSynthesizer` has the interface of synthesizer v1 (`models.synthesizer.Synthesizer`):
+built from a decoded key frame and its reference, `render(params)` gives a uint8 picture.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.face_model import FaceModel
+from models.generator import WORK, Generator, warp_features
+from models.motion import KeyConstants, KeyGeometry, dense_motion, heat_maps, identity_grid, normalised
+
+ASSET = Path(__file__).resolve().parent / "assets" / "synth_v2.pt"
+GATE_SCALE = 0.004        # normalised motion at which the correction is 63 % on (0.5 px at 256)
+
+
+class WeightsError(Exception):
+    """The learned synthesizer's weights are missing or of another version."""
+
+
+def load_generator(path: Path = ASSET, device: str | torch.device = "cpu") -> Generator:
+    """The trained generator; WeightsError when the file is missing or of another version."""
+    if not Path(path).exists():
+        raise WeightsError(f"no learned synthesizer weights at {path}: train them with `python -m models.train` "
+                           "or use --synth warp")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("version") != Generator.VERSION:
+        found = saved.get("version") if isinstance(saved, dict) else None
+        raise WeightsError(f"{path} holds learned synthesizer {found!r}, this code needs {Generator.VERSION!r}")
+    generator = Generator()
+    generator.load_state_dict(saved["state"])
+    return generator.eval().to(device)
+
+
+def resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    if image.shape[-1] == size:
+        return image
+    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+class SynthGraph(torch.nn.Module):
+    """Per-frame synthesis for one key frame: parameters (B, P) -> pictures (B, 3, S, S) in [0, 1]."""
+
+    def __init__(self, generator: Generator, geometry: KeyGeometry, keyframe: torch.Tensor,
+                 ref_params: torch.Tensor) -> None:
+        super().__init__()
+        self.generator = generator
+        self.geometry = geometry
+        size = keyframe.shape[-1]
+        self.size = size
+        device = keyframe.device
+        with torch.no_grad():
+            source, _ = geometry.points(ref_params[None])
+            key_work = resize(keyframe, WORK)
+            features = generator.key_encoder(key_work)
+        self.register_buffer("keyframe", keyframe)
+        self.register_buffer("key_work", key_work)
+        self.register_buffer("source", normalised(source, size))
+        self.register_buffer("full_grid", identity_grid(size, device))
+        self.features = [f.detach() for f in features]
+        for i, f in enumerate(self.features):
+            self.register_buffer(f"feature{i}", f)
+
+    def forward(self, params: torch.Tensor) -> torch.Tensor:
+        """Pictures (B, 3, S, S) in [0, 1]: the full-size warp plus the upsampled correction."""
+        target, landmarks = self.geometry.points(params)
+        features = [getattr(self, f"feature{i}") for i in range(len(self.features))]
+        _, correction, disp = correct(self.generator, self.key_work, features, self.source,
+                                      normalised(target, self.size), normalised(landmarks[..., :2], self.size))
+        full = F.grid_sample(self.keyframe.expand(len(params), -1, -1, -1), sampling_grid(disp, self.full_grid),
+                             mode="bilinear", padding_mode="border", align_corners=False)
+        if self.size != WORK:
+            correction = F.interpolate(correction, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return (full + correction).clamp(0.0, 1.0)
+
+
+def sampling_grid(disp: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """Sampling grid (B, H, W, 2): the identity at that size plus the (upsampled) displacement."""
+    h, w = identity.shape[:2]
+    if disp.shape[-2:] != (h, w):
+        disp = F.interpolate(disp, size=(h, w), mode="bilinear", align_corners=False)
+    return identity + disp.permute(0, 2, 3, 1)
+
+
+def correct(generator: Generator, key_work: torch.Tensor, features: list[torch.Tensor], source: torch.Tensor,
+            target: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The working-size frame (B, 3, WORK, WORK), its correction over the plain warp, and the
+    displacement field (B, 2, WORK, WORK); all positions normalised.  Shared by the per-frame
+    graph and training, which runs it on batches of different key frames."""
+    disp, moved = dense_motion(source, target, WORK)
+    grid = sampling_grid(disp, identity_grid(WORK, key_work.device))
+    warped = F.grid_sample(key_work.expand(len(target), -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                           align_corners=False)
+    gate = 1.0 - torch.exp(-moved / GATE_SCALE)
+    conditions = torch.cat([heat_maps(landmarks, WORK), gate, warped], 1)
+    colour, mask = generator.decoder(warp_features(features, grid), conditions)
+    correction = gate * mask * (colour - warped)
+    return (warped + correction).clamp(0.0, 1.0), correction, disp
+
+
+def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
+                ring_weights: np.ndarray, device: str | torch.device = "cpu") -> SynthGraph:
+    """The per-frame graph of one key frame (uint8 H x W x 3) and its reference."""
+    geometry = KeyGeometry(KeyConstants.from_model(model, ref_params, ring_weights)).to(device)
+    image = torch.from_numpy(np.ascontiguousarray(keyframe)).to(device).permute(2, 0, 1)[None].float() / 255.0
+    params = torch.as_tensor(ref_params, dtype=torch.float32, device=device)
+    return SynthGraph(generator, geometry, image, params).eval()
+
+
+class LearnedSynthesizer:
+    """Renders frames of one key frame from decoded parameter vectors (synthesizer v2)."""
+
+    def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
+                 device: str = "cpu", generator: Generator | None = None) -> None:
+        self.device = torch.device(device)
+        self.graph = build_graph(generator or load_generator(device=self.device), keyframe, model, ref_params,
+                                 ring_weights, self.device)
+
+    @torch.inference_mode()
+    def render(self, params: np.ndarray) -> np.ndarray:
+        p = torch.as_tensor(np.asarray(params, np.float32), device=self.device)[None]
+        picture = self.graph(p)[0].permute(1, 2, 0) * 255.0
+        return picture.round().to(torch.uint8).cpu().numpy()

@@ -1,0 +1,300 @@
+"""Train synthesizer v2's generator by self-reenactment on the prepared cache.
+
+    python -m models.train_data                       # once: the cache (out/train_cache)
+    python -m models.train --config models/train.yaml [--fresh]
+
+A pair is a key frame of a training clip and another frame of the same clip: the network
+sees the key frame and the target frame's decoded geometry, and must draw the target
+frame.  Identities are balanced (each step draws an identity, then a clip, a key frame and
+a frame).  Losses: L1 (weighted up around the eyes and lips), 1 - SSIM, and LPIPS on
+SqueezeNet features (models/perceptual.py); LPIPS-alex is kept for evaluation.  The run is
+resumable: a checkpoint in `out` every `checkpoint_every` steps, picked up again unless
+--fresh.  At the end (or after `minutes`) the weights go to `weights` with their version.
+Progress bar, a JSON-lines log and sample pictures (key | warp | v2 | target) in `out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from models.generator import WORK, Generator
+from models.learned import correct
+from models.motion import heat_maps
+from models.perceptual import SqueezeLPIPS
+from models.train_data import cache_name, load_split
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+REGION_GROUPS = 6            # the first heat-map groups: eye lids, irises, inner and outer lips
+
+
+@dataclass
+class LossWeights:
+    l1: float = 1.0
+    ssim: float = 0.5
+    perceptual: float = 1.0
+    region: float = 3.0      # extra L1 weight at the eyes and lips
+
+
+@dataclass
+class TrainConfig:
+    cache: Path = Path("out/train_cache")
+    split: Path = Path("models/assets/synth_split.yaml")
+    out: Path = Path("out/train")
+    weights: Path = Path("models/assets/synth_v2.pt")
+    steps: int = 6000
+    batch: int = 8
+    lr: float = 1e-3
+    threads: int = 2
+    minutes: float = 110.0
+    loss: LossWeights = field(default_factory=LossWeights)
+    identity_share: float = 0.1
+    log_every: int = 50
+    checkpoint_every: int = 200
+    validate_every: int = 500
+    seed: int = 0
+    max_clips: int | None = None      # tests: use only this many training clips
+
+    @classmethod
+    def load(cls, path: Path | None) -> "TrainConfig":
+        data = yaml.safe_load(Path(path).read_text()) if path else {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        paths = {k: Path(v) for k, v in data.items() if k in ("cache", "split", "out", "weights")}
+        loss = LossWeights(**data.get("loss", {}))
+        return cls(**{**data, **paths, "loss": loss})
+
+
+class Clip:
+    """One clip's cache (models.train_data), in memory."""
+
+    def __init__(self, path: Path) -> None:
+        with np.load(path) as z:
+            self.crops = z["crops"]
+            self.frames = np.flatnonzero(z["valid"])
+            self.keys = z["keys"]
+            self.key_images = z["key_images"]
+            self.sources = z["sources"]
+            self.targets = z["targets"]
+            self.landmarks = z["landmarks"]
+
+    def pair(self, rng: random.Random, identity_share: float) -> tuple[np.ndarray, ...]:
+        k = rng.randrange(len(self.keys))
+        j = int(self.keys[k]) if rng.random() < identity_share else int(rng.choice(self.frames))
+        return (self.key_images[k], self.sources[k], self.targets[k, j].astype(np.float32),
+                self.landmarks[k, j].astype(np.float32), self.crops[j])
+
+
+class Pairs:
+    """Draws batches of (key frame, target geometry, target picture), identities balanced."""
+
+    def __init__(self, clips: dict[str, list[Clip]], identity_share: float, seed: int) -> None:
+        self.clips = clips
+        self.identities = sorted(clips)
+        self.identity_share = identity_share
+        self.rng = random.Random(seed)
+
+    def batch(self, size: int) -> dict[str, torch.Tensor]:
+        items = []
+        for _ in range(size):
+            clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
+            items.append(clip.pair(self.rng, self.identity_share))
+        key, source, target, landmarks, crop = (np.stack(x) for x in zip(*items))
+
+        def picture(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
+
+        return {"key": picture(key), "source": torch.from_numpy(source), "target": torch.from_numpy(target),
+                "landmarks": torch.from_numpy(landmarks), "picture": picture(crop)}
+
+
+def load_clips(config: TrainConfig, side: str) -> dict[str, list[Clip]]:
+    split = load_split(config.split)[side]
+    names = list(split)[: config.max_clips] if config.max_clips else list(split)
+    clips: dict[str, list[Clip]] = {}
+    for name in names:
+        path = config.cache / cache_name(name)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is not prepared: run `python -m models.train_data`")
+        clips.setdefault(split[name], []).append(Clip(path))
+    return clips
+
+
+def ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM (Gaussian window, sigma 1.5), per picture (B,)."""
+    x = torch.arange(11, dtype=torch.float32) - 5
+    g = torch.exp(-x ** 2 / (2 * 1.5 ** 2))
+    g = (g / g.sum()).to(a.device)
+    window = (g[:, None] * g[None, :]).expand(3, 1, 11, 11)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, window, groups=3)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return 1.0 - s.mean((1, 2, 3))
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.generator = Generator()
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr)
+        self.perceptual = SqueezeLPIPS()
+        self.step = 0
+        self.seconds = 0.0
+
+    def synthesize(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """v2's working-size pictures of a batch, and the plain warp (no correction)."""
+        features = self.generator.key_encoder(b["key"])
+        out, correction, _ = correct(self.generator, b["key"], features, b["source"], b["target"], b["landmarks"])
+        return out, (out - correction).clamp(0.0, 1.0)
+
+    def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        w = self.config.loss
+        out, _ = self.synthesize(b)
+        target = b["picture"]
+        region = heat_maps(b["landmarks"], WORK)[:, :REGION_GROUPS].amax(1, keepdim=True)
+        l1 = ((out - target).abs() * (1.0 + w.region * region)).mean((1, 2, 3))
+        parts = {"l1": l1.mean(), "ssim": ssim_loss(out, target).mean(),
+                 "perceptual": self.perceptual(out, target).mean()}
+        parts["total"] = w.l1 * parts["l1"] + w.ssim * parts["ssim"] + w.perceptual * parts["perceptual"]
+        return parts
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def save_checkpoint(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"version": Generator.VERSION, "step": self.step, "seconds": self.seconds,
+                    "generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}, tmp)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("version") != Generator.VERSION:
+            raise ValueError(f"{path} is a checkpoint of {saved.get('version')!r}, not {Generator.VERSION!r}")
+        self.generator.load_state_dict(saved["generator"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.step, self.seconds = int(saved["step"]), float(saved["seconds"])
+
+    def save_weights(self, path: Path, summary: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"version": Generator.VERSION, "state": self.generator.state_dict(), "trained": summary}, path)
+
+    # -- validation and samples ---------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Mean L1 and SqueezeNet LPIPS of v2 and of the plain warp on fixed validation pairs."""
+        self.generator.eval()
+        sums = {"l1": 0.0, "lpips_sq": 0.0, "warp_l1": 0.0, "warp_lpips_sq": 0.0}
+        for b in batches:
+            out, warp = self.synthesize(b)
+            sums["l1"] += (out - b["picture"]).abs().mean().item()
+            sums["warp_l1"] += (warp - b["picture"]).abs().mean().item()
+            sums["lpips_sq"] += self.perceptual(out, b["picture"]).mean().item()
+            sums["warp_lpips_sq"] += self.perceptual(warp, b["picture"]).mean().item()
+        self.generator.train()
+        return {k: round(v / len(batches), 5) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def write_samples(self, b: dict[str, torch.Tensor], path: Path) -> None:
+        self.generator.eval()
+        out, warp = self.synthesize(b)
+        self.generator.train()
+        rows = [torch.cat([b["key"][i], warp[i], out[i], b["picture"][i]], 2) for i in range(len(out))]
+        grid = (torch.cat(rows, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), grid[..., ::-1])
+
+
+def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) training; returns the summary written beside the weights."""
+    torch.set_num_threads(config.threads)
+    trainer = Trainer(config)
+    checkpoint = config.out / CHECKPOINT
+    if checkpoint.exists() and not fresh:
+        trainer.load_checkpoint(checkpoint)
+        log.info("resuming from %s at step %d", checkpoint, trainer.step)
+    pairs = Pairs(load_clips(config, "training"), config.identity_share, config.seed + trainer.step)
+    held_out = Pairs(load_clips(config, "validation"), 0.0, seed=12345)
+    val_batches = [held_out.batch(config.batch) for _ in range(4)]
+    log_file = (config.out / "log.jsonl").open("a")
+    started, summary = time.monotonic(), {}
+    bar = tqdm(total=config.steps, initial=trainer.step, disable=not progress, desc="training", unit="step")
+    try:
+        while trainer.step < config.steps:
+            if trainer.seconds + time.monotonic() - started > config.minutes * 60:
+                log.info("time budget of %g minutes spent at step %d", config.minutes, trainer.step)
+                break
+            parts = trainer.losses(pairs.batch(config.batch))
+            trainer.optimizer.zero_grad()
+            parts["total"].backward()
+            trainer.optimizer.step()
+            trainer.step += 1
+            bar.update(1)
+            if trainer.step % config.log_every == 0:
+                record = {"step": trainer.step, **{k: round(v.item(), 5) for k, v in parts.items()}}
+                bar.set_postfix(loss=record["total"])
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            if trainer.step % config.validate_every == 0:
+                summary = {"step": trainer.step, **trainer.validate(val_batches)}
+                log_file.write(json.dumps({"validation": summary}) + "\n")
+                trainer.write_samples(val_batches[0], config.out / "samples" / f"step{trainer.step:06d}.png")
+            if trainer.step % config.checkpoint_every == 0:
+                trainer.seconds += time.monotonic() - started
+                started = time.monotonic()
+                trainer.save_checkpoint(checkpoint)
+    finally:
+        bar.close()
+        trainer.seconds += time.monotonic() - started
+        trainer.save_checkpoint(checkpoint)
+        log_file.close()
+    summary = {"step": trainer.step, "minutes": round(trainer.seconds / 60, 1), **trainer.validate(val_batches),
+               "config": json.loads(json.dumps(asdict(config), default=str))}
+    trainer.write_samples(val_batches[0], config.out / "samples" / "final.png")
+    trainer.save_weights(config.weights, summary)
+    (config.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, help="training settings (YAML; see models/train.yaml)")
+    ap.add_argument("--fresh", action="store_true", help="start over instead of resuming from the checkpoint")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = TrainConfig.load(args.config)
+        config.out.mkdir(parents=True, exist_ok=True)
+        summary = train(config, args.fresh)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"python -m models.train: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
