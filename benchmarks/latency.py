@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = frames > length
     raw = args.out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    settings = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    settings = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
                 "source": str(args.source), "fps": fps, "frames": frames, "seconds": args.seconds, "loop": loop,
                 "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}

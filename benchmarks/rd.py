@@ -49,7 +49,7 @@ import sys
 import time
 import traceback
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
@@ -763,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {
         "command": " ".join(["python -m benchmarks.rd", *(argv if argv is not None else sys.argv[1:])]),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "device": args.device, "commit": _git_commit(), "frames": args.frames,
         "vvc_qps": list(args.vvc_qps), "hevc_qps": list(args.hevc_qps),
@@ -794,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
                 _write_json(out_dir, settings, results, None)
     finally:
         ctx.close()
-    settings["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    settings["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return finish(out_dir, settings, results)
 
 
@@ -837,7 +837,7 @@ def rebuild(out_dir: Path) -> int:
         derive_matches(clip)
     settings = data.get("settings") or {}
     settings.setdefault("finished", "unknown")
-    settings["rebuilt"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    settings["rebuilt"] = datetime.now(UTC).isoformat(timespec="seconds")
     return finish(out_dir, settings, results)
 
 

@@ -9,9 +9,10 @@ decode`, `stream_info` the numbers behind `info`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,16 +23,17 @@ from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import ParamFrameDecoder, check_levels, dequantise
 from models.face_model import FaceBasis
 from models.reference import Reference
+from models.synthesizers import DEFAULT_SYNTH, Synth, build_synthesizer
 
 if TYPE_CHECKING:
     from models.editing import Edits
-    from models.synthesizer import Synthesizer
 
 log = logging.getLogger(__name__)
 
 
 class FaceDecoder:
-    def __init__(self, header: SessionHeader, basis: FaceBasis | None = None, device: str = "cpu") -> None:
+    def __init__(self, header: SessionHeader, basis: FaceBasis | None = None, device: str = "cpu",
+                 synth: str = DEFAULT_SYNTH) -> None:
         basis = basis or FaceBasis.load()
         if header.basis_version != basis.version:
             raise StreamError(f"stream needs face basis {header.basis_version!r}, this decoder has {basis.version!r}")
@@ -41,15 +43,14 @@ class FaceDecoder:
         self.header = header
         self.basis = basis
         self.device = device
+        self.synth = synth
         self.steps = step_vector(header.steps, basis.num_params)
         self.reference: Reference | None = None
         self.keyframe: np.ndarray | None = None
         self.key_id: int | None = None
-        self._synth: Synthesizer | None = None
+        self._synth: Synth | None = None
 
     def set_keyframe(self, record: Keyframe) -> None:
-        from models.synthesizer import Synthesizer
-
         picture = decode_keyframe(record.picture)
         if picture.shape[:2] != (self.header.height, self.header.width):
             raise StreamError(f"key frame is {picture.shape[1]}x{picture.shape[0]}, header says "
@@ -59,8 +60,8 @@ class FaceDecoder:
                                           self.steps)
         self.keyframe = picture
         self.key_id = record.key_id
-        self._synth = Synthesizer(picture, self.reference.face_model(), self.reference.reference_params(),
-                                  self.reference.ring_weights, self.device)
+        self._synth = build_synthesizer(self.synth, picture, self.reference.face_model(),
+                                        self.reference.reference_params(), self.reference.ring_weights, self.device)
 
     def params(self, levels: np.ndarray) -> np.ndarray:
         return dequantise(levels, self.steps)
@@ -128,9 +129,10 @@ def read_stream(path: str | Path) -> ParsedStream:
     return parse_stream(data)
 
 
-def decode_frames(parsed: ParsedStream, device: str = "cpu", edits: "Edits | None" = None) -> Iterator[np.ndarray]:
+def decode_frames(parsed: ParsedStream, device: str = "cpu", edits: Edits | None = None,
+                  synth: str = DEFAULT_SYNTH) -> Iterator[np.ndarray]:
     """Synthesized frames of a parsed stream, in order, with `edits` (models.editing) applied."""
-    decoder = FaceDecoder(parsed.header, device=device)
+    decoder = FaceDecoder(parsed.header, device=device, synth=synth)
     decoder.set_keyframe(parsed.keyframe)
     editor = None
     if edits and decoder.reference is not None:

@@ -17,8 +17,17 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 
-from codec_core.format import (FORMAT_NAMES, KEYFRAME_CODEC_VVC, MAGIC, MAX_RECORD, MAX_SIDE, MAX_STEP, MIN_SIDE,
-                               STEP_NAMES, STREAM_VERSION)
+from codec_core.format import (
+    FORMAT_NAMES,
+    KEYFRAME_CODEC_VVC,
+    MAGIC,
+    MAX_RECORD,
+    MAX_SIDE,
+    MAX_STEP,
+    MIN_SIDE,
+    STEP_NAMES,
+    STREAM_VERSION,
+)
 
 _RECORD_HEAD = struct.Struct(">BI")
 _CRC = struct.Struct(">I")
@@ -64,7 +73,7 @@ class SessionHeader:
                 + bytes([len(version)]) + version + struct.pack(f">{self.NUM_STEPS}f", *self.steps))
 
     @classmethod
-    def unpack(cls, data: bytes) -> "SessionHeader":
+    def unpack(cls, data: bytes) -> SessionHeader:
         n = cls._FIXED.size
         if len(data) < n + 1:
             raise StreamError("session header is truncated")
@@ -103,7 +112,7 @@ class Keyframe:
         return self._FIXED.pack(self.key_id, self.codec, len(self.picture)) + self.picture + self.geometry
 
     @classmethod
-    def unpack(cls, data: bytes) -> "Keyframe":
+    def unpack(cls, data: bytes) -> Keyframe:
         n = cls._FIXED.size
         if len(data) < n:
             raise StreamError("key frame record is truncated")
@@ -129,7 +138,7 @@ class ParamSegment:
         return self._FIXED.pack(self.first_frame, self.frame_count) + self.payload
 
     @classmethod
-    def unpack(cls, data: bytes) -> "ParamSegment":
+    def unpack(cls, data: bytes) -> ParamSegment:
         if len(data) < cls._FIXED.size:
             raise StreamError("parameter segment is truncated")
         first, count = cls._FIXED.unpack_from(data)
@@ -155,7 +164,7 @@ class ParamPacket:
                                 int(self.intra)) + self.payload
 
     @classmethod
-    def unpack(cls, data: bytes) -> "ParamPacket":
+    def unpack(cls, data: bytes) -> ParamPacket:
         if len(data) < cls._FIXED.size:
             raise StreamError("parameter packet is truncated")
         frame, ms, key, flags = cls._FIXED.unpack_from(data)

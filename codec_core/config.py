@@ -43,7 +43,7 @@ class CodecConfig:
     hysteresis: float
     steps: Steps
 
-    def with_overrides(self, **kw) -> "CodecConfig":
+    def with_overrides(self, **kw) -> CodecConfig:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
     def to_dict(self) -> dict:

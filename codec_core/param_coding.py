@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder, ContextSet
-from codec_core.format import (EG_ORDER_GEOMETRY, EG_ORDER_INTRA, EG_ORDER_PREDICTED, MAX_EG_VALUE, MAX_LEVEL,
-                               NUM_UNARY)
+from codec_core.format import EG_ORDER_GEOMETRY, EG_ORDER_INTRA, EG_ORDER_PREDICTED, MAX_EG_VALUE, MAX_LEVEL, NUM_UNARY
 
 
 class ParamDecodeError(Exception):

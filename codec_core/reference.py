@@ -19,8 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder, ContextSet
-from codec_core.format import (EG_ORDER_INTRA, MAX_SHAPE_LEVEL, NUM_LANDMARKS, NUM_REFERENCE_POSE, NUM_RING_POINTS,
-                               RING_WEIGHT_BITS, RING_WEIGHT_MAX, geometry_predictors)
+from codec_core.format import (
+    EG_ORDER_INTRA,
+    MAX_SHAPE_LEVEL,
+    NUM_LANDMARKS,
+    NUM_REFERENCE_POSE,
+    NUM_RING_POINTS,
+    RING_WEIGHT_BITS,
+    RING_WEIGHT_MAX,
+    geometry_predictors,
+)
 from codec_core.param_coding import ParamDecodeError, decode_geometry, encode_geometry, read_int, write_int
 
 
@@ -48,7 +56,7 @@ class ReferenceGeometry:
         return enc.finish()
 
     @classmethod
-    def unpack(cls, data: bytes, mean_shape: np.ndarray) -> "ReferenceGeometry":
+    def unpack(cls, data: bytes, mean_shape: np.ndarray) -> ReferenceGeometry:
         predictors = geometry_predictors(mean_shape)
         if len(predictors) != NUM_LANDMARKS:
             raise ValueError(f"the basis mean shape has {len(predictors)} points, the format {NUM_LANDMARKS}")

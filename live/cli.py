@@ -1,5 +1,5 @@
 """Command-line pieces every live command shares: signaling, room, ICE servers, logging,
-signals, and the one-line error exit."""
+signals, and the one-line error exit (`CallError`, `fail`)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from signaling.protocol import ROOM_PATTERN
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+
+
+class CallError(Exception):
+    """Ends a live end with one line (str() of it) and status 1: a source that cannot be
+    opened or stops, a file without a face, a set-up the machine cannot do."""
+
+
+class SetupError(CallError):
+    """The end cannot start as asked (no display for a window, no CUDA, a bad config file)."""
 
 
 def _room(text: str) -> str:
@@ -72,13 +81,3 @@ def fail(prog: str, message: str) -> int:
     """One line on stderr, status 1."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return EXIT_ERROR
-
-
-def run(build_parser, amain, argv: list[str] | None = None) -> int:
-    """The body of every live command's `main`: parse, set up logging, run `amain(args)`."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        return asyncio.run(amain(args))
-    except KeyboardInterrupt:
-        return 0

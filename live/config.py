@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# the waits of a live end's shutdown (live.runner), in the order they can happen; together
+# at most 3 s, so that a kill with a short grace still finds the output file finalised
+SHUTDOWN_TIMEOUTS = ("capture_stop_timeout_s", "camera_close_timeout_s", "render_stop_timeout_s",
+                     "flush_timeout_s", "pc_close_timeout_s", "signaling_close_timeout_s", "task_wait_timeout_s")
+
 
 @dataclass(frozen=True)
 class LiveConfig:
     # -- connection ---------------------------------------------------------------------
     signaling_timeout_s: float = 10.0      # connecting to the signaling server and joining
     session_open_timeout_s: float = 20.0   # offer/answer until all data channels are open
-    flush_timeout_s: float = 2.0           # leaving: wait this long for queued messages to go out
     peer_wait_s: float = 30.0              # a peer that left: wait this long for one to come back
     # -- receiver -----------------------------------------------------------------------
     end_grace_s: float = 1.0               # after "end": wait this long for the last packets
@@ -24,7 +28,7 @@ class LiveConfig:
     keyframe_request_interval_s: float = 1.0
     stats_interval_s: float = 1.0          # --stats file rewritten this often
     max_gap_fill_s: float = 2.0            # output file: repeat the last picture over gaps this long
-    render_threads: int = 1                # torch threads of the synthesizer (2 cores shared by both ends)
+    render_threads: int = 1                # torch threads of the synthesis thread (2 cores shared by both ends)
     # -- sender -------------------------------------------------------------------------
     face_search_interval_s: float = 0.4    # full-picture face search while the face is lost
     no_face_log_interval_s: float = 5.0    # "no face in the picture" at most this often
@@ -33,6 +37,19 @@ class LiveConfig:
     camera_fail_s: float = 2.0             # a camera that delivers nothing this long is gone
     camera_fps: float = 25.0               # frame rate assumed when the camera does not say
     ready_timeout_s: float = 5.0           # a file waits this long for the receiver's "ready"
+    # -- shutdown (SHUTDOWN_TIMEOUTS: at most 3 s together) ----------------------------
+    capture_stop_timeout_s: float = 0.5    # (1) the sender's capture loop stops, or it is cancelled
+    camera_close_timeout_s: float = 0.2    # (1) the camera's reader thread ends, or it is left behind
+    render_stop_timeout_s: float = 1.0     # (2) the synthesis thread renders what is queued, closes the files
+    flush_timeout_s: float = 0.25          # (3) queued data-channel messages go out (also after "end")
+    pc_close_timeout_s: float = 0.5        # (3) the peer connection closes (also whenever a session ends)
+    signaling_close_timeout_s: float = 0.25  # (3) the signaling websocket closes
+    task_wait_timeout_s: float = 0.25      # (3) the peer link's own tasks finish
+
+    @property
+    def shutdown_budget_s(self) -> float:
+        """The longest a shutdown can wait: the SHUTDOWN_TIMEOUTS added up."""
+        return sum(getattr(self, name) for name in SHUTDOWN_TIMEOUTS)
 
 
 DEFAULT = LiveConfig()

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
@@ -45,10 +45,10 @@ class IceServer:
 class Half:
     """A part of a call end; the default reactions do nothing."""
 
-    def session_opened(self, session: "Session") -> None:
+    def session_opened(self, session: Session) -> None:
         pass
 
-    def session_closed(self, session: "Session", reason: str) -> None:
+    def session_closed(self, session: Session, reason: str) -> None:
         pass
 
     def on_stream(self, data: bytes) -> None:
@@ -157,11 +157,11 @@ class PeerLink:
             await self.session.flush(self.config.flush_timeout_s)
         await self._client.send(Bye())
         await self._end_session("hung up")
-        await self._client.close()
+        await self._client.close(self.config.signaling_close_timeout_s)
         for task in list(self._watchers):
             task.cancel()
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=3.0)
+            await asyncio.wait(list(self._tasks), timeout=self.config.task_wait_timeout_s)
 
     def peer_absent_for(self) -> float:
         """Seconds since the last session closed (0 while one is open or opening)."""
@@ -328,7 +328,7 @@ class PeerLink:
         elif self.peer_gone_since is None:
             self.peer_gone_since = time.monotonic()
         try:
-            await asyncio.wait_for(session.pc.close(), 3.0)
+            await asyncio.wait_for(session.pc.close(), self.config.pc_close_timeout_s)
         except Exception as exc:
             log.debug("closing session %d: %s", session.number, exc)
 

@@ -11,17 +11,20 @@ offer/answer, so neither waits for the other to announce them):
 
 Channels are two-way: on a two-way call each end's sender half writes `stream` and
 `params` and reads `control`; its receiver half does the opposite.  A control message's
-type says which half it is for.  Everything here is pure: bad input raises `WireError`
+type says which half it is for.  The control messages are msgspec structs that declare
+their fields' types and limits.  Everything here is pure: bad input raises `WireError`
 (or `StreamError` from the record parsers) with a one-line reason.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import Annotated
+
+import msgspec
 
 from codec_core.bitstream import Keyframe, RecordType, SessionHeader, StreamError
+from signaling.schema import Message, Refused, Schema
 
 
 class WireError(ValueError):
@@ -41,7 +44,6 @@ PARAMS = ChannelSpec("params", 1, ordered=False, max_retransmits=0)
 CONTROL = ChannelSpec("control", 2, ordered=True, max_retransmits=None)
 CHANNELS = (STREAM, PARAMS, CONTROL)
 
-MAX_CONTROL_BYTES = 4096
 STREAM_RECORDS = (RecordType.SESSION_HEADER, RecordType.KEYFRAME)
 
 
@@ -65,71 +67,55 @@ def unpack_stream_record(data: bytes) -> SessionHeader | Keyframe:
 
 
 # -- control channel: JSON messages ------------------------------------------------------
+#
+# The schema of the control messages: every field's type and limits are declared in the
+# classes below; `parse_control` validates one message against them in one call
+# (`signaling.schema`) and words whatever it refuses as a WireError.
 
-@dataclass(frozen=True)
-class KeyframeRequest:
+#: The longest control message, in characters of JSON text.
+MAX_CONTROL_BYTES = 4096
+#: A frame number as the wire carries it (mod 2**16).
+Frame = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
+#: The low 8 bits of a key frame's id.
+KeyId = Annotated[int, msgspec.Meta(ge=0, le=0xFF)]
+
+
+class KeyframeRequest(Message, tag="keyframe-request", frozen=True):
     """Receiver to sender: send the session header and the current key frame again."""
 
-    type: ClassVar[str] = "keyframe-request"
 
-    def to_dict(self) -> dict:
-        return {"type": self.type}
-
-
-@dataclass(frozen=True)
-class Loss:
+class Loss(Message, tag="loss", frozen=True):
     """Receiver to sender: frame `frame` (mod 2**16) is missing or its chain is broken;
     code the next parameter packet intra unless one after `frame` went out already."""
 
-    frame: int
-    type: ClassVar[str] = "loss"
-
-    def to_dict(self) -> dict:
-        return {"type": self.type, "frame": self.frame}
+    frame: Frame
 
 
-@dataclass(frozen=True)
-class End:
+class End(Message, tag="end", frozen=True):
     """Sender to receiver: the stream is over; `frame` (mod 2**16) was its last frame,
     or None when no frame went out."""
 
-    frame: int | None
-    type: ClassVar[str] = "end"
-
-    def to_dict(self) -> dict:
-        return {"type": self.type, "frame": self.frame}
+    frame: Frame | None
 
 
-@dataclass(frozen=True)
-class Ready:
+class Ready(Message, tag="ready", frozen=True):
     """Receiver to sender: key frame `key_id` (low 8 bits) is decoded and synthesis is set
     up.  A file sender waits for it (a few seconds at most) before it starts playing."""
 
-    key_id: int
-    type: ClassVar[str] = "ready"
-
-    def to_dict(self) -> dict:
-        return {"type": self.type, "key_id": self.key_id}
+    key_id: KeyId
 
 
-ControlMessage = Union[KeyframeRequest, Loss, Ready, End]
+ControlMessage = KeyframeRequest | Loss | Ready | End
 FOR_SENDER = (KeyframeRequest, Loss, Ready)
 FOR_RECEIVER = (End,)
 
+_CONTROL: Schema[ControlMessage] = Schema(ControlMessage)
+_ENCODER = msgspec.json.Encoder()
+
 
 def encode_control(message: ControlMessage) -> str:
-    return json.dumps(message.to_dict(), separators=(",", ":"))
-
-
-def _frame_field(obj: dict, nullable: bool) -> int | None:
-    if "frame" not in obj:
-        raise WireError(f"'{obj['type']}' message has no 'frame'")
-    value = obj["frame"]
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 16:
-        raise WireError(f"'frame' must be an integer 0..65535, got {value!r:.40}")
-    return value
+    """The JSON text of one control message (compact, as on the wire)."""
+    return _ENCODER.encode(message).decode()
 
 
 def parse_control(data: str | bytes) -> ControlMessage:
@@ -137,28 +123,8 @@ def parse_control(data: str | bytes) -> ControlMessage:
     if not isinstance(data, str):
         raise WireError("control messages are JSON text, got binary")
     if len(data) > MAX_CONTROL_BYTES:
-        raise WireError(f"control message of {len(data)} characters is too long")
+        raise WireError(f"control message of {len(data)} characters is too long (at most {MAX_CONTROL_BYTES})")
     try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise WireError(f"control message is not JSON ({exc})") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-        raise WireError("control message is not a JSON object with a string 'type'")
-    kind = obj["type"]
-    allowed = {"keyframe-request": {"type"}, "loss": {"type", "frame"}, "ready": {"type", "key_id"},
-               "end": {"type", "frame"}}
-    if kind not in allowed:
-        raise WireError(f"unknown control message type {kind[:40]!r}")
-    extra = set(obj) - allowed[kind]
-    if extra:
-        raise WireError(f"'{kind}' message has unexpected field(s) {', '.join(sorted(extra))}")
-    if kind == "keyframe-request":
-        return KeyframeRequest()
-    if kind == "loss":
-        return Loss(_frame_field(obj, nullable=False))
-    if kind == "ready":
-        key = obj.get("key_id")
-        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < 256:
-            raise WireError(f"'key_id' must be an integer 0..255, got {key!r:.40}")
-        return Ready(key)
-    return End(_frame_field(obj, nullable=True))
+        return _CONTROL.decode(data)
+    except Refused as exc:
+        raise WireError(f"control message refused: {exc}") from None

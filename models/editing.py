@@ -28,15 +28,36 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import numpy as np
 
-from codec_core.format import (EXPRESSION, I_EYE_L, I_EYE_R, I_GAZE_X, I_GAZE_Y, I_PITCH, I_ROLL, I_SCALE, I_TX,
-                               I_TY, I_YAW)
-from models.face_model import (CHIN, FOREHEAD, LEFT_EYE_CORNERS, LOWER_LIP_INNER, MOUTH_CORNERS, RIGHT_EYE_CORNERS,
-                               UPPER_LIP_INNER, FaceBasis, FaceModel, eye_measures)
+from codec_core.format import (
+    EXPRESSION,
+    I_EYE_L,
+    I_EYE_R,
+    I_GAZE_X,
+    I_GAZE_Y,
+    I_PITCH,
+    I_ROLL,
+    I_SCALE,
+    I_TX,
+    I_TY,
+    I_YAW,
+)
+from models.face_model import (
+    CHIN,
+    FOREHEAD,
+    LEFT_EYE_CORNERS,
+    LOWER_LIP_INNER,
+    MOUTH_CORNERS,
+    RIGHT_EYE_CORNERS,
+    UPPER_LIP_INNER,
+    FaceBasis,
+    FaceModel,
+    eye_measures,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +186,7 @@ class Edits:
     # -- making ---------------------------------------------------------------------------
 
     @classmethod
-    def parse(cls, items: Iterable[str]) -> "Edits":
+    def parse(cls, items: Iterable[str]) -> Edits:
         """From command-line words `NAME=VALUE` (later ones win; VALUE `off` resets a control)."""
         values: dict[str, float | None] = {}
         for item in items:
@@ -185,7 +206,7 @@ class Edits:
         return cls(values)
 
     @classmethod
-    def from_dict(cls, values: Mapping) -> "Edits":
+    def from_dict(cls, values: Mapping) -> Edits:
         """From a JSON object {name: number or null}; null or absent = the default."""
         if not isinstance(values, Mapping):
             raise EditError(f"edit values must be an object of name: number, not {type(values).__name__}")
@@ -196,7 +217,7 @@ class Edits:
         return dict(self.values)
 
     @classmethod
-    def from_message(cls, message: Mapping) -> "Edits":
+    def from_message(cls, message: Mapping) -> Edits:
         """From an edit message `{"type": "edit", "values": {...}}` (the web demo's `/ws`).  The message
         carries the whole edit state: controls it does not name go back to their defaults."""
         if not isinstance(message, Mapping) or message.get("type") != "edit":
@@ -206,11 +227,11 @@ class Edits:
     def to_message(self) -> dict:
         return {"type": "edit", "values": self.to_dict()}
 
-    def with_value(self, name: str, value: float | None) -> "Edits":
+    def with_value(self, name: str, value: float | None) -> Edits:
         """A copy with one control set (None: back to its default)."""
         return Edits({**self.values, name: value})
 
-    def nudged(self, name: str, delta: float) -> "Edits":
+    def nudged(self, name: str, delta: float) -> Edits:
         """A copy with one control moved by `delta`, clamped to its range (for keys and sliders)."""
         control = _control(name)
         start = self.get(name)
@@ -343,7 +364,7 @@ class ExpressionEditor:
         self.pose_companion = None if companion is None else companion @ keep.T    # (terms, K)
 
     @classmethod
-    def from_model(cls, model: FaceModel, **kw) -> "ExpressionEditor":
+    def from_model(cls, model: FaceModel, **kw) -> ExpressionEditor:
         return cls(model.basis, model.reference, model.reference_eyes, **kw)
 
     def features(self, shape: np.ndarray) -> np.ndarray:

@@ -32,8 +32,7 @@ from scipy.spatial.transform import Rotation
 
 # The parameter layout, and the face outline (MediaPipe's FACEMESH_FACE_OVAL) that the head
 # rings of the reference geometry follow, are part of the stream format.
-from codec_core.format import (EXPRESSION, EYES, FACE_OVAL, I_SCALE, I_TX, I_TY, NUM_FIXED, POSE,  # noqa: F401
-                               param_names)
+from codec_core.format import EXPRESSION, EYES, FACE_OVAL, I_SCALE, I_TX, I_TY, NUM_FIXED, POSE, param_names  # noqa: F401
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_BASIS = ASSET_DIR / "face_basis_v1.npz"
@@ -148,7 +147,7 @@ class FaceBasis:
                             eyes=self.eyes.astype(np.float32))
 
     @classmethod
-    def load(cls, path: Path = DEFAULT_BASIS) -> "FaceBasis":
+    def load(cls, path: Path = DEFAULT_BASIS) -> FaceBasis:
         if not Path(path).exists():
             raise FileNotFoundError(f"face basis {path} not found; build it with `python -m models.train_basis`")
         with np.load(path) as z:

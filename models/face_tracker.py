@@ -47,7 +47,7 @@ class FaceTracker:
     def close(self) -> None:
         self._mesh.close()
 
-    def __enter__(self) -> "FaceTracker":
+    def __enter__(self) -> FaceTracker:
         return self
 
     def __exit__(self, *exc) -> None:

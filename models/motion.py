@@ -22,8 +22,17 @@ import numpy as np
 import torch
 
 from codec_core.format import EXPRESSION, EYES, I_SCALE, I_TX, I_TY, POSE
-from models.face_model import (FACE_OVAL, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER,
-                               RIGHT_IRIS, FaceModel, pose_to_similarity)
+from models.face_model import (
+    FACE_OVAL,
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    LEFT_IRIS,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+    RIGHT_IRIS,
+    FaceModel,
+    pose_to_similarity,
+)
 from models.synthesizer import RING_FOLLOW, RING_SCALES, border_points, ring_layout
 
 MOTION_SIGMA = 0.035       # Gaussian radius of a control point's pull, normalised units (4.5 px at 256)
@@ -68,7 +77,7 @@ class KeyConstants:
     size: int
 
     @classmethod
-    def from_model(cls, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray) -> "KeyConstants":
+    def from_model(cls, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray) -> KeyConstants:
         """From the key frame's face model, its own parameters and its ring weights (0..3)."""
         from codec_core.format import RING_WEIGHT_MAX
 

@@ -49,7 +49,7 @@ class Reference:
 
     @classmethod
     def from_landmarks(cls, basis: FaceBasis, landmarks: np.ndarray, size: int, geometry_step: float,
-                       param_steps: np.ndarray, person: "np.ndarray | None" = None) -> "Reference":
+                       param_steps: np.ndarray, person: np.ndarray | None = None) -> Reference:
         """Quantise a key frame's landmarks; `person` is its segmentation map (H, W) or None."""
         geometry_step = float(np.float32(geometry_step))  # as the session header carries it
         canon, _ = canonicalise(landmarks, basis, size)
@@ -73,5 +73,5 @@ class Reference:
 
     @classmethod
     def unpack(cls, data: bytes, basis: FaceBasis, size: int, geometry_step: float,
-               param_steps: np.ndarray) -> "Reference":
+               param_steps: np.ndarray) -> Reference:
         return cls(basis, size, geometry_step, ReferenceGeometry.unpack(data, basis.mean), param_steps)

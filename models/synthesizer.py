@@ -36,9 +36,22 @@ import torch.nn.functional as F
 from scipy.spatial import Delaunay
 
 from codec_core.format import POSE, RING_COUNT, RING_WEIGHT_MAX
-from models.face_model import (FACE_OVAL, LEFT_EYE_CORNERS, LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS,
-                               MOUTH_CORNERS, RIGHT_EYE_CORNERS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS,
-                               UPPER_LIP_INNER, FaceModel, Similarity, pose_to_similarity)
+from models.face_model import (
+    FACE_OVAL,
+    LEFT_EYE_CORNERS,
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    LEFT_IRIS,
+    MOUTH_CORNERS,
+    RIGHT_EYE_CORNERS,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+    RIGHT_IRIS,
+    UPPER_LIP_INNER,
+    FaceModel,
+    Similarity,
+    pose_to_similarity,
+)
 
 RING_SCALES = (1.15, 1.4, 1.8)   # one per ring of the format (RING_COUNT), outline distance from the centre
 # share of the outline's own (expression) motion each ring takes: an opening jaw drags the
@@ -351,9 +364,6 @@ class Synthesizer:
         self.keyframe = keyframe
         self.model = model
         self.device = torch.device(device)
-        if self.device.type == "cpu":
-            # per-frame tensors are small: extra threads only spin against the rest of the call
-            torch.set_num_threads(1)
         ref_landmarks = model.landmarks(ref_params)
         self.mesh = build_mesh(ref_landmarks, pose_to_similarity(ref_params[POSE], n), ring_weights, n)
         self._eyes = [_Eye(ref_landmarks, iris, ring, n) for iris, ring in EYES]

@@ -70,7 +70,7 @@ class TrainConfig:
     max_clips: int | None = None      # tests: use only this many training clips
 
     @classmethod
-    def load(cls, path: Path | None) -> "TrainConfig":
+    def load(cls, path: Path | None) -> TrainConfig:
         data = yaml.safe_load(Path(path).read_text()) if path else {}
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known

@@ -24,8 +24,17 @@ import numpy as np
 from tqdm import tqdm
 
 from codec_core.video import read_frames
-from models.face_model import (DEFAULT_BASIS, LEFT_EYE_CORNERS, LEFT_IRIS, RIGHT_EYE_CORNERS,
-                               RIGHT_IRIS, SEED_RIGID, FaceBasis, eye_measures, fit_similarity)
+from models.face_model import (
+    DEFAULT_BASIS,
+    LEFT_EYE_CORNERS,
+    LEFT_IRIS,
+    RIGHT_EYE_CORNERS,
+    RIGHT_IRIS,
+    SEED_RIGID,
+    FaceBasis,
+    eye_measures,
+    fit_similarity,
+)
 from models.tracking import CropTracker
 
 log = logging.getLogger(__name__)

@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from live.cli import SetupError
 from live.config import DEFAULT, LiveConfig
 from models.face_model import FaceBasis
 from receiver.half import ReceiverHalf
 from receiver.render import RenderWorker
-from receiver.sinks import Sink
-from receiver.sinks import FileSink, WindowSink, display_available
-
-
-class SetupError(Exception):
-    """The receiver cannot start as asked (no display, no CUDA)."""
+from receiver.sinks import FileSink, Sink, WindowSink, display_available
 
 
 def _seconds(text: str) -> float:
@@ -41,6 +37,7 @@ def add_receiver_options(parser: argparse.ArgumentParser, live: LiveConfig = DEF
 
 
 def check_receiver_args(args: argparse.Namespace) -> None:
+    """SetupError when the machine cannot receive as asked."""
     if args.window and not display_available():
         raise SetupError("--window needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
     if args.threads < 1:
@@ -49,10 +46,10 @@ def check_receiver_args(args: argparse.Namespace) -> None:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SetupError("--device cuda asked for, but no CUDA device is available")
-    torch.set_num_threads(args.threads)
 
 
-def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> tuple[ReceiverHalf, RenderWorker]:
+def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> ReceiverHalf:
+    """The receiver half with its synthesis thread and sinks (call on the event loop)."""
     basis = FaceBasis.load()
     half = ReceiverHalf(basis, live, args.dump_levels, args.trace)
     sinks: list[Sink] = []
@@ -61,13 +58,8 @@ def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> tupl
     window = WindowSink() if args.window else None
     if window:
         sinks.append(window)
-    worker = RenderWorker(asyncio.get_running_loop(), half.events(), sinks, basis, args.device)
+    worker = RenderWorker(asyncio.get_running_loop(), half.events(), sinks, basis, args.device, args.threads)
     if window:
         window.on_edits = worker.set_edits
     half.attach(worker)
-    return half, worker
-
-
-async def stop_worker(worker: RenderWorker) -> None:
-    """Finish the synthesis thread (and close the output file) without blocking the loop."""
-    await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+    return half

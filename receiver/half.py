@@ -14,18 +14,19 @@ few are logged, then one in a hundred.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
+from codec_core.bitstream import ParamPacket, SessionHeader, StreamError
+from codec_core.param_coding import PacketParamDecoder, ParamDecodeError, check_levels
 from live.clock import unwrap, wall_ms
 from live.config import DEFAULT, LiveConfig
-from live.peer import Half, Session
+from live.peer import Session
+from live.runner import ReceivingHalf
 from live.stats import JsonLines
 from live.wire import End, KeyframeRequest, Loss, Ready, unpack_stream_record
-from codec_core.bitstream import ParamPacket, SessionHeader, StreamError
-from codec_core.param_coding import check_levels
-from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
 from models.face_model import FaceBasis
 from receiver.chain import PredictionChain, Verdict
 from receiver.render import Rendered, RenderEvents, RenderJob, RenderWorker
@@ -40,7 +41,7 @@ class EndMark:
     at: float               # monotonic time the end message came
 
 
-class ReceiverHalf(Half):
+class ReceiverHalf(ReceivingHalf):
     def __init__(self, basis: FaceBasis, live: LiveConfig = DEFAULT, dump_levels: str | None = None,
                  trace: str | None = None) -> None:
         self.basis = basis
@@ -64,9 +65,20 @@ class ReceiverHalf(Half):
     def events(self) -> RenderEvents:
         return RenderEvents(self._rendered, self._keyframe_ready, self._keyframe_failed, self._skipped, self._quit)
 
-    def close(self) -> None:
+    async def finalise(self, timeout: float) -> None:
+        """Render what is queued and close the output files (on the synthesis thread, at
+        most `timeout` seconds), then the dumps; the stats say the call has ended."""
+        if self.worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.stop, timeout)
         self._dump.close()
         self._trace.close()
+        self.stats.state = "ended"
+
+    def summary(self) -> str:
+        s = self.stats.snapshot()
+        return (f"received {s['frames_received']} frames, rendered {s['frames_rendered']}, lost {s['frames_lost']}; "
+                f"latency median {s['latency_ms']['median']} ms, p95 {s['latency_ms']['p95']} ms; "
+                f"params {s['param_kbps']} kbps")
 
     # -- session events ------------------------------------------------------------------
 
@@ -93,6 +105,9 @@ class ReceiverHalf(Half):
                 last = unwrap(message.frame, ref)
             self.end = EndMark(last, time.monotonic())
             log.info("the sender's stream ended (last frame %s)", last)
+
+    def in_session(self) -> bool:
+        return self.session is not None
 
     def finished(self) -> bool:
         """The stream has ended and its last frame is in (or will not come)."""

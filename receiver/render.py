@@ -6,6 +6,11 @@ headers, key frames and session breaks are done in order; a render job still wai
 a newer one arrives is replaced by it (the stale frame is dropped and counted), so the
 renderer shows the newest frame when it falls behind.  Results go back to the event loop
 through `loop.call_soon_threadsafe`.
+
+The thread sets torch's thread count (`LiveConfig.render_threads`, the receiver's
+--threads) itself, first thing: the count is process-wide, but torch applies it to a
+thread when that thread first uses torch, so setting it on this thread is what makes
+synthesis run with it.
 """
 
 from __future__ import annotations
@@ -13,16 +18,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+import torch
 
-from live.clock import wall_ms
-from codec_core.bitstream import Keyframe, SessionHeader, StreamError
 from codec.decoder import FaceDecoder
+from codec_core.bitstream import Keyframe, SessionHeader, StreamError
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
+from live.clock import wall_ms
 from models.face_model import FaceBasis
 from receiver.sinks import Sink
 
@@ -110,12 +116,13 @@ class RenderEvents:
 
 class RenderWorker:
     def __init__(self, loop, events: RenderEvents, sinks: list[Sink], basis: FaceBasis | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", threads: int = 1) -> None:
         self._loop = loop
         self._events = events
         self._sinks = sinks
         self._basis = basis or FaceBasis.load()
         self._device = device
+        self._threads = threads
         self.queue = JobQueue()
         self._decoder: FaceDecoder | None = None
         self._usable_key: int | None = None
@@ -160,6 +167,7 @@ class RenderWorker:
             pass
 
     def _run(self) -> None:
+        torch.set_num_threads(self._threads)
         try:
             while True:
                 job = self.queue.get(timeout=0.05)

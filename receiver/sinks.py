@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from codec_core.video import VideoWriter
+
 log = logging.getLogger(__name__)
 
 

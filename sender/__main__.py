@@ -7,35 +7,22 @@
 
 Exits 0 when the source has ended (file without --loop, or --frames reached) or on Ctrl-C
 / SIGTERM; 1 with a one-line message when the signaling server cannot be reached, the
-source cannot be opened or disappears, or a file never shows a face.
+source cannot be opened or disappears, or a file never shows a face.  Started and stopped
+by `live.runner` (docs/call.md has the shutdown order).
 """
 
 from __future__ import annotations
 
-import os
-
-# torch's OpenMP worker threads spin between frames and take a third of a core each on a
-# 2-core machine; the live ends run torch single-threaded (synthesis: --threads).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import argparse
-import asyncio
-import logging
 import sys
 
-from live.cli import add_connection_options, fail, ice_servers, install_stop_signals, run
+import live.threads  # noqa: F401  (first: one OpenMP thread, before torch loads)
+from live.cli import add_connection_options, ice_servers
 from live.config import DEFAULT
-from live.peer import PeerLink
-from live.stats import StatsFile
-from codec_core.config import ConfigError
-from codec_core.video import VideoError
+from live.runner import LiveRunner, run_command
 from sender.cli import add_sender_options, build_sender
-from sender.half import NoFaceFound
-from sender.source import SourceError
-from signaling.client import SignalingError
 
 PROG = "python -m sender"
-log = logging.getLogger("sender")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,34 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def amain(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    try:
-        ice = ice_servers(args)
-        source, analyser, half = build_sender(args, DEFAULT)
-    except (SourceError, ConfigError, VideoError, ValueError) as exc:
-        return fail(PROG, str(exc))
-    link = PeerLink(args.signaling, args.room, [half], ice, DEFAULT)
-    stats = StatsFile(args.sender_stats, half.stats.snapshot, DEFAULT.stats_interval_s)
-    try:
-        await link.open()
-        stats.start()
-        await half.run(stop)
-        return 0
-    except SignalingError as exc:
-        return fail(PROG, str(exc))
-    except (SourceError, NoFaceFound) as exc:
-        return fail(PROG, str(exc))
-    finally:
-        await link.close()
-        await stats.close()
-        analyser.close()
-        source.close()
+def build_runner(args: argparse.Namespace) -> LiveRunner:
+    """The sender half in its runner (raises SetupError, SourceError, ValueError)."""
+    ice = ice_servers(args)
+    return LiveRunner(args.signaling, args.room, sending=build_sender(args, DEFAULT), ice_servers=ice,
+                      config=DEFAULT, sender_stats=args.sender_stats)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser, amain, argv)
+    return run_command(PROG, build_parser, build_runner, argv)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from live.config import DEFAULT, LiveConfig
-from codec_core.config import CodecConfig
 from codec.encoder import CodedKeyframe, FaceEncoder
+from codec_core.config import CodecConfig
+from live.config import DEFAULT, LiveConfig
 from models.crop import CropBox
 from models.face_model import FaceBasis
 from models.tracking import CropTracker, NoFaceError

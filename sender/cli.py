@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from codec_core.config import ConfigError, load_config
+from live.cli import SetupError
 from live.config import DEFAULT, LiveConfig
-from codec_core.config import load_config
 from models.face_model import FaceBasis
 from sender.analysis import Analyser
 from sender.half import SenderHalf, SenderOptions
-from sender.source import FrameSource, open_source
+from sender.source import open_source
 
 
 def _fraction(text: str) -> float:
@@ -43,14 +44,18 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
                         help="debug: per-frame stage times of the sender (wall-clock ms)")
 
 
-def build_sender(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> tuple[FrameSource, Analyser, SenderHalf]:
-    """Open the source and load the models (raises SourceError, ConfigError, VideoError)."""
-    config = load_config(args.config)
-    source = open_source(args.source, args.loop, args.frames, live.camera_fail_s, live.camera_fps)
+def build_sender(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> SenderHalf:
+    """Open the source and load the models (raises SetupError for a bad --config, SourceError)."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+    source = open_source(args.source, args.loop, args.frames, live.camera_fail_s, live.camera_fps,
+                         live.camera_close_timeout_s)
     try:
         analyser = Analyser(config, FaceBasis.load(), live)
     except BaseException:
         source.close()
         raise
     options = SenderOptions(args.frames, args.drop_params, args.seed, args.dump_sent, args.trace_sender)
-    return source, analyser, SenderHalf(source, analyser, options, live)
+    return SenderHalf(source, analyser, options, live)

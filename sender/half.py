@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from live.clock import capture_stamp, unwrap, wall_ms
-from live.config import DEFAULT, LiveConfig
-from live.peer import Half, Session
-from live.stats import JsonLines, summary
-from live.wire import End, KeyframeRequest, Loss, Ready, pack_stream_record
 from codec_core.bitstream import ParamPacket, SessionHeader
 from codec_core.param_coding import PacketParamEncoder
+from live.cli import CallError
+from live.clock import capture_stamp, unwrap, wall_ms
+from live.config import DEFAULT, LiveConfig
+from live.peer import Session
+from live.runner import SendingHalf
+from live.stats import JsonLines, summary
+from live.wire import End, KeyframeRequest, Loss, Ready, pack_stream_record
 from sender.analysis import Analyser
 from sender.intra import IntraPolicy
 from sender.source import Captured, FrameSource, SourceError
@@ -39,7 +41,7 @@ from sender.source import Captured, FrameSource, SourceError
 log = logging.getLogger(__name__)
 
 
-class NoFaceFound(Exception):
+class NoFaceFound(CallError):
     """The source ended without ever showing a face."""
 
 
@@ -80,7 +82,7 @@ class SenderStats:
         return out
 
 
-class SenderHalf(Half):
+class SenderHalf(SendingHalf):
     def __init__(self, source: FrameSource, analyser: Analyser, options: SenderOptions,
                  live: LiveConfig = DEFAULT) -> None:
         self.source = source
@@ -100,6 +102,14 @@ class SenderHalf(Half):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="analysis")
         self._dump = JsonLines(options.dump_levels)
         self._trace = JsonLines(options.trace)
+
+    def close(self) -> None:
+        """Release the source and the analysis threads (after `run` has returned)."""
+        self.analyser.close()
+        self.source.close()
+
+    def summary(self) -> str:
+        return f"sent {self.stats.frames_sent} frames and {self.stats.keyframes_sent} key frames"
 
     # -- session events (event loop) -----------------------------------------------------
 
@@ -157,7 +167,7 @@ class SenderHalf(Half):
                     return
                 try:
                     await asyncio.wait_for(_until(self.peer_ready.wait(), stop), self.live.ready_timeout_s)
-                except (asyncio.TimeoutError, TimeoutError):
+                except TimeoutError:
                     log.warning("the receiver did not say it is ready within %.0f s; playing anyway",
                                 self.live.ready_timeout_s)
                 if stop.is_set():

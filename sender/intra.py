@@ -18,7 +18,6 @@ class IntraPolicy:
         self.interval = interval
         self.last_intra: int | None = None
         self._forced = True
-        self.loss_intras = 0
 
     def force(self) -> None:
         """The next packet is intra (new session, new key frame, key frame sent again)."""
@@ -28,8 +27,6 @@ class IntraPolicy:
         """The receiver misses `frame` (or cannot decode after it); True if that costs an intra."""
         if self.last_intra is not None and self.last_intra > frame:
             return False
-        if not self._forced:
-            self.loss_intras += 1
         self._forced = True
         return True
 

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from live.clock import wall_ms
 from codec_core.video import VideoError, probe_fps, read_frames
+from live.cli import CallError
+from live.clock import wall_ms
 
 log = logging.getLogger(__name__)
 
 
-class SourceError(Exception):
+class SourceError(CallError):
     """The source cannot be opened or stopped working; str() says what to do."""
 
 
@@ -161,9 +162,12 @@ class FileSource(FrameSource):
         self._back.append(captured)
 
     def close(self) -> None:
+        """Stop the reader thread, and wake a `next()` waiting on an empty queue."""
         self._stop.set()
-
-
+        try:
+            self._queue.put_nowait(_END)
+        except queue.Full:       # nobody waits on a full queue
+            pass
 
 
 _WEBCAM = re.compile(r"^(?:webcam(?::(\d+))?|/dev/video(\d+))$")
@@ -172,7 +176,8 @@ _WEBCAM = re.compile(r"^(?:webcam(?::(\d+))?|/dev/video(\d+))$")
 class CameraSource(FrameSource):
     live = True
 
-    def __init__(self, index: int, fail_after_s: float = 2.0, default_fps: float = 25.0) -> None:
+    def __init__(self, index: int, fail_after_s: float = 2.0, default_fps: float = 25.0,
+                 close_timeout_s: float = 0.2) -> None:
         import cv2
 
         self.index = index
@@ -187,6 +192,7 @@ class CameraSource(FrameSource):
         self.fps = Fraction(fps).limit_denominator(1001) if fps and 1 <= fps <= 120 else Fraction(default_fps)
         self._cap = cap
         self._fail_after = fail_after_s
+        self._close_timeout = close_timeout_s
         self._lock = threading.Lock()
         self._latest: Captured | None = None
         self._taken = -1
@@ -205,6 +211,12 @@ class CameraSource(FrameSource):
                 pass
 
     def _read(self) -> None:
+        try:
+            self._read_until_stopped()
+        finally:
+            self._cap.release()      # here, never while a read is in progress
+
+    def _read_until_stopped(self) -> None:
         count, failing_since = 0, None
         while not self._stop.is_set():
             ok, bgr = self._cap.read()
@@ -237,19 +249,19 @@ class CameraSource(FrameSource):
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), 1.0)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 pass
 
     def close(self) -> None:
+        """Stop the reader thread (it releases the camera); wait for it a moment at most."""
         self._stop.set()
-        self._thread.join(timeout=2.0)
-        self._cap.release()
+        self._thread.join(timeout=self._close_timeout)
 
 
 def open_source(spec: str, loop: bool = False, max_frames: int | None = None, fail_after_s: float = 2.0,
-                default_fps: float = 25.0) -> FrameSource:
+                default_fps: float = 25.0, close_timeout_s: float = 0.2) -> FrameSource:
     """A camera for `webcam`, `webcam:N` or `/dev/videoN`, otherwise a video file."""
     m = _WEBCAM.match(spec)
     if m:
-        return CameraSource(int(m.group(1) or m.group(2) or 0), fail_after_s, default_fps)
+        return CameraSource(int(m.group(1) or m.group(2) or 0), fail_after_s, default_fps, close_timeout_s)
     return FileSource(spec, loop, max_frames)

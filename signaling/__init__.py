@@ -3,7 +3,8 @@
 A small asyncio websockets server. Peers send ``join`` with a room name, then
 offers, answers, ICE candidates and ``bye``, which the server relays to the
 other peer in the room unchanged. See ``docs/signaling.md`` for the protocol,
-:mod:`signaling.protocol` for the message classes and
+:mod:`signaling.protocol` for the message classes (the schema, with every limit),
+:mod:`signaling.schema` for what the project's message schemas share and
 :mod:`signaling.server` for the server. Run it with ``python -m signaling``.
 """
 

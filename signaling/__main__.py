@@ -16,7 +16,7 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .server import ServerConfig, SignalingServer
 

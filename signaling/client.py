@@ -20,7 +20,17 @@ import logging
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from .protocol import Error, ErrorCode, Join, Joined, Message, ProtocolError, ServerMessage, encode, parse_server_message
+from .protocol import (
+    Error,
+    ErrorCode,
+    Join,
+    Joined,
+    Message,
+    ProtocolError,
+    ServerMessage,
+    encode,
+    parse_server_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +51,7 @@ class SignalingClient:
                                               self.timeout + 1)
         except InvalidURI:
             raise SignalingError(f"{self.url!r} is not a websocket URL (expected ws://HOST:PORT)") from None
-        except (OSError, InvalidHandshake, asyncio.TimeoutError, TimeoutError) as exc:
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
             raise SignalingError(f"cannot reach the signaling server at {self.url}: {reason}") from None
 
@@ -89,10 +99,11 @@ class SignalingClient:
                 log.warning("ignoring a bad message from the signaling server: %s", exc)
         return None
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 2.0) -> None:
+        """Close the websocket, waiting at most `timeout` seconds for the closing handshake."""
         if self._ws is not None:
             ws, self._ws = self._ws, None
             try:
-                await asyncio.wait_for(ws.close(), 2.0)
-            except (asyncio.TimeoutError, TimeoutError, ConnectionClosed, OSError):
+                await asyncio.wait_for(ws.close(), timeout)
+            except (TimeoutError, ConnectionClosed, OSError):
                 pass

@@ -26,9 +26,9 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Iterator
 
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as websockets_serve
@@ -37,6 +37,7 @@ from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from .protocol import (
+    ROOM_CAPACITY,
     Error,
     ErrorCode,
     Join,
@@ -53,9 +54,6 @@ from .protocol import (
 __all__ = ["ServerConfig", "SignalingServer", "TokenBucket", "ROOM_CAPACITY"]
 
 log = logging.getLogger(__name__)
-
-#: A call has two ends.
-ROOM_CAPACITY = 2
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class Firefox:
             self._proc.wait()
         self._profile.cleanup()
 
-    def __enter__(self) -> "Firefox":
+    def __enter__(self) -> Firefox:
         return self
 
     def __exit__(self, *exc) -> None:

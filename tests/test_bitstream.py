@@ -5,13 +5,22 @@ import struct
 
 import numpy as np
 import pytest
-
-from codec_core.bitstream import (MAGIC, Keyframe, ParamPacket, ParamSegment, RecordType, SessionHeader,
-                                  StreamError, read_records, write_file_start, write_record)
-from codec.decoder import decode_segment, parse_stream
-from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
-
 from conftest import FIXTURES
+
+from codec.decoder import decode_segment, parse_stream
+from codec_core.bitstream import (
+    MAGIC,
+    Keyframe,
+    ParamPacket,
+    ParamSegment,
+    RecordType,
+    SessionHeader,
+    StreamError,
+    read_records,
+    write_file_start,
+    write_record,
+)
+from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
 
 
 def fixture(name: str) -> bytes:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import signal
 
 import numpy as np
-
 from conftest import clip
-from liveproc import (Processes, landmark_error, psnr, read_json, read_jsonl, sender_crops, video_frames,
-                      wait_for)
+from liveproc import Processes, landmark_error, psnr, read_json, read_jsonl, sender_crops, video_frames, wait_for
 
 CLIP_A = "rt__3.mp4"      # woman, US-flag backdrop
 CLIP_B = "lp__d0.mp4"     # man, green screen

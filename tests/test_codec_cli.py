@@ -6,10 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FIXTURES, REPO, clip
 
 from codec_core.video import VideoWriter, read_frames
-
-from conftest import FIXTURES, REPO, clip
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:

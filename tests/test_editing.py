@@ -7,21 +7,30 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import FIXTURES, REPO, clip
 
 from codec_core.config import load_config
 from codec_core.format import step_vector
 from codec_core.param_coding import dequantise, quantise
-from models.reference import Reference
 from codec_core.video import read_frames
-from models.editing import (CONTROLS, CONTROLS_BY_NAME, FEATURE_NAMES, POSE_COMPANION, TARGETS, EditError, Edits,
-                            ExpressionEditor, apply_edits, basis_fingerprint)
+from models.editing import (
+    CONTROLS,
+    CONTROLS_BY_NAME,
+    FEATURE_NAMES,
+    POSE_COMPANION,
+    TARGETS,
+    EditError,
+    Edits,
+    ExpressionEditor,
+    apply_edits,
+    basis_fingerprint,
+)
 from models.face_model import FACE_OVAL, MOUTH_CORNERS, FaceBasis, canonicalise
 from models.face_tracker import FaceTracker
+from models.reference import Reference
 from models.segmentation import person_probability
 from models.synthesizer import INNER_LIP_LOWER, INNER_LIP_UPPER, Synthesizer
 from models.tracking import CropTracker
-
-from conftest import FIXTURES, REPO, clip
 
 CLIPS = ("rt__3.mp4", "pcavs__Pose_Source_00473.mp4")
 FRAMES = (0, 8)          # the key frame and one decoded frame of each clip

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import clip
 from scipy.spatial.transform import Rotation
 
 from codec_core.config import load_config
@@ -18,8 +19,6 @@ from models.reference import Reference
 from models.tracking import CropTracker
 from models.train import TrainConfig, train
 from models.train_data import cache_name, prepare_clip
-
-from conftest import clip
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,20 @@ import json
 import numpy as np
 import pytest
 
+from codec_core.bitstream import Keyframe, SessionHeader, StreamError
 from live.clock import age_ms, capture_stamp, unwrap
 from live.stats import StatsFile, summary
-from live.wire import (End, KeyframeRequest, Loss, Ready, WireError, encode_control, pack_stream_record,
-                       parse_control, unpack_stream_record)
-from codec_core.bitstream import Keyframe, SessionHeader, StreamError
+from live.wire import (
+    End,
+    KeyframeRequest,
+    Loss,
+    Ready,
+    WireError,
+    encode_control,
+    pack_stream_record,
+    parse_control,
+    unpack_stream_record,
+)
 from models.crop import CropBox
 from receiver.chain import PredictionChain, Verdict
 from receiver.render import BreakJob, HeaderJob, JobQueue, RenderJob
@@ -58,6 +67,47 @@ def test_bad_control_messages(text):
         parse_control(text)
     with pytest.raises(WireError):
         parse_control(text.encode())
+
+
+def test_control_wire_text():
+    assert encode_control(KeyframeRequest()) == '{"type":"keyframe-request"}'
+    assert encode_control(Loss(7)) == '{"type":"loss","frame":7}'
+    assert encode_control(Ready(255)) == '{"type":"ready","key_id":255}'
+    assert encode_control(End(None)) == '{"type":"end","frame":null}'
+    assert parse_control('{ "frame": 0, "type": "end" }') == End(0)       # any field order, any spacing
+    assert Loss(1).type == "loss"
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"type": "loss", "frame": 65536}', "'frame' must be an integer <= 65535"),
+    ('{"type": "loss", "frame": -1}', "'frame' must be an integer >= 0"),
+    ('{"type": "loss", "frame": 1.5}', "'frame' must be an integer, got number"),
+    ('{"type": "loss", "frame": null}', "'frame' must be an integer, got null"),
+    ('{"type": "end", "frame": "7"}', "'frame' must be an integer or null, got string"),
+    ('{"type": "end"}', "missing the 'frame' field"),
+    ('{"type": "ready", "key_id": 256}', "'key_id' must be an integer <= 255"),
+    ('{"type": "ready"}', "missing the 'key_id' field"),
+    ('{"type": "keyframe-request", "please": 1}', "unexpected field(s) 'please'"),
+    ('{"type": "edit", "values": {}}', "unknown message type 'edit'"),
+    ('{"frame": 1}', "no 'type'"),
+    ("[]", "must be a JSON object, got array"),
+    ("{", "invalid JSON"),
+    ("x" * 4097, "4097 characters is too long"),
+])
+def test_control_limits_are_refused_in_words(text, words):
+    with pytest.raises(WireError) as info:
+        parse_control(text)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("text, words", [
+    ('{"frame": ' + "[" * 2000 + "]" * 2000 + ', "type": "loss"}', "nested too deeply"),   # within 4096 characters
+    ('{"type": "loss", "frame": 1, "x": ' + "[" * 2000 + "]" * 2000 + "}", "nested too deeply"),
+    ('{"type": "loss", "frame": ' + "[" * 100_000 + "]" * 100_000 + "}", "too long"),
+])
+def test_deeply_nested_control_messages_are_refused_cleanly(text, words):
+    with pytest.raises(WireError, match=words):
+        parse_control(text)
 
 
 def test_stream_records():
@@ -186,6 +236,50 @@ def test_intra_interval_must_be_positive():
 
 def job(frame: int) -> RenderJob:
     return RenderJob(frame, 0, np.zeros(3, np.int64), 0, 0.0, 0.0)
+
+
+def test_the_synthesis_thread_runs_torch_with_the_configured_threads():
+    """--threads reaches synthesis: the thread sets the count, and building the synthesizer
+    for a key frame leaves it alone."""
+    import asyncio
+    from pathlib import Path
+
+    import torch
+
+    from receiver.render import RenderEvents, RenderWorker
+    from receiver.sinks import Sink
+
+    fixtures = Path(__file__).parent / "fixtures"
+
+    class Probe(Sink):
+        def __init__(self) -> None:
+            self.threads: list[int] = []
+
+        def idle(self) -> bool:            # called on the synthesis thread while it waits
+            self.threads.append(torch.get_num_threads())
+            return True
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        ready, probe = loop.create_future(), Probe()
+        ignore = lambda *args: None
+        failed = lambda why: ready.set_exception(AssertionError(why))
+        worker = RenderWorker(loop, RenderEvents(ignore, ready.set_result, failed, ignore, ignore), [probe],
+                              threads=2)
+        worker.set_header(SessionHeader.unpack((fixtures / "session_header.bin").read_bytes()))
+        worker.set_keyframe(Keyframe.unpack((fixtures / "keyframe.bin").read_bytes()))
+        await asyncio.wait_for(ready, 30)       # the synthesizer is built and has rendered once
+        probe.threads.clear()
+        while not probe.threads:
+            await asyncio.sleep(0.01)
+        await loop.run_in_executor(None, worker.stop, 5.0)
+        return probe.threads[0]
+
+    before = torch.get_num_threads()
+    try:
+        assert asyncio.run(main()) == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_job_queue_keeps_the_newest_frame():

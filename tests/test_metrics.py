@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.baselines import CodedSequence, encode_hevc, encode_vvc, freeze
-from benchmarks.metrics import PSNR_MAX, LPIPS, default_eval_dir, psnr, ssim
+from benchmarks.metrics import LPIPS, PSNR_MAX, default_eval_dir, psnr, ssim
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIPS_DIR = REPO_ROOT.parent / "shared" / "data" / "clips"

@@ -3,18 +3,17 @@ and parameters that move the face the way they say."""
 
 import numpy as np
 import pytest
+from conftest import clip
 
 from codec_core.config import load_config
 from codec_core.format import step_vector
-from models.reference import Reference
 from codec_core.video import read_frames
 from models.face_model import FaceBasis, canonicalise
 from models.face_tracker import detect_still
+from models.reference import Reference
 from models.segmentation import person_probability
 from models.synthesizer import Synthesizer
 from models.tracking import CropTracker
-
-from conftest import clip
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,15 @@ import pytest
 from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder
 from codec_core.config import load_config
 from codec_core.format import step_vector
-from codec_core.param_coding import (PacketParamDecoder, PacketParamEncoder, ParamDecodeError, ParamFrameDecoder,
-                                     ParamFrameEncoder, dequantise, quantise)
+from codec_core.param_coding import (
+    PacketParamDecoder,
+    PacketParamEncoder,
+    ParamDecodeError,
+    ParamFrameDecoder,
+    ParamFrameEncoder,
+    dequantise,
+    quantise,
+)
 
 
 def test_quantise_error_within_half_step():

@@ -7,9 +7,9 @@ import random
 
 import numpy as np
 
-from live.wire import pack_stream_record
 from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader
 from codec_core.param_coding import PacketParamEncoder
+from live.wire import pack_stream_record
 from models.face_model import FaceBasis
 from receiver.half import ReceiverHalf
 

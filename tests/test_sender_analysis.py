@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from conftest import clip
 
 from codec_core.config import load_config
 from codec_core.video import read_frames
-from conftest import clip
 from models.face_model import FaceBasis
 from sender.analysis import Analyser
 

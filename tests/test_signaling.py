@@ -15,8 +15,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -146,7 +147,7 @@ async def assert_silent(ws: ClientConnection, seconds: float = 0.2) -> None:
     """Nothing arrives on ``ws`` for ``seconds``."""
     try:
         message = await asyncio.wait_for(ws.recv(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return
     raise AssertionError(f"unexpected message {message!r}")
 
@@ -233,6 +234,78 @@ def test_protocol_errors_say_what_is_wrong(data: str | bytes, words: str) -> Non
     assert info.value.code is ErrorCode.BAD_MESSAGE
 
 
+def test_protocol_wire_text_is_compact_json_in_field_order() -> None:
+    assert encode(Join("demo")) == '{"type":"join","room":"demo"}'
+    assert encode(Joined("demo", 1, initiator=False)) == '{"type":"joined","room":"demo","peers":1,"initiator":false}'
+    assert encode(Candidate(None)) == '{"type":"candidate","candidate":null}'
+    assert encode(Offer("v=0 \u00e9\r\n")) == '{"type":"offer","sdp":"v=0 \u00e9\\r\\n"}'
+    assert encode(Error(ErrorCode.NOT_JOINED, "x")) == '{"type":"error","code":"not-joined","message":"x"}'
+    assert Join("demo").type == "join" and PeerLeft().type == "peer-left"
+
+
+def test_protocol_candidate_keeps_the_fields_it_does_not_know() -> None:
+    candidate = {**CANDIDATE, "relayProtocol": "udp", "priority": 5, "weight": 0.5, "x": True, "y": None}
+    text = json.dumps({"type": "candidate", "candidate": candidate}, separators=(",", ":"))
+    assert encode(parse_client_message(text)) == text
+    assert parse_client_message('{"type":"candidate","candidate":{}}') == Candidate({})
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ('{"type": "join", "room": ""}', "invalid room name"),
+        ('{"type": "join", "room": "room\\n"}', "invalid room name"),
+        ('{"type": "join", "room": 5}', "'room' must be a string, got number"),
+        ('{"type": "offer", "sdp": null}', "'sdp' must be a string, got null"),
+        ('{"type": "offer"}', "missing the 'sdp' field"),
+        ('{"type": "candidate"}', "missing the 'candidate' field"),
+        ('{"type": "candidate", "candidate": {"candidate": 5}}', "'candidate.candidate' must be a string, got number"),
+        ('{"type": "candidate", "candidate": {"sdpMid": 0}}', "'candidate.sdpMid' must be a string or null"),
+        ('{"type": "candidate", "candidate": {"sdpMLineIndex": true}}', "'candidate.sdpMLineIndex' must be an integer"),
+        ('{"type": "candidate", "candidate": {"x": {"y": 1}}}', "must be a string, a number, a boolean or null"),
+        ('{"type": 7}', "'type' must be a string"),
+        ('{"type": "' + "x" * 1000 + '"}', "unknown message type 'xxxxxxxx"),
+        ('{"type": "joined", "room": "r", "peers": 1, "initiator": true}', "unknown message type 'joined'"),
+        ('{"type": "bye"} {"type": "bye"}', "invalid JSON: trailing characters"),
+        ("", "invalid JSON"),
+    ],
+)
+def test_protocol_refuses_each_limit_in_words(data: str, words: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_client_message(data)
+    assert words in str(info.value)
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        ('{"type": "joined", "room": "r", "peers": 3, "initiator": true}', "'peers' must be an integer <= 2"),
+        ('{"type": "joined", "room": "r", "peers": 0, "initiator": true}', "'peers' must be an integer >= 1"),
+        ('{"type": "joined", "room": "r", "peers": 1, "initiator": 1}', "'initiator' must be a boolean"),
+        ('{"type": "error", "code": "oops", "message": "m"}', "'code': invalid enum value 'oops'"),
+        ('{"type": "join", "room": "r"}', "unknown message type 'join'"),
+    ],
+)
+def test_protocol_refuses_bad_server_messages(data: str, words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        parse_server_message(data)
+
+
+@pytest.mark.parametrize(
+    "nested",
+    [
+        '{"type": "candidate", "candidate": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}",
+        '{"candidate": ' + "[" * 100_000 + "]" * 100_000 + ', "type": "candidate"}',   # skipped before the type
+        '{"type": "offer", "sdp": "v=0", "x": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}",
+    ],
+)
+def test_protocol_refuses_deeply_nested_json_cleanly(nested: str) -> None:
+    for parse in (parse_client_message, parse_server_message):
+        with pytest.raises(ProtocolError, match="invalid JSON: nested too deeply"):
+            parse(nested)
+
+
 # --------------------------------------------------------------------------
 # Server
 
@@ -287,6 +360,8 @@ GARBAGE: list[str | bytes] = [
     '{"type": "offer", "sdp": 5}',
     '{"type": "candidate"}',
     '{"type": "candidate", "candidate": "x"}',
+    '{"candidate": ' + "[" * 20_000 + "]" * 20_000 + ', "type": "candidate"}',   # nested before the type
+    '{"type": "candidate", "candidate": {"x": ' + "[" * 20_000 + "]" * 20_000 + "}}",
 ]
 
 

@@ -119,6 +119,121 @@ def test_server_serves_the_page_and_answers_on_the_websocket():
     asyncio.run(run())
 
 
+# -- /ws message schema (web_demo/messages.py) --------------------------------------------------
+
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+def test_page_messages_parse_as_the_page_sends_them():
+    import msgspec
+
+    from models.editing import Edits
+    from web_demo.messages import HangUp, OpenPortrait, StartCall, parse_page_message
+
+    call = parse_page_message('{"type":"call","room":"demo","fps":30,"sdp":"v=0\\r\\n"}')
+    assert call == StartCall("demo", "v=0\r\n", 30.0) and call.camera_fps == 30.0
+    assert parse_page_message('{"type":"call","room":"demo","sdp":"v=0"}').camera_fps == 25.0
+    assert parse_page_message('{"type":"call","room":"demo","fps":120,"sdp":"v=0"}').camera_fps == 25.0
+    assert parse_page_message('{"type":"hangup"}') == HangUp()
+    edit = parse_page_message('{"type":"edit","values":{"yaw":20,"smile":-0.5,"blink":null}}')
+    assert edit.edits == Edits({"yaw": 20, "smile": -0.5})
+    assert parse_page_message('{"type":"edit"}').edits == Edits()
+    assert parse_page_message('{"type":"portrait","name":"lp__d30.jpg"}') == OpenPortrait(name="lp__d30.jpg")
+    upload = parse_page_message('{"type":"portrait","data":"data:image/png;base64,iVBORw0KGgo="}')
+    assert upload.upload() == b"\x89PNG\r\n\x1a\n"
+    assert parse_page_message('{"type":"portrait"}').upload() is None
+    for message in (call, HangUp(), edit, upload):
+        assert parse_page_message(msgspec.json.encode(message)) == message
+
+
+@pytest.mark.parametrize("text, code, words", [
+    ('{"type": "call", "room": "no spaces allowed", "sdp": "x"}', "bad-room", "A room name is 1-64"),
+    ('{"type": "call", "room": "' + "a" * 65 + '", "sdp": "x"}', "bad-room", "A room name is 1-64"),
+    ('{"type": "call", "room": "r\\n", "sdp": "x"}', "bad-room", "A room name is 1-64"),
+    ('{"type": "call", "room": "r"}', "bad-message", "missing the 'sdp' field"),
+    ('{"type": "call", "room": "r", "sdp": "' + "x" * 65537 + '"}', "bad-message", "of length <= 65536"),
+    ('{"type": "call", "room": "r", "sdp": "x", "fps": "30"}', "bad-message", "'fps' must be a number"),
+    ('{"type": "hangup", "now": true}', "bad-message", "unexpected field(s) 'now'"),
+    ('{"type": "dance"}', "bad-message", "unknown message type 'dance'"),
+    ("not json", "bad-message", "invalid JSON"),
+    ('["edit"]', "bad-message", "must be a JSON object"),
+    ('{"type": "edit", "values": {"yaw": 99}}', "bad-edit", "'values.yaw' must be a number <= 30.0"),
+    ('{"type": "edit", "values": {"scale": 0.1}}', "bad-edit", "'values.scale' must be a number >= 0.5"),
+    ('{"type": "edit", "values": {"nose": 1}}', "bad-edit", "unexpected field(s) 'nose'"),
+    ('{"type": "edit", "values": {"yaw": true}}', "bad-edit", "got boolean"),
+    ('{"type": "edit", "values": [1]}', "bad-edit", "'values' must be an object"),
+    ('{"type": "portrait", "name": "../secret.jpg"}', "bad-picture", "not the name of a picture"),
+    ('{"type": "portrait", "name": "' + "a" * 256 + '"}', "bad-picture", "not the name of a picture"),
+    ('{"type": "portrait", "data": "iVBORw0K"}', "bad-picture", "not a picture upload"),
+    ('{"type": "portrait", "data": "data:image/png;base64,iVBOR w0K"}', "bad-picture", "not a picture upload"),
+    ('{"type": "portrait", "data": 5}', "bad-picture", "'data' must be a string or null, got number"),
+])
+def test_page_message_limits_are_refused_with_their_code(text, code, words):
+    from web_demo.messages import PageMessageError, parse_page_message
+
+    with pytest.raises(PageMessageError) as info:
+        parse_page_message(text)
+    assert info.value.code == code and words in str(info.value)
+
+
+def test_the_largest_upload_fits_a_message_and_a_larger_one_is_refused():
+    import json
+    import math
+
+    from web_demo.messages import MAX_MESSAGE, MAX_PICTURE_BYTES, PageMessageError, parse_page_message
+
+    def upload(size: int) -> str:
+        data = "data:application/octet-stream;base64," + "A" * (4 * math.ceil(size / 3))
+        return json.dumps({"type": "portrait", "data": data}, separators=(",", ":"))
+
+    largest = upload(MAX_PICTURE_BYTES)
+    assert len(largest) <= MAX_MESSAGE
+    assert len(parse_page_message(largest).upload()) == MAX_PICTURE_BYTES
+    with pytest.raises(PageMessageError) as info:
+        parse_page_message(upload(MAX_PICTURE_BYTES + 3))
+    assert info.value.code == "bad-picture"
+
+
+@pytest.mark.parametrize("text", [
+    '{"type": "edit", "values": {"yaw": ' + NESTED + "}}",
+    '{"values": ' + NESTED + ', "type": "edit"}',
+    '{"type": "portrait", "x": ' + NESTED + "}",
+    NESTED,
+])
+def test_deeply_nested_page_messages_are_refused_cleanly(text):
+    from web_demo.messages import PageMessageError, parse_page_message
+
+    with pytest.raises(PageMessageError) as info:
+        parse_page_message(text)
+    assert info.value.code == "bad-message" and "invalid JSON" in str(info.value)
+
+
+def test_the_server_answers_bad_page_messages_and_keeps_serving():
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from web_demo.server import Demo
+
+    async def run():
+        async with Demo(port=0, stills=STILLS) as demo:
+            async with connect(demo.url.replace("http", "ws") + "ws") as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+                for text, code in (('{"values": ' + NESTED + ', "type": "edit"}', "bad-message"),
+                                   ('{"type": "portrait", "name": "../../etc/passwd"}', "bad-picture"),
+                                   ('{"type": "portrait", "name": "missing.jpg"}', "bad-picture"),
+                                   ('{"type": "portrait"}', "bad-picture"),
+                                   ('{"type": "edit", "values": {"yaw": 99}}', "bad-edit")):
+                    await ws.send(text)
+                    err = json.loads(await ws.recv())
+                    assert err["type"] == "error" and err["code"] == code, (text[:40], err)
+                await ws.send('{"type": "hangup"}')
+                assert json.loads(await ws.recv()) == {"type": "ended", "text": "You left the call."}
+
+    asyncio.run(run())
+
+
 def make_y4m(clip: Path, out: Path, frames: int = 100, size: int = 360) -> Path:
     import imageio_ffmpeg
 

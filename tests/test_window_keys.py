@@ -10,9 +10,9 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, clip
 from liveproc import Processes, wait_for
+
 from models.editing import CONTROLS_BY_NAME
 from receiver.sinks import WINDOW_KEYS, WindowSink
 

@@ -9,17 +9,15 @@ own signaling server in process on a free loopback port.  Ctrl-C or SIGTERM ends
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 import argparse
 import asyncio
 import logging
 import sys
 from pathlib import Path
 
+import live.threads  # noqa: F401  (first: one OpenMP thread, before torch loads)
 from live.cli import install_stop_signals, setup_logging
+from live.config import DEFAULT
 
 PROG = "python -m web_demo"
 log = logging.getLogger("web_demo")
@@ -37,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stills", type=Path, default=DEFAULT_STILLS,
                    help="folder of portraits offered in portrait mode (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="synthesis device (default: cpu)")
-    p.add_argument("--log-level", default="INFO", help="logging level (default: %(default)s)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="logging level (default: %(default)s)")
     return p
 
 
@@ -49,7 +48,7 @@ async def amain(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"{PROG}: error: --device cuda asked for, but no CUDA device is available", file=sys.stderr)
         return 1
-    torch.set_num_threads(1)
+    torch.set_num_threads(DEFAULT.render_threads)     # the portraits' synthesis; each call's thread sets it too
     stop = asyncio.Event()
     install_stop_signals(stop)
     try:

@@ -69,7 +69,7 @@ class SynthTrack(MediaStreamTrack):
             raise MediaStreamError
         try:
             await asyncio.wait_for(self._fresh.wait(), self._idle)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             pass
         self._fresh.clear()
         now = time.monotonic()

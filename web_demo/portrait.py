@@ -17,9 +17,9 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
-from codec_core.config import load_config
 from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
+from codec_core.config import load_config
 from models.crop import apply_crop, crop_around_face
 from models.face_model import FaceBasis
 from models.face_tracker import detect_still

@@ -2,7 +2,8 @@
 
 Built on `websockets` alone: its `process_request` hook answers the GETs for the page's
 files (web_demo/static) and lets `/ws` go on to the websocket handshake.  Messages on
-`/ws` are JSON objects with a `type` (docs/web_demo.md has the table).
+`/ws` are JSON objects with a `type` (docs/web_demo.md has the table); what the page
+sends is parsed and validated by `web_demo.messages`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import json
 import logging
 import math
 import mimetypes
-import re
 from http import HTTPStatus
 from pathlib import Path
 
@@ -21,19 +21,27 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from models.editing import CONTROLS, EditError, Edits
+from models.editing import CONTROLS, Edits
 from models.face_model import FaceBasis
 from signaling import ServerConfig, SignalingServer
 from signaling.client import SignalingError
+from web_demo.messages import (
+    MAX_MESSAGE,
+    HangUp,
+    OpenPortrait,
+    PageMessage,
+    PageMessageError,
+    SetEdits,
+    StartCall,
+    parse_page_message,
+)
 from web_demo.portrait import Portrait, PortraitError, data_url, decode_image
 from web_demo.tab import TabCall
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-ROOM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 STILL_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-MAX_MESSAGE = 16 << 20          # a portrait upload (base64) fits
 DEFAULT_STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 
 
@@ -70,7 +78,7 @@ def serve_static(connection: ServerConnection, request: Request) -> Response | N
 class Tab:
     """The server's side of one browser tab (one websocket)."""
 
-    def __init__(self, demo: "Demo", ws: ServerConnection) -> None:
+    def __init__(self, demo: Demo, ws: ServerConnection) -> None:
         self.demo = demo
         self.ws = ws
         self.call: TabCall | None = None
@@ -94,61 +102,49 @@ class Tab:
         try:
             async for text in self.ws:
                 try:
-                    message = json.loads(text)
-                    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-                        raise ValueError("not a JSON object with a type")
-                except ValueError as exc:
-                    await self.error("bad-message", f"The server did not understand a message: {exc}")
+                    message = parse_page_message(text)
+                except PageMessageError as exc:
+                    await self.error(exc.code, str(exc))
                     continue
                 try:
                     await self.handle(message)
                 except Exception:
-                    log.exception("handling %s", message.get("type"))
+                    log.exception("handling %s", message.type)
                     await self.error("internal", "Something went wrong on the server (see its log).")
         except ConnectionClosed:
             pass
         finally:
             await self.hang_up()
 
-    async def handle(self, m: dict) -> None:
-        kind = m["type"]
-        if kind == "call":
-            await self.start_call(m)
-        elif kind == "hangup":
+    async def handle(self, message: PageMessage) -> None:
+        if isinstance(message, StartCall):
+            await self.start_call(message)
+        elif isinstance(message, HangUp):
             await self.hang_up()
             await self.send({"type": "ended", "text": "You left the call."})
-        elif kind == "edit":
-            try:
-                self.edits = Edits.from_message(m)
-            except EditError as exc:
-                await self.error("bad-edit", f"Edit refused: {exc}")
-                return
-            if self.call is not None:
-                self.call.set_edits(self.edits)
-            if self.portrait is not None:
-                await self.render_portrait()
-        elif kind == "portrait":
-            await self.open_portrait(m)
-        else:
-            await self.error("bad-message", f"Unknown message type {kind!r}.")
+        elif isinstance(message, SetEdits):
+            await self.set_edits(message.edits)
+        elif isinstance(message, OpenPortrait):
+            await self.open_portrait(message)
+
+    async def set_edits(self, edits: Edits) -> None:
+        self.edits = edits
+        if self.call is not None:
+            self.call.set_edits(edits)
+        if self.portrait is not None:
+            await self.render_portrait()
 
     # -- call ----------------------------------------------------------------------------
 
-    async def start_call(self, m: dict) -> None:
-        room, sdp, fps = m.get("room"), m.get("sdp"), m.get("fps")
-        if not isinstance(room, str) or not ROOM_NAME.match(room):
-            await self.error("bad-room", "A room name is 1-64 letters, digits, '.', '_' or '-'.")
-            return
-        if not isinstance(sdp, str):
-            await self.error("bad-message", "The call request carries no WebRTC offer.")
-            return
-        fps = float(fps) if isinstance(fps, (int, float)) and 1 <= fps <= 60 else 25.0
+    async def start_call(self, request: StartCall) -> None:
+        room = request.room
         await self.hang_up()
-        call = TabCall(self.demo.signaling_url, room, self.send, self.demo.basis, fps, device=self.demo.device)
+        call = TabCall(self.demo.signaling_url, room, self.send, self.demo.basis, request.camera_fps,
+                       device=self.demo.device)
         call.set_edits(self.edits)
         self.call = call
         try:
-            answer = await call.start(sdp)
+            answer = await call.start(request.sdp)
         except SignalingError as exc:
             self.call = None
             await call.close()
@@ -172,26 +168,10 @@ class Tab:
 
     # -- portrait ------------------------------------------------------------------------
 
-    async def open_portrait(self, m: dict) -> None:
+    async def open_portrait(self, request: OpenPortrait) -> None:
         loop = asyncio.get_running_loop()
         try:
-            if isinstance(m.get("name"), str):
-                path = self.demo.still_path(m["name"])
-                if path is None:
-                    raise PortraitError(f"There is no picture called {m['name']!r} here.")
-                data = path.read_bytes()
-            elif isinstance(m.get("data"), str):
-                import base64
-                import binascii
-
-                text = m["data"].split(",", 1)[-1]
-                try:
-                    data = base64.b64decode(text, validate=True)
-                except (binascii.Error, ValueError):
-                    raise PortraitError("The uploaded file did not arrive intact.") from None
-            else:
-                raise PortraitError("Choose a picture first.")
-            picture = decode_image(data)
+            picture = decode_image(self.picture_file(request))
             await self.send({"type": "status", "text": "Finding the face and coding the key frame..."})
             self.portrait = await loop.run_in_executor(None, Portrait, picture, self.demo.basis, self.demo.device)
         except PortraitError as exc:
@@ -203,6 +183,21 @@ class Tab:
                          "text": f"Key frame: {p.keyframe_bytes} bytes of VVC picture + {p.geometry_bytes} bytes "
                                  "of face geometry. Move the sliders to edit."})
         await self.render_portrait()
+
+    def picture_file(self, request: OpenPortrait) -> bytes:
+        """The bytes of the still or the upload the page asks for; raises PortraitError."""
+        if request.name is not None:
+            path = self.demo.still_path(request.name)
+            if path is None:
+                raise PortraitError(f"There is no picture called {request.name!r} here.")
+            return path.read_bytes()
+        try:
+            upload = request.upload()
+        except ValueError:
+            raise PortraitError("The uploaded file did not arrive intact.") from None
+        if upload is None:
+            raise PortraitError("Choose a picture first.")
+        return upload
 
     async def render_portrait(self) -> None:
         """Render with the newest edits; slider moves during a render coalesce into one more."""
@@ -243,7 +238,7 @@ class Demo:
     def still_path(self, name: str) -> Path | None:
         return self.stills / name if name in self.still_names() else None
 
-    async def __aenter__(self) -> "Demo":
+    async def __aenter__(self) -> Demo:
         if self.signaling_url is None:
             self._signaling = SignalingServer("127.0.0.1", 0, ServerConfig())
             await self._signaling.__aenter__()

@@ -7,29 +7,35 @@
 
 Everything the page needs to know goes out through `notify` (a JSON object): the call
 state in words, the other side coming and going, and the stats once a second.
+
+The call halves start and stop through `live.runner.LiveRunner`, like `python -m call`:
+the tab stays in the room however long the other side is away, and hanging up takes the
+runner's shutdown order (capture, outputs, peer connection) after the browser's camera
+pump has stopped; the browser's own connection closes last.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from codec_core.config import load_config
+from live.cli import CallError
 from live.config import DEFAULT, LiveConfig
 from live.peer import Half, PeerLink, Session
-from codec_core.config import load_config
+from live.runner import LiveRunner
 from models.face_model import FaceBasis
 from receiver.half import ReceiverHalf
 from receiver.render import RenderWorker
 from sender.analysis import Analyser
-from sender.half import NoFaceFound, SenderHalf, SenderOptions
-from sender.source import SourceError
-from web_demo.media import PushSource
+from sender.half import SenderHalf, SenderOptions
 from signaling.client import SignalingError
-from web_demo.media import SynthTrack, TrackSink, pump_camera
+from web_demo.media import PushSource, SynthTrack, TrackSink, pump_camera
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ _PEER_LEFT_WORDS = {
 class _PeerEvents(Half):
     """Tells the page when the other side connects and leaves."""
 
-    def __init__(self, tab: "TabCall") -> None:
+    def __init__(self, tab: TabCall) -> None:
         self.tab = tab
 
     def session_opened(self, session: Session) -> None:
@@ -76,7 +82,7 @@ class TabCall:
         self.sender: SenderHalf | None = None
         self.receiver: ReceiverHalf | None = None
         self.worker: RenderWorker | None = None
-        self.link: PeerLink | None = None
+        self.runner: LiveRunner | None = None
         self.pc: RTCPeerConnection | None = None
         self.edits = None
         self._stop = asyncio.Event()
@@ -85,6 +91,10 @@ class TabCall:
         self._last_rendered = 0
         self._last_latency = 0
         self._last_tick = time.monotonic()
+
+    @property
+    def link(self) -> PeerLink | None:
+        return self.runner.link if self.runner is not None else None
 
     def _post(self, message: dict) -> None:
         task = asyncio.ensure_future(self.notify(message))
@@ -103,12 +113,12 @@ class TabCall:
         self.sender = SenderHalf(self.source, self.analyser, SenderOptions(), self.live)
         self.receiver = ReceiverHalf(self.basis, self.live)
         self.worker = RenderWorker(loop, self.receiver.events(), [TrackSink(loop, self.track)], self.basis,
-                                   self.device)
+                                   self.device, self.live.render_threads)
         self.receiver.attach(self.worker)
         self.worker.set_edits(self.edits)
-        self.link = PeerLink(self.signaling_url, self.room, [self.sender, self.receiver, _PeerEvents(self)],
-                             (), self.live)
-        await self.link.open()      # SignalingError: room full, no server
+        self.runner = LiveRunner(self.signaling_url, self.room, sending=self.sender, receiving=self.receiver,
+                                 others=[_PeerEvents(self)], config=self.live, wait_peer=math.inf)
+        await self.runner.start()      # SignalingError: room full, no server
         self.pc = RTCPeerConnection()
 
         @self.pc.on("track")
@@ -126,19 +136,26 @@ class TabCall:
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         self.pc.addTrack(self.track)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self._tasks.append(asyncio.create_task(self._send_loop(), name="sender"))
+        self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
         return self.pc.localDescription.sdp
 
-    async def _send_loop(self) -> None:
+    async def _watch(self) -> None:
+        """Until hang-up: a failing camera or sender half, or a lost signaling server, is said in words."""
         try:
-            await self.sender.run(self._stop)
-        except (SourceError, NoFaceFound) as exc:
+            reason = await self.runner.watch(self._stop)
+        except CallError as exc:
             await self.notify({"type": "error", "code": "camera", "message": str(exc)})
+            return
         except Exception:
             log.exception("the sender half failed")
             await self.notify({"type": "error", "code": "internal", "message": "The sending side failed (see the "
                                "server log)."})
+            return
+        log.info("call in room %r over: %s", self.room, reason)
+        if not self._stop.is_set():
+            await self.notify({"type": "error", "code": "signaling", "message": f"The call has ended: {reason}."})
+            await self.close()
 
     # -- edits and stats -----------------------------------------------------------------
 
@@ -184,32 +201,24 @@ class TabCall:
     # -- end -----------------------------------------------------------------------------
 
     async def close(self) -> None:
+        """Hang up: the camera pump, stats and watch stop, the runner shuts the call down
+        in its order, then the browser's connection and the track close."""
         if self._closed:
             return
         self._closed = True
         self._stop.set()
-        self.source.finish()
         current = asyncio.current_task()
-        for task in self._tasks:
-            if task is not current and not task.done():
-                task.cancel()
-        await asyncio.gather(*[t for t in self._tasks if t is not current], return_exceptions=True)
-        if self.link is not None:
-            try:
-                await self.link.close()
-            except Exception as exc:
-                log.debug("leaving the room: %s", exc)
-        if self.worker is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
-        if self.receiver is not None:
-            self.receiver.close()
-        if self.analyser is not None:
-            self.analyser.close()
+        others = [t for t in self._tasks if t is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        if self.runner is not None:
+            await self.runner.shutdown()
         if self.pc is not None:
             try:
-                await asyncio.wait_for(self.pc.close(), 3.0)
-            except Exception:
-                pass
+                await asyncio.wait_for(self.pc.close(), self.live.pc_close_timeout_s)
+            except Exception as exc:
+                log.debug("closing the browser connection: %s", exc)
         self.track.stop()
 
 
