@@ -215,7 +215,8 @@ def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler
         "keyframe_bytes": rstats["keyframe_bytes"],
         "keyframe_record_bytes": rstats["keyframe_record_bytes"],
         "payload_kbps": round(app_bytes * 8 / 1000 / seconds, 2),
-        "wire_kbps": round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2) if sstats.get("wire_bytes_sent") else None,
+        "wire_kbps": (round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2)
+                      if sstats.get("wire_bytes_sent") else None),
         "cpu": {"sender": sampler.usage("ours_sender", t0, t1), "receiver": sampler.usage("ours_receiver", t0, t1),
                 "signaling": sampler.usage("signaling", t0, t1)},
         "window_s": round(t1 - t0, 2),
@@ -251,7 +252,8 @@ def run_vp8(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler:
         "latency_ms": summary(r["latency"] for r in got.values()),
         "latency_per_frame": [[f, got[f]["latency"]] for f in sorted(got)],
         "payload_kbps": round(sstats["rtp_bytes_sent"] * 8 / 1000 / seconds, 2),
-        "wire_kbps": round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2) if sstats.get("wire_bytes_sent") else None,
+        "wire_kbps": (round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2)
+                      if sstats.get("wire_bytes_sent") else None),
         "cpu": {"sender": sampler.usage("vp8_sender", t0, t1), "receiver": sampler.usage("vp8_receiver", t0, t1),
                 "signaling": sampler.usage("signaling", t0, t1)},
         "window_s": round(t1 - t0, 2),

@@ -562,7 +562,8 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
     L.append("- VVC (HEVC) / ours ratio: the VVC rate at our LPIPS, interpolated linearly in log rate along VVC's "
              "rate-LPIPS points (sorted by rate; first crossing walking up from the lowest rate), over our total "
              "rate (VVC/freeze: the same for freeze's LPIPS over freeze's rate, for orientation). `low` = our "
-             "LPIPS is no better than VVC's lowest-rate point, so VVC's lowest rate is counted (the true equal-quality rate is lower: an upper bound); `>=` = ours beats VVC's best point, VVC's "
+             "LPIPS is no better than VVC's lowest-rate point, so VVC's lowest rate is counted (the true "
+             "equal-quality rate is lower: an upper bound); `>=` = ours beats VVC's best point, VVC's "
              "highest rate is counted (a lower bound).")
     L.append("- Face fidelity: MediaPipe face mesh in still mode on decoded frames and reference crops. Head-pose "
              "error = geodesic angle between the two head rotations (pose of the landmarks against the mean face, "
@@ -586,8 +587,9 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
                  f"{s['clips_ok']} finished clips, and the 'below freeze' line counts failures as not below.")
         L.append("")
     if good:
-        L.append(f"Other medians: total rate {s['total_kbps_median']:.2f} kbps; LPIPS ours {s['lpips_ours_median']:.4f} "
-                 f"/ freeze {s['lpips_freeze_median']:.4f}; PSNR ours {s['psnr_ours_median']:.2f} / freeze "
+        L.append(f"Other medians: total rate {s['total_kbps_median']:.2f} kbps; "
+                 f"LPIPS ours {s['lpips_ours_median']:.4f} / freeze {s['lpips_freeze_median']:.4f}; "
+                 f"PSNR ours {s['psnr_ours_median']:.2f} / freeze "
                  f"{s['psnr_freeze_median']:.2f} dB; SSIM ours {s['ssim_ours_median']:.4f} / freeze "
                  f"{s['ssim_freeze_median']:.4f}. Face detection failures (frames): ours "
                  f"{s.get('ours_face_failures')}/{s.get('ours_face_frames')}, freeze "
@@ -643,7 +645,8 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
         L.append("|---|---|---|---|---|---|---|---|")
         for c in good:
             o = c["ours"]
-            L.append(f"| {c['clip']} | {o['encode_s']:.2f} | {_fmt(o['encode_fps'], 1)} / {_fmt(o['encode_loop_fps'], 1)} "
+            L.append(f"| {c['clip']} | {o['encode_s']:.2f} | "
+                     f"{_fmt(o['encode_fps'], 1)} / {_fmt(o['encode_loop_fps'], 1)} "
                      f"| {_fmt(o['encode_setup_s'], 2)} | {o['decode_s']:.2f} | {_fmt(o['decode_fps'], 1)} / "
                      f"{_fmt(o['decode_loop_fps'], 1)} | {_fmt(o['decode_first_frame_s'], 3)} | {o['lost_frames']} |")
         L.append("")
@@ -722,8 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, required=True, help="output folder (report.md, results.json, rd.png, work/)")
     ap.add_argument("--frames", type=int, default=None, help=f"first N frames of each clip (default {DEFAULT_FRAMES}, "
                     f"{QUICK_FRAMES} with --quick)")
-    ap.add_argument("--vvc-qps", type=int, nargs="+", default=None, help="VVenC QPs (default benchmarks.baselines.VVC_QPS)")
-    ap.add_argument("--hevc-qps", type=int, nargs="+", default=None, help="x265 QPs (default benchmarks.baselines.HEVC_QPS)")
+    ap.add_argument("--vvc-qps", type=int, nargs="+", default=None,
+                    help="VVenC QPs (default benchmarks.baselines.VVC_QPS)")
+    ap.add_argument("--hevc-qps", type=int, nargs="+", default=None,
+                    help="x265 QPs (default benchmarks.baselines.HEVC_QPS)")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_FRAMES} frames, VVC QPs {QUICK_VVC_QPS}, HEVC QPs "
                     f"{QUICK_HEVC_QPS} (unless given)")
     ap.add_argument("--device", default="cpu", help="torch device for our decoder and LPIPS (default cpu)")
@@ -808,7 +813,8 @@ def _write_json(out_dir: Path, settings: dict, results: list[dict], summary: dic
 def finish(out_dir: Path, settings: dict, results: list[dict]) -> int:
     """Summary, results.json, report.md and rd.png from the per-clip results; prints the summary."""
     summary = summarise(results)
-    summary["acceptance"] = [{"criterion": a, "measured": b, "target": c, "met": d} for a, b, c, d in acceptance(summary)]
+    summary["acceptance"] = [{"criterion": a, "measured": b, "target": c, "met": d}
+                             for a, b, c, d in acceptance(summary)]
     _write_json(out_dir, settings, results, summary)
     write_report(out_dir / "report.md", settings, results, summary)
     try:

@@ -79,7 +79,8 @@ class CropTrack(MediaStreamTrack):
         frame.pts = round(self.sent * CLOCK / float(self.source.fps))
         frame.time_base = Fraction(1, CLOCK)
         if self.stamps.readyState == "open":
-            self.stamps.send(json.dumps({"pts": frame.pts, "frame": self.sent, "capture": capture_stamp(captured.t_ms)}))
+            self.stamps.send(json.dumps({"pts": frame.pts, "frame": self.sent,
+                                         "capture": capture_stamp(captured.t_ms)}))
         self.trace.write({"frame": self.sent, "pts": frame.pts, "capture": round(captured.t_ms, 3)})
         self.sent += 1
         return frame

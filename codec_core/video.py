@@ -60,7 +60,8 @@ class VideoWriter:
         self._container = av.open(str(path), mode="w")
         rate = Fraction(fps).limit_denominator(1001)
         if lossless:
-            self._stream = self._container.add_stream("libx264rgb", rate=rate, options={"qp": "0", "preset": "veryfast"})
+            self._stream = self._container.add_stream("libx264rgb", rate=rate,
+                                                      options={"qp": "0", "preset": "veryfast"})
             self._stream.pix_fmt = "rgb24"
         else:
             self._stream = self._container.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})

@@ -233,8 +233,8 @@ class PeerLink:
         session = Session(self._count, pc, channels, offerer)
         for label, channel in channels.items():
             channel.on("open", lambda s=session: self._maybe_opened(s))
-            channel.on("close", lambda s=session, l=label: self._spawn(self._close_if(s, f"{l} channel closed")))
-            channel.on("message", lambda data, s=session, l=label: self._dispatch(s, l, data))
+            channel.on("close", lambda s=session, lb=label: self._spawn(self._close_if(s, f"{lb} channel closed")))
+            channel.on("message", lambda data, s=session, lb=label: self._dispatch(s, lb, data))
 
         @pc.on("connectionstatechange")
         def _state() -> None:

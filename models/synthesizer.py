@@ -72,7 +72,8 @@ MOUTH_RAMP = 0.03            # extra lip gap (fraction of the frame) over which 
 LASH_STRENGTH = 0.7          # the lash line of a shut eye, 1 = the key frame's lash colour
 _SUBPIXEL_SHIFT = 4
 IRIS_POINTS = RIGHT_IRIS + LEFT_IRIS
-# each eye: (iris centre and rim points, eye opening as a closed ring outer corner -> upper lid -> inner corner -> lower lid)
+# each eye: (iris centre and rim points,
+#            eye opening as a closed ring outer corner -> upper lid -> inner corner -> lower lid)
 EYES = tuple((iris, (corners[0],) + upper + (corners[1],) + tuple(reversed(lower)))
              for iris, corners, upper, lower in ((RIGHT_IRIS, RIGHT_EYE_CORNERS, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER),
                                                  (LEFT_IRIS, LEFT_EYE_CORNERS, LEFT_EYE_UPPER, LEFT_EYE_LOWER)))

@@ -15,7 +15,7 @@ Updated on the event loop only.  `snapshot()` is what `--stats FILE.json` holds:
 | frames_expected | frames_received + frames_lost |
 | rendered_ratio | frames_rendered / frames_expected |
 | latency_ms | median, p95, mean, max, count: sender's capture to synthesized picture ready |
-| stages_ms | capture_to_arrival (sender's analysis and coding plus the network), decoding, queue (waiting for synthesis), synthesis |
+| stages_ms | capture_to_arrival (sender's analysis, coding, network), decoding, queue (before synthesis), synthesis |
 | param_kbps | parameter packet bytes (8-byte packet header included) per second of frames |
 | keyframe_bytes | VVC picture bytes of the current key frame (keyframe_record_bytes: the whole record) |
 """
@@ -52,7 +52,8 @@ class ReceiverStats:
     first_packet_t: float | None = None
     last_packet_t: float | None = None
     latency: list = field(default_factory=list)
-    stages: dict = field(default_factory=lambda: {"capture_to_arrival": [], "decoding": [], "queue": [], "synthesis": []})
+    stages: dict = field(default_factory=lambda: {"capture_to_arrival": [], "decoding": [], "queue": [],
+                                                  "synthesis": []})
 
     def packet(self, nbytes: int) -> None:
         now = time.monotonic()

@@ -35,7 +35,7 @@ before a frame is read. See ``docs/signaling.md`` for the full description.
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated, TypeVar
 
 import msgspec
@@ -78,8 +78,12 @@ _ROOM_RULE = "invalid room name: use 1-64 characters of letters, digits, '_', '.
 ROOM_CAPACITY = 2
 
 
-class ErrorCode(str, Enum):
+class ErrorCode(StrEnum):
     """The ``code`` of a server ``error`` message."""
+
+    # str() and format() as before (``ErrorCode.ROOM_FULL``), not StrEnum's bare value.
+    __str__ = Enum.__str__
+    __format__ = Enum.__format__
 
     ROOM_FULL = "room-full"
     BAD_MESSAGE = "bad-message"

@@ -42,7 +42,8 @@ def test_records_roundtrip(name, cls):
 
 
 @pytest.mark.parametrize("name,cls,min_len", [("session_header.bin", SessionHeader, 1), ("keyframe.bin", Keyframe, 7),
-                                              ("param_segment.bin", ParamSegment, 6), ("param_packet.bin", ParamPacket, 8)])
+                                              ("param_segment.bin", ParamSegment, 6),
+                                              ("param_packet.bin", ParamPacket, 8)])
 def test_truncated_records_are_refused(name, cls, min_len):
     data = fixture(name)
     for n in range(min_len):

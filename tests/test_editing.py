@@ -34,6 +34,7 @@ from models.tracking import CropTracker
 
 CLIPS = ("rt__3.mp4", "pcavs__Pose_Source_00473.mp4")
 FRAMES = (0, 8)          # the key frame and one decoded frame of each clip
+ALL_FRAMES = range(len(FRAMES))   # indices into each session's per-frame lists
 BROWS = (70, 63, 105, 66, 107, 300, 293, 334, 296, 336)
 EAR_RIGHT = (33, 160, 158, 133, 153, 144)     # p1..p6 of the usual eye aspect ratio
 EAR_LEFT = (362, 385, 387, 263, 373, 380)
@@ -192,7 +193,7 @@ class Session:
             "centre_x": lm[:, 0].mean(), "size": np.ptp(lm[:, 0]) + np.ptp(lm[:, 1]),
         }
 
-    def effect(self, frames=range(len(FRAMES)), **values) -> list[dict]:
+    def effect(self, frames=ALL_FRAMES, **values) -> list[dict]:
         """Measured change of every quantity, per frame, from the unedited decode."""
         out = []
         for i in frames:
@@ -275,7 +276,7 @@ def test_gaze_alone_moves_the_irises(session):
 def test_position_and_scale(session):
     for change in session.effect(tx=0.05):
         assert change["centre_x"] == pytest.approx(0.05 * 256, abs=3)
-    for p, before, change in zip(session.params, session.unedited, session.effect(scale=1.2)):
+    for _p, before, change in zip(session.params, session.unedited, session.effect(scale=1.2)):
         assert (before["size"] + change["size"]) / before["size"] == pytest.approx(1.2, abs=0.05)
 
 

@@ -14,7 +14,8 @@ CLIP = DATA_DIR / "clips" / "pcavs__Pose_Source_00067.mp4"
 LPIPS_DIR = REPO_ROOT.parent / "shared" / "eval" / "lpips"
 
 pytestmark = [
-    pytest.mark.skipif(not CLIP.is_file(), reason=f"test clip missing: {CLIP} (../shared/data is not beside the checkout)"),
+    pytest.mark.skipif(not CLIP.is_file(),
+                       reason=f"test clip missing: {CLIP} (../shared/data is not beside the checkout)"),
     pytest.mark.skipif(not LPIPS_DIR.is_dir(), reason=f"LPIPS weights missing: {LPIPS_DIR}"),
 ]
 

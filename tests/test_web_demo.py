@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from firefox import FIREFOX, Firefox
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,8 +33,6 @@ CLIPS = ROOT.parent / "shared" / "data" / "clips"
 STILLS = ROOT.parent / "shared" / "data" / "stills"
 ARTIFACTS = ROOT / "artifacts" / "web_demo"
 CLIP_A, CLIP_B = "rt__3.mp4", "pcavs__Pose_Source_00473.mp4"
-
-from firefox import FIREFOX, Firefox
 
 try:
     from playwright.sync_api import sync_playwright
@@ -239,8 +238,9 @@ def make_y4m(clip: Path, out: Path, frames: int = 100, size: int = 360) -> Path:
 
     if not clip.exists():
         pytest.skip(f"clip {clip} is missing")
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(clip), "-frames:v", str(frames),
-                    "-vf", f"scale={size}:{size}", "-r", "25", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", str(out)],
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(clip),
+                    "-frames:v", str(frames), "-vf", f"scale={size}:{size}", "-r", "25", "-pix_fmt", "yuv420p",
+                    "-f", "yuv4mpegpipe", str(out)],
                    check=True, timeout=60)
     return out
 
@@ -499,7 +499,8 @@ def video_png(firefox, element_id: str) -> bytes | None:
 
     url = firefox.evaluate(
         f"(async () => {{ const v = document.getElementById('{element_id}');"
-        " if (v.decode) await v.decode(); const w = v.videoWidth || v.naturalWidth, h = v.videoHeight || v.naturalHeight;"
+        " if (v.decode) await v.decode();"
+        " const w = v.videoWidth || v.naturalWidth, h = v.videoHeight || v.naturalHeight;"
         " if (!w) return null; const c = document.createElement('canvas'); c.width = w; c.height = h;"
         " c.getContext('2d').drawImage(v, 0, 0); return c.toDataURL('image/png'); })()")
     return None if url is None else base64.b64decode(url.split(",", 1)[1])

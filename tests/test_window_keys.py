@@ -116,7 +116,8 @@ def test_keys_in_the_window_on_a_display(tmp_path, display):
         p.start("receiver", "receiver", "--signaling", url, "--room", "window", "--window")
         p.start("sender", "sender", "--signaling", url, "--room", "window", "--source", str(clip("rt__3.mp4")),
                 "--loop", "--frames", "1000")
-        wid = wait_for(lambda: x("xdotool", "search", "--onlyvisible", "--name", "facecall").split("\n")[0], 60, "the receiver's window")
+        wid = wait_for(lambda: x("xdotool", "search", "--onlyvisible", "--name", "facecall").split("\n")[0], 60,
+                       "the receiver's window")
         time.sleep(2.0)
         before = window_yaw()
         x("xdotool", "windowfocus", "--sync", wid)      # no window manager: focus it directly
