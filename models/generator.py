@@ -4,7 +4,11 @@ that draws what the warp cannot (an opening mouth, closing eyes, what a turn unc
     key frame (once) --KeyEncoder--> features at 1/1, 1/2, 1/4, 1/8 of the working size
     per frame: warp each level along the motion field (4-D grid_sample)
                + target heat maps (eyes, irises, lips, brows, outline) and where the picture moves
-               --FrameDecoder--> colour and an occlusion mask
+               --FrameDecoder--> a colour correction of the warped key frame
+
+The correction is applied through the occlusion gate of models/learned.py (where the
+picture moves), so the network only draws where the warp may be wrong; its last layer
+starts at zero, so an untrained network gives the plain warp.
 
 The working size is 128 (`WORK`): the generator's correction is drawn there and upsampled
 onto the full-resolution warp.  Small on purpose (about 0.3 M parameters): it trains on
@@ -46,7 +50,7 @@ class KeyEncoder(nn.Module):
 
 
 class FrameDecoder(nn.Module):
-    """Warped key features + target conditions -> colour (B, 3) and mask (B, 1) at WORK."""
+    """Warped key features + target conditions -> colour correction (B, 3, WORK, WORK) in (-1, 1)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,9 +62,11 @@ class FrameDecoder(nn.Module):
             ups.append(_block(below + 2 * CHANNELS[k - 1], CHANNELS[k - 1]))
         self.ups = nn.ModuleList(ups)
         self.bottom = _block(2 * CHANNELS[-1], 2 * CHANNELS[-1])
-        self.out = nn.Conv2d(CHANNELS[0], 4, 3, 1, 1)
+        self.out = nn.Conv2d(CHANNELS[0], 3, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
-    def forward(self, warped: list[torch.Tensor], conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, warped: list[torch.Tensor], conditions: torch.Tensor) -> torch.Tensor:
         skips, x = [], conditions
         for level in self.cond:
             x = level(x)
@@ -69,8 +75,7 @@ class FrameDecoder(nn.Module):
         for k, up in zip(range(len(CHANNELS) - 2, -1, -1), self.ups):
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = up(torch.cat([x, warped[k], skips[k]], 1))
-        out = self.out(x)
-        return torch.sigmoid(out[:, :3]), torch.sigmoid(out[:, 3:])
+        return torch.tanh(self.out(x))
 
 
 class Generator(nn.Module):

@@ -5,9 +5,10 @@ generator where the warp cannot work (models/generator.py), as one torch graph p
 control points, its features, its picture at both sizes) is prepared once in
 `__init__`; `forward(params)` does the rest (parameters -> control points -> dense motion
 -> warp -> generator -> picture) with tensor code only, so it runs on CUDA and exports to
-ONNX.  The correction is gated by how far the picture moves there: where nothing moves
-(the background of a still face, or every pixel for the key frame's own parameters) the
-output is the warp, which is the key frame itself.
+ONNX.  The correction is gated by how far the picture moves there (the occlusion gate:
+where control points move, the warp may have stretched, uncovered or hidden something):
+where nothing moves (the background of a still face, or every pixel for the key frame's
+own parameters) the output is the warp, which is the key frame itself.
 
 `LearnedSynthesizer` has the interface of synthesizer v1 (`models.synthesizer.Synthesizer`):
 built from a decoded key frame and its reference, `render(params)` gives a uint8 picture.
@@ -108,8 +109,7 @@ def correct(generator: Generator, key_work: torch.Tensor, features: list[torch.T
                            align_corners=False)
     gate = 1.0 - torch.exp(-moved / GATE_SCALE)
     conditions = torch.cat([heat_maps(landmarks, WORK), gate, warped], 1)
-    colour, mask = generator.decoder(warp_features(features, grid), conditions)
-    correction = gate * mask * (colour - warped)
+    correction = gate * generator.decoder(warp_features(features, grid), conditions)
     return (warped + correction).clamp(0.0, 1.0), correction, disp
 
 

@@ -40,6 +40,7 @@ from models.train_data import cache_name, load_split
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 REGION_GROUPS = 6            # the first heat-map groups: eye lids, irises, inner and outer lips
+GRAD_CLIP = 1.0
 
 
 @dataclass
@@ -58,7 +59,7 @@ class TrainConfig:
     weights: Path = Path("models/assets/synth_v2.pt")
     steps: int = 6000
     batch: int = 8
-    lr: float = 1e-3
+    lr: float = 3e-4
     threads: int = 2
     minutes: float = 110.0
     loss: LossWeights = field(default_factory=LossWeights)
@@ -250,6 +251,7 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
             parts = trainer.losses(pairs.batch(config.batch))
             trainer.optimizer.zero_grad()
             parts["total"].backward()
+            torch.nn.utils.clip_grad_norm_(trainer.generator.parameters(), GRAD_CLIP)
             trainer.optimizer.step()
             trainer.step += 1
             bar.update(1)
