@@ -1,0 +1,191 @@
+"""Picture quality of the synthesizers on the same streams: v1 (warp), v2 (learned), freeze.
+
+    python -m benchmarks.synth_quality [CLIPS...] --out DIR [--frames 250]
+
+Each clip (default: all of ../shared/data/clips) is encoded once with the codec's default
+settings (its lossless crops are the reference) and decoded with each synthesizer.  Per
+clip: LPIPS-alex, PSNR, the mean absolute difference between consecutive output frames
+(flicker), and LPIPS-alex in two regions where a warp fails:
+
+- eyes: on frames where an eye is shut or closing (its decoded openness below 60 % of the
+  key frame's), a box around that eye's lids (the lid landmarks' bounding box, grown by
+  half its width, at least 32 px square at 256);
+- mouth: on frames where the lips are apart (inner lip gap, landmarks 13-14, above 2 % of
+  the crop), a box around the outer lip line grown by a quarter of its width.
+
+Boxes come from the decoded geometry (the same for every method), resized to 64x64 for
+LPIPS.  The identity split (models/assets/synth_split.yaml) says which clips are
+validation.  Writes DIR/report.md, DIR/results.json and a picture grid per clip
+(source | v1 | v2 on the frames with the largest eye and mouth change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.metrics import LPIPS, psnr
+from codec.decoder import FaceDecoder, decode_segment, read_stream
+from codec.encoder import encode_video
+from codec_core.config import load_config
+from codec_core.format import I_EYE_L, I_EYE_R
+from codec_core.video import read_frames
+from models.face_model import LEFT_EYE_LOWER, LEFT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, FaceBasis
+from models.motion import OUTER_LIPS
+from models.train_data import load_split
+
+log = logging.getLogger("benchmarks.synth_quality")
+CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
+METHODS = ("warp", "learned")
+SHUT = 0.6              # an eye below this share of its key-frame openness is shut or closing
+LIPS_APART = 0.02       # inner lip gap over the crop side
+REGION = 64
+
+
+def _box(points: np.ndarray, grow: float, minimum: int, size: int) -> tuple[int, int, int, int]:
+    lo, hi = points.min(0), points.max(0)
+    centre, half = (lo + hi) / 2, max((hi - lo).max() * (0.5 + grow), minimum / 2)
+    x0, y0 = np.clip(np.floor(centre - half), 0, size - 1).astype(int)
+    x1, y1 = np.clip(np.ceil(centre + half), 1, size).astype(int)
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def region_boxes(params: np.ndarray, key_params: np.ndarray, landmarks: np.ndarray,
+                 size: int) -> dict[str, list[tuple[int, int, int, int, int]]]:
+    """(frame, x0, y0, x1, y1) of every eye and mouth region to score."""
+    eyes = ((I_EYE_R, RIGHT_EYE_UPPER + RIGHT_EYE_LOWER), (I_EYE_L, LEFT_EYE_UPPER + LEFT_EYE_LOWER))
+    out: dict[str, list] = {"eyes": [], "mouth": []}
+    for f, (p, lm) in enumerate(zip(params, landmarks)):
+        for index, lids in eyes:
+            if p[index] < SHUT * key_params[index]:
+                out["eyes"].append((f, *_box(lm[list(lids), :2], 0.5, 32 * size // 256, size)))
+        if lm[14, 1] - lm[13, 1] > LIPS_APART * size:
+            out["mouth"].append((f, *_box(lm[list(OUTER_LIPS), :2], 0.25, 32 * size // 256, size)))
+    return out
+
+
+def region_lpips(lpips: LPIPS, reference: np.ndarray, frames: np.ndarray, boxes: list) -> float:
+    if not boxes:
+        return float("nan")
+
+    def cut(pictures: np.ndarray) -> np.ndarray:
+        return np.stack([cv2.resize(pictures[f, y0:y1, x0:x1], (REGION, REGION), interpolation=cv2.INTER_AREA)
+                         for f, x0, y0, x1, y1 in boxes])
+
+    return float(lpips.batch(cut(reference), cut(frames)).mean())
+
+
+def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
+    config, basis = load_config(), FaceBasis.load()
+    stream, crop = work / f"{clip.stem}.fcv", work / f"{clip.stem}_crop.mp4"
+    if not stream.exists() or not crop.exists():
+        encode_video(clip, stream, config, basis, max_frames=frames, save_crop=crop)
+    parsed = read_stream(stream)
+    reference = np.stack(list(read_frames(crop)))
+    levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.num_params)]
+    result: dict = {"clip": clip.stem, "frames": len(levels)}
+    outputs = {}
+    for method in METHODS:
+        decoder = FaceDecoder(parsed.header, basis, synth=method)
+        decoder.set_keyframe(parsed.keyframe)
+        outputs[method] = np.stack([decoder.render(decoder.params(lv)) for lv in levels])
+    assert decoder.reference is not None and decoder.keyframe is not None
+    outputs["freeze"] = np.repeat(decoder.keyframe[None], len(levels), 0)
+    model = decoder.reference.face_model()
+    params = np.stack([decoder.params(lv) for lv in levels])
+    landmarks = np.stack([model.landmarks(p) for p in params])
+    boxes = region_boxes(params, decoder.reference.reference_params(), landmarks, parsed.header.width)
+    for method, out in outputs.items():
+        per = lpips.batch(reference, out)
+        result[method] = {
+            "lpips": float(per.mean()), "psnr": float(np.mean([psnr(a, b) for a, b in zip(reference, out)])),
+            "flicker": float(np.abs(np.diff(out.astype(np.int16), axis=0)).mean()) if len(out) > 1 else 0.0,
+            "eyes_lpips": region_lpips(lpips, reference, out, boxes["eyes"]),
+            "mouth_lpips": region_lpips(lpips, reference, out, boxes["mouth"]),
+        }
+    result["region_counts"] = {k: len(v) for k, v in boxes.items()}
+    key_params = decoder.reference.reference_params()
+    result["key_psnr_learned"] = psnr(decoder.keyframe, _render_key(parsed, basis, key_params))
+    write_grid(work / f"{clip.stem}_grid.png", reference, outputs, params, boxes)
+    return result
+
+
+def _render_key(parsed, basis: FaceBasis, key_params: np.ndarray) -> np.ndarray:
+    decoder = FaceDecoder(parsed.header, basis, synth="learned")
+    decoder.set_keyframe(parsed.keyframe)
+    return decoder.render(key_params)
+
+
+def write_grid(path: Path, reference: np.ndarray, outputs: dict, params: np.ndarray, boxes: dict) -> None:
+    """Rows: the frame with the most shut eye, the widest mouth, the largest yaw each way
+    (source | v1 | v2)."""
+    picks = {int(np.argmin(params[:, I_EYE_L] + params[:, I_EYE_R])), int(np.argmax(params[:, 0])),
+             int(np.argmin(params[:, 0]))}
+    if boxes["mouth"]:
+        picks.add(boxes["mouth"][len(boxes["mouth"]) // 2][0])
+    rows = [np.concatenate([reference[f], outputs["warp"][f], outputs["learned"][f]], 1) for f in sorted(picks)]
+    cv2.imwrite(str(path), np.concatenate(rows, 0)[..., ::-1])
+
+
+def summarise(results: list[dict], validation: set[str]) -> str:
+    lines = ["| clip | side | LPIPS freeze | LPIPS v1 | LPIPS v2 | v2/v1 | eyes v1 | eyes v2 | mouth v1 | mouth v2 "
+             "| flicker v1 | flicker v2 | key PSNR v2 |", "|" + "---|" * 13]
+    for r in results:
+        side = "val" if r["clip"] in validation else "train"
+        v1, v2, fr = r["warp"], r["learned"], r["freeze"]
+        lines.append(f"| {r['clip']} | {side} | {fr['lpips']:.4f} | {v1['lpips']:.4f} | {v2['lpips']:.4f} | "
+                     f"{v2['lpips'] / v1['lpips']:.3f} | {v1['eyes_lpips']:.4f} | {v2['eyes_lpips']:.4f} | "
+                     f"{v1['mouth_lpips']:.4f} | {v2['mouth_lpips']:.4f} | {v1['flicker']:.2f} | "
+                     f"{v2['flicker']:.2f} | {r['key_psnr_learned']:.1f} |")
+    for side, keep in (("validation", True), ("training", False)):
+        rs = [r for r in results if (r["clip"] in validation) == keep]
+        if not rs:
+            continue
+
+        def mean(method: str, key: str, rs: list[dict] = rs) -> float:
+            return float(np.nanmean([r[method][key] for r in rs]))
+
+        lines.append("")
+        lines.append(f"**{side}** ({len(rs)} clips): mean LPIPS v1 {mean('warp', 'lpips'):.4f}, v2 "
+                     f"{mean('learned', 'lpips'):.4f} ({1 - mean('learned', 'lpips') / mean('warp', 'lpips'):+.1%} "
+                     f"below v1), freeze {mean('freeze', 'lpips'):.4f}; eyes v1 {mean('warp', 'eyes_lpips'):.4f} v2 "
+                     f"{mean('learned', 'eyes_lpips'):.4f}; mouth v1 {mean('warp', 'mouth_lpips'):.4f} v2 "
+                     f"{mean('learned', 'mouth_lpips'):.4f}; v2 below v1 on "
+                     f"{sum(r['learned']['lpips'] < r['warp']['lpips'] for r in rs)}/{len(rs)}, below freeze on "
+                     f"{sum(r['learned']['lpips'] < r['freeze']['lpips'] for r in rs)}/{len(rs)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.synth_quality", description=__doc__.splitlines()[0])
+    ap.add_argument("clips", nargs="*", type=Path, help="clips (default: every *.mp4 in ../shared/data/clips)")
+    ap.add_argument("--out", type=Path, required=True, help="output folder")
+    ap.add_argument("--frames", type=int, default=250, help="first N frames of each clip (default %(default)s)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    clips = args.clips or sorted(CLIPS.glob("*.mp4"))
+    work = args.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    validation = {Path(c).stem for c in load_split()["validation"]}
+    lpips, results = LPIPS(), []
+    for clip in tqdm(clips, desc="clips", unit="clip"):
+        try:
+            results.append(run_clip(clip, work, args.frames, lpips))
+        except Exception as exc:  # one clip's failure is reported, the run goes on
+            log.error("%s: %s: %s", clip.name, type(exc).__name__, exc)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    report = summarise(results, validation)
+    (args.out / "report.md").write_text("# Synthesizer quality: v1 (warp) against v2 (learned)\n\n" + report + "\n")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

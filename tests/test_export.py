@@ -1,0 +1,142 @@
+"""Synthesizer v2's ONNX export (models/export.py) and its ONNX Runtime backend (models/onnx_synth.py),
+against the torch graph on real frames of a real clip."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from conftest import clip
+
+from codec_core.config import load_config
+from codec_core.format import I_YAW, step_vector
+from codec_core.video import read_frames
+from models.export import OPSET, export, key_inputs, main, metadata_path, weights_fingerprint
+from models.face_model import FaceBasis
+from models.generator import Generator
+from models.learned import LearnedSynthesizer
+from models.onnx_synth import OnnxBackendError, OnnxSynthesizer
+from models.reference import Reference
+from models.synthesizers import BACKENDS, build_synthesizer
+from models.tracking import CropTracker
+
+FRAMES = (15, 30, 45, 59)     # later frames of rt__3: the face has moved and talks
+
+
+@pytest.fixture(scope="module")
+def key():
+    frames = list(read_frames(clip("rt__3.mp4"), FRAMES[-1] + 1))
+    tracker = CropTracker(256)
+    tracker.start(frames[0])
+    tracked = [tracker.track(f) for f in frames]
+    tracker.close()
+    cfg, basis = load_config(), FaceBasis.load()
+    ref = Reference.from_landmarks(basis, tracked[0].landmarks, 256, cfg.steps.geometry,
+                                   step_vector(cfg.steps.values(), basis.num_params))
+    return tracked, ref
+
+
+@pytest.fixture(scope="module")
+def generator():
+    """An untrained generator that draws: a layer that starts at zero (an untrained network
+    giving the plain warp) gets random weights, so the comparison covers the network too."""
+    torch.manual_seed(0)
+    generator = Generator().eval()
+    with torch.no_grad():
+        for p in generator.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    return generator
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, generator):
+    path = tmp_path_factory.mktemp("onnx") / "synth_v2_256.onnx"
+    return path, export(generator, path, 256)
+
+
+@pytest.fixture(scope="module")
+def synths(key, generator, exported):
+    tracked, ref = key
+    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
+    return LearnedSynthesizer(*args, generator=generator), OnnxSynthesizer(*args, generator=generator,
+                                                                           onnx_model=exported[0])
+
+
+def test_the_export_is_a_checked_model_with_its_json(exported, synths, generator):
+    path, meta = exported
+    onnx.checker.check_model(str(path), full_check=True)
+    saved = json.loads(metadata_path(path).read_text())
+    assert saved == meta
+    assert saved["generator_version"] == Generator.VERSION and saved["opset"] == OPSET
+    assert saved["weights_sha256"] == weights_fingerprint(generator)
+    shapes = {i["name"]: i["shape"] for i in saved["inputs"]}
+    assert shapes["params"] == [1, 30] and shapes["keyframe"] == [1, 3, 256, 256]
+    assert saved["outputs"] == [{"name": "picture", "shape": [1, 3, 256, 256], "dtype": "float32"}]
+    # the key frame is an input, not a constant of the file: every prepared tensor is fed
+    graph_inputs = [i.name for i in onnx.load(str(path)).graph.input]
+    assert graph_inputs == ["params", *key_inputs(synths[0].graph)] == list(shapes)
+
+
+def test_onnx_runtime_matches_torch_on_real_frames(key, synths):
+    tracked, ref = key
+    torch_synth, onnx_synth = synths
+    model = ref.face_model()
+    turned = ref.reference_params().copy()
+    turned[I_YAW] += 15
+    frames = [model.analyse(tracked[i].landmarks) for i in FRAMES] + [turned]
+    for params in frames:
+        with torch.inference_mode():
+            ours = torch_synth.graph(torch.tensor(params, dtype=torch.float32)[None]).numpy()
+        theirs = onnx_synth.picture(params)
+        assert np.abs(ours - theirs).max() * 255 <= 1.0
+        assert np.abs(torch_synth.render(params).astype(int) - onnx_synth.render(params).astype(int)).max() <= 1
+    # and the frames did move: the comparison is not of key frames
+    assert np.abs(onnx_synth.render(frames[-1]).astype(int) - tracked[0].crop.astype(int)).mean() > 2
+
+
+def test_the_key_frames_own_parameters_give_back_the_key_frame_through_onnx(key, synths):
+    tracked, ref = key
+    assert np.array_equal(synths[1].render(ref.reference_params()), tracked[0].crop)
+
+
+def test_the_onnx_backend_is_for_the_learned_synthesizer_only(key):
+    tracked, ref = key
+    assert BACKENDS == ("torch", "onnx")
+    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
+    with pytest.raises(ValueError, match="onnx backend"):
+        build_synthesizer("warp", *args, backend="onnx")
+    with pytest.raises(ValueError, match="unknown backend"):
+        build_synthesizer("learned", *args, backend="tensorrt")
+
+
+def test_a_model_of_other_weights_is_refused_and_a_missing_one_exported(key, exported, tmp_path):
+    tracked, ref = key
+    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
+    torch.manual_seed(1)
+    other = Generator().eval()
+    with pytest.raises(OnnxBackendError, match="other weights"):
+        OnnxSynthesizer(*args, generator=other, onnx_model=exported[0])
+    fresh = tmp_path / "fresh.onnx"
+    synth = OnnxSynthesizer(*args, generator=other, onnx_model=fresh)
+    assert fresh.exists() and metadata_path(fresh).exists()
+    assert np.array_equal(synth.render(ref.reference_params()), tracked[0].crop)
+
+
+def test_the_command_exports_trained_weights(tmp_path, generator):
+    weights, out = tmp_path / "synth.pt", tmp_path / "cli" / "synth.onnx"
+    torch.save({"version": Generator.VERSION, "state": generator.state_dict()}, weights)
+    assert main(["--out", str(out), "--weights", str(weights), "--size", "256"]) == 0
+    assert json.loads(metadata_path(out).read_text())["weights_sha256"] == weights_fingerprint(generator)
+    assert main(["--out", str(out), "--weights", str(tmp_path / "missing.pt")]) == 1
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+                    reason="this ONNX Runtime has CUDA")
+def test_cuda_without_onnxruntime_gpu_is_a_clear_error(key, generator):
+    tracked, ref = key
+    with pytest.raises(OnnxBackendError, match="onnxruntime-gpu"):
+        OnnxSynthesizer(tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights,
+                        device="cuda", generator=generator)
