@@ -297,12 +297,13 @@ def _encode_timed(ctx: Context, clip: Path, stream: Path, crop: Path):
 
 def _decode_timed(ctx: Context, stream: Path):
     from codec.decoder import decode_frames, read_stream
+    from models.synthesizers import Synthesis
 
     t0 = time.perf_counter()
     parsed = read_stream(stream)
     frames: list[np.ndarray] = []
     t_first = None
-    for frame in decode_frames(parsed, ctx.args.device):
+    for frame in decode_frames(parsed, Synthesis(device=ctx.args.device)):
         frames.append(frame)
         if t_first is None:
             t_first = time.perf_counter()

@@ -39,6 +39,7 @@ from codec_core.format import I_EYE_L, I_EYE_R
 from codec_core.video import read_frames
 from models.face_model import LEFT_EYE_LOWER, LEFT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, FaceBasis
 from models.motion import OUTER_LIPS
+from models.synthesizers import Synthesis
 from models.train_data import load_split
 
 log = logging.getLogger("benchmarks.synth_quality")
@@ -93,7 +94,7 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
     result: dict = {"clip": clip.stem, "frames": len(levels)}
     outputs = {}
     for method in METHODS:
-        decoder = FaceDecoder(parsed.header, basis, synth=method)
+        decoder = FaceDecoder(parsed.header, basis, Synthesis(method))
         decoder.set_keyframe(parsed.keyframe)
         outputs[method] = np.stack([decoder.render(decoder.params(lv)) for lv in levels])
     assert decoder.reference is not None and decoder.keyframe is not None
@@ -118,7 +119,7 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
 
 
 def _render_key(parsed, basis: FaceBasis, key_params: np.ndarray) -> np.ndarray:
-    decoder = FaceDecoder(parsed.header, basis, synth="learned")
+    decoder = FaceDecoder(parsed.header, basis, Synthesis("learned"))
     decoder.set_keyframe(parsed.keyframe)
     return decoder.render(key_params)
 

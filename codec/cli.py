@@ -2,8 +2,8 @@
 
     python -m codec_core encode INPUT -o STREAM [--qp N] [--size 256|512] [--frames N]
                                 [--save-crop CROP.mp4] [--config FILE.yaml]
-    python -m codec_core decode STREAM -o OUT.mp4 [--synth warp|learned] [--device cpu|cuda]
-                                [--edit NAME=VALUE ...]
+    python -m codec_core decode STREAM -o OUT.mp4 [--synth warp|learned] [--backend torch|onnx]
+                                [--device cpu|cuda] [--onnx-model PATH] [--edit NAME=VALUE ...]
     python -m codec_core info STREAM
 
 Errors end with one line on stderr and exit status 1 (2 for bad usage).
@@ -22,18 +22,9 @@ from codec_core.config import ConfigError, load_config
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
 from codec_core.video import VideoError
-from models.synthesizers import DEFAULT_SYNTH, SYNTHS
+from models.synthesizers import add_synthesis_options, synthesis_from_args
 
 log = logging.getLogger("codec_core")
-
-
-def _device(name: str) -> str:
-    if name == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda asked for, but no CUDA device is available")
-    return name
 
 
 def cmd_encode(args) -> int:
@@ -59,11 +50,11 @@ def cmd_decode(args) -> int:
     from models.editing import Edits
 
     edits = Edits.parse(args.edit)
+    synthesis = synthesis_from_args(args)
     parsed = read_stream(args.stream)
-    device = _device(args.device)
     start, n = time.perf_counter(), 0
     with VideoWriter(args.output, parsed.header.fps_num / parsed.header.fps_den) as writer:
-        for frame in decode_frames(parsed, device, edits, args.synth):
+        for frame in decode_frames(parsed, synthesis, edits):
             writer.write(frame)
             n += 1
     took = time.perf_counter() - start
@@ -94,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="stream file -> video file")
     d.add_argument("stream")
     d.add_argument("-o", "--output", required=True)
-    d.add_argument("--synth", default=DEFAULT_SYNTH, choices=SYNTHS,
-                   help="synthesizer: warp (v1, no weights) or learned (v2) (default: %(default)s)")
-    d.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    add_synthesis_options(d)
     d.add_argument("--edit", action="append", default=[], metavar="NAME=VALUE",
                    help="edit the decoded face, e.g. yaw=15 smile=0.8 (repeatable; controls in docs/editing.md)")
     d.set_defaults(func=cmd_decode)
@@ -111,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     from models.editing import EditError
     from models.learned import WeightsError
+    from models.onnx_synth import OnnxBackendError
     from models.tracking import NoFaceError
 
     try:
         return args.func(args)
     except (StreamError, ParamDecodeError, KeyframeError, VideoError, ConfigError, NoFaceError, EditError,
-            WeightsError, FileNotFoundError) as exc:
+            WeightsError, OnnxBackendError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -23,7 +23,7 @@ from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import ParamFrameDecoder, check_levels, dequantise
 from models.face_model import FaceBasis
 from models.reference import Reference
-from models.synthesizers import DEFAULT_SYNTH, Synth, build_synthesizer
+from models.synthesizers import Synth, Synthesis
 
 if TYPE_CHECKING:
     from models.editing import Edits
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class FaceDecoder:
-    def __init__(self, header: SessionHeader, basis: FaceBasis | None = None, device: str = "cpu",
-                 synth: str = DEFAULT_SYNTH) -> None:
+    def __init__(self, header: SessionHeader, basis: FaceBasis | None = None,
+                 synthesis: Synthesis = Synthesis()) -> None:
         basis = basis or FaceBasis.load()
         if header.basis_version != basis.version:
             raise StreamError(f"stream needs face basis {header.basis_version!r}, this decoder has {basis.version!r}")
@@ -42,8 +42,7 @@ class FaceDecoder:
                               f"{basis.num_params}")
         self.header = header
         self.basis = basis
-        self.device = device
-        self.synth = synth
+        self.synthesis = synthesis
         self.steps = step_vector(header.steps, basis.num_params)
         self.reference: Reference | None = None
         self.keyframe: np.ndarray | None = None
@@ -60,8 +59,8 @@ class FaceDecoder:
                                           self.steps)
         self.keyframe = picture
         self.key_id = record.key_id
-        self._synth = build_synthesizer(self.synth, picture, self.reference.face_model(),
-                                        self.reference.reference_params(), self.reference.ring_weights, self.device)
+        self._synth = self.synthesis.build(picture, self.reference.face_model(), self.reference.reference_params(),
+                                           self.reference.ring_weights)
 
     def params(self, levels: np.ndarray) -> np.ndarray:
         return dequantise(levels, self.steps)
@@ -129,10 +128,10 @@ def read_stream(path: str | Path) -> ParsedStream:
     return parse_stream(data)
 
 
-def decode_frames(parsed: ParsedStream, device: str = "cpu", edits: Edits | None = None,
-                  synth: str = DEFAULT_SYNTH) -> Iterator[np.ndarray]:
+def decode_frames(parsed: ParsedStream, synthesis: Synthesis = Synthesis(),
+                  edits: Edits | None = None) -> Iterator[np.ndarray]:
     """Synthesized frames of a parsed stream, in order, with `edits` (models.editing) applied."""
-    decoder = FaceDecoder(parsed.header, device=device, synth=synth)
+    decoder = FaceDecoder(parsed.header, synthesis=synthesis)
     decoder.set_keyframe(parsed.keyframe)
     editor = None
     if edits and decoder.reference is not None:

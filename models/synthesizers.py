@@ -8,6 +8,9 @@ picks one here with `--synth`, so the choice and its error messages live in one 
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -18,33 +21,75 @@ SYNTHS = ("warp", "learned")
 DEFAULT_SYNTH = "warp"
 BACKENDS = ("torch", "onnx")
 DEFAULT_BACKEND = "torch"
+DEVICES = ("cpu", "cuda")
 
 
 class Synth(Protocol):
     def render(self, params: np.ndarray) -> np.ndarray: ...
 
 
-def build_synthesizer(kind: str, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
-                      ring_weights: np.ndarray, device: str = "cpu", backend: str = DEFAULT_BACKEND) -> Synth:
-    """A synthesizer of one key frame; ValueError for an unknown kind or backend, or the onnx
-    backend for a synthesizer other than `learned`; models.learned.WeightsError when the learned
-    one has no weights of its version; models.onnx_synth.OnnxBackendError when ONNX Runtime is
-    missing or has no provider for the device."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if kind not in SYNTHS:
-        raise ValueError(f"unknown synthesizer {kind!r}: choose one of {', '.join(SYNTHS)}")
-    if backend == "onnx" and kind != "learned":
-        raise ValueError(f"the onnx backend runs the learned synthesizer only, not {kind!r}: "
-                         "use --synth learned or the torch backend")
-    if kind == "warp":
-        from models.synthesizer import Synthesizer
+@dataclass(frozen=True)
+class Synthesis:
+    """Which synthesizer makes the pictures, on which backend and device."""
 
-        return Synthesizer(keyframe, model, ref_params, ring_weights, device)
-    if backend == "onnx":
-        from models.onnx_synth import OnnxSynthesizer
+    synth: str = DEFAULT_SYNTH
+    backend: str = DEFAULT_BACKEND
+    device: str = "cpu"
+    onnx_model: Path | None = None
 
-        return OnnxSynthesizer(keyframe, model, ref_params, ring_weights, device)
-    from models.learned import LearnedSynthesizer
+    def check(self) -> None:
+        """ValueError with a one-line reason when this choice cannot run here; loads nothing big."""
+        if self.synth not in SYNTHS:
+            raise ValueError(f"unknown synthesizer {self.synth!r}: choose one of {', '.join(SYNTHS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.backend == "onnx" and self.synth != "learned":
+            raise ValueError(f"the onnx backend runs the learned synthesizer only, not {self.synth!r}: "
+                             "use --synth learned or --backend torch")
+        if self.device == "cuda" and self.backend == "torch":
+            import torch
 
-    return LearnedSynthesizer(keyframe, model, ref_params, ring_weights, device)
+            if not torch.cuda.is_available():
+                raise ValueError("--device cuda asked for, but no CUDA device is available")
+        if self.synth == "learned":
+            from models.learned import ASSET
+
+            if not ASSET.exists():
+                raise ValueError(f"no learned synthesizer weights at {ASSET}: train them with "
+                                 "`python -m models.train` or use --synth warp")
+
+    def build(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
+              ring_weights: np.ndarray) -> Synth:
+        """A synthesizer of one key frame (ValueError, models.learned.WeightsError or
+        models.onnx_synth.OnnxBackendError when it cannot be made)."""
+        self.check()
+        if self.synth == "warp":
+            from models.synthesizer import Synthesizer
+
+            return Synthesizer(keyframe, model, ref_params, ring_weights, self.device)
+        if self.backend == "onnx":
+            from models.onnx_synth import OnnxSynthesizer
+
+            return OnnxSynthesizer(keyframe, model, ref_params, ring_weights, self.device,
+                                   onnx_model=self.onnx_model)
+        from models.learned import LearnedSynthesizer
+
+        return LearnedSynthesizer(keyframe, model, ref_params, ring_weights, self.device)
+
+
+def add_synthesis_options(parser: argparse.ArgumentParser) -> None:
+    """--synth, --backend, --device and --onnx-model, as every command that makes pictures has them."""
+    parser.add_argument("--synth", default=DEFAULT_SYNTH, choices=SYNTHS,
+                        help="synthesizer: warp (v1, no weights) or learned (v2) (default: %(default)s)")
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                        help="what runs the learned synthesizer: torch or onnx (ONNX Runtime) (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="synthesis device (default: %(default)s)")
+    parser.add_argument("--onnx-model", type=Path, metavar="PATH",
+                        help="the exported synthesizer for --backend onnx (default: out/onnx/, exported on first use)")
+
+
+def synthesis_from_args(args: argparse.Namespace) -> Synthesis:
+    """The choice the options name, checked (ValueError with a one-line reason)."""
+    choice = Synthesis(args.synth, args.backend, args.device, args.onnx_model)
+    choice.check()
+    return choice

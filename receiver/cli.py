@@ -8,6 +8,7 @@ import asyncio
 from live.cli import SetupError
 from live.config import DEFAULT, LiveConfig
 from models.face_model import FaceBasis
+from models.synthesizers import add_synthesis_options, synthesis_from_args
 from receiver.half import ReceiverHalf
 from receiver.render import RenderWorker
 from receiver.sinks import FileSink, Sink, WindowSink, display_available
@@ -25,7 +26,7 @@ def add_receiver_options(parser: argparse.ArgumentParser, live: LiveConfig = DEF
                         help="write the received video (H.264); a peer that comes back goes on in OUT-2.mp4, ...")
     parser.add_argument("--window", action="store_true", help="show the received video in a window (q or Esc ends)")
     parser.add_argument("--stats", metavar="STATS.json", help="receiver numbers, rewritten every second, final at exit")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="synthesis device (default: cpu)")
+    add_synthesis_options(parser)
     parser.add_argument("--threads", type=int, default=live.render_threads,
                         help="torch threads for synthesis (default: %(default)s)")
     parser.add_argument("--wait-peer", type=_seconds, default=live.peer_wait_s, metavar="SECONDS",
@@ -42,10 +43,10 @@ def check_receiver_args(args: argparse.Namespace) -> None:
         raise SetupError("--window needs a display, and neither DISPLAY nor WAYLAND_DISPLAY is set")
     if args.threads < 1:
         raise SetupError("--threads must be at least 1")
-    import torch
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SetupError("--device cuda asked for, but no CUDA device is available")
+    try:
+        synthesis_from_args(args)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> ReceiverHalf:
@@ -58,7 +59,8 @@ def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> Rece
     window = WindowSink() if args.window else None
     if window:
         sinks.append(window)
-    worker = RenderWorker(asyncio.get_running_loop(), half.events(), sinks, basis, args.device, args.threads)
+    worker = RenderWorker(asyncio.get_running_loop(), half.events(), sinks, basis,
+                          synthesis_from_args(args), args.threads)
     if window:
         window.on_edits = worker.set_edits
     half.attach(worker)

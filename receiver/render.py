@@ -30,6 +30,7 @@ from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
 from live.clock import wall_ms
 from models.face_model import FaceBasis
+from models.synthesizers import Synthesis
 from receiver.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,12 @@ class RenderEvents:
 
 class RenderWorker:
     def __init__(self, loop, events: RenderEvents, sinks: list[Sink], basis: FaceBasis | None = None,
-                 device: str = "cpu", threads: int = 1) -> None:
+                 synthesis: Synthesis = Synthesis(), threads: int = 1) -> None:
         self._loop = loop
         self._events = events
         self._sinks = sinks
         self._basis = basis or FaceBasis.load()
-        self._device = device
+        self._synthesis = synthesis
         self._threads = threads
         self.queue = JobQueue()
         self._decoder: FaceDecoder | None = None
@@ -192,7 +193,7 @@ class RenderWorker:
         if isinstance(job, HeaderJob):
             if self._decoder is None or self._decoder.header != job.header:
                 try:
-                    self._decoder = FaceDecoder(job.header, self._basis, self._device)
+                    self._decoder = FaceDecoder(job.header, self._basis, self._synthesis)
                 except StreamError as exc:
                     self._decoder = None
                     self._post(self._events.keyframe_failed, str(exc))

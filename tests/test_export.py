@@ -19,7 +19,7 @@ from models.generator import Generator
 from models.learned import LearnedSynthesizer
 from models.onnx_synth import OnnxBackendError, OnnxSynthesizer
 from models.reference import Reference
-from models.synthesizers import BACKENDS, build_synthesizer
+from models.synthesizers import BACKENDS, Synthesis
 from models.tracking import CropTracker
 
 FRAMES = (15, 30, 45, 59)     # later frames of rt__3: the face has moved and talks
@@ -107,9 +107,9 @@ def test_the_onnx_backend_is_for_the_learned_synthesizer_only(key):
     assert BACKENDS == ("torch", "onnx")
     args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
     with pytest.raises(ValueError, match="onnx backend"):
-        build_synthesizer("warp", *args, backend="onnx")
+        Synthesis("warp", backend="onnx").build(*args)
     with pytest.raises(ValueError, match="unknown backend"):
-        build_synthesizer("learned", *args, backend="tensorrt")
+        Synthesis("learned", backend="tensorrt").build(*args)
 
 
 def test_a_model_of_other_weights_is_refused_and_a_missing_one_exported(key, exported, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import live.threads  # noqa: F401  (first: one OpenMP thread, before torch loads)
 from live.cli import install_stop_signals, setup_logging
 from live.config import DEFAULT
+from models.synthesizers import add_synthesis_options, synthesis_from_args
 
 PROG = "python -m web_demo"
 log = logging.getLogger("web_demo")
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="signaling server of the calls (default: one started in process)")
     p.add_argument("--stills", type=Path, default=DEFAULT_STILLS,
                    help="folder of portraits offered in portrait mode (default: %(default)s)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="synthesis device (default: cpu)")
+    add_synthesis_options(p)
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging level (default: %(default)s)")
     return p
@@ -45,14 +46,16 @@ async def amain(args: argparse.Namespace) -> int:
 
     from web_demo.server import Demo
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"{PROG}: error: --device cuda asked for, but no CUDA device is available", file=sys.stderr)
+    try:
+        synthesis = synthesis_from_args(args)
+    except ValueError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     torch.set_num_threads(DEFAULT.render_threads)     # the portraits' synthesis; each call's thread sets it too
     stop = asyncio.Event()
     install_stop_signals(stop)
     try:
-        demo = Demo(args.host, args.port, args.signaling, args.stills, args.device)
+        demo = Demo(args.host, args.port, args.signaling, args.stills, synthesis)
         async with demo:
             print(f"web demo at {demo.url} (signaling {demo.signaling_url})", flush=True)
             await stop.wait()

@@ -23,6 +23,7 @@ from codec_core.config import load_config
 from models.crop import apply_crop, crop_around_face
 from models.face_model import FaceBasis
 from models.face_tracker import detect_still
+from models.synthesizers import Synthesis
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def data_url(picture: np.ndarray, quality: int = 90) -> str:
 class Portrait:
     """A still as a key frame session: `render(edits)` gives the edited picture (blocking)."""
 
-    def __init__(self, picture: np.ndarray, basis: FaceBasis | None = None, device: str = "cpu") -> None:
+    def __init__(self, picture: np.ndarray, basis: FaceBasis | None = None,
+                 synthesis: Synthesis = Synthesis()) -> None:
         basis = basis or FaceBasis.load()
         config = load_config(None)
         size = config.size
@@ -68,7 +70,7 @@ class Portrait:
         encoder = FaceEncoder(config, basis)
         coded = encoder.new_keyframe(crop, crop_landmarks)
         header = encoder.header(Fraction(25))
-        self.decoder = FaceDecoder(header, basis, device)
+        self.decoder = FaceDecoder(header, basis, synthesis)
         self.decoder.set_keyframe(coded.record)
         self.params = self.decoder.params(encoder.levels(crop_landmarks))
         self.crop = crop

@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 
 from models.editing import CONTROLS, Edits
 from models.face_model import FaceBasis
+from models.synthesizers import Synthesis
 from signaling import ServerConfig, SignalingServer
 from signaling.client import SignalingError
 from web_demo.messages import (
@@ -140,7 +141,7 @@ class Tab:
         room = request.room
         await self.hang_up()
         call = TabCall(self.demo.signaling_url, room, self.send, self.demo.basis, request.camera_fps,
-                       device=self.demo.device)
+                       synthesis=self.demo.synthesis)
         call.set_edits(self.edits)
         self.call = call
         try:
@@ -173,7 +174,8 @@ class Tab:
         try:
             picture = decode_image(self.picture_file(request))
             await self.send({"type": "status", "text": "Finding the face and coding the key frame..."})
-            self.portrait = await loop.run_in_executor(None, Portrait, picture, self.demo.basis, self.demo.device)
+            self.portrait = await loop.run_in_executor(None, Portrait, picture, self.demo.basis,
+                                                       self.demo.synthesis)
         except PortraitError as exc:
             await self.error("no-face" if "No face" in str(exc) else "bad-picture", str(exc))
             return
@@ -220,12 +222,12 @@ class Tab:
 
 class Demo:
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, signaling: str | None = None,
-                 stills: Path | None = DEFAULT_STILLS, device: str = "cpu") -> None:
+                 stills: Path | None = DEFAULT_STILLS, synthesis: Synthesis = Synthesis()) -> None:
         self.host = host
         self.port = port
         self.signaling_url = signaling
         self.stills = stills
-        self.device = device
+        self.synthesis = synthesis
         self.basis = FaceBasis.load()
         self._signaling: SignalingServer | None = None
         self._server = None

@@ -30,6 +30,7 @@ from live.config import DEFAULT, LiveConfig
 from live.peer import Half, PeerLink, Session
 from live.runner import LiveRunner
 from models.face_model import FaceBasis
+from models.synthesizers import Synthesis
 from receiver.half import ReceiverHalf
 from receiver.render import RenderWorker
 from sender.analysis import Analyser
@@ -68,14 +69,14 @@ class _PeerEvents(Half):
 
 class TabCall:
     def __init__(self, signaling_url: str, room: str, notify: Notify, basis: FaceBasis, fps: float = 25.0,
-                 live: LiveConfig = DEFAULT, device: str = "cpu") -> None:
+                 live: LiveConfig = DEFAULT, synthesis: Synthesis = Synthesis()) -> None:
         self.signaling_url = signaling_url
         self.room = room
         self.notify = notify
         self.basis = basis
         self.fps = fps
         self.live = live
-        self.device = device
+        self.synthesis = synthesis
         self.track = SynthTrack()
         self.source = PushSource("the browser's camera", fps)
         self.analyser: Analyser | None = None
@@ -113,7 +114,7 @@ class TabCall:
         self.sender = SenderHalf(self.source, self.analyser, SenderOptions(), self.live)
         self.receiver = ReceiverHalf(self.basis, self.live)
         self.worker = RenderWorker(loop, self.receiver.events(), [TrackSink(loop, self.track)], self.basis,
-                                   self.device, self.live.render_threads)
+                                   self.synthesis, self.live.render_threads)
         self.receiver.attach(self.worker)
         self.worker.set_edits(self.edits)
         self.runner = LiveRunner(self.signaling_url, self.room, sending=self.sender, receiving=self.receiver,
