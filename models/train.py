@@ -240,7 +240,7 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
     pairs = Pairs(load_clips(config, "training"), config.identity_share, config.seed + trainer.step)
     held_out = Pairs(load_clips(config, "validation"), 0.0, seed=12345)
     val_batches = [held_out.batch(config.batch) for _ in range(4)]
-    log_file = (config.out / "log.jsonl").open("a")
+    log_file = (config.out / "log.jsonl").open("w" if trainer.step == 0 else "a")
     started, summary = time.monotonic(), {}
     bar = tqdm(total=config.steps, initial=trainer.step, disable=not progress, desc="training", unit="step")
     try:
