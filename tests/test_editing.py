@@ -30,6 +30,7 @@ from models.face_tracker import FaceTracker
 from models.reference import Reference
 from models.segmentation import person_probability
 from models.synthesizer import INNER_LIP_LOWER, INNER_LIP_UPPER, Synthesizer
+from models.synthesizers import SYNTHS, Synthesis
 from models.tracking import CropTracker
 
 CLIPS = ("rt__3.mp4", "pcavs__Pose_Source_00473.mp4")
@@ -148,7 +149,7 @@ def test_apply_edits_on_parameters(basis):
 class Session:
     """One clip as the receiver sees it: key frame, reference, synthesizer, decoded params."""
 
-    def __init__(self, name: str, basis: FaceBasis, detector: FaceTracker) -> None:
+    def __init__(self, name: str, synth: str, basis: FaceBasis, detector: FaceTracker) -> None:
         frames = list(read_frames(clip(name), max(FRAMES) + 1))
         tracker = CropTracker(256)
         tracked = [tracker.track(frames[i]) for i in range(max(FRAMES) + 1)]
@@ -161,7 +162,8 @@ class Session:
                                        person=person_probability(key.crop))
         model = ref.face_model()
         self.reference = ref
-        self.synth = Synthesizer(key.crop, model, ref.reference_params(), ref.ring_weights)
+        self.synth_name = synth
+        self.synth = Synthesis(synth).build(key.crop, model, ref.reference_params(), ref.ring_weights)
         self.editor = ExpressionEditor.from_model(model)
         self.params = [dequantise(quantise(model.analyse(tracked[i].landmarks), steps), steps) for i in FRAMES]
         self.basis, self.detector = basis, detector
@@ -216,14 +218,29 @@ def detector():
         yield tracker
 
 
-@pytest.fixture(scope="module", params=CLIPS)
+# What synthesizer v2.1 cannot do yet (issue 10), measured by these very tests: they run
+# and are reported as xfail (XPASS when they pass), so the gap stays visible.
+V2_GAPS = {
+    "eyes": "v2.1 does not close eyes or move irises: its generator does not follow the lid and iris heat maps yet",
+    "pose": "v2.1's Gaussian motion field turns the head less than asked (-9.4 deg for yaw -15 on pcavs 00473)",
+}
+
+
+def known_v2_gap(request, session, gap: str) -> None:
+    if session.synth_name == "learned":
+        request.applymarker(pytest.mark.xfail(reason=V2_GAPS[gap], strict=False))
+
+
+@pytest.fixture(scope="module", params=[(c, s) for s in SYNTHS for c in CLIPS], ids=lambda p: f"{p[0]}-{p[1]}")
 def session(request, basis, detector):
-    return Session(request.param, basis, detector)
+    """Every clip with both synthesizers: the edits must read the same through v1 and v2."""
+    return Session(*request.param, basis, detector)
 
 
 @pytest.mark.parametrize("name, value", [("yaw", 15), ("yaw", -15), ("pitch", 10), ("pitch", -10),
                                          ("roll", 10), ("roll", -10)])
-def test_pose_edits_turn_the_detected_head(session, name, value):
+def test_pose_edits_turn_the_detected_head(request, session, name, value):
+    known_v2_gap(request, session, "pose")
     for change in session.effect(**{name: value}):
         assert abs(change[name] - value) <= 5, change[name]
         assert np.sign(change[name]) == np.sign(value)
@@ -236,12 +253,14 @@ def test_jaw_open_opens_the_mouth(session):
         assert change["gap"] >= 0.05, change["gap"]
 
 
-def test_blink_closes_both_eyes(session):
+def test_blink_closes_both_eyes(request, session):
+    known_v2_gap(request, session, "eyes")
     for change in session.effect(blink=1):
         assert change["ear_ratio"] <= 0.5, change["ear_ratio"]
 
 
-def test_one_eyed_blinks_close_that_eye(session):
+def test_one_eyed_blinks_close_that_eye(request, session):
+    known_v2_gap(request, session, "eyes")
     for change in session.effect(blink_left=1):
         assert change["ear_left_ratio"] < change["ear_right_ratio"] - 0.15
     for change in session.effect(blink_right=1):
@@ -260,15 +279,17 @@ def test_brow_raise_lifts_the_brows(session):
         assert change["brow"] >= 0.01, change["brow"]
 
 
-def test_gaze_moves_the_irises(session):
+def test_gaze_moves_the_irises(request, session):
     """gaze_x=1 draws the irises 0.2 eye widths over (on a frame where the head moved)."""
+    known_v2_gap(request, session, "eyes")
     for change in session.effect(frames=[1], gaze_x=1):
         assert change["iris_x"] >= 0.1, change["iris_x"]
     for change in session.effect(frames=[1], gaze_x=-1):
         assert change["iris_x"] <= -0.1, change["iris_x"]
 
 
-def test_gaze_alone_moves_the_irises(session):
+def test_gaze_alone_moves_the_irises(request, session):
+    known_v2_gap(request, session, "eyes")
     for change in session.effect(frames=[0], gaze_x=1):
         assert change["iris_x"] >= 0.1, change["iris_x"]
 
@@ -339,7 +360,9 @@ def test_an_opening_mouth_keeps_its_teeth_and_shows_a_cavity(session):
     """jaw_open=1: between the lips, what the key frame showed there (teeth, tongue) moves
     with the lips unstretched, upper part with the upper lip and lower part with the lower
     lip, and the new gap between them is a painted dark cavity.  rt__3's key frame has its
-    mouth open (teeth showing), pcavs 00473's has it nearly shut."""
+    mouth open (teeth showing), pcavs 00473's has it nearly shut.  (v1's painted cavity.)"""
+    if session.synth_name != "warp":
+        pytest.skip("the painted cavity is synthesizer v1's")
     picture, landmarks = _coordinate_warp(session, jaw_open=1)
     ring = landmarks[list(INNER_LIP_UPPER) + list(INNER_LIP_LOWER[-2:0:-1]), :2]
     inside = np.zeros((256, 256), np.uint8)
