@@ -3,7 +3,7 @@ peer connection).  Two of these in the same room are a two-party call in which e
 sees the other.
 
     python -m call --signaling ws://HOST:PORT --room NAME --source webcam[:INDEX]|FILE [--loop]
-                   [--frames N] [--output OUT.mp4] [--window] [--stats STATS.json]
+                   [--frames N] [--size 256|512] [--output OUT.mp4] [--window] [--stats STATS.json]
                    [--sender-stats FILE.json] [--device cpu|cuda] [--wait-peer SECONDS]
                    [--ice-server URL ... --ice-username U --ice-credential C] [--log-level INFO]
 

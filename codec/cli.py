@@ -18,7 +18,7 @@ import sys
 import time
 
 from codec_core.bitstream import StreamError
-from codec_core.config import ConfigError, load_config
+from codec_core.config import SIZES, ConfigError, check_size, load_config
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
 from codec_core.video import VideoError
@@ -32,8 +32,7 @@ def cmd_encode(args) -> int:
     from models.face_model import FaceBasis
 
     cfg = load_config(args.config).with_overrides(keyframe_qp=args.qp, size=args.size)
-    if cfg.size not in (256, 512):
-        raise ConfigError("--size must be 256 or 512")
+    check_size(cfg.size)
     start = time.perf_counter()
     res = encode_video(args.input, args.output, cfg, FaceBasis.load(), args.frames, args.save_crop,
                        progress=sys.stderr.isatty())
@@ -77,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("input")
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--qp", type=int, help="VVC QP of the key frame (default from the configuration)")
-    e.add_argument("--size", type=int, choices=(256, 512), help="crop size (default 256)")
+    e.add_argument("--size", type=int, choices=SIZES, help="crop size (default 256)")
     e.add_argument("--frames", type=int, help="encode at most N frames")
     e.add_argument("--save-crop", help="also write the coded crops losslessly to this video file")
     e.add_argument("--config", help="YAML file overriding codec_core/defaults.yaml")

@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class DecodedKeyframe:
+    """A key frame made ready to animate: its picture, reference and synthesizer."""
+
+    key_id: int
+    picture: np.ndarray
+    reference: Reference
+    synth: Synth
+
+
 class FaceDecoder:
     def __init__(self, header: SessionHeader, basis: FaceBasis | None = None,
                  synthesis: Synthesis = Synthesis()) -> None:
@@ -49,18 +59,29 @@ class FaceDecoder:
         self.key_id: int | None = None
         self._synth: Synth | None = None
 
-    def set_keyframe(self, record: Keyframe) -> None:
+    def decode_keyframe(self, record: Keyframe) -> DecodedKeyframe:
+        """Decode a key frame and build its synthesizer without switching to it; reads only
+        the session's settings, so another thread may do it while this one renders."""
         picture = decode_keyframe(record.picture)
         if picture.shape[:2] != (self.header.height, self.header.width):
             raise StreamError(f"key frame is {picture.shape[1]}x{picture.shape[0]}, header says "
                               f"{self.header.width}x{self.header.height}")
-        self.reference = Reference.unpack(record.geometry, self.basis, self.header.width,
-                                          self.header.steps[I_STEP_GEOMETRY],
-                                          self.steps)
-        self.keyframe = picture
-        self.key_id = record.key_id
-        self._synth = self.synthesis.build(picture, self.reference.face_model(), self.reference.reference_params(),
-                                           self.reference.ring_weights)
+        reference = Reference.unpack(record.geometry, self.basis, self.header.width,
+                                     self.header.steps[I_STEP_GEOMETRY], self.steps)
+        synth = self.synthesis.build(picture, reference.face_model(), reference.reference_params(),
+                                     reference.ring_weights)
+        return DecodedKeyframe(record.key_id, picture, reference, synth)
+
+    def use_keyframe(self, decoded: DecodedKeyframe) -> None:
+        """Animate `decoded` from now on."""
+        self.reference = decoded.reference
+        self.keyframe = decoded.picture
+        self.key_id = decoded.key_id
+        self._synth = decoded.synth
+
+    def set_keyframe(self, record: Keyframe) -> None:
+        """Decode a key frame and switch to it."""
+        self.use_keyframe(self.decode_keyframe(record))
 
     def params(self, levels: np.ndarray) -> np.ndarray:
         return dequantise(levels, self.steps)

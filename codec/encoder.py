@@ -9,6 +9,7 @@ from it, and turns each frame's landmarks into quantised parameter levels.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from codec_core.arith import ArithmeticEncoder
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, write_file_start, write_record
-from codec_core.config import CodecConfig
+from codec_core.config import MAX_QP, CodecConfig
 from codec_core.format import FORMAT_MESH478, KEYFRAME_CODEC_VVC, step_vector
 from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import ParamFrameEncoder, quantise
@@ -36,6 +37,15 @@ class CodedKeyframe:
     picture: np.ndarray      # the decoded key frame, exactly as the receiver will have it
     reference: Reference
     qp: int
+    crop: np.ndarray         # the captured crop it was coded from
+
+    @property
+    def size(self) -> int:
+        """Picture and reference geometry bytes together (what the byte caps limit)."""
+        return len(self.record.picture) + len(self.record.geometry)
+
+
+ReferenceOf = Callable[[np.ndarray], tuple[Reference, bytes]]
 
 
 class FaceEncoder:
@@ -46,7 +56,7 @@ class FaceEncoder:
         self.keyframe: CodedKeyframe | None = None
         self._model: FaceModel | None = None
         self._previous: np.ndarray | None = None
-        self._key_id = -1
+        self._next_key_id = 0     # taken when a key frame is coded (one coding thread at a time)
 
     def header(self, fps: Fraction, frame_count: int = 0) -> SessionHeader:
         fps = Fraction(fps).limit_denominator(1001)
@@ -61,25 +71,50 @@ class FaceEncoder:
         from models.segmentation import person_probability
 
         cfg = self.config
-        qp = cfg.keyframe_qp
-        while True:
-            data = encode_keyframe(crop, qp, cfg.keyframe_preset)
-            picture = decode_keyframe(data)
+
+        def reference_of(picture: np.ndarray) -> tuple[Reference, bytes]:
             reference = Reference.from_landmarks(self.basis, landmarks, cfg.size, cfg.steps.geometry, self.steps,
                                                  person=person_probability(picture))
-            geometry = reference.pack()
+            return reference, reference.pack()
+
+        return self._code(crop, cfg.keyframe_qp, MAX_QP, cfg.keyframe_max_bytes, cfg.keyframe_preset, reference_of)
+
+    def code_sharp(self, small: CodedKeyframe) -> CodedKeyframe | None:
+        """The sharp twin of `small` for a live call (VVenC, 0.1-3 s): the same crop at
+        `call_keyframe_qp` with `call_keyframe_preset`, the QP raised until it fits
+        `call_keyframe_max_bytes`, with the very same reference geometry bytes, so that
+        parameter levels mean the same against both.  None when the configuration has no
+        sharp key frame or nothing sharper than `small` fits."""
+        cfg = self.config
+        if cfg.call_keyframe_qp is None or cfg.call_keyframe_qp >= small.qp:
+            return None
+        same_geometry: ReferenceOf = lambda picture: (small.reference, small.record.geometry)
+        sharp = self._code(small.crop, cfg.call_keyframe_qp, small.qp - 1, cfg.call_keyframe_max_bytes,
+                           cfg.call_keyframe_preset, same_geometry)
+        if cfg.call_keyframe_max_bytes is not None and sharp.size > cfg.call_keyframe_max_bytes:
+            log.warning("no sharp key frame fits %d bytes below QP %d", cfg.call_keyframe_max_bytes, small.qp)
+            return None
+        return sharp
+
+    def _code(self, crop: np.ndarray, qp: int, max_qp: int, max_bytes: int | None, preset: str,
+              reference_of: ReferenceOf) -> CodedKeyframe:
+        """VVC-code `crop` from `qp` up, until picture and geometry fit `max_bytes` or `max_qp`
+        is reached; it takes the next key id."""
+        while True:
+            data = encode_keyframe(crop, qp, preset)
+            picture = decode_keyframe(data)
+            reference, geometry = reference_of(picture)
             total = len(data) + len(geometry)
-            if cfg.keyframe_max_bytes is None or total <= cfg.keyframe_max_bytes or qp >= 63:
+            if max_bytes is None or total <= max_bytes or qp >= max_qp:
                 break
-            log.info("key frame %d bytes at QP %d is over %d, raising QP", total, qp, cfg.keyframe_max_bytes)
+            log.info("key frame %d bytes at QP %d is over %d, raising QP", total, qp, max_bytes)
             qp += 1
-        key_id = (self._key_id + 1) & 0xFFFF
+        key_id, self._next_key_id = self._next_key_id, (self._next_key_id + 1) & 0xFFFF
         record = Keyframe(key_id, KEYFRAME_CODEC_VVC, data, geometry)
-        return CodedKeyframe(record, picture, reference, qp)
+        return CodedKeyframe(record, picture, reference, qp, crop)
 
     def use_keyframe(self, coded: CodedKeyframe) -> None:
         """Switch to a key frame from `code_keyframe`: parameters from now on animate it."""
-        self._key_id = coded.record.key_id
         self.keyframe = coded
         self._model = coded.reference.face_model()
         self._previous = coded.reference.reference_levels()

@@ -10,6 +10,9 @@ import yaml
 from codec_core.format import STEP_NAMES
 
 DEFAULTS = Path(__file__).resolve().parent / "defaults.yaml"
+#: The crop sides a stream may have (`size`, `--size`).
+SIZES = (256, 512)
+MAX_QP = 63
 
 
 class ConfigError(Exception):
@@ -39,6 +42,9 @@ class CodecConfig:
     keyframe_qp: int
     keyframe_max_bytes: int | None
     keyframe_preset: str
+    call_keyframe_qp: int | None           # live calls: the sharp key frame's QP (None: no sharp key frame)
+    call_keyframe_max_bytes: int | None    # its byte cap, picture + reference geometry (None: no limit)
+    call_keyframe_preset: str              # its VVenC preset
     intra_interval: int
     hysteresis: float
     steps: Steps
@@ -48,6 +54,12 @@ class CodecConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_size(size: int, what: str = "--size") -> None:
+    """ConfigError unless `size` is a crop side streams may have (`SIZES`)."""
+    if size not in SIZES:
+        raise ConfigError(f"{what} must be {' or '.join(map(str, SIZES))}, not {size}")
 
 
 def _merge(base: dict, over: dict, where: str = "") -> dict:
@@ -75,8 +87,9 @@ def load_config(path: str | Path | None = None) -> CodecConfig:
         cfg = CodecConfig(**{**data, "steps": steps})
     except (TypeError, ValueError, KeyError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
-    if cfg.size not in (256, 512):
-        raise ConfigError(f"size must be 256 or 512, not {cfg.size}")
+    check_size(cfg.size, "size")
+    if cfg.call_keyframe_qp is not None and not 0 <= cfg.call_keyframe_qp <= MAX_QP:
+        raise ConfigError(f"call_keyframe_qp must be in 0..{MAX_QP} or null, not {cfg.call_keyframe_qp}")
     if cfg.intra_interval < 1:
         raise ConfigError("intra_interval must be at least 1")
     if min(vars(steps).values()) <= 0:

@@ -1,5 +1,6 @@
-"""Numbers of a live call: distribution summaries, a JSON stats file that is rewritten
-during the call, and a per-frame trace (JSON lines) that benchmarks join across processes."""
+"""Numbers of a live call: distribution summaries, key frame byte tallies, a JSON stats
+file that is rewritten during the call, and a per-frame trace (JSON lines) that benchmarks
+join across processes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,33 @@ def summary(values: Iterable[float]) -> dict:
     r = lambda x: round(float(x), 2)  # noqa: E731
     return {"median": r(np.median(v)), "p95": r(np.percentile(v, 95)), "mean": r(v.mean()), "max": r(v.max()),
             "count": int(v.size)}
+
+
+def kbps(nbytes: int, seconds: float | None) -> float | None:
+    """`nbytes` over `seconds` in kbit/s (None without a duration)."""
+    return round(nbytes * 8 / 1000 / seconds, 3) if seconds else None
+
+
+@dataclass
+class KeyframeTally:
+    """The bytes of every key frame a call end sent or received (the stream message: record
+    type byte and KEYFRAME payload), the small ones and the sharp ones apart (docs/call.md)."""
+
+    small: list[int] = field(default_factory=list)
+    sharp: list[int] = field(default_factory=list)
+
+    def add(self, nbytes: int, sharp: bool) -> None:
+        (self.sharp if sharp else self.small).append(nbytes)
+
+    @property
+    def total(self) -> int:
+        return sum(self.small) + sum(self.sharp)
+
+    def snapshot(self, seconds: float | None) -> dict:
+        """The stats keys: bytes of each small and each sharp key frame, their total, and
+        that total as kbit/s over `seconds` of call."""
+        return {"keyframe_bytes_small": list(self.small), "keyframe_bytes_sharp": list(self.sharp),
+                "keyframe_bytes_total": self.total, "keyframe_kbps": kbps(self.total, seconds)}
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

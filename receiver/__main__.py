@@ -2,7 +2,7 @@
 
     python -m receiver --signaling ws://HOST:PORT --room NAME [--output OUT.mp4] [--window]
                        [--stats STATS.json] [--device cpu|cuda] [--threads N] [--wait-peer SECONDS]
-                       [--dump-levels FILE.jsonl] [--trace FILE.jsonl]
+                       [--dump-levels FILE.jsonl] [--trace FILE.jsonl] [--dump-keyframes DIR]
                        [--ice-server URL ... --ice-username U --ice-credential C] [--log-level INFO]
 
 Waits in the room for a sender, then decodes and synthesizes every frame as it arrives.

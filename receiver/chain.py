@@ -8,7 +8,14 @@ the key frame the packets belong to, and decides for each packet:
 - BROKEN: a frame before it is missing (or failed to decode): skip it until the next intra;
 - STALE: it is older than one already seen (late or duplicate): drop it (after a long run
   of these the numbering is taken to have restarted, and the chain follows it again);
-- FOREIGN: it animates another key frame than the receiver's current one: drop it.
+- FOREIGN: it animates another key frame than the receiver's current or pending ones: drop it.
+
+Key frames: the first one of a session (or after the current one failed) is current at
+once.  One that arrives while another is current is *pending*: packets for the current key
+frame still decode, and the first packet that carries a pending key id switches the chain
+to it (from then on it needs an intra packet, as after any new key frame).  So a sender
+may send a new key frame ahead and switch its packets over when it likes (the sharp key
+frame right after the small one, docs/call.md), and no frame in between is lost.
 
 It also says when to report a loss to the sender (at once on a new gap, then at most every
 `report_interval` seconds while the chain stays broken), which frame to name, and counts
@@ -21,6 +28,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from live.clock import FRAME_MODULUS, unwrap
+
+MAX_PENDING = 4      # key frames kept waiting for their first packet (the newest ones)
 
 
 class Verdict(Enum):
@@ -55,6 +64,7 @@ class PredictionChain:
         self.resync_after = resync_after        # this many late packets in a row: numbering restarted
         self.counts = ChainCounts()
         self.key_id: int | None = None      # low 8 bits of the current key frame's id
+        self.pending: list[int] = []        # key frames arrived since (low 8 bits, oldest first)
         self.intact = False
         self.expected: int | None = None    # next unwrapped frame number
         self.first: int | None = None       # first frame number of this session
@@ -64,12 +74,33 @@ class PredictionChain:
     def new_session(self) -> None:
         """A new peer connection: frame numbers and key frames start over."""
         self.key_id, self.intact, self.expected, self.first = None, False, None, None
+        self.pending = []
         self._last_report = None
 
     def new_key(self, key_id: int) -> None:
-        """A key frame arrived: only its packets decode from now on, starting with an intra one."""
-        self.key_id = key_id & 0xFF
-        self.intact = False
+        """A key frame arrived.  Without a current key frame it is current at once (its
+        packets decode from an intra one on); else it is pending until its first packet."""
+        key = key_id & 0xFF
+        if self.key_id is None:
+            self.key_id, self.intact, self.pending = key, False, []
+            return
+        self.pending = [k for k in self.pending if k != key][-(MAX_PENDING - 1):] + [key]
+
+    def drop_key(self, key_id: int) -> None:
+        """Key frame `key_id` (low 8 bits) is unusable: it is no longer current or pending."""
+        if self.key_id == key_id:
+            self.key_id = None
+        self.pending = [k for k in self.pending if k != key_id]
+
+    def known(self, key_id: int) -> bool:
+        """Whether `key_id` (low 8 bits) is the current key frame or a pending one."""
+        return key_id == self.key_id or key_id in self.pending
+
+    def _switch(self, key: int) -> None:
+        """The first packet of pending key frame `key`: it becomes current, the ones that
+        came before it are forgotten, and its chain starts at an intra packet."""
+        self.pending = self.pending[self.pending.index(key) + 1:]
+        self.key_id, self.intact = key, False
 
     def stream_ended(self, last: int) -> int:
         """The stream's last frame was `last` (unwrapped): frames after the last one seen
@@ -108,7 +139,10 @@ class PredictionChain:
         if gap > 0:
             self.counts.lost += gap
             self.intact = False
-        if self.key_id is None or (key_id & 0xFF) != self.key_id:
+        key = key_id & 0xFF
+        if key != self.key_id and key in self.pending:
+            self._switch(key)
+        if self.key_id is None or key != self.key_id:
             self.counts.foreign += 1
             return Decision(Verdict.FOREIGN, f, gap)
         if intra:

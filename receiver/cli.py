@@ -35,6 +35,8 @@ def add_receiver_options(parser: argparse.ArgumentParser, live: LiveConfig = DEF
     parser.add_argument("--dump-levels", metavar="FILE.jsonl",
                         help="debug: the decoded levels of every frame, one JSON line each")
     parser.add_argument("--trace", metavar="FILE.jsonl", help="debug: per-frame stage times (wall-clock ms)")
+    parser.add_argument("--dump-keyframes", metavar="DIR",
+                        help="debug: each key frame received, its KEYFRAME payload (DIR/NNN-key-ID-small|sharp.bin)")
 
 
 def check_receiver_args(args: argparse.Namespace) -> None:
@@ -52,7 +54,7 @@ def check_receiver_args(args: argparse.Namespace) -> None:
 def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> ReceiverHalf:
     """The receiver half with its synthesis thread and sinks (call on the event loop)."""
     basis = FaceBasis.load()
-    half = ReceiverHalf(basis, live, args.dump_levels, args.trace)
+    half = ReceiverHalf(basis, live, args.dump_levels, args.trace, args.dump_keyframes)
     sinks: list[Sink] = []
     if args.output:
         sinks.append(FileSink(args.output, live.max_gap_fill_s))

@@ -5,8 +5,12 @@ bookkeeping, arithmetic decoding of ~10 bytes); key frames and synthesis go to t
 `RenderWorker` thread.  Feedback on the `control` channel:
 
 - `loss` when a frame is missing or cannot be decoded (see `receiver.chain`);
-- `keyframe-request` when parameters keep arriving for a key frame it does not have, or a
-  key frame failed to decode.
+- `keyframe-request` when parameters keep arriving for a key frame it does not have, or the
+  key frame it animates failed to decode;
+- `ready` when a key frame it has (current or pending, `receiver.chain`) is decoded and
+  synthesis is set up: a file sender starts playing on the first, and a sender switches
+  its packets to a sharp key frame on it (docs/call.md).  A pending key frame that fails is
+  forgotten (the current one stays; a sender that switches to it anyway gets a request).
 
 Anything malformed (from a buggy or hostile peer) is dropped with a log line; the first
 few are logged, then one in a hundred.
@@ -18,8 +22,9 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from codec_core.bitstream import ParamPacket, SessionHeader, StreamError
+from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader, StreamError
 from codec_core.param_coding import PacketParamDecoder, ParamDecodeError, check_levels
 from live.clock import unwrap, wall_ms
 from live.config import DEFAULT, LiveConfig
@@ -43,7 +48,7 @@ class EndMark:
 
 class ReceiverHalf(ReceivingHalf):
     def __init__(self, basis: FaceBasis, live: LiveConfig = DEFAULT, dump_levels: str | None = None,
-                 trace: str | None = None) -> None:
+                 trace: str | None = None, dump_keyframes: str | None = None) -> None:
         self.basis = basis
         self.live = live
         self.chain = PredictionChain(live.loss_report_interval_s)
@@ -58,6 +63,7 @@ class ReceiverHalf(ReceivingHalf):
         self._last_request = float("-inf")
         self._dump = JsonLines(dump_levels)
         self._trace = JsonLines(trace)
+        self._keyframe_dir = Path(dump_keyframes) if dump_keyframes else None
 
     def attach(self, worker: RenderWorker) -> None:
         self.worker = worker
@@ -140,13 +146,23 @@ class ReceiverHalf(ReceivingHalf):
             if self.header is None:
                 self._bad("key frame", StreamError("it came before any session header"))
                 return
-            self.stats.keyframes_received += 1
-            self.stats.keyframe_bytes = len(record.picture)
-            self.stats.keyframe_record_bytes = len(data)
+            sharp = self.stats.keyframe(record, len(data))
             self.chain.new_key(record.key_id)
             self._unknown_key_since = None
             self.worker.set_keyframe(record)
-            log.info("key frame %d: %d bytes", record.key_id, len(data))
+            log.info("%s key frame %d: %d bytes", "sharp" if sharp else "small", record.key_id, len(data))
+            self._dump_keyframe(record, sharp)
+
+    def _dump_keyframe(self, record: Keyframe, sharp: bool) -> None:
+        """(debug) Keep the KEYFRAME payload as it came: DIR/NNN-key-ID-small|sharp.bin."""
+        if self._keyframe_dir is None:
+            return
+        name = f"{self.stats.keyframes_received:03d}-key-{record.key_id}-{'sharp' if sharp else 'small'}.bin"
+        try:
+            self._keyframe_dir.mkdir(parents=True, exist_ok=True)
+            (self._keyframe_dir / name).write_bytes(record.pack())
+        except OSError as exc:
+            log.warning("cannot keep the key frame in %s: %s", self._keyframe_dir, exc)
 
     def _on_header(self, header: SessionHeader) -> None:
         if header.basis_version != self.basis.version or header.num_params != self.basis.num_params:
@@ -229,10 +245,15 @@ class ReceiverHalf(ReceivingHalf):
                            "latency": round(latency, 3)})
 
     def _keyframe_ready(self, key_id: int) -> None:
-        if self.chain.key_id == key_id:
+        if self.chain.known(key_id):
             self._send(Ready(key_id))
 
-    def _keyframe_failed(self, why: str) -> None:
+    def _keyframe_failed(self, key_id: int | None, why: str) -> None:
+        """Key frame `key_id` (None: the session header) cannot be used."""
+        if key_id is not None and key_id != self.chain.key_id:
+            log.warning("key frame %d unusable (%s); staying with the current one", key_id, why)
+            self.chain.drop_key(key_id)
+            return
         log.warning("key frame unusable: %s", why)
         self.chain.key_id = None
         if time.monotonic() - self._last_request >= self.live.keyframe_request_interval_s:

@@ -7,6 +7,14 @@ a newer one arrives is replaced by it (the stale frame is dropped and counted), 
 renderer shows the newest frame when it falls behind.  Results go back to the event loop
 through `loop.call_soon_threadsafe`.
 
+Key frames are decoded, and their synthesizer built and warmed up, on a second thread
+(`keyframe`, 30-50 ms), so that a key frame arriving while another one is animated (the
+sharp one after the small one, a new crop) does not hold up the frames of the current one.
+The synthesis thread keeps the key frames it has been given by key id; a frame animates
+the one its packet names, switching to it when that is another one than before (a frame
+for a key frame still being decoded waits for it, so frames keep their order) and
+forgetting the key frames that came before it.
+
 The thread sets torch's thread count (`LiveConfig.render_threads`, the receiver's
 --threads) itself, first thing: the count is process-wide, but torch applies it to a
 thread when that thread first uses torch, so setting it on this thread is what makes
@@ -19,12 +27,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from codec.decoder import FaceDecoder
+from codec.decoder import DecodedKeyframe, FaceDecoder
 from codec_core.bitstream import Keyframe, SessionHeader, StreamError
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
@@ -34,6 +43,9 @@ from models.synthesizers import Synthesis
 from receiver.sinks import Sink
 
 log = logging.getLogger(__name__)
+
+MAX_KEYFRAMES = 4      # key frames kept (the current one and the newest that came after it)
+KEYFRAME_ERRORS = (KeyframeError, StreamError, ParamDecodeError, ValueError)
 
 
 @dataclass
@@ -110,7 +122,7 @@ class RenderEvents:
 
     rendered: Callable[[Rendered], None]
     keyframe_ready: Callable[[int], None]     # key id (low 8 bits): decoded, synthesis warmed up
-    keyframe_failed: Callable[[str], None]
+    keyframe_failed: Callable[[int | None, str], None]   # key id (None: the session header), why
     skipped: Callable[[RenderJob], None]
     quit: Callable[[], None]          # the user closed the window
 
@@ -126,7 +138,11 @@ class RenderWorker:
         self._threads = threads
         self.queue = JobQueue()
         self._decoder: FaceDecoder | None = None
-        self._usable_key: int | None = None
+        self._keys: dict[int, Future] = {}       # low 8 bits -> DecodedKeyframe, oldest first
+        self._current: int | None = None         # the key frame the decoder animates (low 8 bits)
+        self._in_use: Future | None = None       # and the decoding of it that it uses
+        self._prep = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=torch.set_num_threads,
+                                        initargs=(threads,))
         self._edits = None            # models.editing.Edits applied before synthesis (None: none)
         self._editor = None           # its ExpressionEditor, made per key frame when first needed
         self._thread = threading.Thread(target=self._run, name="synthesis", daemon=True)
@@ -183,40 +199,85 @@ class RenderWorker:
                 except Exception:
                     log.exception("synthesis failed")
         finally:
+            self._prep.shutdown(wait=False, cancel_futures=True)
             for sink in self._sinks:
                 try:
                     sink.close()
                 except Exception as exc:
                     log.error("closing the output failed: %s", exc)
 
+    # -- key frames ----------------------------------------------------------------------
+
+    def _forget_keys(self) -> None:
+        self._keys.clear()
+        self._current, self._in_use = None, None
+
+    def _add_key(self, decoder: FaceDecoder, record: Keyframe) -> None:
+        """Start decoding a key frame on the key frame thread; ready or failed is posted."""
+        key = record.key_id & 0xFF
+        self._keys.pop(key, None)           # sent again: the newest copy, at the end
+        others = [k for k in self._keys if k != self._current]
+        for old in others[:max(0, len(self._keys) + 1 - MAX_KEYFRAMES)]:
+            del self._keys[old]             # the oldest of too many that never got a frame
+        future = self._prep.submit(_prepare, decoder, record)
+        self._keys[key] = future
+        future.add_done_callback(lambda done: self._prepared(key, done))
+
+    def _prepared(self, key: int, future: Future) -> None:
+        """(key frame thread) A key frame is decoded, or failed; tell the event loop unless
+        it was superseded meanwhile."""
+        if self._keys.get(key) is not future or future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            self._post(self._events.keyframe_ready, key)
+            return
+        if not isinstance(exc, KEYFRAME_ERRORS):
+            log.error("key frame %d failed", key, exc_info=exc)
+        self._post(self._events.keyframe_failed, key, str(exc))
+
+    def _use_key(self, key: int) -> bool:
+        """Make key frame `key` the one the decoder animates (waiting for its decoding if
+        needed); False when this thread does not have it."""
+        future = self._keys.get(key)
+        if key == self._current and (future is None or future is self._in_use or not future.done()
+                                     or future.exception() is not None):
+            return True                     # keep animating it (a copy sent again is not ready yet)
+        if future is None or self._decoder is None:
+            return False
+        try:
+            decoded: DecodedKeyframe = future.result()
+        except Exception:
+            return False
+        self._decoder.use_keyframe(decoded)
+        if key != self._current:
+            for old in list(self._keys):    # the key frames that came before it are done with
+                if old == key:
+                    break
+                del self._keys[old]
+            self._editor = None
+        self._current, self._in_use = key, future
+        return True
+
+    # -- jobs ----------------------------------------------------------------------------
+
     def _do(self, job: Job) -> None:
         if isinstance(job, HeaderJob):
             if self._decoder is None or self._decoder.header != job.header:
+                self._forget_keys()
                 try:
                     self._decoder = FaceDecoder(job.header, self._basis, self._synthesis)
                 except StreamError as exc:
                     self._decoder = None
-                    self._post(self._events.keyframe_failed, str(exc))
+                    self._post(self._events.keyframe_failed, None, str(exc))
                     return
-                self._usable_key = None
                 for sink in self._sinks:
                     sink.set_fps(job.header.fps)
         elif isinstance(job, KeyframeJob):
-            if self._decoder is None:
-                return
-            try:
-                self._decoder.set_keyframe(job.record)
-                # one throw-away picture: the first real frame then does not pay for warm-up
-                self._decoder.render(self._decoder.params(self._decoder.reference.reference_levels()))
-            except (KeyframeError, StreamError, ParamDecodeError, ValueError) as exc:
-                self._usable_key = None
-                self._post(self._events.keyframe_failed, str(exc))
-                return
-            self._usable_key = job.record.key_id & 0xFF
-            self._editor = None
-            self._post(self._events.keyframe_ready, self._usable_key)
+            if self._decoder is not None:
+                self._add_key(self._decoder, job.record)
         elif isinstance(job, RenderJob):
-            if self._decoder is None or self._usable_key != job.key_id:
+            if not self._use_key(job.key_id):
                 self._post(self._events.skipped, job)
                 return
             start = wall_ms()
@@ -234,5 +295,14 @@ class RenderWorker:
             if not all([sink.show(job.frame, picture) for sink in self._sinks]):
                 self._post(self._events.quit)
         elif isinstance(job, BreakJob):
+            self._forget_keys()             # the next session numbers its key frames anew
             for sink in self._sinks:
                 sink.session_break()
+
+
+def _prepare(decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:
+    """(key frame thread) Decode a key frame and render one throw-away picture with it, so
+    that the first real frame does not pay for warm-up."""
+    decoded = decoder.decode_keyframe(record)
+    decoded.synth.render(decoder.params(decoded.reference.reference_levels()))
+    return decoded

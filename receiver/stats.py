@@ -18,6 +18,9 @@ Updated on the event loop only.  `snapshot()` is what `--stats FILE.json` holds:
 | stages_ms | capture_to_arrival (sender's analysis, coding, network), decoding, queue (before synthesis), synthesis |
 | param_kbps | parameter packet bytes (8-byte packet header included) per second of frames |
 | keyframe_bytes | VVC picture bytes of the current key frame (keyframe_record_bytes: the whole record) |
+| keyframe_bytes_small / _sharp | stream message bytes of each key frame received, small and sharp apart |
+| keyframe_bytes_total | all of them together; keyframe_kbps: as kbit/s over the call (seconds as param_kbps) |
+| sharp_after_first_ms | wall ms from the first picture synthesized to the first from a sharp key frame |
 """
 
 from __future__ import annotations
@@ -25,10 +28,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from codec_core.bitstream import Keyframe
 from live.clock import age_ms
-from live.stats import summary
+from live.stats import KeyframeTally, kbps, summary
 from receiver.chain import ChainCounts
 from receiver.render import Rendered
+
+
+def is_sharp_twin(previous: Keyframe | None, record: Keyframe) -> bool:
+    """Whether `record` is the sharp twin of the key frame received before it: the same
+    reference geometry bytes and a later key id (docs/call.md).  A small key frame sent
+    again after its twin (a key frame request) has an earlier id, so it counts as small."""
+    if previous is None or record.geometry != previous.geometry:
+        return False
+    return 0 < (record.key_id - previous.key_id) % 0x10000 < 0x8000
 
 
 @dataclass
@@ -46,6 +59,11 @@ class ReceiverStats:
     keyframes_received: int = 0
     keyframe_bytes: int = 0
     keyframe_record_bytes: int = 0
+    keyframes: KeyframeTally = field(default_factory=KeyframeTally)   # bytes of each key frame received
+    sharp_keys: set[int] = field(default_factory=set)    # low 8 bits of the sharp key frames received
+    first_picture_ms: float | None = None     # wall ms: the first picture synthesized
+    first_sharp_ms: float | None = None       # and the first one from a sharp key frame
+    _last_keyframe: Keyframe | None = None
     loss_reports_sent: int = 0
     keyframe_requests_sent: int = 0
     bad_messages: int = 0
@@ -62,8 +80,27 @@ class ReceiverStats:
         self.first_packet_t = self.first_packet_t or now
         self.last_packet_t = now
 
+    def keyframe(self, record: Keyframe, nbytes: int) -> bool:
+        """A key frame record of `nbytes` (the stream message) arrived; whether it is sharp."""
+        sharp = is_sharp_twin(self._last_keyframe, record)
+        self._last_keyframe = record
+        self.keyframes_received += 1
+        self.keyframe_bytes = len(record.picture)
+        self.keyframe_record_bytes = nbytes
+        self.keyframes.add(nbytes, sharp)
+        key = record.key_id & 0xFF
+        if sharp:
+            self.sharp_keys.add(key)
+        else:
+            self.sharp_keys.discard(key)
+        return sharp
+
     def rendered(self, r: Rendered) -> float:
         self.frames_rendered += 1
+        if self.first_picture_ms is None:
+            self.first_picture_ms = r.ready_ms
+        if self.first_sharp_ms is None and r.job.key_id in self.sharp_keys:
+            self.first_sharp_ms = r.ready_ms
         latency = age_ms(r.job.capture_ms, r.ready_ms)
         self.latency.append(latency)
         self.stages["capture_to_arrival"].append(age_ms(r.job.capture_ms, r.job.arrival_ms))
@@ -101,13 +138,17 @@ class ReceiverStats:
             "rendered_ratio": round(self.frames_rendered / expected, 4) if expected else None,
             "latency_ms": summary(self.latency),
             "stages_ms": {k: summary(v) for k, v in self.stages.items()},
-            "param_kbps": round(self.param_bytes * 8 / 1000 / seconds, 3) if seconds else None,
+            "param_kbps": kbps(self.param_bytes, seconds),
             "param_bytes": self.param_bytes,
             "param_packets": self.param_packets,
             "fps": self.fps,
             "keyframe_bytes": self.keyframe_bytes,
             "keyframe_record_bytes": self.keyframe_record_bytes,
             "keyframes_received": self.keyframes_received,
+            **self.keyframes.snapshot(seconds),
+            "sharp_after_first_ms": (round(self.first_sharp_ms - self.first_picture_ms, 1)
+                                     if self.first_sharp_ms is not None and self.first_picture_ms is not None
+                                     else None),
             "loss_reports_sent": self.loss_reports_sent,
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "bad_messages": self.bad_messages,

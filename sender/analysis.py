@@ -12,7 +12,10 @@ tracking goes on:
   `face_search_interval_s`, the whole picture is searched; a face found away from the
   crop gets a new crop and a new key frame, coded in the background.  Until it is ready
   the old key frame and held levels stay in use; the frame on which it takes over carries
-  it (`Analysis.keyframe`), and its levels already belong to it.
+  it (`Analysis.keyframe`), and its levels already belong to it;
+- `code_sharp(small)`: start coding the sharp twin of a key frame (the same crop at the
+  call's QP, the same reference geometry: docs/call.md) on the key frame thread.  A new
+  crop cancels a sharp key frame that has not started yet (one that has is finished first).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class Analyser:
         self.lost_frames = 0
         self.keyframes = 0
         self._pending: Future | None = None      # a new key frame being coded
+        self._sharp: Future | None = None        # the sharp twin of a key frame being coded
         self._keyframe_pool = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=_lower_priority)
         self._last_search = float("-inf")
 
@@ -110,6 +114,21 @@ class Analyser:
                 self._search(picture)
         return Analysis(levels, tracked.landmarks is not None, fresh, self.encoder.keyframe.record.key_id)
 
+    def code_sharp(self, small: CodedKeyframe) -> Future | None:
+        """Start coding the sharp twin of key frame `small` on the key frame thread: a future
+        of the sharp `CodedKeyframe` (or of None when none fits), or None when the
+        configuration has no sharp key frames."""
+        if self.encoder is None or self.config.call_keyframe_qp is None:
+            return None
+        self._cancel_sharp()
+        self._sharp = self._keyframe_pool.submit(self.encoder.code_sharp, small)
+        return self._sharp
+
+    def _cancel_sharp(self) -> None:
+        if self._sharp is not None:
+            self._sharp.cancel()
+            self._sharp = None
+
     def _adopt_pending(self) -> CodedKeyframe | None:
         if self._pending is None or not self._pending.done():
             return None
@@ -145,6 +164,7 @@ class Analyser:
             self.tracker.box = old
             return
         log.info("the face moved out of the crop: new crop %s, coding a new key frame", new)
+        self._cancel_sharp()        # the old crop's sharp key frame is of no use any more
         self._pending = self._keyframe_pool.submit(self.encoder.code_keyframe, tracked.crop, tracked.landmarks)
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from codec_core.config import ConfigError, load_config
+from codec_core.config import SIZES, CodecConfig, ConfigError, check_size, load_config
 from live.cli import SetupError
 from live.config import DEFAULT, LiveConfig
 from models.face_model import FaceBasis
@@ -33,6 +33,8 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="play a video file over and over")
     parser.add_argument("--frames", type=_positive, help="stop after sending this many frames")
     parser.add_argument("--config", help="codec settings (YAML, any keys of codec_core/defaults.yaml)")
+    parser.add_argument("--size", type=int, choices=SIZES,
+                        help="crop and picture side in pixels (default: the codec configuration's, 256)")
     parser.add_argument("--drop-params", type=_fraction, default=0.0, metavar="P",
                         help="testing: drop this fraction of parameter packets at random after coding them")
     parser.add_argument("--seed", type=int, help="random seed of --drop-params")
@@ -44,12 +46,19 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
                         help="debug: per-frame stage times of the sender (wall-clock ms)")
 
 
-def build_sender(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> SenderHalf:
-    """Open the source and load the models (raises SetupError for a bad --config, SourceError)."""
+def sender_config(args: argparse.Namespace) -> CodecConfig:
+    """The codec settings of --config, with --size over them (SetupError when they are bad)."""
     try:
-        config = load_config(args.config)
+        config = load_config(args.config).with_overrides(size=args.size)
+        check_size(config.size)
     except ConfigError as exc:
         raise SetupError(str(exc)) from None
+    return config
+
+
+def build_sender(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> SenderHalf:
+    """Open the source and load the models (raises SetupError for a bad --config or --size, SourceError)."""
+    config = sender_config(args)
     source = open_source(args.source, args.loop, args.frames, live.camera_fail_s, live.camera_fps,
                          live.camera_close_timeout_s)
     try:

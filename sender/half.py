@@ -1,11 +1,13 @@
 """The sender half of a call: capture loop, what goes on which channel, and when.
 
-On every new session: the session header and the current key frame on `stream`, then one
-parameter packet per captured frame on `params`, the first one intra.  On the `control`
-channel it answers `keyframe-request` (header and current key frame again, next packet
-intra) and `loss` (next packet intra unless one went out after the lost frame).  A new
-key frame (the face left the crop) goes out on `stream` before the first packet that
-animates it.  When the source ends it sends `end` and lets the channels drain.
+On every new session: the session header and the current key frames on `stream` (the
+small one, then its sharp twin once coded: `sender.keyframes`), then one parameter packet
+per captured frame on `params`, the first one intra.  On the `control` channel it answers
+`keyframe-request` (header and both key frames again, next packet intra), `loss` (next
+packet intra unless one went out after the lost frame) and `ready` for the sharp key frame
+(packets animate it from the next one on, intra).  A new key frame (the face left the
+crop) goes out on `stream` before the first packet that animates it, and its sharp twin
+follows.  When the source ends it sends `end` and lets the channels drain.
 
 A file source starts playing when the first peer has connected (so a scripted run sends
 every frame); a camera runs all the time but is only analysed while a peer is there.
@@ -20,11 +22,12 @@ import asyncio
 import logging
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from codec.encoder import CodedKeyframe
 from codec_core.bitstream import ParamPacket, SessionHeader
 from codec_core.param_coding import PacketParamEncoder
 from live.cli import CallError
@@ -32,10 +35,11 @@ from live.clock import capture_stamp, unwrap, wall_ms
 from live.config import DEFAULT, LiveConfig
 from live.peer import Session
 from live.runner import SendingHalf
-from live.stats import JsonLines, summary
+from live.stats import JsonLines, KeyframeTally, summary
 from live.wire import End, KeyframeRequest, Loss, Ready, pack_stream_record
 from sender.analysis import Analyser
 from sender.intra import IntraPolicy
+from sender.keyframes import KeyframePair
 from sender.source import Captured, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,8 @@ class SenderStats:
     param_bytes: int = 0
     keyframes_coded: int = 0
     keyframes_sent: int = 0
-    keyframe_bytes: int = 0
+    keyframe_bytes: int = 0            # VVC picture bytes of the key frame the packets animate
+    sharp_switches: int = 0            # times the packets switched to a sharp key frame
     loss_reports: int = 0
     intra_after_loss: int = 0
     keyframe_requests: int = 0
@@ -73,12 +78,24 @@ class SenderStats:
     wire_bytes_sent: int | None = None   # DTLS bytes sent on the current session (all channels)
     first_sent_t: float | None = None    # wall ms of the first and last packet sent
     last_sent_t: float | None = None
+    fps: float | None = None
+    keyframes: KeyframeTally = field(default_factory=KeyframeTally)   # bytes of each key frame sent
     stages: dict = field(default_factory=lambda: {"capture": [], "analysis": [], "coding": []})
 
+    def keyframe_sent(self, nbytes: int, sharp: bool) -> None:
+        self.keyframes_sent += 1
+        self.keyframes.add(nbytes, sharp)
+
+    def seconds(self) -> float | None:
+        """Seconds of call: the frames made for the receiver at the source's frame rate."""
+        frames = self.frames_sent + self.frames_dropped
+        return frames / self.fps if self.fps and frames else None
+
     def snapshot(self) -> dict:
-        out = {k: v for k, v in vars(self).items() if k not in ("started", "stages")}
+        out = {k: v for k, v in vars(self).items() if k not in ("started", "stages", "keyframes")}
         out["duration_s"] = round(time.monotonic() - self.started, 3)
         out["stages_ms"] = {k: summary(v) for k, v in self.stages.items()}
+        out.update(self.keyframes.snapshot(self.seconds()))
         return out
 
 
@@ -94,6 +111,8 @@ class SenderHalf(SendingHalf):
         self.first_session = asyncio.Event()
         self.peer_ready = asyncio.Event()      # the receiver has the key frame and can synthesize
         self._header: SessionHeader | None = None
+        self._pair: KeyframePair | None = None   # the current crop's small and sharp key frames
+        self._sharp_task: asyncio.Task | None = None
         self._ready = False           # header and key frame went out on this session
         self._coder = PacketParamEncoder(analyser.basis.num_params)
         self._intra = IntraPolicy(analyser.config.intra_interval)
@@ -125,9 +144,7 @@ class SenderHalf(SendingHalf):
 
     def on_control(self, message) -> None:
         if isinstance(message, Ready):
-            keyframe = self.analyser.keyframe
-            if keyframe is not None and message.key_id == keyframe.record.key_id & 0xFF:
-                self.peer_ready.set()
+            self._on_ready(message.key_id)
         elif isinstance(message, KeyframeRequest):
             self.stats.keyframe_requests += 1
             log.info("the receiver asks for the key frame")
@@ -138,20 +155,72 @@ class SenderHalf(SendingHalf):
                 self.stats.intra_after_loss += 1
                 log.debug("loss of frame %d reported: next packet intra", message.frame)
 
+    def _on_ready(self, key_id: int) -> None:
+        """The receiver has key frame `key_id` (low 8 bits) decoded and synthesis set up."""
+        pair = self._pair
+        if pair is None:
+            return
+        if key_id == pair.small.record.key_id & 0xFF:
+            self.peer_ready.set()
+        elif (sharp := pair.switch(key_id)) is not None:
+            self._intra.force()
+            self.stats.sharp_switches += 1
+            self.stats.keyframe_bytes = len(sharp.record.picture)
+            log.info("the receiver is ready for the sharp key frame %d: parameters animate it from the next frame",
+                     sharp.record.key_id)
+
     def _send_setup(self, header: bool) -> None:
-        """Session header (if asked) and the current key frame, then an intra packet."""
-        s, keyframe = self.session, self.analyser.keyframe
+        """Session header (if asked) and the current key frames: the small one, then its sharp
+        twin if coded; the next packet is intra and animates the small one."""
+        s, pair = self.session, self._pair
         if s is None or self._header is None:
             return
         if header:
             s.send_stream(pack_stream_record(self._header))
-        if keyframe is None:
+        if pair is None:
             return
-        data = pack_stream_record(keyframe.record)
-        if s.send_stream(data):
-            self.stats.keyframes_sent += 1
+        pair.resent()
+        if self._send_keyframe(pair.small, sharp=False):
             self._ready = True
             self._intra.force()
+        if pair.sharp is not None:
+            self._send_keyframe(pair.sharp, sharp=True)
+
+    def _send_keyframe(self, coded: CodedKeyframe, sharp: bool) -> bool:
+        data = pack_stream_record(coded.record)
+        if self.session is None or not self.session.send_stream(data):
+            return False
+        self.stats.keyframe_sent(len(data), sharp)
+        return True
+
+    def _use_keyframe(self, small: CodedKeyframe, header: bool) -> None:
+        """A new (small) key frame takes over: send it (with the session header if asked)
+        and start coding its sharp twin."""
+        self._pair = KeyframePair(small)
+        self.stats.keyframes_coded += 1
+        self.stats.keyframe_bytes = len(small.record.picture)
+        self._send_setup(header)
+        if self._sharp_task is not None:
+            self._sharp_task.cancel()
+        future = self.analyser.code_sharp(small)
+        if future is not None:
+            self._sharp_task = asyncio.create_task(self._send_sharp(self._pair, future), name="sharp-keyframe")
+
+    async def _send_sharp(self, pair: KeyframePair, future: Future) -> None:
+        """Wait for the sharp twin of `pair.small` and send it, if its crop is still the current one."""
+        try:
+            sharp = await asyncio.wrap_future(future)
+        except Exception as exc:
+            log.warning("could not code the sharp key frame (%s); the small one stays", exc)
+            return
+        if sharp is None or pair is not self._pair:
+            return
+        pair.sharp = sharp
+        self.stats.keyframes_coded += 1
+        log.info("sharp key frame %d: %d bytes (QP %d), same geometry as key frame %d", sharp.record.key_id,
+                 len(sharp.record.picture), sharp.qp, pair.small.record.key_id)
+        if self._ready:
+            self._send_keyframe(sharp, sharp=True)
 
     # -- the capture loop ----------------------------------------------------------------
 
@@ -188,13 +257,14 @@ class SenderHalf(SendingHalf):
                 if not result.face:
                     self.stats.frames_face_lost += 1
                 if result.keyframe is not None:
-                    self.stats.keyframes_coded += 1
-                    self.stats.keyframe_bytes = len(result.keyframe.record.picture)
-                    self._send_setup(header=False)
-                self._emit(captured, result.levels, result.key_id, t_start, t_analysed)
+                    self._use_keyframe(result.keyframe, header=False)
+                key_id = self._pair.packet_key_id(result.key_id) if self._pair else result.key_id
+                self._emit(captured, result.levels, key_id, t_start, t_analysed)
             if not stop.is_set():      # the source is over (interrupted: just hang up)
                 await self._finish()
         finally:
+            if self._sharp_task is not None:
+                self._sharp_task.cancel()
             self._dump.close()
             self._trace.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -213,10 +283,9 @@ class SenderHalf(SendingHalf):
             keyframe = await loop.run_in_executor(self._pool, self.analyser.first_keyframe, captured.rgb)
             if keyframe is not None:
                 self._header = self.analyser.encoder.header(self.source.fps)
-                self.stats.keyframes_coded += 1
-                self.stats.keyframe_bytes = len(keyframe.record.picture)
+                self.stats.fps = self._header.fps
                 self.source.pushback(captured)
-                self._send_setup(header=True)      # a peer may be there already
+                self._use_keyframe(keyframe, header=True)      # a peer may be there already
                 return True
             if time.monotonic() - last_log > self.live.no_face_log_interval_s:
                 log.warning("no face in the picture yet; still looking")

@@ -263,7 +263,7 @@ def test_the_synthesis_thread_runs_torch_with_the_configured_threads():
         loop = asyncio.get_running_loop()
         ready, probe = loop.create_future(), Probe()
         ignore = lambda *args: None
-        failed = lambda why: ready.set_exception(AssertionError(why))
+        failed = lambda key, why: ready.set_exception(AssertionError(why))
         worker = RenderWorker(loop, RenderEvents(ignore, ready.set_result, failed, ignore, ignore), [probe],
                               threads=2)
         worker.set_header(SessionHeader.unpack((fixtures / "session_header.bin").read_bytes()))

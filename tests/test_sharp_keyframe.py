@@ -1,0 +1,346 @@
+"""Sharp key frames on calls (docs/call.md): the small key frame goes out first, then the
+same crop coded sharp with the same reference geometry bytes, and the packets switch to it
+once the receiver is ready for it, with no gap, no loss report and no key frame request.
+
+The codec and the halves on their own first (fast), then real calls: sender and receiver
+as processes on real aiortc data channels, a clip from ../shared/data."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import FIXTURES, clip
+from liveproc import REPO, Processes, psnr, read_json, read_jsonl, sender_crops, video_frames
+from test_receiver_input import FakeSession, FakeWorker
+
+from codec.decoder import FaceDecoder
+from codec.encoder import CodedKeyframe, FaceEncoder
+from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader
+from codec_core.config import load_config
+from codec_core.keyframe import decode_keyframe
+from codec_core.param_coding import PacketParamEncoder
+from live.wire import KeyframeRequest, Ready, pack_stream_record, unpack_stream_record
+from models.face_model import FaceBasis
+from receiver.chain import PredictionChain, Verdict
+from receiver.half import ReceiverHalf
+from receiver.stats import is_sharp_twin
+from sender.half import SenderHalf, SenderOptions
+from sender.keyframes import KeyframePair
+
+CLIP = "rt__3.mp4"
+FRAMES = 100          # 4 s at 25 fps: the sharp key frame (~1-2 s of VVenC) lands mid-call
+
+
+def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+# -- the codec: a sharp twin of the small key frame ---------------------------------------
+
+def test_the_sharp_key_frame_is_the_same_crop_closer_to_it():
+    crops, landmarks = sender_crops(clip(CLIP), 1)
+    config, basis = load_config(), FaceBasis.load()
+    encoder = FaceEncoder(config, basis)
+    small = encoder.new_keyframe(crops[0], landmarks[0])
+    sharp = encoder.code_sharp(small)
+    assert sharp is not None
+    assert (small.record.key_id, sharp.record.key_id) == (0, 1)
+    assert sharp.record.geometry == small.record.geometry and sharp.reference is small.reference
+    assert sharp.qp == config.call_keyframe_qp < small.qp and small.size <= config.keyframe_max_bytes
+    assert len(small.record.picture) < len(sharp.record.picture) and sharp.size <= config.call_keyframe_max_bytes
+    assert np.array_equal(decode_keyframe(sharp.record.picture), sharp.picture)
+    assert psnr(sharp.picture, crops[0]) > psnr(small.picture, crops[0]) + 3
+    assert mean_abs(sharp.picture, crops[0]) < 0.75 * mean_abs(small.picture, crops[0])
+    # no sharp key frame when the configuration has none, or when it would be no sharper
+    for qp in (None, small.qp):
+        assert FaceEncoder(replace(config, call_keyframe_qp=qp), basis).code_sharp(small) is None
+
+
+# -- the receiver: the current key frame goes on until a pending one is named ------------
+
+def test_chain_keeps_the_current_key_frame_until_a_pending_one_is_named():
+    chain = PredictionChain()
+    chain.new_key(0)
+    assert chain.accept(0, 0, True, 0.0).verdict is Verdict.DECODE
+    chain.new_key(1)                                            # the sharp one arrives
+    assert chain.key_id == 0 and chain.pending == [1] and chain.known(1)
+    assert chain.accept(1, 0, False, 0.0).verdict is Verdict.DECODE       # the small one's frames go on
+    assert chain.accept(2, 1, True, 0.0).verdict is Verdict.DECODE        # named: current from now on
+    assert chain.key_id == 1 and chain.pending == []
+    assert chain.accept(3, 1, False, 0.0).verdict is Verdict.DECODE
+    assert chain.accept(4, 0, False, 0.0).verdict is Verdict.FOREIGN      # the small one is done with
+    # both sent again (a key frame request): the small one first, then the sharp one again
+    chain.new_key(0)
+    chain.new_key(1)
+    assert chain.pending == [0, 1]
+    assert chain.accept(5, 0, True, 0.0).verdict is Verdict.DECODE and chain.key_id == 0
+    assert chain.accept(6, 1, True, 0.0).verdict is Verdict.DECODE and chain.key_id == 1
+    # a pending key frame that failed is forgotten
+    chain.new_key(2)
+    chain.drop_key(2)
+    assert not chain.known(2) and chain.accept(7, 2, True, 0.0).verdict is Verdict.FOREIGN
+    assert chain.counts.lost == 0 and chain.counts.broken == 0 and chain.counts.reports == 0
+
+
+def test_a_sharp_twin_is_told_by_its_geometry_and_key_id():
+    small = Keyframe(4, 1, b"small", b"geometry")
+    assert is_sharp_twin(small, Keyframe(5, 1, b"sharper", b"geometry"))
+    assert not is_sharp_twin(None, small)
+    assert not is_sharp_twin(small, Keyframe(5, 1, b"sharper", b"another face"))     # a new crop
+    assert not is_sharp_twin(Keyframe(5, 1, b"sharper", b"geometry"), small)         # sent again after it
+    assert is_sharp_twin(Keyframe(65535, 1, b"a", b"g"), Keyframe(0, 1, b"b", b"g"))  # key ids wrap
+
+
+def test_the_receiver_half_animates_the_small_key_frame_until_the_sharp_one_is_named():
+    basis = FaceBasis.load()
+    half, worker, session = ReceiverHalf(basis), FakeWorker(), FakeSession()
+    half.attach(worker)
+    half.session_opened(session)
+    half.on_stream(pack_stream_record(SessionHeader(1, 256, 256, 25, 1, 0, basis.version, basis.num_params, 50,
+                                                    (0.25, 0.001, 0.002, 0.03, 0.03, 0.09, 0.01))))
+    small, sharp = Keyframe(0, 1, b"small", b"geometry"), Keyframe(1, 1, b"a sharper picture", b"geometry")
+    coder, levels = PacketParamEncoder(basis.num_params), np.zeros(basis.num_params, np.int64)
+
+    def packet(frame: int, key_id: int, intra: bool) -> None:
+        half.on_params(ParamPacket(frame, 0, key_id, intra, coder.encode_packet(levels, intra)).pack())
+
+    half.on_stream(pack_stream_record(small))
+    packet(0, 0, True)
+    packet(1, 0, False)
+    half.on_stream(pack_stream_record(sharp))
+    packet(2, 0, False)                                  # still the small one: decoded
+    half.events().keyframe_ready(1)                      # the sharp one is decoded: say so
+    assert session.sent == [Ready(1)]
+    packet(3, 1, True)                                   # the sender switched
+    packet(4, 1, False)
+    assert [job[1] for job in worker.jobs if job[0] == "render"] == [0, 1, 2, 3, 4]
+    assert half.chain.key_id == 1
+    snap = half.stats.snapshot()
+    assert snap["keyframe_bytes_small"] == [len(pack_stream_record(small))]
+    assert snap["keyframe_bytes_sharp"] == [len(pack_stream_record(sharp))]
+    assert snap["keyframe_bytes_total"] == sum(snap["keyframe_bytes_small"] + snap["keyframe_bytes_sharp"])
+    assert snap["frames_other_keyframe"] == snap["frames_undecodable"] == snap["loss_reports_sent"] == 0
+    # a sharp key frame that does not decode is forgotten; the current one stays, nothing is asked
+    half.on_stream(pack_stream_record(Keyframe(2, 1, b"not vvc", b"geometry")))
+    half.events().keyframe_failed(2, "cannot decode the VVC key frame")
+    assert half.chain.key_id == 1 and not half.chain.known(2)
+    assert half.stats.keyframe_requests_sent == 0 and session.sent == [Ready(1)]
+
+
+def test_synthesis_goes_on_while_the_sharp_key_frame_is_decoded(monkeypatch):
+    """Frames of the small key frame render while the sharp one is still being decoded
+    (held here until they are done); a frame for the sharp one waits for it, not skipped."""
+    import receiver.render as render
+    from receiver.sinks import Sink
+
+    header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
+    small = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
+    sharp = Keyframe(small.key_id + 1, small.codec, small.picture, small.geometry)
+    release = threading.Event()
+
+    def held_prepare(decoder, record):
+        if record.key_id == sharp.key_id:
+            assert release.wait(30)
+        return prepare(decoder, record)
+
+    prepare = render._prepare
+    monkeypatch.setattr(render, "_prepare", held_prepare)
+
+    class Shown(Sink):
+        def __init__(self) -> None:
+            self.frames: list[int] = []
+
+        def show(self, frame: int, picture: np.ndarray) -> bool:
+            self.frames.append(frame)
+            return True
+
+    decoder = FaceDecoder(header)
+    decoder.set_keyframe(small)
+    levels = decoder.reference.reference_levels()
+
+    async def main() -> tuple[list[int], list[int]]:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Queue[int] = asyncio.Queue()
+        rendered: asyncio.Queue[int] = asyncio.Queue()
+        skipped: list[int] = []
+        ignore = lambda *args: None
+        events = render.RenderEvents(lambda r: rendered.put_nowait(r.job.frame), ready.put_nowait, ignore,
+                                     lambda job: skipped.append(job.frame), ignore)
+        shown = Shown()
+        worker = render.RenderWorker(loop, events, [shown])
+        job = lambda frame, key: render.RenderJob(frame, key, levels, 0, 0.0, 0.0)
+        worker.set_header(header)
+        worker.set_keyframe(small)
+        assert await asyncio.wait_for(ready.get(), 30) == small.key_id
+        worker.set_keyframe(sharp)                    # held: not decoded until released
+        for frame in range(5):
+            worker.render(job(frame, small.key_id))
+            assert await asyncio.wait_for(rendered.get(), 30) == frame
+        worker.render(job(5, sharp.key_id))           # waits for the sharp one
+        await asyncio.sleep(0.1)
+        assert rendered.empty() and ready.empty()
+        release.set()
+        assert await asyncio.wait_for(ready.get(), 30) == sharp.key_id
+        assert await asyncio.wait_for(rendered.get(), 30) == 5
+        worker.render(job(6, sharp.key_id))
+        assert await asyncio.wait_for(rendered.get(), 30) == 6
+        await loop.run_in_executor(None, worker.stop, 5.0)
+        return shown.frames, skipped
+
+    shown, skipped = asyncio.run(main())
+    assert shown == list(range(7)) and skipped == []
+
+
+# -- the sender half: small, then sharp, and the switch on "ready" -----------------------
+
+class FakeSender:
+    """What SenderHalf needs of a source and an analyser here."""
+
+    def __init__(self, sharp: CodedKeyframe) -> None:
+        basis = FaceBasis.load()
+        self.basis, self.config, self.sharp = basis, load_config(), sharp
+        self.name, self.live = "fake", True
+
+    def code_sharp(self, small: CodedKeyframe) -> Future:
+        future: Future = Future()
+        future.set_result(self.sharp)
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+def coded(key_id: int, picture: bytes) -> CodedKeyframe:
+    return CodedKeyframe(Keyframe(key_id, 1, picture, b"geometry"), np.zeros((2, 2, 3), np.uint8), None, 30,
+                         np.zeros((2, 2, 3), np.uint8))
+
+
+def test_sender_sends_small_then_sharp_and_switches_on_ready():
+    small, sharp = coded(0, b"small"), coded(1, b"a sharper picture")
+    fake = FakeSender(sharp)
+
+    class Session(FakeSession):
+        def send_stream(self, data: bytes) -> bool:
+            self.sent.append(unpack_stream_record(data))
+            return True
+
+    async def main() -> tuple[SenderHalf, Session]:
+        half, session = SenderHalf(fake, fake, SenderOptions()), Session()
+        half._header = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.25,) * 7)
+        half.session_opened(session)
+        half._use_keyframe(small, header=False)
+        await asyncio.sleep(0.05)                   # the sharp one "codes" and goes out
+        return half, session
+
+    half, session = asyncio.run(main())
+    keyframes = lambda: [r.key_id for r in session.sent if isinstance(r, Keyframe)]
+    assert keyframes() == [0, 1]
+    assert half._pair.packet_key_id(0) == 0          # not before the receiver is ready for it
+    half.on_control(Ready(0))
+    assert half.peer_ready.is_set() and half._pair.packet_key_id(0) == 0
+    half._intra.decide(0)
+    half.on_control(Ready(1))
+    assert half._pair.packet_key_id(0) == 1 and half._intra.decide(1) is True    # switched, intra
+    half.on_control(KeyframeRequest())               # both again, back to the small one until ready
+    assert keyframes() == [0, 1, 0, 1] and half._pair.packet_key_id(0) == 0
+    half.on_control(Ready(1))
+    assert half._pair.packet_key_id(0) == 1
+    snap = half.stats.snapshot()
+    assert snap["keyframe_bytes_small"] == [len(pack_stream_record(small.record))] * 2
+    assert snap["keyframe_bytes_sharp"] == [len(pack_stream_record(sharp.record))] * 2
+    assert snap["sharp_switches"] == 2 and snap["keyframes_sent"] == 4
+    assert KeyframePair(small).switch(1) is None     # no sharp one yet: nothing to switch to
+
+
+# -- real calls ------------------------------------------------------------------------
+
+def run_call(p: Processes, url: str, name: str, frames: int, *sender_args: str) -> dict:
+    """A one-way call of the clip; the receiver's and the sender's final stats."""
+    tmp = p.tmp
+    p.start(f"{name}-receiver", "receiver", "--signaling", url, "--room", name, "--output", str(tmp / f"{name}.mp4"),
+            "--stats", str(tmp / f"{name}.json"), "--dump-levels", str(tmp / f"{name}-received.jsonl"),
+            "--dump-keyframes", str(tmp / f"{name}-keyframes"))
+    p.start(f"{name}-sender", "sender", "--signaling", url, "--room", name, "--source", str(clip(CLIP)),
+            "--frames", str(frames), "--dump-sent", str(tmp / f"{name}-sent.jsonl"),
+            "--sender-stats", str(tmp / f"{name}-sender.json"), *sender_args)
+    p.expect_ok(f"{name}-sender")
+    p.expect_ok(f"{name}-receiver")
+    received, sent = read_json(tmp / f"{name}.json"), read_json(tmp / f"{name}-sender.json")
+    assert received["final"] is True and sent["final"] is True
+    return {"received": received, "sent": sent}
+
+
+def test_call_gets_a_sharp_key_frame_right_after_the_small_one(tmp_path):
+    no_sharp = tmp_path / "no-sharp.yaml"
+    no_sharp.write_text("call_keyframe_qp: null\n")
+    with Processes(tmp_path) as p:
+        url = p.signaling()
+        before = run_call(p, url, "small-only", FRAMES, "--config", str(no_sharp))
+        after = run_call(p, url, "sharp", FRAMES)
+
+    # without: one key frame, as the offline codec makes it
+    assert before["received"]["keyframe_bytes_sharp"] == [] and len(before["received"]["keyframe_bytes_small"]) == 1
+
+    # with: two key frames at the start, the second larger, the same geometry bytes
+    files = sorted((tmp_path / "sharp-keyframes").iterdir())
+    assert [f.name for f in files] == ["001-key-0-small.bin", "002-key-1-sharp.bin"]
+    small, sharp = (Keyframe.unpack(f.read_bytes()) for f in files)
+    assert sharp.geometry == small.geometry and len(sharp.picture) > len(small.picture)
+    crop = sender_crops(clip(CLIP), 1)[0][0]
+    assert psnr(decode_keyframe(sharp.picture), crop) > psnr(decode_keyframe(small.picture), crop) + 3
+    assert small.picture == before_keyframe(tmp_path)                      # the small one as before
+
+    r, s = after["received"], after["sent"]
+    # both stats files show both key frames' bytes, and the same ones
+    assert r["keyframe_bytes_small"] == s["keyframe_bytes_small"] == [len(pack_stream_record(small))]
+    assert r["keyframe_bytes_sharp"] == s["keyframe_bytes_sharp"] == [len(pack_stream_record(sharp))]
+    assert r["keyframe_bytes_total"] == s["keyframe_bytes_total"] > 0 and r["keyframe_kbps"] > 0
+    assert s["keyframe_kbps"] > 0 and s["sharp_switches"] == 1
+
+    # the packets switched to the sharp one, at an intra packet, with the same levels
+    sent, received = read_jsonl(tmp_path / "sharp-sent.jsonl"), read_jsonl(tmp_path / "sharp-received.jsonl")
+    assert sorted(received) == list(range(FRAMES))
+    assert all(received[f]["levels"] == sent[f]["levels"] for f in received)
+    switch = min(f for f, rec in received.items() if rec["key_id"] == 1)
+    assert switch < FRAMES - 1 and received[switch]["intra"]
+    assert all(rec["key_id"] == (0 if f < switch else 1) for f, rec in received.items())
+    assert r["sharp_after_first_ms"] is not None and r["sharp_after_first_ms"] >= 0
+
+    # no gap: every frame rendered, as many as without; no loss, no key frame request
+    assert r["frames_received"] == FRAMES and r["frames_rendered"] == FRAMES
+    assert r["frames_rendered"] >= before["received"]["frames_rendered"]
+    for key in ("frames_lost", "frames_undecodable", "frames_other_keyframe", "frames_skipped",
+                "frames_dropped_stale", "loss_reports_sent", "keyframe_requests_sent"):
+        assert r[key] == 0, (key, r[key])
+    assert s["loss_reports"] == 0 and s["keyframe_requests"] == 0
+    assert len(video_frames(tmp_path / "sharp.mp4")) == FRAMES
+
+
+def before_keyframe(tmp_path) -> bytes:
+    """The picture of the key frame the call without sharp key frames sent."""
+    (only,) = (tmp_path / "small-only-keyframes").iterdir()
+    return Keyframe.unpack(only.read_bytes()).picture
+
+
+def test_a_call_at_512(tmp_path):
+    with Processes(tmp_path) as p:
+        url = p.signaling()
+        call = run_call(p, url, "big", 12, "--size", "512")
+    frames = video_frames(tmp_path / "big.mp4")
+    assert len(frames) == 12 and all(frame.shape == (512, 512, 3) for frame in frames)
+    # synthesis at 512 takes 30-40 ms a frame on this 2-core machine: some frames may be dropped as stale
+    assert call["received"]["frames_rendered"] >= 6 and len(call["received"]["keyframe_bytes_small"]) == 1
+
+
+@pytest.mark.parametrize("command", ["sender", "call"])
+def test_size_is_checked(command):
+    out = subprocess.run([sys.executable, "-m", command, "--signaling", "ws://127.0.0.1:9", "--room", "x",
+                          "--source", "x.mp4", "--size", "300"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--size: invalid choice: 300" in out.stderr
