@@ -8,34 +8,20 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from conftest import clip
 
-from codec_core.config import load_config
-from codec_core.format import I_YAW, step_vector
-from codec_core.video import read_frames
+from codec_core.format import I_YAW
 from models.export import OPSET, export, key_inputs, main, metadata_path, weights_fingerprint
-from models.face_model import FaceBasis
 from models.generator import Generator
 from models.learned import LearnedSynthesizer
 from models.onnx_synth import OnnxBackendError, OnnxSynthesizer
-from models.reference import Reference
 from models.synthesizers import BACKENDS, Synthesis
-from models.tracking import CropTracker
 
 FRAMES = (15, 30, 45, 59)     # later frames of rt__3: the face has moved and talks
 
 
 @pytest.fixture(scope="module")
-def key():
-    frames = list(read_frames(clip("rt__3.mp4"), FRAMES[-1] + 1))
-    tracker = CropTracker(256)
-    tracker.start(frames[0])
-    tracked = [tracker.track(f) for f in frames]
-    tracker.close()
-    cfg, basis = load_config(), FaceBasis.load()
-    ref = Reference.from_landmarks(basis, tracked[0].landmarks, 256, cfg.steps.geometry,
-                                   step_vector(cfg.steps.values(), basis.num_params))
-    return tracked, ref
+def key(rt3_key):
+    return rt3_key
 
 
 @pytest.fixture(scope="module")

@@ -8,30 +8,18 @@ import torch
 from conftest import clip
 from scipy.spatial.transform import Rotation
 
-from codec_core.config import load_config
-from codec_core.format import I_YAW, step_vector
-from codec_core.video import read_frames
+from codec_core.format import I_YAW
 from models.face_model import FaceBasis
 from models.generator import Generator
 from models.learned import LearnedSynthesizer, WeightsError, load_generator
 from models.motion import euler_yxz
-from models.reference import Reference
-from models.tracking import CropTracker
 from models.train import TrainConfig, train
 from models.train_data import cache_name, prepare_clip
 
 
 @pytest.fixture(scope="module")
-def key():
-    frames = list(read_frames(clip("rt__3.mp4"), 40))
-    tracker = CropTracker(256)
-    tracker.start(frames[0])
-    tracked = [tracker.track(f) for f in frames]
-    tracker.close()
-    cfg, basis = load_config(), FaceBasis.load()
-    ref = Reference.from_landmarks(basis, tracked[0].landmarks, 256, cfg.steps.geometry,
-                                   step_vector(cfg.steps.values(), basis.num_params))
-    return tracked, ref
+def key(rt3_key):
+    return rt3_key
 
 
 def test_euler_angles_match_scipy():
