@@ -161,12 +161,12 @@ def read_jsonl(path: Path) -> list[dict]:
 # -- the two calls -----------------------------------------------------------------------
 
 def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler: CpuSampler,
-             save_video: bool, timeout: float) -> dict:
+             save_video: bool, timeout: float, synth: str = "warp") -> dict:
     run = Run(raw, sampler, "ours")
     room = f"ours-{os.getpid()}"
     try:
         recv_args = ["receiver", "--signaling", url, "--room", room, "--stats", str(raw / "ours_receiver.json"),
-                     "--trace", str(raw / "ours_receiver_trace.jsonl")]
+                     "--trace", str(raw / "ours_receiver_trace.jsonl"), "--synth", synth]
         if save_video:
             recv_args += ["--output", str(raw.parent / "ours.mp4")]
         run.start("receiver", *recv_args)
@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="report folder")
     parser.add_argument("--save-video", action="store_true", help="also write our received video (costs CPU)")
     parser.add_argument("--skip-vp8", action="store_true", help="only ours")
+    parser.add_argument("--synth", default="warp", choices=("warp", "learned"),
+                        help="the receiver's synthesizer (default: %(default)s)")
     return parser
 
 
@@ -406,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     raw.mkdir(parents=True, exist_ok=True)
     settings = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
-                "source": str(args.source), "fps": fps, "frames": frames, "seconds": args.seconds, "loop": loop,
+                "source": str(args.source), "synth": args.synth, "fps": fps, "frames": frames,
+                "seconds": args.seconds, "loop": loop,
                 "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     timeout = 120 + 3 * args.seconds
     sampler = CpuSampler()
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     vp8, vp8_error = None, None
     try:
         log.info("ours: %d frames of %s", frames, args.source)
-        ours = run_ours(url, args.source, frames, loop, raw, sampler, args.save_video, timeout)
+        ours = run_ours(url, args.source, frames, loop, raw, sampler, args.save_video, timeout, args.synth)
         log.info("ours: latency median %s ms, p95 %s ms", ours["latency_ms"]["median"], ours["latency_ms"]["p95"])
         if not args.skip_vp8:
             log.info("VP8 call: %d frames", frames)
