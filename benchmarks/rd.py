@@ -1,7 +1,7 @@
 """Rate-distortion benchmark: our codec against freeze, VVC and HEVC on the test clips.
 
     python -m benchmarks.rd [CLIPS...] --out DIR [--frames 250] [--vvc-qps QP ...]
-                            [--hevc-qps QP ...] [--quick] [--device cpu|cuda]
+                            [--hevc-qps QP ...] [--synths warp learned] [--quick] [--device cpu|cuda]
     python -m benchmarks.rd --out DIR --rebuild     # report and plot again from DIR/results.json
 
 CLIPS default to every ``*.mp4`` in ``<repo>/../shared/data/clips``.  For each clip, on
@@ -9,16 +9,19 @@ its first ``--frames`` frames (the whole clip when it is shorter):
 
 1. our codec at its default settings (``codec_core/defaults.yaml``) encodes the clip to
    ``DIR/work/<clip>.fcv`` and saves the exact 256x256 crops it coded, losslessly, to
-   ``DIR/work/<clip>_crop.mp4``; the stream is decoded back.  Both are timed.
+   ``DIR/work/<clip>_crop.mp4``; the stream is decoded back once per ``--synths``
+   synthesizer (default: all, v1 ``warp`` and v2 ``learned``).  All are timed.  "Ours" is
+   the first synthesizer (results.json ``clip["ours"]``); the others are measured the same
+   way, on the same stream and crops, under ``clip["synths"][name]``.
 2. the reference for every method is that lossless crop sequence;
 3. the baselines code the same crops at the same frame rate, the clip's own (the rate of
    every method, ours included, is bits over the clip's duration at that rate): freeze
    (our decoded key frame repeated), VVC (VVenC, low delay) at each ``--vvc-qps`` and HEVC
    (x265, low delay) at each ``--hevc-qps``;
 4. PSNR, SSIM and LPIPS-alex (means over frames) for every method; face fidelity (see
-   below) for ours, freeze and the VVC point nearest our rate (in log rate);
-5. the rate VVC (and HEVC) needs to reach our LPIPS, interpolated along its rate-LPIPS
-   curve in log rate, over our rate.
+   below) for each synthesizer, freeze and the VVC point nearest our rate (in log rate);
+5. the rate VVC (and HEVC) needs to reach each synthesizer's LPIPS, interpolated along its
+   rate-LPIPS curve in log rate, over our rate.
 
 Face fidelity: MediaPipe's face mesh (still mode: every frame found afresh, so there is no
 tracking memory that favours either side) on the decoded frames and on the reference
@@ -76,6 +79,8 @@ TARGET_POSE_DEG = 3.0
 TARGET_FPS = 25.0
 
 EYE_OUTER = (33, 263)
+
+SYNTH_LABELS = {"warp": "v1", "learned": "v2"}
 
 # Flags of the rate needed by a conventional codec to reach our LPIPS.
 FLAG_INTERPOLATED = "interpolated"
@@ -239,17 +244,34 @@ def rate_to_match(points: list[dict], target_lpips: float) -> tuple[float, str]:
     return rates[-1], FLAG_BEYOND_HIGHEST
 
 
+def _match(points: list[dict], lpips: float, kbps: float) -> dict | None:
+    if not points:
+        return None
+    rate, flag = rate_to_match(points, lpips)
+    return {"kbps": rate, "flag": flag, "ratio": rate / kbps}
+
+
 def derive_matches(clip: dict) -> None:
-    """The rates VVC and HEVC need for our LPIPS (and for freeze's), from a clip's points."""
+    """The rates VVC and HEVC need for each synthesizer's LPIPS (and for freeze's), from a clip's points."""
     for codec in ("vvc", "hevc"):
         points = clip.get(codec) or []
-        clip[f"{codec}_match"] = clip[f"{codec}_match_freeze"] = None
-        if not points:
-            continue
-        rate, flag = rate_to_match(points, clip["ours"]["lpips"])
-        clip[f"{codec}_match"] = {"kbps": rate, "flag": flag, "ratio": rate / clip["ours"]["total_kbps"]}
-        rate, flag = rate_to_match(points, clip["freeze"]["lpips"])
-        clip[f"{codec}_match_freeze"] = {"kbps": rate, "flag": flag, "ratio": rate / clip["freeze"]["kbps"]}
+        clip[f"{codec}_match"] = _match(points, clip["ours"]["lpips"], clip["ours"]["total_kbps"])
+        clip[f"{codec}_match_freeze"] = _match(points, clip["freeze"]["lpips"], clip["freeze"]["kbps"])
+        for entry in clip.get("synths", {}).values():
+            entry[f"{codec}_match"] = _match(points, entry["lpips"], clip["ours"]["total_kbps"])
+
+
+def synth_entries(clip: dict) -> dict[str, dict]:
+    """Each synthesizer's numbers in a clip by name, the first (``clip["ours"]``, whose VVC and
+    HEVC matches sit on the clip) first; results without a name are from the default, v1."""
+    from models.synthesizers import DEFAULT_SYNTH
+
+    first = {**clip["ours"], "vvc_match": clip.get("vvc_match"), "hevc_match": clip.get("hevc_match")}
+    return {clip["ours"].get("synth", DEFAULT_SYNTH): first, **clip.get("synths", {})}
+
+
+def _label(synth: str) -> str:
+    return f"{synth} ({SYNTH_LABELS[synth]})" if synth in SYNTH_LABELS else synth
 
 
 # ----------------------------------------------------------------------------- one clip
@@ -295,7 +317,7 @@ def _encode_timed(ctx: Context, clip: Path, stream: Path, crop: Path):
     return res, timing
 
 
-def _decode_timed(ctx: Context, stream: Path):
+def _decode_timed(ctx: Context, stream: Path, synth: str):
     from codec.decoder import decode_frames, read_stream
     from models.synthesizers import Synthesis
 
@@ -303,7 +325,7 @@ def _decode_timed(ctx: Context, stream: Path):
     parsed = read_stream(stream)
     frames: list[np.ndarray] = []
     t_first = None
-    for frame in decode_frames(parsed, Synthesis(device=ctx.args.device)):
+    for frame in decode_frames(parsed, Synthesis(synth, device=ctx.args.device)):
         frames.append(frame)
         if t_first is None:
             t_first = time.perf_counter()
@@ -318,6 +340,13 @@ def _decode_timed(ctx: Context, stream: Path):
     return parsed, (np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)), timing
 
 
+def measure_synth(ctx: Context, ref: np.ndarray, frames: np.ndarray, timing: dict, ref_lms, ref_poses) -> dict:
+    """One synthesizer's numbers: quality against the reference crops, decode timing, face fidelity."""
+    frames = frames[:len(ref)]
+    return {**sequence_metrics(ref, frames, ctx.lpips), **timing,
+            "face": face_errors(ref_lms, ref_poses, detect_all(ctx.tracker, frames), ctx.basis, ctx.config.size)}
+
+
 def run_clip(ctx: Context, clip: Path) -> dict:
     from benchmarks.baselines import encode_hevc, encode_vvc, freeze
     from codec.decoder import FaceDecoder, stream_info
@@ -329,41 +358,48 @@ def run_clip(ctx: Context, clip: Path) -> dict:
     crop_path = ctx.work / f"{name}_crop.mp4"
     out: dict = {"clip": clip.name, "path": str(clip), "status": "ok", "problems": []}
 
-    # 1. our codec: encode and decode, timed
+    # 1. our codec: encode once, decode once per synthesizer, timed
     log.info("%s: encoding", name)
     res, enc_timing = _encode_timed(ctx, clip, stream, crop_path)
-    log.info("%s: decoding", name)
-    parsed, decoded, dec_timing = _decode_timed(ctx, stream)
+    decodes = {}   # synthesizer: (frames, timing)
+    for synth in args.synths:
+        log.info("%s: decoding (%s)", name, synth)
+        parsed, *decodes[synth] = _decode_timed(ctx, stream, synth)
+    first, *others = args.synths
     info = stream_info(parsed)
     crops = np.stack(list(read_frames(crop_path)))
     fps = float(parsed.header.fps)
-    counts = {"encoded": res.frames, "stream": info["frames"], "reference_crops": len(crops), "decoded": len(decoded)}
+    counts = {"encoded": res.frames, "stream": info["frames"], "reference_crops": len(crops),
+              **{"decoded" if s == first else f"decoded_{s}": len(d[0]) for s, d in decodes.items()}}
     out["frame_counts"] = counts
     if len(set(counts.values())) != 1:
         msg = f"frame counts differ: {counts}; metrics use the first {min(counts.values())} frames"
         log.error("%s: %s", name, msg)
         out["problems"].append(msg)
         out["status"] = "frame_count_mismatch"
-    n = min(len(crops), len(decoded))
+    n = min(len(crops), *(len(d[0]) for d in decodes.values()))
     if n == 0:
         raise RuntimeError(f"no frames to compare ({counts})")
     ref = crops[:n]
-    decoded = decoded[:n]
     out["frames"] = n
     out["fps"] = fps
     out["duration_s"] = n / fps
 
-    log.info("%s: %d frames at %.3f fps; metrics for ours and freeze", name, n, fps)
-    m = sequence_metrics(ref, decoded, ctx.lpips)
+    log.info("%s: %d frames at %.3f fps; metrics and face fidelity for %s", name, n, fps, ", ".join(args.synths))
+    size = ctx.config.size
+    ref_lms = detect_all(ctx.tracker, ref)
+    ref_poses = _poses(ref_lms, ctx.basis, size)
+    measured = {s: measure_synth(ctx, ref, frames, timing, ref_lms, ref_poses)
+                for s, (frames, timing) in decodes.items()}
     out["ours"] = {
-        **m,
+        "synth": first, **measured[first],
         "total_kbps": info["total_kbps"], "param_kbps": info["param_kbps"],
         "keyframe_bytes": info["keyframe_bytes"], "geometry_bytes": info["geometry_bytes"],
         "param_bytes": info["param_bytes"], "file_bytes": info["file_bytes"],
         "keyframe_qp": res.keyframe_qp, "lost_frames": res.lost_frames,
-        "num_params": info["num_params"], "stream_info": info,
-        **enc_timing, **dec_timing,
+        "num_params": info["num_params"], "stream_info": info, **enc_timing,
     }
+    out["synths"] = {s: measured[s] for s in others}
     if res.lost_frames:
         out["problems"].append(f"encoder lost the face in {res.lost_frames} frames")
 
@@ -401,12 +437,8 @@ def run_clip(ctx: Context, clip: Path) -> dict:
             out["problems"].append(f"no {codec} points")
     derive_matches(out)
 
-    # 4. face fidelity
+    # 4. face fidelity of freeze and the nearest VVC point (each synthesizer's is measured above)
     log.info("%s: face fidelity", name)
-    size = ctx.config.size
-    ref_lms = detect_all(ctx.tracker, ref)
-    ref_poses = _poses(ref_lms, ctx.basis, size)
-    out["ours"]["face"] = face_errors(ref_lms, ref_poses, detect_all(ctx.tracker, decoded), ctx.basis, size)
     key_lm = ctx.tracker.detect(np.ascontiguousarray(key_pic))
     out["freeze"]["face"] = face_errors(ref_lms, ref_poses, [key_lm] * n, ctx.basis, size)
     if nearest is not None:
@@ -473,7 +505,31 @@ def summarise(clips: list[dict]) -> dict:
         vals = [o[key_] for o in ours]
         s[f"{key_}_median"] = _nanmedian(vals)
         s[f"{key_}_min"] = float(np.nanmin(vals)) if np.isfinite(vals).any() else float("nan")
+    s["synths"] = summarise_synths(good)
     return s
+
+
+def summarise_synths(good: list[dict]) -> dict:
+    """Per synthesizer, side by side: LPIPS median, clips below freeze and below the first
+    synthesizer, the VVC/HEVC ratio medians, pose error and decoder speed."""
+    entries = [synth_entries(c) for c in good]
+    names = list(dict.fromkeys(name for e in entries for name in e))
+    out = {}
+    for name in names:
+        pairs = [(c, e) for c, e in zip(good, entries) if name in e]
+        mine = [e[name] for _, e in pairs]
+        row = {"label": SYNTH_LABELS.get(name, name), "clips": len(mine),
+               "lpips_median": float(np.median([m["lpips"] for m in mine])),
+               "psnr_median": float(np.median([m["psnr"] for m in mine])),
+               "below_freeze": sum(e[name]["lpips"] < c["freeze"]["lpips"] for c, e in pairs),
+               "below_first": sum(e[name]["lpips"] < e[names[0]]["lpips"] for _, e in pairs if names[0] in e),
+               "pose_err_median_deg": _nanmedian([m["face"]["pose_err_median_deg"] for m in mine]),
+               "decode_fps_median": _nanmedian([m["decode_fps"] for m in mine])}
+        for codec in ("vvc", "hevc"):
+            ratios = [m[f"{codec}_match"]["ratio"] for m in mine if m.get(f"{codec}_match")]
+            row[f"{codec}_ratio_median"] = float(np.median(ratios)) if ratios else None
+        out[name] = row
+    return out
 
 
 def acceptance(s: dict) -> list[tuple[str, str, str, bool | None]]:
@@ -522,7 +578,18 @@ def acceptance(s: dict) -> list[tuple[str, str, str, bool | None]]:
                  f"{s['decode_fps_median']:.1f} / {s['decode_fps_min']:.1f} fps "
                  f"(per-frame loop {s['decode_loop_fps_median']:.1f} / {s['decode_loop_fps_min']:.1f})",
                  f"> {TARGET_FPS} fps", s["decode_fps_median"] > TARGET_FPS))
+    synths = s.get("synths") or {}
+    first = next(iter(synths), None)
+    for name, m in synths.items() if len(synths) > 1 else ():
+        rows.append((f"Synthesizer {_label(name)}: LPIPS median; below freeze; below {_label(first)}; "
+                     "VVC ratio median", f"{m['lpips_median']:.4f}; {m['below_freeze']}/{n_all}; "
+                     f"{_below_first(name, first, m)}; "
+                     f"{_fmt(m['vvc_ratio_median'], 2)}", "-", None))
     return rows
+
+
+def _below_first(name: str, first: str, m: dict) -> str:
+    return "-" if name == first else f"{m['below_first']}/{m['clips']}"
 
 
 def _status(met: bool | None) -> str:
@@ -555,7 +622,8 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
              "clip's duration; 30 fps clips cost VVC/HEVC about 20 % more than they would at the CTC's 25 fps, "
              "and cost our parameters the same per-second premium.")
     L.append(f"- Ours: default settings `{json.dumps(settings['codec_config'])}`; total rate = whole stream file "
-             "(header, VVC key frame, reference geometry, all parameters) over the duration.")
+             "(header, VVC key frame, reference geometry, all parameters) over the duration. Decoded by "
+             f"{', '.join(map(_label, settings.get('synths') or ['warp']))}; 'ours' is the first.")
     L.append("- Freeze: our decoded key frame repeated; its rate is the key frame picture alone.")
     L.append(f"- VVC: VVenC low delay (preset faster, QPA off) at QPs {list(settings['vvc_qps'])}; HEVC: x265 low "
              f"delay (medium, zerolatency) at QPs {list(settings['hevc_qps'])}; rates include their intra frame.")
@@ -606,6 +674,33 @@ def write_report(path: Path, settings: dict, clips: list[dict], s: dict) -> None
                 return "-"
             mark = {FLAG_AT_LOWEST: " low", FLAG_BEYOND_HIGHEST: " >="}.get(m["flag"], "")
             return f"{m['ratio']:.2f}{mark}"
+
+        synths = s.get("synths") or {}
+        if len(synths) > 1:
+            first = next(iter(synths))
+            L.append("## Synthesizers side by side")
+            L.append("")
+            L.append(f"The same stream decoded by each synthesizer; 'ours' in the other tables is {_label(first)}.")
+            L.append("")
+            L.append(f"| synthesizer | LPIPS median | below freeze | below {_label(first)} | VVC/ours median "
+                     "| HEVC/ours median | PSNR median | pose err deg median | decode fps median |")
+            L.append("|---|---|---|---|---|---|---|---|---|")
+            for name, m in synths.items():
+                L.append(f"| {_label(name)} | {m['lpips_median']:.4f} | {m['below_freeze']}/{s['clips']} "
+                         f"| {_below_first(name, first, m)} "
+                         f"| {_fmt(m['vvc_ratio_median'], 2)} | {_fmt(m['hevc_ratio_median'], 2)} "
+                         f"| {m['psnr_median']:.2f} | {_fmt(m['pose_err_median_deg'], 2)} "
+                         f"| {_fmt(m['decode_fps_median'], 1)} |")
+            L.append("")
+            L.append("| clip | LPIPS freeze | " + " | ".join(f"LPIPS {_label(n)}" for n in synths) + " | "
+                     + " | ".join(f"VVC/ours {_label(n)}" for n in synths) + " |")
+            L.append("|---|---|" + "---|" * (2 * len(synths)))
+            for c in good:
+                e = synth_entries(c)
+                L.append(f"| {c['clip']} | {c['freeze']['lpips']:.4f} | "
+                         + " | ".join(_fmt(e[n]['lpips'], 4) if n in e else "-" for n in synths) + " | "
+                         + " | ".join(ratio(e[n].get("vvc_match")) if n in e else "-" for n in synths) + " |")
+            L.append("")
 
         L.append("## Per clip: rate and quality")
         L.append("")
@@ -697,7 +792,9 @@ def plot_rd(path: Path, clips: list[dict]) -> None:
             if pts:
                 ax.plot([p["kbps"] for p in pts], [p["lpips"] for p in pts], style, ms=3, lw=1, label=codec.upper())
         ax.plot([c["freeze"]["kbps"]], [c["freeze"]["lpips"]], "x", color="grey", ms=7, mew=2, label="freeze")
-        ax.plot([c["ours"]["total_kbps"]], [c["ours"]["lpips"]], "*", color="red", ms=11, label="ours")
+        for (name, e), style in zip(synth_entries(c).items(), (("*", "red", 11), ("D", "blue", 6), ("P", "green", 7))):
+            ax.plot([c["ours"]["total_kbps"]], [e["lpips"]], style[0], color=style[1], ms=style[2],
+                    label=f"ours {_label(name)}")
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -721,6 +818,8 @@ def default_clips() -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from models.synthesizers import SYNTHS
+
     ap = argparse.ArgumentParser(prog="python -m benchmarks.rd", description=__doc__.split("\n\n")[0])
     ap.add_argument("clips", nargs="*", type=Path, help=f"clips (default: every *.mp4 in {DEFAULT_CLIPS_DIR})")
     ap.add_argument("--out", type=Path, required=True, help="output folder (report.md, results.json, rd.png, work/)")
@@ -732,6 +831,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="x265 QPs (default benchmarks.baselines.HEVC_QPS)")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_FRAMES} frames, VVC QPs {QUICK_VVC_QPS}, HEVC QPs "
                     f"{QUICK_HEVC_QPS} (unless given)")
+    ap.add_argument("--synths", nargs="+", choices=SYNTHS, default=list(SYNTHS),
+                    help="synthesizers that decode our stream, each measured; the first is 'ours' in the "
+                         f"per-clip tables and the acceptance lines (default: {' '.join(SYNTHS)})")
     ap.add_argument("--device", default="cpu", help="torch device for our decoder and LPIPS (default cpu)")
     ap.add_argument("--rebuild", action="store_true", help="no coding: redo the summary, report.md and rd.png "
                     "from the results.json already in --out")
@@ -772,7 +874,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "device": args.device, "commit": _git_commit(), "frames": args.frames,
-        "vvc_qps": list(args.vvc_qps), "hevc_qps": list(args.hevc_qps),
+        "vvc_qps": list(args.vvc_qps), "hevc_qps": list(args.hevc_qps), "synths": list(args.synths),
         "clips": [str(c) for c in clips], "codec_config": load_config().to_dict(),
         "fps_note": "every method uses the clip's own frame rate",
         "pose_error": "geodesic angle (deg) between reference and decoded head rotations; per-clip median over frames",

@@ -55,13 +55,47 @@ def test_rd_benchmark_one_short_clip(tmp_path):
     assert clip["vvc_nearest"]["qp"] in (44, 54)
     assert "| criterion |" in (out / "report.md").read_text()
 
+    # both synthesizers by default, on the same stream: v1 as "ours", v2 beside it with its own numbers
+    assert ours["synth"] == "warp" and list(clip["synths"]) == ["learned"]
+    v2 = clip["synths"]["learned"]
+    for key in ("lpips", "psnr", "ssim", "decode_fps"):
+        assert _number(v2[key]), key
+    assert _number(v2["face"]["pose_err_median_deg"])
+    assert v2["lpips_frames"] != ours["lpips_frames"]          # decoded by a different synthesizer
+    for codec in ("vvc", "hevc"):
+        assert _number(v2[f"{codec}_match"]["ratio"])
+    assert clip["frame_counts"]["decoded_learned"] == clip["frame_counts"]["decoded"]
+    side = data["summary"]["synths"]
+    assert list(side) == ["warp", "learned"]
+    assert side["learned"]["lpips_median"] == pytest.approx(v2["lpips"])
+    assert side["warp"]["lpips_median"] == pytest.approx(ours["lpips"])
+    assert side["learned"]["below_first"] == int(v2["lpips"] < ours["lpips"])
+    report = (out / "report.md").read_text()
+    assert "## Synthesizers side by side" in report
+    assert "| Synthesizer learned (v2): LPIPS median" in report and "| learned (v2) |" in report
+
     # --rebuild redoes the report from results.json alone
     (out / "report.md").unlink()
     assert main(["--out", str(out), "--rebuild"]) == 0
     assert "rebuilt from results.json" in (out / "report.md").read_text()
     again = json.loads((out / "results.json").read_text())
     assert again["clips"][0]["vvc_match"] == clip["vvc_match"]
+    assert again["clips"][0]["synths"]["learned"]["vvc_match"] == v2["vvc_match"]
+    assert again["summary"]["synths"] == data["summary"]["synths"]
     assert _number(again["clips"][0]["vvc_match_freeze"]["ratio"])
+
+
+def test_one_synthesizer_has_no_side_by_side(tmp_path):
+    """--synths with one name: it is 'ours', nothing beside it (and old results read the same way)."""
+    from benchmarks.rd import main
+
+    out = tmp_path / "rd"
+    rc = main([str(CLIP), "--out", str(out), "--frames", "10", "--vvc-qps", "54", "--hevc-qps", "51",
+               "--synths", "learned"])
+    assert rc == 0
+    (clip,) = json.loads((out / "results.json").read_text())["clips"]
+    assert clip["ours"]["synth"] == "learned" and clip["synths"] == {}
+    assert "side by side" not in (out / "report.md").read_text()
 
 
 def test_rate_to_match():
