@@ -92,9 +92,9 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
     reference = np.stack(list(read_frames(crop)))
     levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.num_params)]
     result: dict = {"clip": clip.stem, "frames": len(levels)}
-    outputs = {}
+    outputs, decoders = {}, {}
     for method in METHODS:
-        decoder = FaceDecoder(parsed.header, basis, Synthesis(method))
+        decoder = decoders[method] = FaceDecoder(parsed.header, basis, Synthesis(method))
         decoder.set_keyframe(parsed.keyframe)
         outputs[method] = np.stack([decoder.render(decoder.params(lv)) for lv in levels])
     assert decoder.reference is not None and decoder.keyframe is not None
@@ -113,15 +113,9 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
         }
     result["region_counts"] = {k: len(v) for k, v in boxes.items()}
     key_params = decoder.reference.reference_params()
-    result["key_psnr_learned"] = psnr(decoder.keyframe, _render_key(parsed, basis, key_params))
+    result["key_psnr_learned"] = psnr(decoder.keyframe, decoders["learned"].render(key_params))
     write_grid(work / f"{clip.stem}_grid.png", reference, outputs, params, boxes)
     return result
-
-
-def _render_key(parsed, basis: FaceBasis, key_params: np.ndarray) -> np.ndarray:
-    decoder = FaceDecoder(parsed.header, basis, Synthesis("learned"))
-    decoder.set_keyframe(parsed.keyframe)
-    return decoder.render(key_params)
 
 
 def write_grid(path: Path, reference: np.ndarray, outputs: dict, params: np.ndarray, boxes: dict) -> None:

@@ -16,6 +16,7 @@ built from a decoded key frame and its reference, `render(params)` gives a uint8
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,16 @@ class WeightsError(Exception):
 
 
 def load_generator(path: Path = ASSET, device: str | torch.device = "cpu") -> Generator:
-    """The trained generator; WeightsError when the file is missing or of another version."""
+    """The trained generator; WeightsError when the file is missing or of another version.
+    Loaded once per file version and device: every key frame of a call shares it (read-only)."""
     if not Path(path).exists():
         raise WeightsError(f"no learned synthesizer weights at {path}: train them with `python -m models.train` "
                            "or use --synth warp")
+    return _load_generator(Path(path).resolve(), Path(path).stat().st_mtime_ns, str(device))
+
+
+@lru_cache(maxsize=4)
+def _load_generator(path: Path, mtime_ns: int, device: str) -> Generator:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or saved.get("version") != Generator.VERSION:
         found = saved.get("version") if isinstance(saved, dict) else None
@@ -73,14 +80,14 @@ class SynthGraph(torch.nn.Module):
         self.register_buffer("key_work", key_work)
         self.register_buffer("source", normalised(source, size))
         self.register_buffer("full_grid", identity_grid(size, device))
-        self.features = [f.detach() for f in features]
-        for i, f in enumerate(self.features):
+        self.levels = len(features)
+        for i, f in enumerate(features):
             self.register_buffer(f"feature{i}", f)
 
     def forward(self, params: torch.Tensor) -> torch.Tensor:
         """Pictures (B, 3, S, S) in [0, 1]: the full-size warp plus the upsampled correction."""
         target, landmarks = self.geometry.points(params)
-        features = [getattr(self, f"feature{i}") for i in range(len(self.features))]
+        features = [getattr(self, f"feature{i}") for i in range(self.levels)]
         _, correction, disp = correct(self.generator, self.key_work, features, self.source,
                                       normalised(target, self.size), normalised(landmarks[..., :2], self.size))
         full = F.grid_sample(self.keyframe.expand(len(params), -1, -1, -1), sampling_grid(disp, self.full_grid),

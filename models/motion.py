@@ -17,6 +17,7 @@ for a crop-pixel coordinate x.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -145,8 +146,10 @@ def pixel_centres(size: int, device: torch.device | None = None) -> torch.Tensor
     return (torch.arange(size, device=device, dtype=torch.float32) + 0.5) * (2.0 / size) - 1.0
 
 
+@lru_cache(maxsize=8)
 def identity_grid(size: int, device: torch.device | None = None) -> torch.Tensor:
-    """(size, size, 2) normalised pixel-centre coordinates (x, y): grid_sample's identity."""
+    """(size, size, 2) normalised pixel-centre coordinates (x, y): grid_sample's identity
+    (made once per size and device: it is a constant of every frame)."""
     c = pixel_centres(size, device)
     return torch.stack([c[None, :].expand(size, -1), c[:, None].expand(-1, size)], -1)
 

@@ -3,14 +3,17 @@
 `CropTracker.start(frame)` finds the face in the whole picture and fixes the crop;
 `CropTracker.track(frame)` cuts that crop from each new frame and returns the crop and
 its landmarks in crop pixels (None when the face is lost or has left the crop).
+`track_video` does both over a video file, as the offline encoder does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from codec_core.video import read_frames
 from models.crop import CropBox, apply_crop, crop_around_face, face_inside
 from models.face_tracker import FaceTracker, detect_still
 
@@ -50,3 +53,18 @@ class CropTracker:
 
     def close(self) -> None:
         self._tracker.close()
+
+
+def track_video(path: str | Path, max_frames: int | None = None, size: int = 256) -> list[TrackedFrame]:
+    """The first `max_frames` frames of a video file (all when None) cropped and tracked as the
+    encoder does: the crop fixed around the face of the first frame."""
+    tracker = CropTracker(size)
+    tracked = []
+    try:
+        for i, frame in enumerate(read_frames(path, max_frames)):
+            if i == 0:
+                tracker.start(frame)
+            tracked.append(tracker.track(frame))
+    finally:
+        tracker.close()
+    return tracked

@@ -36,13 +36,12 @@ from codec_core.config import CodecConfig, load_config
 from codec_core.format import step_vector
 from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import dequantise, quantise
-from codec_core.video import read_frames
 from models.face_model import FaceBasis
 from models.generator import WORK
 from models.motion import KeyConstants, KeyGeometry, normalised
 from models.reference import Reference
 from models.segmentation import person_probability
-from models.tracking import CropTracker, NoFaceError
+from models.tracking import NoFaceError, track_video
 
 log = logging.getLogger(__name__)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -95,17 +94,8 @@ def prepare_clip(path: Path, basis: FaceBasis, max_frames: int = MAX_FRAMES,
                  keys_per_clip: int = KEYS_PER_CLIP) -> dict[str, np.ndarray]:
     """The cache arrays of one clip (see the module docstring)."""
     config = load_config()
-    tracker = CropTracker(config.size)
-    crops, marks = [], []
-    try:
-        for i, frame in enumerate(read_frames(path, max_frames)):
-            if i == 0:
-                tracker.start(frame)
-            tracked = tracker.track(frame)
-            crops.append(tracked.crop)
-            marks.append(tracked.landmarks)
-    finally:
-        tracker.close()
+    tracked = track_video(path, max_frames, config.size)
+    crops, marks = [t.crop for t in tracked], [t.landmarks for t in tracked]
     valid = np.array([m is not None for m in marks])
     if valid.sum() < keys_per_clip:
         raise NoFaceError(f"{path}: a face in only {valid.sum()} frames")

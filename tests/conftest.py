@@ -27,16 +27,11 @@ def rt3_key():
     (no segmentation): what the synthesizer tests animate."""
     from codec_core.config import load_config
     from codec_core.format import step_vector
-    from codec_core.video import read_frames
     from models.face_model import FaceBasis
     from models.reference import Reference
-    from models.tracking import CropTracker
+    from models.tracking import track_video
 
-    frames = list(read_frames(clip("rt__3.mp4"), 60))
-    tracker = CropTracker(256)
-    tracker.start(frames[0])
-    tracked = [tracker.track(f) for f in frames]
-    tracker.close()
+    tracked = track_video(clip("rt__3.mp4"), 60)
     cfg, basis = load_config(), FaceBasis.load()
     ref = Reference.from_landmarks(basis, tracked[0].landmarks, 256, cfg.steps.geometry,
                                    step_vector(cfg.steps.values(), basis.num_params))

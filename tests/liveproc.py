@@ -113,21 +113,10 @@ def video_frames(path: Path) -> list[np.ndarray]:
 
 def sender_crops(clip: Path, n: int) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """The crops and landmarks the sender sees for the first n frames of a clip."""
-    from codec_core.video import read_frames
-    from models.tracking import CropTracker
+    from models.tracking import track_video
 
-    tracker = CropTracker(256)
-    crops, landmarks = [], []
-    try:
-        for i, frame in enumerate(read_frames(clip, n)):
-            if i == 0:
-                tracker.start(frame)
-            tracked = tracker.track(frame)
-            crops.append(tracked.crop)
-            landmarks.append(tracked.landmarks)
-    finally:
-        tracker.close()
-    return crops, landmarks
+    tracked = track_video(clip, n)
+    return [t.crop for t in tracked], [t.landmarks for t in tracked]
 
 
 def landmark_error(frames: list[np.ndarray], reference: list[np.ndarray | None]) -> float:
