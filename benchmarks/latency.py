@@ -1,4 +1,4 @@
-"""Latency benchmark of a live call on this machine: ours against a plain VP8 WebRTC call.
+"""Latency benchmark of a live call on this machine: ours against a plain VP8 + Opus WebRTC call.
 
     python -m benchmarks.latency --source FILE [--seconds 10] --out DIR [--save-video]
 
@@ -6,9 +6,15 @@ In one run, one after the other, over real aiortc on this machine (each end its 
 process, a signaling server in a third):
 
 1. ours: `python -m receiver` and `python -m sender --source FILE --frames N` (N = seconds
-   x the file's frame rate; the file loops when it is shorter);
-2. the baseline: `python -m benchmarks.vp8_call` receive and send, a VP8 video call of the
-   same 256x256 crop at the same frame rate, capture stamps on a data channel.
+   x the file's frame rate; the file loops when it is shorter), with the file's voice
+   (Opus, 12 kbit/s, on the same peer connection);
+2. ours again with `--audio-source none`: the face's latency without the voice beside it;
+3. the baseline: `python -m benchmarks.vp8_call` receive and send, a VP8 video call of the
+   same 256x256 crop at the same frame rate with the file's sound (aiortc's Opus), capture
+   stamps on a data channel.
+
+Face and voice are reported apart (latency; payload and on-the-wire bitrate), and the
+whole call's bitrate beside the plain call's.
 
 Latency is measured the same way for both: from the sender's capture of a frame (the
 moment it is taken from the paced file) to the moment the receiver has the picture as RGB
@@ -39,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from live.audio import RTP_OVERHEAD_BYTES
 from live.stats import summary
 
 log = logging.getLogger("benchmarks.latency")
@@ -161,29 +168,34 @@ def read_jsonl(path: Path) -> list[dict]:
 # -- the two calls -----------------------------------------------------------------------
 
 def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler: CpuSampler,
-             save_video: bool, timeout: float, synth: str = "warp") -> dict:
-    run = Run(raw, sampler, "ours")
-    room = f"ours-{os.getpid()}"
+             save_video: bool, timeout: float, synth: str = "warp", voice: bool = True, prefix: str = "ours") -> dict:
+    """Our call; with the file's voice (12 kbit/s Opus on the same connection) or without
+    (`--audio-source none`)."""
+    run = Run(raw, sampler, prefix)
+    room = f"{prefix}-{os.getpid()}"
     try:
-        recv_args = ["receiver", "--signaling", url, "--room", room, "--stats", str(raw / "ours_receiver.json"),
-                     "--trace", str(raw / "ours_receiver_trace.jsonl"), "--synth", synth]
+        recv_args = ["receiver", "--signaling", url, "--room", room, "--stats", str(raw / f"{prefix}_receiver.json"),
+                     "--trace", str(raw / f"{prefix}_receiver_trace.jsonl"), "--synth", synth,
+                     "--audio-output", "none"]
         if save_video:
-            recv_args += ["--output", str(raw.parent / "ours.mp4")]
+            recv_args += ["--output", str(raw.parent / f"{prefix}.mp4")]
         run.start("receiver", *recv_args)
         send_args = ["sender", "--signaling", url, "--room", room, "--source", str(source), "--frames", str(frames),
-                     "--sender-stats", str(raw / "ours_sender.json"), "--trace-sender",
-                     str(raw / "ours_sender_trace.jsonl")] + (["--loop"] if loop else [])
+                     "--sender-stats", str(raw / f"{prefix}_sender.json"), "--trace-sender",
+                     str(raw / f"{prefix}_sender_trace.jsonl")] + (["--loop"] if loop else [])
+        if not voice:
+            send_args += ["--audio-source", "none"]
         run.start("sender", *send_args)
         for name in ("sender", "receiver"):
             rc = run.wait(name, timeout)
             if rc != 0:
-                raise RuntimeError(f"ours: {name} exited with {rc} (see {raw / f'ours_{name}.log'})")
+                raise RuntimeError(f"{prefix}: {name} exited with {rc} (see {raw / f'{prefix}_{name}.log'})")
     finally:
         run.kill_all()
-    sent = {r["frame"]: r for r in read_jsonl(raw / "ours_sender_trace.jsonl")}
-    got = {r["frame"]: r for r in read_jsonl(raw / "ours_receiver_trace.jsonl")}
-    rstats = json.loads((raw / "ours_receiver.json").read_text())
-    sstats = json.loads((raw / "ours_sender.json").read_text())
+    sent = {r["frame"]: r for r in read_jsonl(raw / f"{prefix}_sender_trace.jsonl")}
+    got = {r["frame"]: r for r in read_jsonl(raw / f"{prefix}_receiver_trace.jsonl")}
+    rstats = json.loads((raw / f"{prefix}_receiver.json").read_text())
+    sstats = json.loads((raw / f"{prefix}_sender.json").read_text())
     t0 = min(r["capture"] for r in sent.values()) / 1000
     t1 = max(r["ready"] for r in got.values()) / 1000
     fps = rstats["fps"]
@@ -201,8 +213,20 @@ def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler
         stages["queue"].append(r["render_start"] - r["decoded"])
         stages["synthesis"].append(r["ready"] - r["render_start"])
     latency = [r["latency"] for r in got.values()]
-    app_bytes = rstats["param_bytes"] + rstats["keyframe_record_bytes"]
-    return {
+    app_bytes = rstats["param_bytes"] + rstats["keyframe_bytes_total"]
+    sound_sent, sound_got = sstats.get("audio") or {}, rstats.get("audio") or {}
+    wire = sstats.get("wire_bytes_sent")
+    sound_wire = sound_sent.get("wire_bytes") or 0
+    rate = (lambda n: round(n * 8 / 1000 / seconds, 2) if n is not None else None)  # noqa: E731
+    audio = {"frames_received": sound_got.get("frames"), "latency_ms": sound_got.get("latency_ms"),
+             "payload_kbps": sound_sent.get("payload_kbps"), "wire_kbps": sound_sent.get("wire_kbps"),
+             "clock_kbps": sound_sent.get("clock_kbps"), "packets": sound_sent.get("packets")}
+    out = {
+        "voice": voice,
+        "audio": audio,
+        "face_wire_kbps": rate(wire - sound_wire) if wire else None,
+        "total_payload_kbps": rate(app_bytes + (sound_sent.get("payload_bytes") or 0)),
+        "total_wire_kbps": rate(wire),
         "frames_sent": len(sent),
         "frames_rendered": rstats["frames_rendered"],
         "delivered": round(rstats["frames_rendered"] / frames, 4),
@@ -214,13 +238,16 @@ def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler
         "param_kbps": rstats["param_kbps"],
         "keyframe_bytes": rstats["keyframe_bytes"],
         "keyframe_record_bytes": rstats["keyframe_record_bytes"],
+        "keyframe_bytes_total": rstats["keyframe_bytes_total"],
         "payload_kbps": round(app_bytes * 8 / 1000 / seconds, 2),
         "wire_kbps": (round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2)
                       if sstats.get("wire_bytes_sent") else None),
-        "cpu": {"sender": sampler.usage("ours_sender", t0, t1), "receiver": sampler.usage("ours_receiver", t0, t1),
+        "cpu": {"sender": sampler.usage(f"{prefix}_sender", t0, t1),
+                "receiver": sampler.usage(f"{prefix}_receiver", t0, t1),
                 "signaling": sampler.usage("signaling", t0, t1)},
         "window_s": round(t1 - t0, 2),
     }
+    return out
 
 
 def run_vp8(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler: CpuSampler, timeout: float) -> dict:
@@ -243,6 +270,11 @@ def run_vp8(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler:
     rstats = json.loads((raw / "vp8_receiver.json").read_text())
     sstats = json.loads((raw / "vp8_sender.json").read_text())
     seconds = frames / sstats["fps"]
+    rate = (lambda n: round(n * 8 / 1000 / seconds, 2) if n is not None else None)  # noqa: E731
+    sound_payload = sstats.get("audio_rtp_bytes_sent")
+    sound_wire = (sound_payload + RTP_OVERHEAD_BYTES * (sstats.get("audio_rtp_packets_sent") or 0)
+                  if sound_payload is not None else None)
+    wire = sstats.get("wire_bytes_sent")
     t0 = min(r["capture"] for r in sent.values()) / 1000
     t1 = max(r["ready"] for r in got.values()) / 1000 if got else t0
     return {
@@ -254,6 +286,11 @@ def run_vp8(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler:
         "payload_kbps": round(sstats["rtp_bytes_sent"] * 8 / 1000 / seconds, 2),
         "wire_kbps": (round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2)
                       if sstats.get("wire_bytes_sent") else None),
+        "audio": {"payload_kbps": rate(sound_payload), "wire_kbps": rate(sound_wire),
+                  "frames_received": rstats.get("audio_frames_received")},
+        "face_wire_kbps": rate(wire - (sound_wire or 0)) if wire else None,
+        "total_payload_kbps": rate(sstats["rtp_bytes_sent"] + (sound_payload or 0)),
+        "total_wire_kbps": rate(wire),
         "cpu": {"sender": sampler.usage("vp8_sender", t0, t1), "receiver": sampler.usage("vp8_receiver", t0, t1),
                 "signaling": sampler.usage("signaling", t0, t1)},
         "window_s": round(t1 - t0, 2),
@@ -278,15 +315,16 @@ def acceptance(ours: dict) -> list[tuple[str, str, str, bool]]:
     ]
 
 
-def plot(path: Path, ours: dict, vp8: dict | None) -> None:
+def plot(path: Path, ours: dict, vp8: dict | None, silent: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for name, res, colour in (("ours (parameters, data channels)", ours, "tab:blue"),
-                              ("VP8 video call", vp8, "tab:orange")):
+    for name, res, colour in (("ours, with the voice", ours, "tab:blue"),
+                              ("ours, no voice", silent, "tab:green"),
+                              ("VP8 + Opus call", vp8, "tab:orange")):
         if not res or not res["latency_per_frame"]:
             continue
         f, lat = np.array(res["latency_per_frame"]).T
@@ -306,47 +344,72 @@ def plot(path: Path, ours: dict, vp8: dict | None) -> None:
     plt.close(fig)
 
 
-def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_error: str | None) -> None:
+def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_error: str | None,
+                 silent: dict | None = None) -> None:
     v = vp8 or {}
-    vl = v.get("latency_ms", {})
-    ol = ours["latency_ms"]
+    q = silent or {}
+    cols = (ours, q, v)
+
+    def cell(res: dict, *keys, nd: int = 1) -> str:
+        x = res
+        for k in keys:
+            x = (x or {}).get(k) if isinstance(x, dict) else None
+        return _f(x, nd) if not isinstance(x, dict) else "n/a"
+
+    def row(label: str, *keys, nd: int = 1) -> str:
+        return f"| {label} | " + " | ".join(cell(r, *keys, nd=nd) for r in cols) + " |"
+
+    def delivered(res: dict) -> str:
+        if not res:
+            return "n/a"
+        return f"{res['frames_rendered']} / {settings['frames']} ({100 * res['delivered']:.1f} %)"
 
     def cpu(res, who):
         return _f(((res.get("cpu") or {}).get(who) or {}).get("cpu_percent"))
 
     lines = [
-        "# Live call latency: ours against a VP8 WebRTC call",
+        "# Live call latency and bitrate: ours (with and without the voice) against a VP8 + Opus WebRTC call",
         "",
         f"Run {settings['date']} on {settings['machine']}; source `{settings['source']}` "
         f"({settings['fps']:.2f} fps), {settings['frames']} frames ({settings['seconds']} s), 256x256 crop, "
         "each end a separate process on this machine, aiortc over the machine's network interface, "
-        "ours first, then VP8.",
+        "one call after the other: ours with the file's voice, ours with `--audio-source none`, then VP8 + Opus.",
         f"Load average before the run: {settings['load_before']}.",
         "",
-        "Latency: from the sender's capture of a frame to the moment the receiver has the picture "
-        "(ours: synthesized; VP8: decoded to RGB), on this machine's wall clock.",
+        "Face latency: from the sender's capture of a frame to the moment the receiver has the picture "
+        "(ours: synthesized, before any lip-sync hold; VP8: decoded to RGB), on this machine's wall clock.  "
+        "Voice latency: from the capture of a 20 ms frame's first sample to the receiver having it decoded "
+        "(20 ms framing, network, aiortc's 80 ms jitter buffer).",
         "",
-        "| | ours | VP8 call |",
-        "|---|---|---|",
-        f"| latency median (ms) | {_f(ol['median'])} | {_f(vl.get('median'))} |",
-        f"| latency p95 (ms) | {_f(ol['p95'])} | {_f(vl.get('p95'))} |",
-        f"| latency max (ms) | {_f(ol['max'])} | {_f(vl.get('max'))} |",
-        f"| frames delivered (rendered / sent) | {ours['frames_rendered']} / {settings['frames']} "
-        f"({100 * ours['delivered']:.1f} %) | "
-        + (f"{v['frames_rendered']} / {settings['frames']} ({100 * v['delivered']:.1f} %)" if vp8 else "n/a") + " |",
-        f"| payload bitrate (kbps) | {_f(ours['payload_kbps'], 2)} (parameters {_f(ours['param_kbps'], 2)}, "
-        f"key frame {ours['keyframe_record_bytes']} bytes once) | {_f(v.get('payload_kbps'), 1)} (RTP) |",
-        f"| on the wire, sender to receiver (kbps) | {_f(ours['wire_kbps'], 2)} | {_f(v.get('wire_kbps'), 1)} |",
-        f"| CPU sender (% of one core) | {cpu(ours, 'sender')} | {cpu(v, 'sender')} |",
-        f"| CPU receiver (% of one core) | {cpu(ours, 'receiver')} | {cpu(v, 'receiver')} |",
-        f"| CPU signaling server (% of one core) | {cpu(ours, 'signaling')} | {cpu(v, 'signaling')} |",
+        "| | ours (face + voice) | ours, no voice | VP8 + Opus call |",
+        "|---|---|---|---|",
+        row("face latency median (ms)", "latency_ms", "median"),
+        row("face latency p95 (ms)", "latency_ms", "p95"),
+        row("face latency max (ms)", "latency_ms", "max"),
+        f"| frames delivered (rendered / sent) | {delivered(ours)} | {delivered(q)} | {delivered(v)} |",
+        row("voice latency median (ms)", "audio", "latency_ms", "median"),
+        row("voice latency p95 (ms)", "audio", "latency_ms", "p95"),
+        row("face payload (kbps)", "payload_kbps", nd=2),
+        row("voice payload (kbps, Opus)", "audio", "payload_kbps", nd=2),
+        row("whole call payload (kbps)", "total_payload_kbps", nd=2),
+        row("face on the wire (kbps)", "face_wire_kbps", nd=2),
+        row("voice on the wire (kbps)", "audio", "wire_kbps", nd=2),
+        row("whole call on the wire (kbps)", "total_wire_kbps", nd=2),
+        f"| CPU sender (% of one core) | {cpu(ours, 'sender')} | {cpu(q, 'sender')} | {cpu(v, 'sender')} |",
+        f"| CPU receiver (% of one core) | {cpu(ours, 'receiver')} | {cpu(q, 'receiver')} | {cpu(v, 'receiver')} |",
         "",
-        "CPU: user + system time (children included: VVenC for our key frame) over the streaming "
-        "window (first capture to last picture), from /proc/PID/stat.  Payload: our parameter "
-        "packets (8-byte header included) and key frame; VP8's RTP bytes.  On the wire: the "
-        "sender's DTLS bytes (SCTP or SRTP/RTCP framing included, UDP/IP headers not).  The VP8 "
-        "rate is aiortc's own choice (it starts at 500 kbps and follows the receiver's REMB "
-        "between 250 kbps and 1.5 Mbps); nothing was forced.",
+        "Face payload: our parameter packets (8-byte header included) and every key frame sent "
+        f"(small and sharp: {ours.get('keyframe_bytes_total', 'n/a')} bytes in all), over the call; parameters "
+        f"alone {_f(ours['param_kbps'], 2)} kbps.  VP8's: its RTP payload bytes.  Voice payload: Opus bytes "
+        "(ours: PyAV's libopus, mono, 12 kbit/s asked; the plain call: aiortc's own encoder, fixed at 96 "
+        "kbit/s stereo), plus for ours the audio clock messages "
+        f"({cell(ours, 'audio', 'clock_kbps', nd=2)} kbps, on the control channel).  On the wire: the "
+        "sender's DTLS bytes (SCTP, SRTP and RTCP framing included, UDP/IP headers not); both media share "
+        "one bundled transport, so the voice's share is computed (its RTP payload + 36 bytes a packet: RTP "
+        "header, header extensions, SRTP tag) and the face's is the rest.  The VP8 rate is aiortc's own "
+        "choice (it starts at 500 kbps and follows the receiver's REMB between 250 kbps and 1.5 Mbps); "
+        "nothing was forced.  CPU: user + system time (children included: VVenC for our key frame) over "
+        "the streaming window, from /proc/PID/stat.",
         "",
     ]
     if vp8_error:
@@ -420,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("ours: %d frames of %s", frames, args.source)
         ours = run_ours(url, args.source, frames, loop, raw, sampler, args.save_video, timeout, args.synth)
         log.info("ours: latency median %s ms, p95 %s ms", ours["latency_ms"]["median"], ours["latency_ms"]["p95"])
+        log.info("ours without the voice: %d frames", frames)
+        silent = run_ours(url, args.source, frames, loop, raw, sampler, False, timeout, args.synth, voice=False,
+                          prefix="silent")
+        log.info("ours without the voice: latency median %s ms, p95 %s ms", silent["latency_ms"]["median"],
+                 silent["latency_ms"]["p95"])
         if not args.skip_vp8:
             log.info("VP8 call: %d frames", frames)
             try:
@@ -438,11 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             signaling.kill()
         sampler.close()
-    results = {"settings": settings, "targets": TARGETS, "ours": ours, "vp8": vp8, "vp8_error": vp8_error,
+    results = {"settings": settings, "targets": TARGETS, "ours": ours, "ours_no_voice": silent, "vp8": vp8,
+               "vp8_error": vp8_error,
                "acceptance": [{"check": n, "target": t, "measured": m, "met": ok} for n, t, m, ok in acceptance(ours)]}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    plot(args.out / "latency.png", ours, vp8)
-    write_report(args.out / "report.md", settings, ours, vp8, vp8_error)
+    plot(args.out / "latency.png", ours, vp8, silent)
+    write_report(args.out / "report.md", settings, ours, vp8, vp8_error, silent)
     print((args.out / "report.md").read_text())
     return 0
 

@@ -2,7 +2,7 @@
 baseline of the latency benchmark.
 
     python -m benchmarks.vp8_call send --signaling URL --room NAME --source FILE [--frames N] [--loop]
-                                       [--stats FILE.json] [--trace FILE.jsonl]
+                                       [--no-audio] [--stats FILE.json] [--trace FILE.jsonl]
     python -m benchmarks.vp8_call receive --signaling URL --room NAME [--stats FILE.json] [--trace FILE.jsonl]
 
 The sender crops every frame of the file with a crop fixed on the first frame's face
@@ -12,6 +12,11 @@ frame's capture time travels on a data channel beside the video, keyed by its RT
 timestamp, so the receiver measures latency exactly as ours does: from capture to the
 moment the decoded picture is available as RGB.  The sender makes the offer; the
 receiver answers.
+
+With the file's sound (unless `--no-audio`) it is a plain VP8 + Opus call: the audio track,
+paced with the video like our sender's (`sender.audio.FileAudio`), goes to aiortc's own
+Opus encoder as PCM (48 kHz, 96 kbit/s stereo: aiortc's fixed setting); its RTP bytes are
+counted apart from the video's.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from live.cli import fail, install_stop_signals, setup_logging
+from live.audio import CHUNK_SAMPLES, SAMPLE_RATE, AudioFeed
+from live.cli import SetupError, fail, install_stop_signals, setup_logging
 from live.clock import age_ms, capture_stamp, wall_ms
 from live.stats import JsonLines, summary, write_json_atomic
 from models.crop import apply_crop
 from models.tracking import CropTracker, NoFaceError
+from sender.audio import open_audio
 from sender.source import FileSource, SourceError
 from signaling.client import SignalingClient, SignalingError
 from signaling.protocol import Answer, Bye, Offer, PeerJoined, PeerLeft
@@ -54,9 +61,11 @@ class CropTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, source: FileSource, box, size: int, stamps, trace: JsonLines, max_frames: int | None) -> None:
+    def __init__(self, source: FileSource, box, size: int, stamps, trace: JsonLines, max_frames: int | None,
+                 audio: AudioFeed | None = None) -> None:
         super().__init__()
         self.source, self.box, self.size = source, box, size
+        self.audio = audio
         self.stamps, self.trace = stamps, trace
         self.max_frames = max_frames
         self.sent = 0
@@ -66,6 +75,8 @@ class CropTrack(MediaStreamTrack):
     async def recv(self) -> av.VideoFrame:
         if not self._started:
             self.source.start_clock()
+            if self.audio is not None:
+                self.audio.start(wall_ms())
             self._started = True
         captured = None
         if self.max_frames is None or self.sent < self.max_frames:
@@ -83,6 +94,29 @@ class CropTrack(MediaStreamTrack):
                                          "capture": capture_stamp(captured.t_ms)}))
         self.trace.write({"frame": self.sent, "pts": frame.pts, "capture": round(captured.t_ms, 3)})
         self.sent += 1
+        return frame
+
+
+class PcmTrack(MediaStreamTrack):
+    """The file's sound as PCM frames for aiortc's own Opus encoder (what a plain call sends)."""
+
+    kind = "audio"
+
+    def __init__(self, feed: AudioFeed) -> None:
+        super().__init__()
+        self.feed = feed
+        self._n = 0
+
+    async def recv(self) -> av.AudioFrame:
+        chunk = await self.feed.chunk()
+        if chunk is None:
+            self.stop()
+            raise MediaStreamError
+        frame = av.AudioFrame.from_ndarray(chunk.samples[None, :], format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._n * CHUNK_SAMPLES
+        frame.time_base = Fraction(1, SAMPLE_RATE)
+        self._n += 1
         return frame
 
 
@@ -110,6 +144,10 @@ async def run_sender(args) -> int:
     finally:
         tracker.close()
     source.pushback(first)
+    try:
+        audio = None if args.no_audio else open_audio("auto", args.source, args.loop, args.frames, source.fps)
+    except SetupError as exc:
+        return fail(PROG, str(exc))
     client = SignalingClient(args.signaling)
     try:
         joined = await client.join(args.room)
@@ -117,10 +155,14 @@ async def run_sender(args) -> int:
         return fail(PROG, str(exc))
     trace = JsonLines(args.trace)
     pc, stamps = _new_pc()
-    track = CropTrack(source, box, args.size, stamps, trace, args.frames)
+    track = CropTrack(source, box, args.size, stamps, trace, args.frames, audio)
     transceiver = pc.addTransceiver(track, direction="sendonly")
     vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/VP8"]
     transceiver.setCodecPreferences(vp8)
+    if audio is not None:
+        voice = pc.addTransceiver(PcmTrack(audio), direction="sendonly")
+        voice.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("audio").codecs
+                                   if c.mimeType.lower() == "audio/opus"])
     started = time.monotonic()
     try:
         if not joined.initiator:
@@ -145,10 +187,13 @@ async def run_sender(args) -> int:
             stamps.send(json.dumps({"end": track.sent}))
         await asyncio.sleep(0.2)
         report = await pc.getStats()
-        out = next((s for s in report.values() if s.type == "outbound-rtp"), None)
+        out = next((s for s in report.values() if s.type == "outbound-rtp" and s.kind == "video"), None)
+        sound = next((s for s in report.values() if s.type == "outbound-rtp" and s.kind == "audio"), None)
         wire = next((s for s in report.values() if s.type == "transport"), None)
         stats = {"frames_sent": track.sent, "duration_s": round(time.monotonic() - started, 3),
                  "rtp_bytes_sent": out.bytesSent if out else None, "rtp_packets_sent": out.packetsSent if out else None,
+                 "audio_rtp_bytes_sent": sound.bytesSent if sound else None,
+                 "audio_rtp_packets_sent": sound.packetsSent if sound else None,
                  "wire_bytes_sent": wire.bytesSent if wire else None, "fps": float(source.fps)}
         if args.stats:
             write_json_atomic(Path(args.stats), stats)
@@ -157,6 +202,8 @@ async def run_sender(args) -> int:
     finally:
         trace.close()
         source.close()
+        if audio is not None:
+            audio.close()
         await client.send(Bye())
         await pc.close()
         await client.close()
@@ -194,7 +241,17 @@ async def run_receiver(args) -> int:
             arrivals.append((frame.pts, wall_ms()))
         done.set()
 
-    pc.on("track", lambda track: asyncio.ensure_future(consume(track)))
+    audio_frames = [0]
+
+    async def drain(track) -> None:          # the sound: decoded and counted
+        while True:
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
+            audio_frames[0] += 1
+
+    pc.on("track", lambda track: asyncio.ensure_future(consume(track) if track.kind == "video" else drain(track)))
 
     async def signaling() -> None:
         while True:
@@ -231,6 +288,7 @@ async def run_receiver(args) -> int:
         trace.write({"frame": frame, "ready": round(ready, 3), "latency": round(latency[-1], 3)})
     trace.close()
     stats = {"frames_received": len(arrivals), "frames_matched": len(latency), "frames_sent": end["frames"],
+             "audio_frames_received": audio_frames[0],
              "latency_ms": summary(latency), "duration_s": round(time.monotonic() - started, 3), "final": True}
     if args.stats:
         write_json_atomic(Path(args.stats), stats)
@@ -252,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--source", required=True)
             p.add_argument("--frames", type=int)
             p.add_argument("--loop", action="store_true")
+            p.add_argument("--no-audio", action="store_true", help="video only (default: the file's sound too)")
             p.add_argument("--size", type=int, default=256)
     return parser
 

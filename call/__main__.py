@@ -19,6 +19,7 @@ shutdown order).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 import live.threads  # noqa: F401  (first: one OpenMP thread, before torch loads)
@@ -44,9 +45,13 @@ def build_runner(args: argparse.Namespace) -> LiveRunner:
     """Both halves in one runner (raises SetupError, SourceError, ValueError)."""
     ice = ice_servers(args)
     check_receiver_args(args)
-    return LiveRunner(args.signaling, args.room, sending=build_sender(args, DEFAULT),
-                      receiving=build_receiver(args, DEFAULT), ice_servers=ice, config=DEFAULT,
-                      wait_peer=args.wait_peer, stats=args.stats, sender_stats=args.sender_stats)
+    sending = build_sender(args, DEFAULT)
+    receiving = build_receiver(args, DEFAULT)
+    if receiving.window is not None:          # `u` in the window mutes this end's voice
+        loop = asyncio.get_running_loop()
+        receiving.window.on_mute = lambda: loop.call_soon_threadsafe(sending.toggle_mute)
+    return LiveRunner(args.signaling, args.room, sending=sending, receiving=receiving, ice_servers=ice,
+                      config=DEFAULT, wait_peer=args.wait_peer, stats=args.stats, sender_stats=args.sender_stats)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from live.config import DEFAULT, LiveConfig
@@ -60,6 +69,13 @@ class Half:
     def on_control(self, message: ControlMessage) -> None:
         pass
 
+    def audio_track(self, session: Session) -> MediaStreamTrack | None:
+        """The voice this half sends on `session` (a new track per session), or None."""
+        return None
+
+    def on_audio(self, session: Session, track: MediaStreamTrack) -> None:
+        """The other side's voice on `session` (it may never carry a packet)."""
+
 
 @dataclass
 class Session:
@@ -69,6 +85,7 @@ class Session:
     pc: RTCPeerConnection
     channels: dict[str, RTCDataChannel]
     offerer: bool
+    audio: RTCRtpTransceiver | None = None
     started: float = field(default_factory=time.monotonic)
     opened: bool = False
     closed: bool = False
@@ -105,6 +122,26 @@ class Session:
             return stats.bytesSent, stats.bytesReceived
         except Exception:   # a private aiortc counter: absent in other versions
             return None
+
+    async def audio_stats(self) -> tuple[dict, dict]:
+        """aiortc's RTP stats of the audio track: (outbound-rtp, inbound-rtp), each {} when absent."""
+        out: dict = {}
+        inb: dict = {}
+        t = self.audio
+        if t is None or self.closed:
+            return out, inb
+        try:
+            for stats in (await t.sender.getStats()).values():
+                if stats.type == "outbound-rtp":
+                    out = {"packets": stats.packetsSent, "bytes": stats.bytesSent}
+            for stats in (await t.receiver.getStats()).values():
+                if stats.type == "inbound-rtp":
+                    inb.update(packets=stats.packetsReceived, lost=stats.packetsLost)
+                elif stats.type == "remote-outbound-rtp":       # the sender's report (RTCP SR)
+                    inb.update(sender_packets=stats.packetsSent, sender_bytes=stats.bytesSent)
+        except Exception as exc:     # a closing transport
+            log.debug("audio stats: %s", exc)
+        return out, inb
 
     def buffered(self) -> int:
         return sum(c.bufferedAmount for c in self.channels.values() if c.readyState == "open")
@@ -231,6 +268,15 @@ class PeerLink:
                                                      negotiated=True, id=spec.id)
                     for spec in CHANNELS}
         session = Session(self._count, pc, channels, offerer)
+        if offerer:
+            session.audio = pc.addTransceiver("audio", direction="sendrecv")
+            self._attach_audio(session)
+
+        @pc.on("track")
+        def _track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio" and session is self.session and not session.closed:
+                for half in self.halves:
+                    self._guard(half.on_audio, session, track)
         for label, channel in channels.items():
             channel.on("open", lambda s=session: self._maybe_opened(s))
             channel.on("close", lambda s=session, lb=label: self._spawn(self._close_if(s, f"{lb} channel closed")))
@@ -258,8 +304,23 @@ class PeerLink:
         await self._end_session("peer offered again")
         session = self._new_session(offerer=False)
         await session.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        session.audio = next((t for t in session.pc.getTransceivers() if t.kind == "audio"), None)
+        self._attach_audio(session)
         await session.pc.setLocalDescription(await session.pc.createAnswer())
         await self._client.send(Answer(session.pc.localDescription.sdp))
+
+    def _attach_audio(self, session: Session) -> None:
+        """Opus only on the audio m-line (our tracks yield Opus packets), and the voice of
+        the first half that has one."""
+        t = session.audio
+        if t is None:
+            return
+        opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+        t.setCodecPreferences(opus)
+        track = next((tr for tr in (h.audio_track(session) for h in self.halves) if tr is not None), None)
+        if track is not None:
+            t.sender.replaceTrack(track)
+        t.direction = "sendrecv"
 
     def _maybe_opened(self, session: Session) -> None:
         if session.opened or session.closed or session is not self.session:

@@ -105,9 +105,31 @@ class Ready(Message, tag="ready", frozen=True):
     key_id: KeyId
 
 
-ControlMessage = KeyframeRequest | Loss | Ready | End
+#: An audio RTP timestamp (48 kHz ticks, mod 2**32).
+AudioPts = Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)]
+#: Wall-clock milliseconds (Unix epoch), as a float.
+WallMs = Annotated[float, msgspec.Meta(ge=0.0, le=1e14)]
+
+
+class AudioClock(Message, tag="audio-clock", frozen=True):
+    """Sender to receiver: the decoded audio sample at `pts` (48 kHz ticks counted from the
+    first packet of this session's audio track, i.e. the receiver's frame pts) was captured
+    at wall-clock `wall_ms` of the sender.  Sent with the first audio packet and every
+    second after (docs/call.md, "Lips in sync")."""
+
+    pts: AudioPts
+    wall_ms: WallMs
+
+
+class Muted(Message, tag="muted", frozen=True):
+    """Sender to receiver: the sender's microphone is muted (True) or live again (False)."""
+
+    muted: bool
+
+
+ControlMessage = KeyframeRequest | Loss | Ready | End | AudioClock | Muted
 FOR_SENDER = (KeyframeRequest, Loss, Ready)
-FOR_RECEIVER = (End,)
+FOR_RECEIVER = (End, AudioClock, Muted)
 
 _CONTROL: Schema[ControlMessage] = Schema(ControlMessage)
 _ENCODER = msgspec.json.Encoder()

@@ -10,8 +10,10 @@ from live.config import DEFAULT, LiveConfig
 from models.face_model import FaceBasis
 from models.synthesizers import add_synthesis_options, synthesis_from_args
 from receiver.half import ReceiverHalf
+from receiver.playback import Latencies, open_player
 from receiver.render import RenderWorker
-from receiver.sinks import FileSink, Sink, WindowSink, display_available
+from receiver.sinks import Sink, WindowSink, display_available
+from receiver.voicefile import VoiceFileSink
 
 
 def _seconds(text: str) -> float:
@@ -24,6 +26,9 @@ def _seconds(text: str) -> float:
 def add_receiver_options(parser: argparse.ArgumentParser, live: LiveConfig = DEFAULT) -> None:
     parser.add_argument("--output", metavar="OUT.mp4",
                         help="write the received video (H.264); a peer that comes back goes on in OUT-2.mp4, ...")
+    parser.add_argument("--audio-output", default="default", metavar="default|DEVICE|none",
+                        help="play the other side's voice on this ALSA device (default: default; none: do not "
+                             "play; the voice goes into --output either way)")
     parser.add_argument("--window", action="store_true", help="show the received video in a window (q or Esc ends)")
     parser.add_argument("--stats", metavar="STATS.json", help="receiver numbers, rewritten every second, final at exit")
     add_synthesis_options(parser)
@@ -57,7 +62,7 @@ def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> Rece
     half = ReceiverHalf(basis, live, args.dump_levels, args.trace, args.dump_keyframes)
     sinks: list[Sink] = []
     if args.output:
-        sinks.append(FileSink(args.output, live.max_gap_fill_s))
+        sinks.append(VoiceFileSink(args.output, half.voice, live.max_gap_fill_s))
     window = WindowSink() if args.window else None
     if window:
         sinks.append(window)
@@ -65,5 +70,10 @@ def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> Rece
                           synthesis_from_args(args), args.threads)
     if window:
         window.on_edits = worker.set_edits
+    half.window = window
     half.attach(worker)
+    player = open_player(args.audio_output, Latencies())
+    half.attach_player(player)
+    if window is not None and player is not None:      # the voice plays here: the pictures keep pace with it
+        window.hold_ms = player.latencies.video_hold_ms
     return half

@@ -31,10 +31,13 @@ from live.config import DEFAULT, LiveConfig
 from live.peer import Session
 from live.runner import ReceivingHalf
 from live.stats import JsonLines
-from live.wire import End, KeyframeRequest, Loss, Ready, unpack_stream_record
+from live.wire import AudioClock, End, KeyframeRequest, Loss, Muted, Ready, unpack_stream_record
 from models.face_model import FaceBasis
+from receiver.audio import VoiceReceiver
 from receiver.chain import PredictionChain, Verdict
+from receiver.playback import DevicePlayer
 from receiver.render import Rendered, RenderEvents, RenderJob, RenderWorker
+from receiver.sinks import WindowSink
 from receiver.stats import ReceiverStats
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,10 @@ class ReceiverHalf(ReceivingHalf):
         self.basis = basis
         self.live = live
         self.chain = PredictionChain(live.loss_report_interval_s)
-        self.stats = ReceiverStats(self.chain.counts)
+        self.voice = VoiceReceiver()
+        self.player: DevicePlayer | None = None      # the voice on this machine's speakers
+        self.window: WindowSink | None = None        # the viewer's window, if any
+        self.stats = ReceiverStats(self.chain.counts, voice=self.voice.stats)
         self.worker: RenderWorker | None = None
         self.session: Session | None = None
         self.header: SessionHeader | None = None
@@ -68,14 +74,22 @@ class ReceiverHalf(ReceivingHalf):
     def attach(self, worker: RenderWorker) -> None:
         self.worker = worker
 
+    def attach_player(self, player: DevicePlayer | None) -> None:
+        self.player = player
+        self.voice.play = player.play if player is not None else None
+
     def events(self) -> RenderEvents:
         return RenderEvents(self._rendered, self._keyframe_ready, self._keyframe_failed, self._skipped, self._quit)
 
     async def finalise(self, timeout: float) -> None:
         """Render what is queued and close the output files (on the synthesis thread, at
         most `timeout` seconds), then the dumps; the stats say the call has ended."""
+        self.voice.seal()
         if self.worker is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.worker.stop, timeout)
+        self.voice.stop()
+        if self.player is not None:
+            self.player.close()
         self._dump.close()
         self._trace.close()
         self.stats.state = "ended"
@@ -84,7 +98,9 @@ class ReceiverHalf(ReceivingHalf):
         s = self.stats.snapshot()
         return (f"received {s['frames_received']} frames, rendered {s['frames_rendered']}, lost {s['frames_lost']}; "
                 f"latency median {s['latency_ms']['median']} ms, p95 {s['latency_ms']['p95']} ms; "
-                f"params {s['param_kbps']} kbps")
+                f"params {s['param_kbps']} kbps"
+                + (f"; voice {s['audio']['seconds']} s, latency median {s['audio']['latency_ms']['median']} ms"
+                   if s["audio"]["frames"] else ""))
 
     # -- session events ------------------------------------------------------------------
 
@@ -93,6 +109,7 @@ class ReceiverHalf(ReceivingHalf):
         self.header, self._decoder, self.end = None, None, None
         self._unknown_key_since = None
         self.chain.new_session()
+        self.voice.session_opened(session)
         self.stats.sessions += 1
         self.stats.state = "in call"
 
@@ -101,10 +118,16 @@ class ReceiverHalf(ReceivingHalf):
             return
         self.session = None
         self.stats.state = "ended" if self.end else "peer gone"
+        self.voice.seal()
         self.worker.session_break()
 
+    def on_audio(self, session: Session, track) -> None:
+        self.voice.on_audio(session, track)
+
     def on_control(self, message) -> None:
-        if isinstance(message, End):
+        if isinstance(message, (AudioClock, Muted)):
+            self.voice.on_control(message)
+        elif isinstance(message, End):
             last = None
             if message.frame is not None:
                 ref = self.chain.expected - 1 if self.chain.expected is not None else message.frame
@@ -240,6 +263,9 @@ class ReceiverHalf(ReceivingHalf):
     def _rendered(self, r: Rendered) -> None:
         latency = self.stats.rendered(r)
         j = r.job
+        self.voice.frame_rendered(j.frame, j.capture_ms)
+        if self.player is not None:
+            self.player.latencies.video.append(latency)
         self._trace.write({"frame": j.frame, "arrival": round(j.arrival_ms, 3), "decoded": round(j.decoded_ms, 3),
                            "render_start": round(r.start_ms, 3), "ready": round(r.ready_ms, 3),
                            "latency": round(latency, 3)})

@@ -187,7 +187,7 @@ class RenderWorker:
         torch.set_num_threads(self._threads)
         try:
             while True:
-                job = self.queue.get(timeout=0.05)
+                job = self.queue.get(timeout=0.01 if any(s.pending() for s in self._sinks) else 0.05)
                 if job is None:
                     if not all([s.idle() for s in self._sinks]):
                         self._post(self._events.quit)

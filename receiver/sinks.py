@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,10 @@ class Sink:
 
     def idle(self) -> bool:
         return True
+
+    def pending(self) -> bool:
+        """Pictures wait to be shown (the synthesis thread then calls `idle` more often)."""
+        return False
 
     def session_break(self) -> None:
         pass
@@ -106,6 +113,9 @@ WINDOW_KEYS = {
 }
 
 
+MUTE_KEY = "u"      # mute / unmute this end's voice
+
+
 class WindowSink(Sink):
     """An OpenCV window; closing it or pressing q / Esc ends the call; the keys of
     WINDOW_KEYS edit the face live through `on_edits`."""
@@ -118,12 +128,21 @@ class WindowSink(Sink):
         self._open = False
         self._failed = False
         self.on_edits = on_edits
+        self.on_mute = None           # `u`: mute or unmute this end's own voice (python -m call)
         self.edits = None
+        self.hold_ms: Callable[[], float] | None = None   # lip sync with the voice played here
+        self._held: deque[tuple[float, np.ndarray]] = deque()
 
     def _key(self, key: str) -> None:
         """Live editing from the keyboard (WINDOW_KEYS); r resets."""
         from models.editing import Edits
 
+        if key == MUTE_KEY:
+            if self.on_mute is not None:
+                self.on_mute()
+            else:
+                log.info("this end sends no voice to mute")
+            return
         if key == "r":
             self.edits = Edits()
         elif key in WINDOW_KEYS:
@@ -137,6 +156,23 @@ class WindowSink(Sink):
     def show(self, frame: int, picture: np.ndarray) -> bool:
         if self._failed:
             return True
+        hold = self.hold_ms() if self.hold_ms is not None else 0.0
+        if hold <= 0 and not self._held:
+            return self._display(picture)
+        self._held.append((time.monotonic() + hold / 1000.0, picture))    # held for the voice to catch up
+        return self._release()
+
+    def pending(self) -> bool:
+        return bool(self._held)
+
+    def _release(self) -> bool:
+        """Show the held pictures that are due (the newest of them), then look at the keys."""
+        now, due = time.monotonic(), None
+        while self._held and self._held[0][0] <= now:
+            due = self._held.popleft()[1]
+        return self._display(due) if due is not None else self._keys()
+
+    def _display(self, picture: np.ndarray) -> bool:
         cv2 = self._cv2
         try:
             if not self._open:
@@ -147,16 +183,21 @@ class WindowSink(Sink):
             log.error("cannot show a window (%s); going on without it", str(exc).strip().splitlines()[-1])
             self._failed = True
             return True
-        return self.idle()
+        return self._keys()
 
     def idle(self) -> bool:
+        if self._held:
+            return self._release()
+        return self._keys()
+
+    def _keys(self) -> bool:
         if not self._open or self._failed:
             return True
         cv2 = self._cv2
         key = cv2.waitKey(1) & 0xFF
         if key in (ord("q"), 27):
             return False
-        if key != 0xFF and self.on_edits is not None:
+        if key != 0xFF and (self.on_edits is not None or chr(key) == MUTE_KEY):
             self._key(chr(key))
         try:
             return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1

@@ -21,6 +21,9 @@ Updated on the event loop only.  `snapshot()` is what `--stats FILE.json` holds:
 | keyframe_bytes_small / _sharp | stream message bytes of each key frame received, small and sharp apart |
 | keyframe_bytes_total | all of them together; keyframe_kbps: as kbit/s over the call (seconds as param_kbps) |
 | sharp_after_first_ms | wall ms from the first picture synthesized to the first from a sharp key frame |
+| face_payload_kbps | parameter packets and key frames together, per second of frames |
+| audio | the voice: frames, seconds, latency_ms (a frame's first sample captured to decoded), |
+| | packets, packets_lost, payload_bytes / payload_kbps, wire_kbps (payload + RTP/SRTP headers), peer_muted |
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field
 from codec_core.bitstream import Keyframe
 from live.clock import age_ms
 from live.stats import KeyframeTally, kbps, summary
+from receiver.audio import VoiceStats
 from receiver.chain import ChainCounts
 from receiver.render import Rendered
 
@@ -47,6 +51,7 @@ def is_sharp_twin(previous: Keyframe | None, record: Keyframe) -> bool:
 @dataclass
 class ReceiverStats:
     chain: ChainCounts
+    voice: VoiceStats = field(default_factory=VoiceStats)
     started: float = field(default_factory=time.monotonic)
     state: str = "waiting"
     sessions: int = 0
@@ -152,4 +157,6 @@ class ReceiverStats:
             "loss_reports_sent": self.loss_reports_sent,
             "keyframe_requests_sent": self.keyframe_requests_sent,
             "bad_messages": self.bad_messages,
+            "face_payload_kbps": kbps(self.param_bytes + self.keyframes.total, seconds),
+            "audio": self.voice.snapshot(),
         }

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 
 from codec_core.config import SIZES, CodecConfig, ConfigError, check_size, load_config
+from live.audio import DEFAULT_BITRATE, MAX_BITRATE, MIN_BITRATE
 from live.cli import SetupError
 from live.config import DEFAULT, LiveConfig
 from models.face_model import FaceBasis
 from sender.analysis import Analyser
+from sender.audio import open_audio
 from sender.half import SenderHalf, SenderOptions
 from sender.source import open_source
 
@@ -27,6 +29,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _audio_kbps(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected kbit/s, e.g. 12, got {text!r}") from None
+    bitrate = int(round(value * 1000))
+    if not MIN_BITRATE <= bitrate <= MAX_BITRATE:
+        raise argparse.ArgumentTypeError(f"must be {MIN_BITRATE // 1000} to {MAX_BITRATE // 1000} kbit/s, got {text}")
+    return bitrate
+
+
 def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, metavar="webcam[:INDEX]|FILE",
                         help="camera (webcam, webcam:1, /dev/video2) or a video file, played at its frame rate")
@@ -35,6 +48,11 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="codec settings (YAML, any keys of codec_core/defaults.yaml)")
     parser.add_argument("--size", type=int, choices=SIZES,
                         help="crop and picture side in pixels (default: the codec configuration's, 256)")
+    parser.add_argument("--audio-source", default="auto", metavar="auto|default|DEVICE|FILE|none",
+                        help="the voice: auto (a file's own audio track, a camera's default microphone), "
+                             "default or an ALSA DEVICE (hw:1, plughw:1,0), an audio FILE, none (default: auto)")
+    parser.add_argument("--audio-bitrate", type=_audio_kbps, default=DEFAULT_BITRATE, metavar="KBPS",
+                        help=f"Opus bitrate of the voice, mono, kbit/s (default: {DEFAULT_BITRATE // 1000})")
     parser.add_argument("--drop-params", type=_fraction, default=0.0, metavar="P",
                         help="testing: drop this fraction of parameter packets at random after coding them")
     parser.add_argument("--seed", type=int, help="random seed of --drop-params")
@@ -57,14 +75,19 @@ def sender_config(args: argparse.Namespace) -> CodecConfig:
 
 
 def build_sender(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> SenderHalf:
-    """Open the source and load the models (raises SetupError for a bad --config or --size, SourceError)."""
+    """Open the source and its voice and load the models (raises SetupError for a bad
+    --config, --size or --audio-source FILE, SourceError)."""
     config = sender_config(args)
     source = open_source(args.source, args.loop, args.frames, live.camera_fail_s, live.camera_fps,
                          live.camera_close_timeout_s)
+    audio = None
     try:
+        audio = open_audio(args.audio_source, args.source, args.loop, args.frames, source.fps)
         analyser = Analyser(config, FaceBasis.load(), live)
     except BaseException:
         source.close()
+        if audio is not None:
+            audio.close()
         raise
     options = SenderOptions(args.frames, args.drop_params, args.seed, args.dump_sent, args.trace_sender)
-    return SenderHalf(source, analyser, options, live)
+    return SenderHalf(source, analyser, options, live, audio, args.audio_bitrate)

@@ -30,13 +30,14 @@ import numpy as np
 from codec.encoder import CodedKeyframe
 from codec_core.bitstream import ParamPacket, SessionHeader
 from codec_core.param_coding import PacketParamEncoder
+from live.audio import DEFAULT_BITRATE, AudioFeed, OpusTrack, TrackCounts
 from live.cli import CallError
 from live.clock import capture_stamp, unwrap, wall_ms
 from live.config import DEFAULT, LiveConfig
 from live.peer import Session
 from live.runner import SendingHalf
 from live.stats import JsonLines, KeyframeTally, summary
-from live.wire import End, KeyframeRequest, Loss, Ready, pack_stream_record
+from live.wire import AudioClock, End, KeyframeRequest, Loss, Muted, Ready, encode_control, pack_stream_record
 from sender.analysis import Analyser
 from sender.intra import IntraPolicy
 from sender.keyframes import KeyframePair
@@ -80,6 +81,7 @@ class SenderStats:
     last_sent_t: float | None = None
     fps: float | None = None
     keyframes: KeyframeTally = field(default_factory=KeyframeTally)   # bytes of each key frame sent
+    audio: TrackCounts = field(default_factory=TrackCounts)          # the voice (docs/call.md)
     stages: dict = field(default_factory=lambda: {"capture": [], "analysis": [], "coding": []})
 
     def keyframe_sent(self, nbytes: int, sharp: bool) -> None:
@@ -92,17 +94,29 @@ class SenderStats:
         return frames / self.fps if self.fps and frames else None
 
     def snapshot(self) -> dict:
-        out = {k: v for k, v in vars(self).items() if k not in ("started", "stages", "keyframes")}
+        out = {k: v for k, v in vars(self).items() if k not in ("started", "stages", "keyframes", "audio")}
         out["duration_s"] = round(time.monotonic() - self.started, 3)
         out["stages_ms"] = {k: summary(v) for k, v in self.stages.items()}
         out.update(self.keyframes.snapshot(self.seconds()))
+        out["audio"] = self.audio.snapshot()
+        seconds = self.seconds()
+        face = self.param_bytes + self.keyframes.total
+        out["face_payload_kbps"] = round(face * 8 / 1000 / seconds, 3) if seconds else None
+        if self.wire_bytes_sent is not None:       # the DTLS bytes carry the audio RTP too (one bundle)
+            face_wire = max(0, self.wire_bytes_sent - self.audio.wire_bytes)
+            out["face_wire_bytes_sent"] = face_wire
+            out["face_wire_kbps"] = round(face_wire * 8 / 1000 / seconds, 3) if seconds else None
         return out
 
 
 class SenderHalf(SendingHalf):
     def __init__(self, source: FrameSource, analyser: Analyser, options: SenderOptions,
-                 live: LiveConfig = DEFAULT) -> None:
+                 live: LiveConfig = DEFAULT, audio: AudioFeed | None = None,
+                 audio_bitrate: int = DEFAULT_BITRATE, audio_frame_ms: int = 20) -> None:
         self.source = source
+        self.audio = audio
+        self.audio_bitrate = audio_bitrate
+        self.audio_frame_ms = audio_frame_ms
         self.analyser = analyser
         self.options = options
         self.live = live
@@ -121,14 +135,55 @@ class SenderHalf(SendingHalf):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="analysis")
         self._dump = JsonLines(options.dump_levels)
         self._trace = JsonLines(options.trace)
+        self._pending_clock: tuple[Session, AudioClock] | None = None
+        self.stats.audio.source = audio.name if audio is not None else None
+        self.stats.audio.bitrate = audio_bitrate
+        self.stats.audio.frame_ms = audio_frame_ms
 
     def close(self) -> None:
         """Release the source and the analysis threads (after `run` has returned)."""
         self.analyser.close()
         self.source.close()
+        if self.audio is not None:
+            self.audio.close()
+
+    # -- the voice -----------------------------------------------------------------------
+
+    def audio_track(self, session: Session) -> OpusTrack | None:
+        if self.audio is None:
+            return None
+        return OpusTrack(self.audio, self.audio_bitrate, lambda m, s=session: self._clock(s, m), self.stats.audio,
+                         self.audio_frame_ms)
+
+    def _clock(self, session: Session, message: AudioClock) -> None:
+        """An audio clock mapping from the track of `session`: send it now, or once the
+        session is open."""
+        if session.is_open and session is self.session:
+            if session.send_control(message):
+                self.stats.audio.clock_messages += 1
+                self.stats.audio.clock_bytes += len(encode_control(message))
+        elif not session.closed:
+            self._pending_clock = (session, message)
+
+    def set_muted(self, muted: bool) -> None:
+        """Mute (silence, the track's clock goes on) or unmute the voice; the other side is told."""
+        if self.audio is None:
+            log.info("nothing to mute: this call end sends no voice")
+            return
+        self.audio.muted = self.stats.audio.muted = muted
+        log.info("voice %s", "muted" if muted else "live again")
+        if self.session is not None:
+            self.session.send_control(Muted(muted))
+
+    def toggle_mute(self) -> None:
+        self.set_muted(not (self.audio is not None and self.audio.muted))
 
     def summary(self) -> str:
-        return f"sent {self.stats.frames_sent} frames and {self.stats.keyframes_sent} key frames"
+        line = f"sent {self.stats.frames_sent} frames and {self.stats.keyframes_sent} key frames"
+        voice = self.stats.audio.snapshot()
+        if voice["packets"]:
+            line += f"; voice {voice['packets'] * self.audio_frame_ms / 1000:.1f} s at {voice['payload_kbps']} kbps"
+        return line
 
     # -- session events (event loop) -----------------------------------------------------
 
@@ -137,6 +192,14 @@ class SenderHalf(SendingHalf):
         self.stats.sessions += 1
         self.first_session.set()
         self._send_setup(header=True)
+        if self.audio is not None:
+            if self.source.live:
+                self.audio.start(wall_ms())      # a camera's voice runs from the first session on
+            if self.audio.muted:
+                session.send_control(Muted(True))
+            pending, self._pending_clock = self._pending_clock, None
+            if pending is not None and pending[0] is session:
+                self._clock(session, pending[1])
 
     def session_closed(self, session: Session, reason: str) -> None:
         if session is self.session:
@@ -242,6 +305,8 @@ class SenderHalf(SendingHalf):
                 if stop.is_set():
                     return
                 self.source.start_clock()
+                if self.audio is not None:
+                    self.audio.start(wall_ms())    # the file's sound is paced with its pictures
             while not stop.is_set():
                 if self.options.max_frames is not None and self._frame >= self.options.max_frames:
                     break

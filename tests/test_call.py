@@ -67,6 +67,13 @@ def test_two_way_call(tmp_path):
         frames = video_frames(tmp_path / f"{name}.mp4")
         assert len(frames) == n
         assert_shows_face(frames, theirs, mine)
+    # the voice both ways on the same connection: alice's clip speaks, bob's has no audio track
+    assert read_json(tmp_path / "bob.json")["audio"]["frames"] > 0
+    assert read_json(tmp_path / "alice.json")["audio"]["frames"] == 0
+    import av
+
+    with av.open(str(tmp_path / "bob.mp4")) as c:
+        assert c.streams.audio, "bob's file has no voice"
 
 
 def test_sender_first_vanishes_and_another_comes_back(tmp_path):

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import REPO, clip
-from liveproc import Processes, wait_for
+from liveproc import Processes, read_json, wait_for
 
 from models.editing import CONTROLS_BY_NAME
 from receiver.sinks import WINDOW_KEYS, WindowSink
@@ -135,3 +135,60 @@ def test_keys_in_the_window_on_a_display(tmp_path, display):
         assert p.wait("receiver", 30) == 0, p.tail("receiver")
     print(f"window: detected yaw {before:.1f} -> {after:.1f} (yaw +20 typed) -> {back:.1f} (r)")
     assert after - before > 8 and after - back > 8, (before, after, back)
+
+
+def test_u_in_the_window_mutes_the_voice(tmp_path, display):
+    """A two-way call: alice (rt__3, speaking) shows bob's face in her window on an X
+    display; `u` typed there mutes her voice and `u` again brings it back.  Bob's stats say
+    so, and the voice bob wrote into his file has a silent stretch between speech."""
+    from avsync import audio_track
+
+    env = {**os.environ, "DISPLAY": display}
+
+    def x(*args: str) -> str:
+        return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=20).stdout.strip()
+
+    bob_file = tmp_path / "bob.mp4"
+    with Processes(tmp_path) as p:
+        p.env["DISPLAY"] = display
+        url = p.signaling()
+        p.start("alice", "call", "--signaling", url, "--room", "mute", "--source", str(clip("rt__3.mp4")),
+                "--loop", "--frames", "1000", "--window", "--audio-output", "none")
+        p.start("bob", "call", "--signaling", url, "--room", "mute", "--source", str(clip("lp__d0.mp4")),
+                "--loop", "--frames", "1000", "--output", str(bob_file), "--stats", str(tmp_path / "bob.json"),
+                "--wait-peer", "0", "--audio-output", "none")
+        wid = wait_for(lambda: x("xdotool", "search", "--onlyvisible", "--name", "facecall").split("\n")[0], 90,
+                       "alice's window")
+        wait_for(lambda: "the other side's voice is coming in" in p.log("bob"), 30, "alice's voice at bob's")
+        time.sleep(2.0)
+        x("xdotool", "windowfocus", "--sync", wid)
+        x("xdotool", "key", "--window", wid, "u")
+        wait_for(lambda: "the other side muted their voice" in p.log("bob"), 10, "bob to hear of the mute")
+        muted = wait_for(lambda: (read_json(tmp_path / "bob.json") or {}).get("audio", {}).get("peer_muted"), 10,
+                         "bob's stats to say muted")
+        time.sleep(2.5)
+        x("xdotool", "key", "--window", wid, "u")
+        wait_for(lambda: "the other side unmuted their voice" in p.log("bob"), 10, "bob to hear of the unmute")
+        time.sleep(2.5)
+        x("xdotool", "key", "--window", wid, "q")          # alice leaves; bob (--wait-peer 0) ends too
+        assert p.wait("alice", 30) == 0, p.tail("alice")
+        assert p.wait("bob", 30) == 0, p.tail("bob")
+    assert muted is True
+    assert "voice muted" in p.log("alice") and "voice live again" in p.log("alice")
+    # bob's file: 100 ms loudness; a quiet stretch of 1.5 s or more, with speech before and after it
+    sound = audio_track(bob_file)
+    rms = np.sqrt(np.mean(sound[: sound.size // 1600 * 1600].reshape(-1, 1600) ** 2, axis=1))
+    quiet = rms < 1e-3
+    runs, start = [], None
+    for i, q in enumerate(list(quiet) + [False]):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            runs.append((start, i))
+            start = None
+    long = [(a, b) for a, b in runs if b - a >= 15]
+    assert long, f"no silent stretch of 1.5 s in bob's file: quiet runs {runs}"
+    a, b = long[0]
+    print(f"bob's file: silent from {a / 10:.1f} s to {b / 10:.1f} s (u typed 2.5 s apart), longest quiet runs "
+          f"otherwise {sorted((e - s) / 10 for s, e in runs if (s, e) != (a, b))[-3:]} s")
+    assert rms[:a].max() > 0.01 and rms[b:].max() > 0.01, "speech before and after the muted stretch"

@@ -7,6 +7,13 @@
 - `PushSource`: the sender's frame source for pictures handed in from outside;
 - `pump_camera`: reads the browser's camera track and pushes its pictures into the
   sender's `PushSource`.
+- the voice: `pump_mic` hands the browser's microphone, decoded, to a `PushAudio` feed (the
+  sender half re-encodes it as our 12 kbit/s Opus for the other side); `VoiceTrack` sends
+  the other side's voice back to the browser, in the same MediaStream as `SynthTrack`
+  (aiortc gives one peer connection's tracks one stream id), so the browser's own lip sync
+  applies.  aiortc stamps its RTCP sender reports with the time it sends, so the server
+  sends both at the same age: whichever comes out earlier waits (`TrackSink.hold_ms` for the
+  pictures, `VoiceTrack.hold_ms` for the voice; `live.lipsync.hold`, at most 150 ms).
 """
 
 from __future__ import annotations
@@ -14,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from fractions import Fraction
 
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
-from av import VideoFrame
+from av import Packet, VideoFrame
 
+from live.audio import CHUNK_SAMPLES, SAMPLE_RATE, AudioFeed, Chunk, OpusEncoder, to_mono_s16
 from live.clock import wall_ms
 from receiver.sinks import Sink
 from sender.source import Captured, FrameSource, SourceError
@@ -28,6 +37,9 @@ from sender.source import Captured, FrameSource, SourceError
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90000
+BROWSER_BITRATE = 32000          # the other side's voice, server to browser (mono Opus)
+UPLINK_BUFFER_MS = 80.0          # aiortc's audio jitter buffer: 4 packets of the browser's 20 ms, before decoding
+CALL_FRAME_MS = 40               # the voice between the call ends: 40 ms packets (half the packets of 20 ms)
 
 
 def placeholder(size: int = 256) -> np.ndarray:
@@ -88,19 +100,35 @@ class TrackSink(Sink):
         self._loop = loop
         self._track = track
         self.shown = 0
+        self.hold_ms = 0.0        # lip sync: each picture waits this long (set on the event loop)
+        self._session = 0         # counts the session breaks (event loop)
 
     def show(self, frame: int, picture: np.ndarray) -> bool:
         self.shown += 1
         try:
-            self._loop.call_soon_threadsafe(self._track.put, picture)
+            self._loop.call_soon_threadsafe(self._put, picture)
         except RuntimeError:      # loop closed: shutting down
             pass
         return True
 
+    def _put(self, picture: np.ndarray) -> None:
+        if self.hold_ms > 0:
+            self._loop.call_later(self.hold_ms / 1000.0, self._put_held, picture, self._session)
+        else:
+            self._track.put(picture)
+
+    def _put_held(self, picture: np.ndarray, session: int) -> None:
+        if session == self._session:      # a picture held past its session's end is not shown
+            self._track.put(picture)
+
+    def _blank(self) -> None:
+        self._session += 1
+        self._track.blank()
+
     def session_break(self) -> None:
         """The other side is gone: after its last picture, the placeholder."""
         try:
-            self._loop.call_soon_threadsafe(self._track.blank)
+            self._loop.call_soon_threadsafe(self._blank)
         except RuntimeError:
             pass
 
@@ -168,3 +196,127 @@ class PushSource(FrameSource):
 
     def close(self) -> None:
         self.finish()
+
+
+# -- the voice ---------------------------------------------------------------------------------
+
+class PushAudio(AudioFeed):
+    """The browser's microphone as the sender's audio feed: decoded frames pushed in on the
+    event loop, 20 ms chunks out; at most `keep` chunks wait (older ones are dropped).  A
+    chunk counts as captured when it reached the server, as the camera's pictures do, less
+    `buffered_ms`: what the voice waited on the way that the pictures did not (aiortc's
+    audio jitter buffer holds four packets before it decodes any: `UPLINK_BUFFER_MS`)."""
+
+    def __init__(self, name: str = "the browser's microphone", keep: int = 5, buffered_ms: float = 0.0) -> None:
+        self.name = name
+        self.buffered_ms = buffered_ms
+        self.muted = False
+        self._queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
+        self._pending = np.zeros(0, np.int16)
+        self._keep = keep
+
+    def push(self, pcm: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, pcm])
+        now = wall_ms()
+        while self._pending.size >= CHUNK_SAMPLES:
+            chunk, self._pending = self._pending[:CHUNK_SAMPLES], self._pending[CHUNK_SAMPLES:]
+            age = (self._pending.size + CHUNK_SAMPLES) * 1000.0 / SAMPLE_RATE
+            if self._queue.qsize() >= self._keep:
+                self._queue.get_nowait()
+            self._queue.put_nowait(Chunk(chunk, now - age - self.buffered_ms))
+
+    async def chunk(self) -> Chunk | None:
+        chunk = await self._queue.get()
+        if chunk is None:
+            self._queue.put_nowait(None)
+            return None
+        if self.muted:
+            chunk.samples = np.zeros(CHUNK_SAMPLES, np.int16)
+        return chunk
+
+    def close(self) -> None:
+        self._queue.put_nowait(None)
+
+
+async def pump_mic(track: MediaStreamTrack, feed: PushAudio) -> None:
+    """Browser microphone frames -> the sender's audio feed, until the track ends."""
+    count = 0
+    try:
+        while True:
+            frame = await track.recv()
+            feed.push(to_mono_s16(frame))
+            count += 1
+            if count == 1:
+                log.info("the browser's microphone is coming in (%d Hz)", frame.sample_rate)
+    except MediaStreamError:
+        log.info("the browser's microphone track ended after %d frames", count)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("reading the browser's microphone track failed")
+
+
+class VoiceTrack(MediaStreamTrack):
+    """The other side's voice to the browser: Opus packets (mono, `BROWSER_BITRATE`,
+    `frame_ms` long, coded off the event loop) at real-time pace; silence while none is
+    there, so the browser's stream never stalls.  `put` is called on the event loop with
+    each decoded frame; its samples leave `hold_ms` after they came at the earliest (lip
+    sync, when the pictures are the later side), and ones older than that plus `slack_ms`
+    are dropped (the pace fell behind)."""
+
+    kind = "audio"
+
+    def __init__(self, slack_ms: float = 80.0, bitrate: int = BROWSER_BITRATE, frame_ms: int = 40) -> None:
+        super().__init__()
+        self._frames: deque[tuple[float, np.ndarray]] = deque()
+        self._slack = slack_ms
+        self._encoder = OpusEncoder(bitrate, frame_ms)
+        self._frame_s = frame_ms / 1000.0
+        self.hold_ms = 0.0
+        self._t0: float | None = None
+        self._n = 0
+
+    def put(self, captured_ms: float, pcm: np.ndarray) -> None:
+        self._frames.append((time.monotonic(), pcm))
+
+    def _next(self, now: float) -> np.ndarray:
+        """One packet's samples: the oldest that are due, then silence."""
+        hold = self.hold_ms / 1000.0
+        while self._frames and now - self._frames[0][0] > hold + self._slack / 1000.0:
+            self._frames.popleft()                   # too old: the newest are what matter
+        out, need = [], self._encoder.frame_samples
+        while need > 0 and self._frames and now - self._frames[0][0] >= hold:
+            t, pcm = self._frames[0]
+            if pcm.size <= need:
+                self._frames.popleft()
+                out.append(pcm)
+                need -= pcm.size
+            else:
+                out.append(pcm[:need])
+                self._frames[0] = (t, pcm[need:])
+                need = 0
+        if need > 0:
+            out.append(np.zeros(need, np.int16))
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    async def recv(self) -> Packet:   # type: ignore[override]  (aiortc sends an av.Packet as it is)
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            due = self._t0 + self._n * self._frame_s
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > 0.2:                        # stalled (a busy machine): skip to now
+                self._n = int((now - self._t0) / self._frame_s)
+            pcm = self._next(time.monotonic())
+            data = await asyncio.get_running_loop().run_in_executor(None, self._encoder.encode, pcm)
+            n, self._n = self._n, self._n + 1
+            if data is None:
+                continue
+            packet = Packet(data)
+            packet.pts = n * self._encoder.frame_samples
+            packet.time_base = Fraction(1, SAMPLE_RATE)
+            return packet

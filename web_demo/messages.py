@@ -101,7 +101,13 @@ class OpenPortrait(Message, tag="portrait", frozen=True):
             raise ValueError(f"the upload is not base64 ({exc})") from None
 
 
-PageMessage = StartCall | HangUp | SetEdits | OpenPortrait
+class Mute(Message, tag="mute", frozen=True):
+    """Mute (true) or unmute (false) this tab's voice in the call."""
+
+    muted: bool
+
+
+PageMessage = StartCall | HangUp | SetEdits | OpenPortrait | Mute
 
 _PAGE: Schema[PageMessage] = Schema(PageMessage, {
     "room": "A room name is 1-64 letters, digits, '.', '_' or '-'.",

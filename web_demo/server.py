@@ -29,6 +29,7 @@ from signaling.client import SignalingError
 from web_demo.messages import (
     MAX_MESSAGE,
     HangUp,
+    Mute,
     OpenPortrait,
     PageMessage,
     PageMessageError,
@@ -127,6 +128,9 @@ class Tab:
             await self.set_edits(message.edits)
         elif isinstance(message, OpenPortrait):
             await self.open_portrait(message)
+        elif isinstance(message, Mute):
+            if self.call is not None:
+                self.call.set_muted(message.muted)
 
     async def set_edits(self, edits: Edits) -> None:
         self.edits = edits

@@ -27,6 +27,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from codec_core.config import load_config
 from live.cli import CallError
 from live.config import DEFAULT, LiveConfig
+from live.lipsync import Hold, hold
 from live.peer import Half, PeerLink, Session
 from live.runner import LiveRunner
 from models.face_model import FaceBasis
@@ -36,7 +37,17 @@ from receiver.render import RenderWorker
 from sender.analysis import Analyser
 from sender.half import SenderHalf, SenderOptions
 from signaling.client import SignalingError
-from web_demo.media import PushSource, SynthTrack, TrackSink, pump_camera
+from web_demo.media import (
+    CALL_FRAME_MS,
+    UPLINK_BUFFER_MS,
+    PushAudio,
+    PushSource,
+    SynthTrack,
+    TrackSink,
+    VoiceTrack,
+    pump_camera,
+    pump_mic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +89,10 @@ class TabCall:
         self.live = live
         self.synthesis = synthesis
         self.track = SynthTrack()
+        self.voice_track = VoiceTrack()
         self.source = PushSource("the browser's camera", fps)
+        self.mic = PushAudio(buffered_ms=UPLINK_BUFFER_MS)
+        self.sink: TrackSink | None = None
         self.analyser: Analyser | None = None
         self.sender: SenderHalf | None = None
         self.receiver: ReceiverHalf | None = None
@@ -111,9 +125,12 @@ class TabCall:
         config = load_config(None)
         # MediaPipe takes a moment to load: off the event loop
         self.analyser = await loop.run_in_executor(None, Analyser, config, self.basis, self.live)
-        self.sender = SenderHalf(self.source, self.analyser, SenderOptions(), self.live)
+        self.sender = SenderHalf(self.source, self.analyser, SenderOptions(), self.live, self.mic,
+                                 audio_frame_ms=CALL_FRAME_MS)
         self.receiver = ReceiverHalf(self.basis, self.live)
-        self.worker = RenderWorker(loop, self.receiver.events(), [TrackSink(loop, self.track)], self.basis,
+        self.receiver.voice.play = self.voice_track.put
+        self.sink = TrackSink(loop, self.track)
+        self.worker = RenderWorker(loop, self.receiver.events(), [self.sink], self.basis,
                                    self.synthesis, self.live.render_threads)
         self.receiver.attach(self.worker)
         self.worker.set_edits(self.edits)
@@ -126,6 +143,8 @@ class TabCall:
         def _on_track(track) -> None:
             if track.kind == "video":
                 self._tasks.append(asyncio.ensure_future(pump_camera(track, self.source)))
+            elif track.kind == "audio":
+                self._tasks.append(asyncio.ensure_future(pump_mic(track, self.mic)))
 
         @self.pc.on("connectionstatechange")
         def _state() -> None:
@@ -136,6 +155,7 @@ class TabCall:
 
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         self.pc.addTrack(self.track)
+        self.pc.addTrack(self.voice_track)       # same stream id as the face: the browser syncs them
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._tasks.append(asyncio.create_task(self._watch(), name="watch"))
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
@@ -165,6 +185,19 @@ class TabCall:
         if self.worker is not None:
             self.worker.set_edits(edits)
 
+    def set_muted(self, muted: bool) -> None:
+        """The page's mute button: this tab's voice is silence (the other side is told)."""
+        if self.sender is not None:
+            self.sender.set_muted(muted)
+
+    def _lip_hold(self) -> Hold:
+        """How long the pictures or the voice to the browser wait, so that they leave together."""
+        r = self.receiver.stats
+        audio, video = r.voice.latency[-50:], r.latency[-50:]
+        if not audio or not video:
+            return Hold(0.0, 0.0)
+        return hold(sorted(audio)[len(audio) // 2], sorted(video)[len(video) // 2])
+
     def stats(self) -> dict:
         now = time.monotonic()
         r = self.receiver.stats
@@ -189,12 +222,21 @@ class TabCall:
             "sent_param_kbps": round(s.param_bytes * 8 / 1000 / sent_s, 3) if sent_s > 1 else None,
             "sent_keyframe_bytes": s.keyframe_bytes or None,
             "frames_sent": s.frames_sent,
+            "received_audio_kbps": snap["audio"]["payload_kbps"],
+            "sent_audio_kbps": s.audio.snapshot()["payload_kbps"],
+            "voice_latency_ms": snap["audio"]["latency_ms"]["median"],
+            "lip_hold_ms": round(self.sink.hold_ms - self.voice_track.hold_ms, 1) if self.sink is not None else None,
+            "muted": s.audio.muted,
+            "peer_muted": snap["audio"]["peer_muted"],
         }
 
     async def _stats_loop(self) -> None:
         while not self._stop.is_set():
             await asyncio.sleep(1.0)
             try:
+                if self.sink is not None:
+                    h = self._lip_hold()
+                    self.sink.hold_ms, self.voice_track.hold_ms = h.video_ms, h.audio_ms
                 await self.notify(self.stats())
             except Exception:
                 log.exception("stats failed")
@@ -221,6 +263,7 @@ class TabCall:
             except Exception as exc:
                 log.debug("closing the browser connection: %s", exc)
         self.track.stop()
+        self.voice_track.stop()
 
 
 __all__ = ["SignalingError", "TabCall"]

@@ -11,6 +11,7 @@ let controls = [];          // [{name, min, max, default, unit, meaning, step}]
 const values = {};          // control name -> number (only the ones that differ from default / are set)
 let pc = null;
 let camera = null;
+let mic = null;             // the microphone track (null: none, the call is silent from here)
 let inCall = false;
 let plainTimer = null;
 let lastOutbound = null;
@@ -188,8 +189,7 @@ async function startCall(ev) {
   try {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia)
       throw { name: "SecurityError" };
-    camera = await navigator.mediaDevices.getUserMedia({ audio: false,
-      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 25 } } });
+    camera = await getCameraAndMic();
   } catch (e) {
     camera = null;
     say(cameraWords(e), "error");
@@ -197,12 +197,18 @@ async function startCall(ev) {
     $("start").disabled = false;
     return;
   }
-  $("local").srcObject = camera;
+  $("local").srcObject = new MediaStream(camera.getVideoTracks());
   const track = camera.getVideoTracks()[0];
+  mic = camera.getAudioTracks()[0] || null;
   const fps = (track.getSettings && track.getSettings().frameRate) || 25;
   pc = new RTCPeerConnection();
   pc.addTrack(track, camera);
-  pc.ontrack = (e) => { $("remote").srcObject = new MediaStream([e.track]); };
+  if (mic) pc.addTrack(mic, camera);
+  else pc.addTransceiver("audio", { direction: "recvonly" });     // still hear the other side
+  // the other side's face and voice come in one stream: the browser keeps them in sync
+  pc.ontrack = (e) => { $("remote").srcObject = e.streams[0] || new MediaStream([e.track]); };
+  setMuted(false);
+  $("mute").disabled = !mic;
   pc.onconnectionstatechange = () => {
     if (pc && pc.connectionState === "failed") say("The video connection to the demo server failed.", "error");
   };
@@ -221,6 +227,36 @@ async function startCall(ev) {
   plainTimer = setInterval(measurePlain, 1000);
 }
 
+const VIDEO = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 25 } };
+const VOICE = { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 };
+
+// camera and microphone; without a usable microphone, the camera alone (the call is silent from here)
+async function getCameraAndMic() {
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio: VOICE, video: VIDEO });
+  } catch (e) {
+    if (!["NotFoundError", "NotReadableError", "OverconstrainedError"].includes(e.name)) throw e;
+    const video = await navigator.mediaDevices.getUserMedia({ audio: false, video: VIDEO });
+    say("No microphone: the other side will not hear you.", "error");
+    return video;
+  }
+}
+
+function setMuted(muted) {
+  if (mic) mic.enabled = !muted;
+  $("mute").textContent = muted ? "Unmute" : "Mute";
+  $("mute").setAttribute("aria-pressed", String(muted));
+  document.body.dataset.muted = String(muted);
+}
+
+function toggleMute() {
+  if (!mic) return;
+  const muted = mic.enabled;          // enabled now: this click mutes
+  setMuted(muted);
+  send({ type: "mute", muted });
+  say(muted ? "Muted: the other side hears nothing from you." : "Unmuted.");
+}
+
 function endCall(tellServer) {
   if (tellServer && inCall) send({ type: "hangup" });
   inCall = false;
@@ -228,6 +264,8 @@ function endCall(tellServer) {
   lastOutbound = null;
   if (pc) { pc.close(); pc = null; }
   if (camera) { camera.getTracks().forEach((t) => t.stop()); camera = null; }
+  mic = null;
+  $("mute").disabled = true;
   $("remote").srcObject = null;
   $("local").srcObject = null;
   $("start").disabled = false;
@@ -265,6 +303,11 @@ function showStats(s) {
   $("stat-keyframe").textContent = `${bytes(s.received_keyframe_bytes)} / ${bytes(s.sent_keyframe_bytes)}`;
   $("stat-fps").textContent = `${s.fps.toFixed(1)} fps`;
   $("stat-latency").textContent = s.latency_ms === null ? "-" : `${s.latency_ms.toFixed(0)} ms`;
+  $("stat-audio-kbps").textContent = `${kbps(s.received_audio_kbps)} / ${kbps(s.sent_audio_kbps)}`
+    + (s.peer_muted ? " (they muted)" : "") + (s.muted ? " (you muted)" : "");
+  $("stat-audio-kbps").dataset.kbps = s.received_audio_kbps ?? "";
+  const ms = (v) => (v === null || v === undefined ? "-" : `${Number(v).toFixed(0)} ms`);
+  $("stat-voice").textContent = `${ms(s.voice_latency_ms)} / ${ms(s.lip_hold_ms)}`;
   $("stat-lost").textContent = `${s.frames_lost} (+${s.frames_undecodable} not shown)`;
   $("stat-face").textContent = s.looking_for_face ? "looking for it..." : "found";
 }
@@ -312,6 +355,7 @@ function setMode(mode) {
 
 $("call-form").addEventListener("submit", startCall);
 $("hangup").addEventListener("click", () => { endCall(true); say("You left the call."); });
+$("mute").addEventListener("click", toggleMute);
 $("reset").addEventListener("click", resetSliders);
 $("portrait-form").addEventListener("submit", openPortrait);
 $("mode-call").addEventListener("click", () => setMode("call"));
