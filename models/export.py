@@ -31,7 +31,7 @@ no onnxscript needed), opset 17 (GridSample needs 16; 17 is what ONNX Runtime an
 TensorRT have long supported).  The one operator that exporter lacks, `aten::deg2rad`
 (the Euler angles of models.motion), is given its ONNX here (`register_symbolics`).
 The batch is 1 (the file's shapes are static).  Beside the file a JSON (`<name>.json`)
-names the generator version (`Generator.VERSION`), a fingerprint of the weights, the
+names the generator version (`Generator.VERSION`), fingerprints of the weights and of the traced code, the
 opset, the size and every input and output with its shape; the backend uses it to tell
 whether a file on disk was exported from the weights it has.
 """
@@ -95,6 +95,19 @@ def weights_fingerprint(generator: Generator) -> str:
         digest.update(name.encode())
         digest.update(str(array.shape).encode())
         digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def code_fingerprint() -> str:
+    """SHA-256 of the source of the modules the graph is traced from: an exported file of
+    the same weights but older motion code is not used."""
+    import models.generator
+    import models.learned
+    import models.motion
+
+    digest = hashlib.sha256()
+    for module in (models.motion, models.generator, models.learned):
+        digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()
 
 
@@ -199,6 +212,7 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET)
         onnx.checker.check_model(str(staged), full_check=True)
         picture = {OUTPUT: np.zeros((1, 3, size, size), np.float32)}
         meta = {"generator_version": Generator.VERSION, "weights_sha256": weights_fingerprint(generator),
+                "code_sha256": code_fingerprint(),
                 "size": size, "work_size": WORK, "opset": opset, "exporter": EXPORTER, "torch": torch.__version__,
                 "onnx": onnx.__version__, "inputs": _shapes({PARAMS: params, **key}), "outputs": _shapes(picture)}
         meta_staged = Path(tmp) / "meta.json"
@@ -223,7 +237,8 @@ def read_metadata(onnx_path: Path) -> dict[str, Any] | None:
 def matches(meta: dict[str, Any] | None, generator: Generator, size: int) -> bool:
     """Whether an exported file (its metadata) is the graph of these weights at this size."""
     return (meta is not None and meta.get("generator_version") == Generator.VERSION and meta.get("size") == size
-            and meta.get("weights_sha256") == weights_fingerprint(generator))
+            and meta.get("weights_sha256") == weights_fingerprint(generator)
+            and meta.get("code_sha256") == code_fingerprint())
 
 
 def build_parser() -> argparse.ArgumentParser:

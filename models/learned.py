@@ -25,7 +25,16 @@ import torch.nn.functional as F
 
 from models.face_model import FaceModel
 from models.generator import WORK, Generator, warp_features
-from models.motion import KeyConstants, KeyGeometry, dense_motion, heat_maps, identity_grid, normalised
+from models.motion import (
+    KeyConstants,
+    KeyGeometry,
+    SourceMesh,
+    dense_motion,
+    exact_points,
+    heat_maps,
+    identity_grid,
+    normalised,
+)
 
 ASSET = Path(__file__).resolve().parent / "assets" / "synth_v2.pt"
 GATE_SCALE = 0.004        # normalised motion at which the correction is 63 % on (0.5 px at 256)
@@ -73,12 +82,16 @@ class SynthGraph(torch.nn.Module):
         self.size = size
         device = keyframe.device
         with torch.no_grad():
-            source, _ = geometry.points(ref_params[None])
+            source = geometry.points(ref_params[None])[0][..., :2]
             key_work = resize(keyframe, WORK)
             features = generator.key_encoder(key_work)
+        mesh_index, mesh_weight = SourceMesh.build(normalised(source[0], size).cpu().numpy(), WORK).tensors(device)
         self.register_buffer("keyframe", keyframe)
         self.register_buffer("key_work", key_work)
         self.register_buffer("source", normalised(source, size))
+        self.register_buffer("mesh_index", mesh_index)
+        self.register_buffer("mesh_weight", mesh_weight)
+        self.register_buffer("exact", torch.from_numpy(exact_points(source.shape[1]))[None].to(device))
         self.register_buffer("full_grid", identity_grid(size, device))
         self.levels = len(features)
         for i, f in enumerate(features):
@@ -87,14 +100,21 @@ class SynthGraph(torch.nn.Module):
     def forward(self, params: torch.Tensor) -> torch.Tensor:
         """Pictures (B, 3, S, S) in [0, 1]: the full-size warp plus the upsampled correction."""
         target, landmarks = self.geometry.points(params)
+        target = frame_points(target, self.size)
         features = [getattr(self, f"feature{i}") for i in range(self.levels)]
-        _, correction, disp = correct(self.generator, self.key_work, features, self.source,
-                                      normalised(target, self.size), normalised(landmarks[..., :2], self.size))
+        _, correction, disp = correct(self.generator, self.key_work, features, self.mesh_index, self.mesh_weight,
+                                      self.source, self.exact, target, normalised(landmarks[..., :2], self.size))
         full = F.grid_sample(self.keyframe.expand(len(params), -1, -1, -1), sampling_grid(disp, self.full_grid),
                              mode="bilinear", padding_mode="border", align_corners=False)
         if self.size != WORK:
             correction = F.interpolate(correction, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (full + correction).clamp(0.0, 1.0)
+
+
+def frame_points(points: torch.Tensor, size: int) -> torch.Tensor:
+    """Control points (B, V, 3) from `KeyGeometry.points` in pixels -> normalised x, y and
+    depth on the same scale, as `dense_motion` takes them."""
+    return torch.cat([normalised(points[..., :2], size), points[..., 2:] * (2.0 / size)], -1)
 
 
 def sampling_grid(disp: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
@@ -105,12 +125,13 @@ def sampling_grid(disp: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
     return identity + disp.permute(0, 2, 3, 1)
 
 
-def correct(generator: Generator, key_work: torch.Tensor, features: list[torch.Tensor], source: torch.Tensor,
-            target: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def correct(generator: Generator, key_work: torch.Tensor, features: list[torch.Tensor], mesh_index: torch.Tensor,
+            mesh_weight: torch.Tensor, source: torch.Tensor, exact: torch.Tensor, target: torch.Tensor,
+            landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The working-size frame (B, 3, WORK, WORK), its correction over the plain warp, and the
     displacement field (B, 2, WORK, WORK); all positions normalised.  Shared by the per-frame
     graph and training, which runs it on batches of different key frames."""
-    disp, moved = dense_motion(source, target, WORK)
+    disp, moved = dense_motion(mesh_index, mesh_weight, source, target, exact, WORK)
     grid = sampling_grid(disp, identity_grid(WORK, key_work.device))
     warped = F.grid_sample(key_work.expand(len(target), -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                            align_corners=False)

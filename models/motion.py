@@ -5,10 +5,18 @@ runs on CUDA and exports to ONNX (4-D tensors only).  `KeyGeometry` holds what d
 only on the key frame (its canonical shape, the basis, the head rings, the border), built
 once per key frame with numpy; `KeyGeometry.points(params)` gives the control points of
 a frame; `dense_motion` turns the control points' displacements into a backward
-displacement field (for every output pixel, how far away in the key frame to sample it)
-by normalised Gaussian weights
-(Shepard interpolation) with a still background: far from every moving point the field
-is the identity, and a frame whose points equal the key frame's is the key frame.
+displacement field (for every output pixel, how far away in the key frame to sample it).
+
+The field is piecewise affine, as synthesizer v1's mesh warp: the key frame's control
+points are triangulated once (Delaunay; `SourceMesh`, with every working-size pixel's
+triangle and barycentric weights), so that per frame the *forward* motion of every key
+frame pixel is a gather and a weighted sum of its triangle's target corners, with no
+search.  The backward field the warp needs is that forward map inverted: a first
+estimate that favours the near surface (where a turning head folds, the visible cheek,
+not the one behind it), a few fixed-point steps d(p) = -f(p + d(p)) (f the forward
+displacement, sampled with grid_sample) and a few exact per-triangle steps.  As in v1 the
+field stays exact inside the face and is smoothed elsewhere and where the surface folds.
+A frame whose points equal the key frame's has f = 0 and gives the key frame back exactly.
 
 Coordinates are normalised as grid_sample's with align_corners=False: x_n = 2 x / size - 1
 for a crop-pixel coordinate x.
@@ -21,8 +29,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.spatial import Delaunay
 
-from codec_core.format import EXPRESSION, EYES, I_SCALE, I_TX, I_TY, POSE
+from codec_core.format import EXPRESSION, EYES, I_SCALE, I_TX, I_TY, NUM_LANDMARKS, POSE
 from models.face_model import (
     FACE_OVAL,
     LEFT_EYE_LOWER,
@@ -34,10 +44,11 @@ from models.face_model import (
     FaceModel,
     pose_to_similarity,
 )
-from models.synthesizer import RING_FOLLOW, RING_SCALES, border_points, ring_layout
+from models.synthesizer import RING_FOLLOW, RING_SCALES, SMOOTH_SIGMA, border_points, ring_layout
 
-MOTION_SIGMA = 0.035       # Gaussian radius of a control point's pull, normalised units (4.5 px at 256)
-BACKGROUND_WEIGHT = 1e-3   # the still background's weight against the points' (sum of Gaussians)
+INVERSION_STEPS = 4        # fixed-point steps that invert the forward field
+REFINE_STEPS = 3           # then exact (per-triangle) steps
+REACH = 0.5                # how far outside its triangle an exact step may reach (barycentric)
 IRIS_POINTS = RIGHT_IRIS + LEFT_IRIS
 # landmark groups drawn as heat maps for the generator: what it must draw at the target
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
@@ -125,8 +136,9 @@ class KeyGeometry(torch.nn.Module):
         return self._place(params, canonical)
 
     def points(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Control points of the frames (B, V, 2) in pixels, and their landmarks (B, 478, 3).
-        Order: the landmarks without the irises, the head rings, the border."""
+        """Control points of the frames (B, V, 3) in pixels, x, y and depth (larger: farther),
+        and their landmarks (B, 478, 3).  Order: the landmarks without the irises, the head
+        rings, the border (the rings and border at the depth of the face's farthest point)."""
         lm = self.landmarks(params)
         ring = self._place(params, self.ring_canonical[None].expand(len(params), -1, -1))[..., :2]
         outline = lm[:, self.ring_anchor, :2]
@@ -134,7 +146,11 @@ class KeyGeometry(torch.nn.Module):
         w = self.ring_weights[:, None]
         ring = w * ring + (1 - w) * self.ring_source + self.ring_follow[:, None] * own
         border = self.border[None].expand(len(params), -1, -1)
-        return torch.cat([lm[:, self.moving, :2], ring, border], 1), lm
+        face = lm[:, self.moving]
+        far = face[..., 2:].amax(1, keepdim=True)
+        rest = torch.cat([ring, border], 1)
+        rest = torch.cat([rest, far.expand(-1, rest.shape[1], -1)], -1)
+        return torch.cat([face, rest], 1), lm
 
 
 def normalised(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -159,24 +175,132 @@ def _gaussians(coords: torch.Tensor, axis: torch.Tensor, sigma: float) -> torch.
     return torch.exp((axis - coords[..., None]) ** 2 * (-0.5 / sigma ** 2))
 
 
-def dense_motion(source: torch.Tensor, target: torch.Tensor, size: int,
-                 sigma: float = MOTION_SIGMA) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass
+class SourceMesh:
+    """The key frame's control points triangulated, looked up at every pixel centre of a
+    size x size grid (row-major): the corners of the pixel's triangle and its barycentric
+    weights.  Built once per key frame (numpy, scipy)."""
+
+    index: np.ndarray     # (size*size, 3) int64 control-point indices
+    weight: np.ndarray    # (size*size, 3) float32, summing to 1
+
+    @classmethod
+    def build(cls, source: np.ndarray, size: int) -> SourceMesh:
+        """From the key frame's normalised control points (V, 2)."""
+        tri = Delaunay(np.asarray(source, np.float64))
+        axis = pixel_centres(size).double().numpy()
+        query = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
+        simplex = tri.find_simplex(query)
+        outside = simplex < 0           # on the hull's edge by rounding: the nearest triangle
+        if outside.any():
+            centres = tri.points[tri.simplices].mean(1)
+            nearest = ((query[outside, None] - centres[None]) ** 2).sum(-1).argmin(1)
+            simplex[outside] = nearest
+        affine = tri.transform[simplex]
+        bary = np.einsum("nij,nj->ni", affine[:, :2], query - affine[:, 2])
+        weight = np.concatenate([bary, 1.0 - bary.sum(1, keepdims=True)], 1)
+        return cls(tri.simplices[simplex].astype(np.int64), weight.astype(np.float32))
+
+    def tensors(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, N, 3) index and weight tensors, as `dense_motion` takes them."""
+        return (torch.from_numpy(self.index)[None].to(device), torch.from_numpy(self.weight)[None].to(device))
+
+
+def exact_points(num_points: int) -> np.ndarray:
+    """(V,) 1 for the control points whose field stays exact (the face's landmarks but its
+    outline, as in v1), 0 for the rest (outline, head rings, border): `KeyGeometry.points` order."""
+    exact = np.zeros(num_points, np.float32)
+    moving = np.setdiff1d(np.arange(NUM_LANDMARKS), IRIS_POINTS)
+    exact[: len(moving)] = 1.0
+    exact[np.searchsorted(moving, FACE_OVAL)] = 0.0
+    return exact
+
+
+def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W) maps, edges replicated (two convolutions)."""
+    r = int(np.ceil(3 * sigma))
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32, device=maps.device) / sigma) ** 2)
+    g = g / g.sum()
+    c = maps.shape[1]
+    x = F.conv2d(F.pad(maps, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+INIT_SIGMA = 0.035         # Gaussian radius of the first estimate (4.5 px at 256)
+NEAR_SCALE = 0.03          # depth (normalised) over which a nearer point's weight grows e-fold
+
+
+def nearest_first(source: torch.Tensor, target: torch.Tensor, depth: torch.Tensor, size: int) -> torch.Tensor:
+    """A first backward field (B, 2, size, size) that favours the visible surface: every pixel
+    takes the Gaussian-weighted mean displacement of the target points near it, nearer
+    points weighing more, so that where the surface folds (a turning head) the estimate
+    starts on the near side."""
+    axis = pixel_centres(size, target.device)
+    near = torch.exp(-(depth - depth.amin(1, keepdim=True)) / NEAR_SCALE)[..., None]      # (B, V, 1)
+    gx = _gaussians(target[..., 0], axis, INIT_SIGMA)                     # (B, V, W)
+    gy = _gaussians(target[..., 1], axis, INIT_SIGMA).transpose(1, 2)     # (B, H, V)
+    shift = source.expand(len(target), -1, -1) - target
+    total = gy @ (gx * near) + 1e-12
+    return torch.stack([gy @ (gx * near * shift[..., :1]) / total, gy @ (gx * near * shift[..., 1:]) / total], 1)
+
+
+def dense_motion(index: torch.Tensor, weight: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+                 exact: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Backward displacement (B, 2, size, size) and how far each pixel moves (B, 1, size, size).
 
-    `source` (B or 1, V, 2) and `target` (B, V, 2) are normalised control points.  Each pixel
-    takes the Gaussian-weighted mean displacement of the target points near it, mixed with
-    a still background of weight BACKGROUND_WEIGHT, so that far from the points, and
-    wherever target == source, nothing moves.  A Gaussian is separable, so every sum over
-    the points is one matrix product of the points' y-profiles with their x-profiles."""
-    axis = pixel_centres(size, target.device)
-    gx = _gaussians(target[..., 0], axis, sigma)                     # (B, V, W)
-    gy = _gaussians(target[..., 1], axis, sigma).transpose(1, 2)     # (B, H, V)
-    shift = source - target                                          # (B, V, 2)
-    total = gy @ gx + BACKGROUND_WEIGHT
-    dx = gy @ (gx * shift[..., :1]) / total
-    dy = gy @ (gx * shift[..., 1:]) / total
-    moved = gy @ (gx * shift.norm(dim=-1, keepdim=True)) / total
-    return torch.stack([dx, dy], 1), moved[:, None]
+    `index`, `weight` (B or 1, size*size, 3): the key frame's `SourceMesh`; `source` (B or 1,
+    V, 2) and `target` (B, V, 3): the key frame's and the frame's normalised control points
+    (the frame's with their depth, `models.learned.frame_points`);
+    `exact` (B or 1, V): `exact_points`.  Forward, every key-frame pixel moves with its
+    triangle; backward, that map is inverted by INVERSION_STEPS fixed-point steps, then
+    REFINE_STEPS exact ones: the key-frame triangle found under the estimate, the output
+    pixel's barycentric position among that triangle's target corners, the same position
+    among its key-frame corners (Newton's step on a piecewise-affine map).  As in v1, the
+    field is exact inside the face and smoothed (SMOOTH_SIGMA) elsewhere, and where the
+    surface folds, so that it cannot tear.  All steps unrolled."""
+    b = len(target)
+
+    def corners(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        flat = idx.expand(b, -1, -1).reshape(b, -1, 1).expand(-1, -1, points.shape[-1])
+        return torch.gather(points.expand(b, -1, -1), 1, flat).view(b, idx.shape[1], 3, points.shape[-1])
+
+    def det(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+        return e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
+
+    depth, target = target[..., 2], target[..., :2]
+    identity = identity_grid(size, target.device)
+    moved_to = (corners(target, index) * weight.expand(b, -1, -1)[..., None]).sum(2)
+    push = (moved_to.view(b, size, size, 2) - identity).permute(0, 3, 1, 2)      # forward displacement
+    disp = nearest_first(source, target, depth, size)
+    for _ in range(INVERSION_STEPS):
+        disp = -F.grid_sample(push, identity + disp.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
+                              align_corners=False)
+    triangles = index.expand(b, -1, -1).reshape(b, size, size, 3).permute(0, 3, 1, 2).float()
+    p = identity.reshape(1, -1, 2)
+    exactness = torch.zeros_like(disp[:, :1])
+    for _ in range(REFINE_STEPS):
+        found = F.grid_sample(triangles, identity + disp.permute(0, 2, 3, 1), mode="nearest",
+                              padding_mode="border", align_corners=False)
+        tri = found.permute(0, 2, 3, 1).reshape(b, -1, 3).round().long()
+        t, s = corners(target, tri), corners(source, tri)
+        e1, e2, rel = t[:, :, 1] - t[:, :, 0], t[:, :, 2] - t[:, :, 0], p - t[:, :, 0]
+        d = det(e1, e2)
+        safe = torch.where(d.abs() > 1e-12, d, torch.ones_like(d))
+        u, v = det(rel, e2) / safe, det(e1, rel) / safe
+        # near its triangle (barycentric weights above -REACH) the affine step is trusted; far
+        # outside a sliver it would fling the pixel away: that pixel keeps its estimate
+        ok = (d.abs() > 1e-12) & (torch.minimum(torch.minimum(u, v), 1.0 - u - v) > -REACH)
+        q = s[:, :, 0] + u[..., None] * (s[:, :, 1] - s[:, :, 0]) + v[..., None] * (s[:, :, 2] - s[:, :, 0])
+        disp = torch.where(ok.view(b, 1, size, size), (q - p).view(b, size, size, 2).permute(0, 3, 1, 2), disp)
+        unfolded = ok & ((d > 0) == (det(s[:, :, 1] - s[:, :, 0], s[:, :, 2] - s[:, :, 0]) > 0))
+        bary = torch.stack([1.0 - u - v, u, v], -1).clamp(min=0.0)
+        bary = bary / bary.sum(-1, keepdim=True).clamp(min=1e-6)
+        value = (corners(exact[..., None], tri)[..., 0] * bary).sum(-1) * unfolded
+        exactness = value.view(b, 1, size, size)
+    smooth = _gaussian_blur(torch.cat([disp, exactness], 1), SMOOTH_SIGMA * size / 256)
+    w = (2.0 * smooth[:, 2:] - 1.0).clamp(0.0, 1.0)      # the exact field fades out before it may jump
+    disp = w * disp + (1.0 - w) * smooth[:, :2]
+    return disp, disp.norm(dim=1, keepdim=True)
 
 
 def heat_maps(landmarks: torch.Tensor, size: int, sigma: float = HEAT_SIGMA) -> torch.Tensor:

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from codec_core.format import NUM_LANDMARKS
+from models.face_model import LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS
 from models.generator import WORK, Generator
 from models.learned import correct
-from models.motion import heat_maps
+from models.motion import SourceMesh, exact_points, heat_maps
 from models.perceptual import SqueezeLPIPS
 from models.train_data import cache_name, load_split
 
@@ -43,6 +45,20 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 REGION_GROUPS = 6            # the first heat-map groups: eye lids, irises, inner and outer lips
 GRAD_CLIP = 1.0
+MIRROR = np.array([-1.0, 1.0, 1.0], np.float32)   # normalised x, y, depth: x -> -x mirrors the picture
+
+
+def _mirrored_landmarks() -> np.ndarray:
+    """Landmark order of a mirrored face: the right eye's lids and iris take the left's places
+    and back, so that every heat-map group keeps its meaning (the other groups are symmetric
+    sets, and a group's map does not depend on the order of its points)."""
+    order = np.arange(NUM_LANDMARKS)
+    for right, left in ((RIGHT_EYE_UPPER + RIGHT_EYE_LOWER, LEFT_EYE_UPPER + LEFT_EYE_LOWER), (RIGHT_IRIS, LEFT_IRIS)):
+        order[list(right)], order[list(left)] = list(left), list(right)
+    return order
+
+
+MIRROR_LANDMARKS = _mirrored_landmarks()
 
 
 @dataclass
@@ -66,6 +82,8 @@ class TrainConfig:
     minutes: float = 110.0
     loss: LossWeights = field(default_factory=LossWeights)
     identity_share: float = 0.1
+    flip: float = 0.5                 # share of pairs mirrored left-right (key frame, geometry, target)
+    colour: float = 0.1               # per-channel gain in 1 +- this, the same on key frame and target
     log_every: int = 50
     checkpoint_every: int = 200
     validate_every: int = 250
@@ -96,34 +114,52 @@ class Clip:
             self.sources = z["sources"]
             self.targets = z["targets"]
             self.landmarks = z["landmarks"]
+        # the key frames' meshes, as they are and mirrored (the mirrored key frame's own mesh)
+        meshes = [[SourceMesh.build(source * side, WORK) for source in self.sources] for side in (1.0, MIRROR[:2])]
+        self.mesh_index = [np.stack([m.index.astype(np.int32) for m in ms]) for ms in meshes]
+        self.mesh_weight = [np.stack([m.weight for m in ms]) for ms in meshes]
 
-    def pair(self, rng: random.Random, identity_share: float) -> tuple[np.ndarray, ...]:
+    def pair(self, rng: random.Random, identity_share: float, flip: float = 0.0,
+             colour: float = 0.0) -> tuple[np.ndarray, ...]:
         k = rng.randrange(len(self.keys))
         j = int(self.keys[k]) if rng.random() < identity_share else int(rng.choice(self.frames))
-        return (self.key_images[k], self.sources[k], self.targets[k, j].astype(np.float32),
-                self.landmarks[k, j].astype(np.float32), self.crops[j])
+        key, crop = self.key_images[k], self.crops[j]
+        source, target = self.sources[k], self.targets[k, j].astype(np.float32)
+        landmarks = self.landmarks[k, j].astype(np.float32)
+        m = 1 if rng.random() < flip else 0
+        if m:
+            key, crop = key[:, ::-1], crop[:, ::-1]
+            source, target = source * MIRROR[:2], target * MIRROR
+            landmarks = (landmarks * MIRROR[:2])[MIRROR_LANDMARKS]
+        gain = np.array([1.0 + rng.uniform(-colour, colour) for _ in range(3)], np.float32)
+        key, crop = (np.clip(picture * gain, 0, 255).astype(np.uint8) for picture in (key, crop))
+        return key, source, self.mesh_index[m][k].astype(np.int64), self.mesh_weight[m][k], target, landmarks, crop
 
 
 class Pairs:
     """Draws batches of (key frame, target geometry, target picture), identities balanced."""
 
-    def __init__(self, clips: dict[str, list[Clip]], identity_share: float, seed: int) -> None:
+    def __init__(self, clips: dict[str, list[Clip]], identity_share: float, seed: int, flip: float = 0.0,
+                 colour: float = 0.0) -> None:
         self.clips = clips
         self.identities = sorted(clips)
         self.identity_share = identity_share
+        self.flip, self.colour = flip, colour
         self.rng = random.Random(seed)
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:
         items = []
         for _ in range(size):
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
-            items.append(clip.pair(self.rng, self.identity_share))
-        key, source, target, landmarks, crop = (np.stack(x) for x in zip(*items))
+            items.append(clip.pair(self.rng, self.identity_share, self.flip, self.colour))
+        key, source, mesh_index, mesh_weight, target, landmarks, crop = (np.stack(x) for x in zip(*items))
 
         def picture(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
 
-        return {"key": picture(key), "source": torch.from_numpy(source), "target": torch.from_numpy(target),
+        return {"key": picture(key), "source": torch.from_numpy(source), "mesh_index": torch.from_numpy(mesh_index),
+                "mesh_weight": torch.from_numpy(mesh_weight),
+                "exact": torch.from_numpy(exact_points(source.shape[1]))[None], "target": torch.from_numpy(target),
                 "landmarks": torch.from_numpy(landmarks), "picture": picture(crop)}
 
 
@@ -169,7 +205,8 @@ class Trainer:
     def synthesize(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """v2's working-size pictures of a batch, and the plain warp (no correction)."""
         features = self.generator.key_encoder(b["key"])
-        out, correction, _ = correct(self.generator, b["key"], features, b["source"], b["target"], b["landmarks"])
+        out, correction, _ = correct(self.generator, b["key"], features, b["mesh_index"], b["mesh_weight"], b["source"],
+                                     b["exact"], b["target"], b["landmarks"])
         return out, (out - correction).clamp(0.0, 1.0)
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -239,7 +276,8 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
     if checkpoint.exists() and not fresh:
         trainer.load_checkpoint(checkpoint)
         log.info("resuming from %s at step %d", checkpoint, trainer.step)
-    pairs = Pairs(load_clips(config, "training"), config.identity_share, config.seed + trainer.step)
+    pairs = Pairs(load_clips(config, "training"), config.identity_share, config.seed + trainer.step, config.flip,
+                  config.colour)
     held_out = Pairs(load_clips(config, "validation"), 0.0, seed=12345)
     val_batches = [held_out.batch(config.batch) for _ in range(4)]
     log_file = (config.out / "log.jsonl").open("w" if trainer.step == 0 else "a")

@@ -13,7 +13,8 @@ network needs per (key frame, frame) pair is stored at the working size (128):
     keys       (K,) int                 which frames are key frames
     key_images (K, 128, 128, 3) uint8   the decoded VVC key frames
     sources    (K, V, 2) float32        the key frames' control points (models.motion), normalised
-    targets    (K, N, V, 2) float16     every frame's control points against each key frame
+    targets    (K, N, V, 3) float16     every frame's control points against each key frame:
+                                        normalised x, y and depth (models.learned.frame_points)
     landmarks  (K, N, 478, 2) float16   every frame's decoded landmarks, normalised
 
     python -m models.train_data [--out out/train_cache] [--split models/assets/synth_split.yaml]
@@ -38,6 +39,7 @@ from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import dequantise, quantise
 from models.face_model import FaceBasis
 from models.generator import WORK
+from models.learned import frame_points
 from models.motion import KeyConstants, KeyGeometry, normalised
 from models.reference import Reference
 from models.segmentation import person_probability
@@ -110,8 +112,8 @@ def prepare_clip(path: Path, basis: FaceBasis, max_frames: int = MAX_FRAMES,
             src, _ = geometry.points(torch.as_tensor(ref.reference_params(), dtype=torch.float32)[None])
             tgt, lm = geometry.points(torch.as_tensor(params, dtype=torch.float32))
         key_images.append(_small(picture))
-        sources.append(normalised(src[0], config.size).numpy())
-        targets.append(normalised(tgt, config.size).numpy().astype(np.float16))
+        sources.append(normalised(src[0, :, :2], config.size).numpy())
+        targets.append(frame_points(tgt, config.size).numpy().astype(np.float16))
         landmarks.append(normalised(lm[..., :2], config.size).numpy().astype(np.float16))
     return {"crops": np.stack([_small(c) for c in crops]), "valid": valid, "keys": keys,
             "key_images": np.stack(key_images), "sources": np.stack(sources), "targets": np.stack(targets),

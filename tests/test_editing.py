@@ -162,7 +162,7 @@ class Session:
                                        person=person_probability(key.crop))
         model = ref.face_model()
         self.reference = ref
-        self.synth_name = synth
+        self.name, self.synth_name = name, synth
         self.synth = Synthesis(synth).build(key.crop, model, ref.reference_params(), ref.ring_weights)
         self.editor = ExpressionEditor.from_model(model)
         self.params = [dequantise(quantise(model.analyse(tracked[i].landmarks), steps), steps) for i in FRAMES]
@@ -218,11 +218,13 @@ def detector():
         yield tracker
 
 
-# What synthesizer v2.1 cannot do yet (issue 10), measured by these very tests: they run
+# What synthesizer v2.2 cannot do yet (issue 10), measured by these very tests: they run
 # and are reported as xfail (XPASS when they pass), so the gap stays visible.
 V2_GAPS = {
-    "eyes": "v2.1 does not close eyes or move irises: its generator does not follow the lid and iris heat maps yet",
-    "pose": "v2.1's Gaussian motion field turns the head less than asked (-9.4 deg for yaw -15 on pcavs 00473)",
+    "gaze": "v2.2 does not move irises: they are not part of its mesh, and the generator ignores the iris heat maps",
+    "blink": "v2.2 closes a blink only part way (eye aspect ratio 0.61 of the open eyes' on rt__3 and pcavs 00473, "
+             "0.5 asked); one eye alone passes",
+    "yaw": "v2.2 turns pcavs 00473's head to -9.7 deg for yaw -15 (within 5 asked); every other pose edit passes",
 }
 
 
@@ -240,7 +242,8 @@ def session(request, basis, detector):
 @pytest.mark.parametrize("name, value", [("yaw", 15), ("yaw", -15), ("pitch", 10), ("pitch", -10),
                                          ("roll", 10), ("roll", -10)])
 def test_pose_edits_turn_the_detected_head(request, session, name, value):
-    known_v2_gap(request, session, "pose")
+    if (session.name, name, value) == ("pcavs__Pose_Source_00473.mp4", "yaw", -15):
+        known_v2_gap(request, session, "yaw")
     for change in session.effect(**{name: value}):
         assert abs(change[name] - value) <= 5, change[name]
         assert np.sign(change[name]) == np.sign(value)
@@ -254,13 +257,12 @@ def test_jaw_open_opens_the_mouth(session):
 
 
 def test_blink_closes_both_eyes(request, session):
-    known_v2_gap(request, session, "eyes")
+    known_v2_gap(request, session, "blink")
     for change in session.effect(blink=1):
         assert change["ear_ratio"] <= 0.5, change["ear_ratio"]
 
 
-def test_one_eyed_blinks_close_that_eye(request, session):
-    known_v2_gap(request, session, "eyes")
+def test_one_eyed_blinks_close_that_eye(session):
     for change in session.effect(blink_left=1):
         assert change["ear_left_ratio"] < change["ear_right_ratio"] - 0.15
     for change in session.effect(blink_right=1):
@@ -281,7 +283,7 @@ def test_brow_raise_lifts_the_brows(session):
 
 def test_gaze_moves_the_irises(request, session):
     """gaze_x=1 draws the irises 0.2 eye widths over (on a frame where the head moved)."""
-    known_v2_gap(request, session, "eyes")
+    known_v2_gap(request, session, "gaze")
     for change in session.effect(frames=[1], gaze_x=1):
         assert change["iris_x"] >= 0.1, change["iris_x"]
     for change in session.effect(frames=[1], gaze_x=-1):
@@ -289,7 +291,7 @@ def test_gaze_moves_the_irises(request, session):
 
 
 def test_gaze_alone_moves_the_irises(request, session):
-    known_v2_gap(request, session, "eyes")
+    known_v2_gap(request, session, "gaze")
     for change in session.effect(frames=[0], gaze_x=1):
         assert change["iris_x"] >= 0.1, change["iris_x"]
 
