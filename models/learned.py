@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from models.face_model import FaceModel
 from models.generator import WORK, Generator, warp_features
+from models.iris_layer import iris_free, lay_irises
 from models.motion import (
     KeyConstants,
     KeyGeometry,
@@ -74,7 +75,7 @@ class SynthGraph(torch.nn.Module):
     """Per-frame synthesis for one key frame: parameters (B, P) -> pictures (B, 3, S, S) in [0, 1]."""
 
     def __init__(self, generator: Generator, geometry: KeyGeometry, keyframe: torch.Tensor,
-                 ref_params: torch.Tensor) -> None:
+                 ref_params: torch.Tensor, key_iris_free: torch.Tensor) -> None:
         super().__init__()
         self.generator = generator
         self.geometry = geometry
@@ -82,11 +83,14 @@ class SynthGraph(torch.nn.Module):
         self.size = size
         device = keyframe.device
         with torch.no_grad():
-            source = geometry.points(ref_params[None])[0][..., :2]
+            source, key_landmarks = geometry.points(ref_params[None])
+            source = source[..., :2]
             key_work = resize(keyframe, WORK)
             features = generator.key_encoder(key_work)
         mesh_index, mesh_weight = SourceMesh.build(normalised(source[0], size).cpu().numpy(), WORK).tensors(device)
         self.register_buffer("keyframe", keyframe)
+        self.register_buffer("key_iris_free", key_iris_free)
+        self.register_buffer("key_landmarks", normalised(key_landmarks[..., :2], size))
         self.register_buffer("key_work", key_work)
         self.register_buffer("source", normalised(source, size))
         self.register_buffer("mesh_index", mesh_index)
@@ -104,8 +108,12 @@ class SynthGraph(torch.nn.Module):
         features = [getattr(self, f"feature{i}") for i in range(self.levels)]
         _, correction, disp = correct(self.generator, self.key_work, features, self.mesh_index, self.mesh_weight,
                                       self.source, self.exact, target, normalised(landmarks[..., :2], self.size))
-        full = F.grid_sample(self.keyframe.expand(len(params), -1, -1, -1), sampling_grid(disp, self.full_grid),
-                             mode="bilinear", padding_mode="border", align_corners=False)
+        grid = sampling_grid(disp, self.full_grid)
+        full, free = (F.grid_sample(picture.expand(len(params), -1, -1, -1), grid, mode="bilinear",
+                                    padding_mode="border", align_corners=False)
+                      for picture in (self.keyframe, self.key_iris_free))
+        full = lay_irises(full, free, self.keyframe, self.key_landmarks, normalised(landmarks[..., :2], self.size),
+                          self.full_grid, identity_grid(WORK, params.device))
         if self.size != WORK:
             correction = F.interpolate(correction, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (full + correction).clamp(0.0, 1.0)
@@ -145,9 +153,13 @@ def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, re
                 ring_weights: np.ndarray, device: str | torch.device = "cpu") -> SynthGraph:
     """The per-frame graph of one key frame (uint8 H x W x 3) and its reference."""
     geometry = KeyGeometry(KeyConstants.from_model(model, ref_params, ring_weights)).to(device)
-    image = torch.from_numpy(np.ascontiguousarray(keyframe)).to(device).permute(2, 0, 1)[None].float() / 255.0
+
+    def tensor(picture: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(picture)).to(device).permute(2, 0, 1)[None].float() / 255.0
+
     params = torch.as_tensor(ref_params, dtype=torch.float32, device=device)
-    return SynthGraph(generator, geometry, image, params).eval()
+    free = iris_free(keyframe, model.landmarks(ref_params))
+    return SynthGraph(generator, geometry, tensor(keyframe), params, tensor(free)).eval()
 
 
 class LearnedSynthesizer:
