@@ -93,9 +93,12 @@ def test_keys_in_the_window_on_a_display(tmp_path, display):
 
     basis = FaceBasis.load()
     with FaceTracker(still=True) as tracker, Processes(tmp_path) as p:
-        def window_yaw(shots: int = 5) -> float:
-            values = []
-            for _ in range(shots):
+        def window_yaw(needed: int = 3, seconds: float = 20.0) -> float:
+            """Median detected yaw of the first `needed` screen dumps that show a face (on a
+            busy machine the first picture can take a while after the window opens)."""
+            values: list[float] = []
+            deadline = time.monotonic() + seconds
+            while len(values) < needed and time.monotonic() < deadline:
                 # the whole screen: a window partly off screen cannot be dumped on its own
                 grab = subprocess.run(["xwd", "-silent", "-root"], env=env, capture_output=True, timeout=20)
                 assert grab.returncode == 0 and grab.stdout, f"xwd: {grab.stderr.decode(errors='replace')}"
@@ -104,7 +107,7 @@ def test_keys_in_the_window_on_a_display(tmp_path, display):
                 if lm is not None:
                     values.append(canonicalise(lm, basis, rgb.shape[1])[1][0])
                 time.sleep(0.2)
-            assert len(values) >= 3, f"face seen in the window in {len(values)} of {shots} dumps"
+            assert len(values) >= needed, f"a face in only {len(values)} window dumps within {seconds} s"
             cv2.imwrite(str(ARTIFACTS / f"window_{len(seen)}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             seen.append(float(np.median(values)))
             return seen[-1]
