@@ -11,7 +11,11 @@ the key frame's prepared tensors are inputs of the graph, next to the parameters
     keyframe                (1, 3, S, S)        the key frame in [0, 1]
     key_work                (1, 3, WORK, WORK)  the key frame at the generator's working size
     feature0 .. feature3    (1, C_i, h_i, w_i)  the generator's key-encoder features
+    key_iris_free           (1, 3, S, S)        the key frame with its irises inpainted away
+    key_landmarks           (1, 478, 2)         the key frame's landmarks, normalised
     source                  (1, V, 2)           the key frame's control points, normalised
+    mesh_index, mesh_weight (1, WORK*WORK, 3)   every working-size pixel's key-frame triangle
+    exact                   (1, V)              where the motion field stays exact
     geometry_<name>         ...                 the KeyGeometry buffers (canonical shape, bases,
                                                 head rings, border, index lists)
     -> picture              (1, 3, S, S)        the frame in [0, 1]
