@@ -120,7 +120,7 @@ def test_keys_in_the_window_on_a_display(tmp_path, display):
         url = p.signaling()
         p.start("receiver", "receiver", "--signaling", url, "--room", "window", "--window")
         p.start("sender", "sender", "--signaling", url, "--room", "window", "--source", str(clip("rt__3.mp4")),
-                "--loop", "--frames", "1000", "--audio-source", "none")   # the voice has its own tests
+                "--loop", "--frames", "1000")
         wid = wait_for(lambda: x("xdotool", "search", "--onlyvisible", "--name", "facecall").split("\n")[0], 60,
                        "the receiver's window")
         time.sleep(2.0)
