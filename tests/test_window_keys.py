@@ -93,14 +93,12 @@ def test_keys_in_the_window_on_a_display(tmp_path, display):
 
     basis = FaceBasis.load()
     with FaceTracker(still=True) as tracker, Processes(tmp_path) as p:
-        def window_yaw(shots: int = 5, needed: int = 3, seconds: float = 20.0) -> float:
-            """Median detected yaw over at least `shots` screen dumps, going on until `needed`
-            of them show a face (on a busy machine the first picture can take a while after
-            the window opens)."""
+        def window_yaw(needed: int = 3, seconds: float = 20.0) -> float:
+            """Median detected yaw of the first `needed` screen dumps that show a face (on a
+            busy machine the first picture can take a while after the window opens)."""
             values: list[float] = []
-            deadline, taken = time.monotonic() + seconds, 0
-            while (taken < shots or len(values) < needed) and time.monotonic() < deadline:
-                taken += 1
+            deadline = time.monotonic() + seconds
+            while len(values) < needed and time.monotonic() < deadline:
                 # the whole screen: a window partly off screen cannot be dumped on its own
                 grab = subprocess.run(["xwd", "-silent", "-root"], env=env, capture_output=True, timeout=20)
                 assert grab.returncode == 0 and grab.stdout, f"xwd: {grab.stderr.decode(errors='replace')}"
