@@ -11,6 +11,7 @@ import sys
 
 from live.peer import IceServer
 from signaling.protocol import ROOM_PATTERN
+from signaling.tls import TLSConfigError, trust
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -37,10 +38,31 @@ def _signaling_url(text: str) -> str:
     return text
 
 
+class _TrustCafile(argparse.Action):
+    """``--cafile FILE``: the ``wss://`` signaling clients of this process also trust FILE's CAs."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        try:
+            trust(str(values))
+        except TLSConfigError as exc:
+            parser.error(f"{option_string} {values}: {exc}")
+        setattr(namespace, self.dest, values)
+
+
+def add_tls_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cafile", action=_TrustCafile, metavar="CA.pem",
+                        help="also trust the CA certificates in this PEM file for a wss:// signaling server "
+                             "(e.g. its self-signed certificate; default: the system's CAs only)")
+
+
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signaling", required=True, type=_signaling_url, metavar="ws://HOST:PORT",
-                        help="signaling server (python -m signaling)")
-    parser.add_argument("--room", required=True, type=_room, help="room name shared by the two ends of the call")
+                        help="signaling server (python -m signaling; wss:// when it serves TLS)")
+    parser.add_argument("--room", required=True, type=_room,
+                        help="room name shared by the two ends of the call: make one that cannot be guessed "
+                             "(python -m signaling.rooms); a short one is warned about")
+    add_tls_client_options(parser)
     parser.add_argument("--ice-server", action="append", default=[], metavar="URL",
                         help="STUN or TURN server, e.g. stun:stun.example.org:3478 (repeatable; default: none, "
                              "which is enough on one machine or a LAN)")

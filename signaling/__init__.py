@@ -5,9 +5,12 @@ offers, answers, ICE candidates and ``bye``, which the server relays to the
 other peer in the room unchanged. See ``docs/signaling.md`` for the protocol,
 :mod:`signaling.protocol` for the message classes (the schema, with every limit),
 :mod:`signaling.schema` for what the project's message schemas share and
-:mod:`signaling.server` for the server. Run it with ``python -m signaling``.
+:mod:`signaling.server` for the server, :mod:`signaling.origins` for the web pages
+that may connect, :mod:`signaling.rooms` for room names that cannot be guessed and
+:mod:`signaling.tls` for ``wss://``. Run it with ``python -m signaling``.
 """
 
+from .origins import OriginPolicy
 from .protocol import (
     Answer,
     Bye,
@@ -35,6 +38,7 @@ __all__ = [
     "Join",
     "Joined",
     "Offer",
+    "OriginPolicy",
     "PeerJoined",
     "PeerLeft",
     "ProtocolError",

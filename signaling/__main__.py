@@ -2,10 +2,15 @@
 
     python -m signaling [--host 127.0.0.1] [--port 8765] [--max-message-bytes N]
                         [--rate-limit 50] [--rate-burst 100] [--max-bad-messages 20]
-                        [--ping-interval 20] [--ping-timeout 20] [--log-level INFO]
+                        [--ping-interval 20] [--ping-timeout 20] [--max-connections 4096]
+                        [--allow-origin https://HOST[:PORT] ...] [--cert CERT.pem --key KEY.pem]
+                        [--log-level INFO]
 
 Binds to loopback unless told otherwise. ``--port 0`` picks a free port; the
-bound address is logged as ``signaling server listening on ws://HOST:PORT``.
+bound address is logged as ``signaling server listening on ws://HOST:PORT``
+(``wss://`` with ``--cert`` and ``--key``). Browser pages may connect only from
+the origins given with ``--allow-origin`` (none by default: the command-line
+peers and the web demo's server send no ``Origin`` and are always accepted).
 Ctrl-C (SIGINT) or SIGTERM closes every connection and exits with status 0.
 """
 
@@ -15,10 +20,13 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 
+from .origins import normalise_origin
 from .server import ServerConfig, SignalingServer
+from .tls import TLSConfigError, server_context
 
 log = logging.getLogger("signaling")
 
@@ -44,6 +52,13 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0-65535, got {text}")
     return value
+
+
+def _origin(text: str) -> str:
+    try:
+        return normalise_origin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for a pong before dropping the peer, 0 to disable (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-connections", type=_positive_int, default=_DEFAULTS.max_connections,
+        help="websocket connections served at once; more get HTTP 503 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--allow-origin", action="append", default=[], type=_origin, metavar="https://HOST[:PORT]",
+        help="a web page origin that may connect (repeatable; default: none, only programs, which send no Origin)",
+    )
+    parser.add_argument("--cert", metavar="CERT.pem", help="TLS certificate chain (PEM): serve wss:// (with --key)")
+    parser.add_argument("--key", metavar="KEY.pem", help="the certificate's private key (PEM)")
+    parser.add_argument(
         "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="(default: %(default)s)",
     )
@@ -93,10 +118,21 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_bad_messages=args.max_bad_messages,
         ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout or None,
+        max_connections=args.max_connections,
+        allowed_origins=tuple(args.allow_origin),
     )
 
 
-async def run(host: str, port: int, config: ServerConfig) -> int:
+def tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context of ``--cert`` / ``--key`` (None without them); raises TLSConfigError."""
+    if args.cert is None and args.key is None:
+        return None
+    if args.cert is None or args.key is None:
+        raise TLSConfigError("--cert and --key go together")
+    return server_context(args.cert, args.key)
+
+
+async def run(host: str, port: int, config: ServerConfig, ssl_context: ssl.SSLContext | None = None) -> int:
     """Serve until SIGINT or SIGTERM; return the process exit status."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -105,7 +141,7 @@ async def run(host: str, port: int, config: ServerConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # e.g. Windows: Ctrl-C arrives as KeyboardInterrupt
             pass
-    server = SignalingServer(host, port, config)
+    server = SignalingServer(host, port, config, ssl_context)
     try:
         await server.start()
     except OSError as exc:
@@ -124,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+        ssl_context = tls_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(
@@ -131,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(run(args.host, args.port, config))
+        return asyncio.run(run(args.host, args.port, config, ssl_context))
     except KeyboardInterrupt:
         return 0
 

@@ -8,17 +8,21 @@
     await client.close()
 
 Every failure a user can cause or meet (server unreachable, bad URL, room full, the
-server going away) is a `SignalingError` whose text is one readable line.  Messages the
-server sends that do not parse are logged and skipped, never raised.
+server going away, a certificate that does not verify) is a `SignalingError` whose text
+is one readable line.  Messages the server sends that do not parse are logged and
+skipped, never raised.  A `wss://` server is verified against the system's CAs and those
+given to `signaling.tls.trust` (`--cafile`); joining a room whose name can be guessed
+(`signaling.rooms.guessable`) logs a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .protocol import (
     Error,
@@ -31,6 +35,8 @@ from .protocol import (
     encode,
     parse_server_message,
 )
+from .rooms import guessable, guessable_warning
+from .tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +46,39 @@ class SignalingError(Exception):
 
 
 class SignalingClient:
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    """One connection to the signaling server; `ssl_context` overrides the verifying
+    context of a `wss://` URL (`signaling.tls.client_context()`)."""
+
+    def __init__(self, url: str, timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url
         self.timeout = timeout
+        self.ssl_context = ssl_context
         self._ws: ClientConnection | None = None
 
     async def connect(self) -> None:
+        tls = None
+        if self.url.startswith("wss://"):
+            tls = self.ssl_context or client_context()
         try:
-            self._ws = await asyncio.wait_for(connect(self.url, open_timeout=self.timeout, max_size=1 << 20),
-                                              self.timeout + 1)
+            self._ws = await asyncio.wait_for(
+                connect(self.url, open_timeout=self.timeout, max_size=1 << 20, ssl=tls), self.timeout + 1)
         except InvalidURI:
             raise SignalingError(f"{self.url!r} is not a websocket URL (expected ws://HOST:PORT)") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise SignalingError(f"the signaling server at {self.url} has a certificate this machine does not "
+                                 f"trust ({exc.verify_message}); give its CA with --cafile") from None
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            raise SignalingError(f"the signaling server at {self.url} refused the connection (HTTP {status}"
+                                 f"{': too many connections' if status == 503 else ''})") from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
             raise SignalingError(f"cannot reach the signaling server at {self.url}: {reason}") from None
 
     async def join(self, room: str) -> Joined:
-        """Connect (if needed) and join `room`."""
+        """Connect (if needed) and join `room`; a room name that can be guessed is warned about."""
+        if guessable(room):
+            log.warning("%s", guessable_warning(room))
         if self._ws is None:
             await self.connect()
         await self.send(Join(room))

@@ -12,7 +12,15 @@ no locks are needed. What the server enforces:
 - a token bucket per connection; messages over the rate get ``rate-limited``
   and are dropped;
 - keepalive pings: a peer that stops answering (or whose TCP connection
-  vanishes) is removed from its room and the other peer gets ``peer-left``.
+  vanishes) is removed from its room and the other peer gets ``peer-left``;
+- a websocket from a browser page whose ``Origin`` is not on ``allowed_origins``
+  is refused with HTTP 403 (:mod:`signaling.origins`); programs send no ``Origin``
+  and are accepted;
+- at most ``max_connections`` connections at once; more are refused with HTTP 503;
+- a connection that has not finished its opening handshake within ``open_timeout``
+  seconds (a half-open TCP connection) is dropped.
+
+Given an ``ssl.SSLContext`` (:func:`signaling.tls.server_context`) it serves ``wss://``.
 
 Use it as an async context manager::
 
@@ -25,17 +33,21 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from types import TracebackType
 
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as websockets_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from .origins import OriginPolicy
 from .protocol import (
     ROOM_CAPACITY,
     Error,
@@ -63,6 +75,8 @@ class ServerConfig:
     ``rate_limit`` is in messages per second (``None``: unlimited) with bursts
     of up to ``rate_burst`` messages. ``ping_interval`` / ``ping_timeout`` are
     websockets' keepalive settings in seconds (``None`` disables them).
+    ``allowed_origins`` are the browser origins (``https://host:port``) whose pages may
+    connect; connections without an ``Origin`` header (programs) always may.
     """
 
     max_message_bytes: int = 64 * 1024
@@ -73,6 +87,8 @@ class ServerConfig:
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0
     open_timeout: float = 10.0
+    allowed_origins: tuple[str, ...] = ()
+    max_connections: int = 4096
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1:
@@ -89,6 +105,9 @@ class ServerConfig:
                 raise ValueError(f"{name} must be positive (or None to disable)")
         if self.close_timeout <= 0 or self.open_timeout <= 0:
             raise ValueError("close_timeout and open_timeout must be positive")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        OriginPolicy(self.allowed_origins)  # raises ValueError for a malformed origin
 
 
 class TokenBucket:
@@ -146,13 +165,17 @@ class SignalingServer:
     get one port per address).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8765, config: ServerConfig | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8765, config: ServerConfig | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self._requested_port = port
         self.config = config or ServerConfig()
+        self.ssl_context = ssl_context
+        self.origins = OriginPolicy(self.config.allowed_origins)
         self._server: Server | None = None
         self._rooms: dict[str, list[_Peer]] = {}
         self._ids: Iterator[int] = itertools.count(1)
+        self._connections = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -170,9 +193,10 @@ class SignalingServer:
             ping_timeout=cfg.ping_timeout,
             close_timeout=cfg.close_timeout,
             open_timeout=cfg.open_timeout,
+            process_request=self._check_request,
+            ssl=self.ssl_context,
         )
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        log.info("signaling server listening on ws://%s:%d", host, self.port)
+        log.info("signaling server listening on %s", self.url)
 
     async def close(self) -> None:
         """Stop accepting, close every connection (1001) and wait for handlers."""
@@ -209,16 +233,39 @@ class SignalingServer:
             raise RuntimeError("server not started")
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT`` (``wss://`` with TLS) of the bound server."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'wss' if self.ssl_context else 'ws'}://{host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Websocket connections open now."""
+        return self._connections
+
     def room_sizes(self) -> dict[str, int]:
         """Number of peers in each live room (empty rooms are deleted)."""
         return {name: len(peers) for name, peers in self._rooms.items()}
 
     # -- per connection ----------------------------------------------------
 
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Before the handshake: a browser origin off the list, or one connection too many, is refused."""
+        refusal = self.origins.process_request(connection, request)
+        if refusal is not None:
+            return refusal
+        if self._connections >= self.config.max_connections:
+            log.warning("refused a websocket from %s: %d connections open, the limit", _address(connection),
+                        self._connections)
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections; try again later.\n")
+        return None
+
     async def _serve_connection(self, ws: ServerConnection) -> None:
         cfg = self.config
         bucket = None if cfg.rate_limit is None else TokenBucket(cfg.rate_limit, cfg.rate_burst)
         peer = _Peer(next(self._ids), ws, bucket)
+        self._connections += 1
         log.info("peer %d connected from %s", peer.id, _address(ws))
         try:
             async for data in ws:
@@ -227,6 +274,7 @@ class SignalingServer:
         except ConnectionClosed:
             pass  # abnormal closure (1006 vanish, 1009 too big, 1011 ping timeout, ...)
         finally:
+            self._connections -= 1
             await self._leave(peer)
             log.info("peer %d disconnected: %s", peer.id, _close_description(ws))
 

@@ -599,3 +599,32 @@ def test_cli_reports_a_port_it_cannot_bind() -> None:
         assert "cannot listen" in log and "Traceback" not in log, log
 
     run(body)
+
+
+# --------------------------------------------------------------------------
+# Load and abuse (benchmarks/signaling_load.py, small)
+
+
+def test_rooms_survive_every_abusive_client_at_once() -> None:
+    """20 rooms of two peers held while one client of each hostile kind goes at the server
+    (garbage, oversized frames, a flood, a connection storm, half-open connections, a peer
+    that stops answering pings, a third peer): each meets the documented answer, every
+    room's offer/answer/candidates are relayed exactly before, during and after, and new
+    rooms still open."""
+    from benchmarks.signaling_load import ABUSE, run_scenario
+
+    async def body() -> None:
+        config = ServerConfig(open_timeout=1.0, ping_interval=0.5, ping_timeout=0.5, close_timeout=1.0)
+        async with SignalingServer("127.0.0.1", 0, config) as server:
+            report = await run_scenario(f"ws://127.0.0.1:{server.port}", rooms=20, per_kind=1, open_timeout=1.0,
+                                        flood_s=1.0)
+            assert sorted(report.abuse) == sorted(ABUSE)
+            assert report.unexpected == {}, report.abuse
+            assert report.exchanges_failed == [] and report.exchanges_ok == 3 * 20, report.exchanges_failed
+            assert report.late_rooms_ok == 2 and report.late_rooms_failed == []
+            deadline = time.monotonic() + RECV_TIMEOUT
+            while server.connections or server.room_sizes():
+                assert time.monotonic() < deadline, (server.connections, server.room_sizes())
+                await asyncio.sleep(0.05)
+
+    run(body, timeout=60)

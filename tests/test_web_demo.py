@@ -291,6 +291,39 @@ def test_the_server_answers_bad_page_messages_and_keeps_serving():
     asyncio.run(run())
 
 
+def test_log_level_debug_serves_and_shuts_down_cleanly():
+    """`--log-level debug` (as a user types it) runs the demo: a tab is served, a bad message
+    is answered, SIGTERM ends it with status 0 and no traceback in the log."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "web_demo", "--log-level", "debug", "--port", "0", "--stills",
+                             str(STILLS)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"web demo at (http://\S+)", line)
+        assert m, f"the demo did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+
+        async def tab():
+            async with connect(m.group(1).replace("http", "ws") + "ws", open_timeout=10) as ws:
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+                await ws.send('{"type": "edit", "values": {"yaw": 99}}')
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["code"] == "bad-edit"
+
+        asyncio.run(tab())
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, log = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0 and "Traceback" not in log and " DEBUG " in log, log[-2000:]
+
+
 def make_y4m(clip: Path, out: Path, frames: int = 100, size: int = 360) -> Path:
     import imageio_ffmpeg
 

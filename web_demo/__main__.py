@@ -1,10 +1,14 @@
 """`python -m web_demo`: the browser demo on loopback (docs/web_demo.md).
 
-    python -m web_demo [--host 127.0.0.1] [--port 8080] [--signaling ws://HOST:PORT]
-                       [--stills DIR] [--device cpu|cuda] [--log-level INFO]
+    python -m web_demo [--host 127.0.0.1] [--port 8080] [--signaling ws://HOST:PORT] [--cafile CA.pem]
+                       [--stills DIR] [--device cpu|cuda] [--max-calls 4]
+                       [--allow-origin https://HOST[:PORT] ...] [--cert CERT.pem --key KEY.pem]
+                       [--log-level INFO]
 
 Open the printed address in Chromium or Firefox.  Without --signaling the demo runs its
-own signaling server in process on a free loopback port.  Ctrl-C or SIGTERM ends it.
+own signaling server in process on a free loopback port.  With --cert and --key it serves
+HTTPS (and its page `wss://`).  Only its own pages (and --allow-origin ones) may use its
+websocket.  Ctrl-C or SIGTERM ends it.
 """
 
 from __future__ import annotations
@@ -16,16 +20,32 @@ import sys
 from pathlib import Path
 
 import live.threads  # noqa: F401  (first: one OpenMP thread, before torch loads)
-from live.cli import install_stop_signals, setup_logging
+from live.cli import add_tls_client_options, install_stop_signals, setup_logging
 from live.config import DEFAULT
 from models.synthesizers import add_synthesis_options, synthesis_from_args
+from signaling.origins import normalise_origin
+from signaling.tls import TLSConfigError, server_context
 
 PROG = "python -m web_demo"
 log = logging.getLogger("web_demo")
 
 
+def _origin(text: str) -> str:
+    try:
+        return normalise_origin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from web_demo.server import DEFAULT_STILLS
+    from web_demo.server import DEFAULT_MAX_CALLS, DEFAULT_STILLS
 
     p = argparse.ArgumentParser(prog=PROG, description="The browser demo of the face call: call, edit, stats.")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s; the camera "
@@ -33,9 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="HTTP port (0: a free one; default: %(default)s)")
     p.add_argument("--signaling", metavar="ws://HOST:PORT",
                    help="signaling server of the calls (default: one started in process)")
+    add_tls_client_options(p)
     p.add_argument("--stills", type=Path, default=DEFAULT_STILLS,
                    help="folder of portraits offered in portrait mode (default: %(default)s)")
     add_synthesis_options(p)
+    p.add_argument("--max-calls", type=_positive_int, default=DEFAULT_MAX_CALLS,
+                   help="tabs in a call at once; the next is told the server is busy (default: %(default)s)")
+    p.add_argument("--allow-origin", action="append", default=[], type=_origin, metavar="https://HOST[:PORT]",
+                   help="another web page origin that may use the demo's websocket (repeatable; default: only "
+                        "the demo's own pages)")
+    p.add_argument("--cert", metavar="CERT.pem", help="TLS certificate chain (PEM): serve HTTPS (with --key)")
+    p.add_argument("--key", metavar="KEY.pem", help="the certificate's private key (PEM)")
     p.add_argument("--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="logging level (default: %(default)s)")
     return p
@@ -48,6 +76,9 @@ async def amain(args: argparse.Namespace) -> int:
 
     try:
         synthesis = synthesis_from_args(args)
+        if (args.cert is None) != (args.key is None):
+            raise TLSConfigError("--cert and --key go together")
+        tls = None if args.cert is None else server_context(args.cert, args.key)
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -55,7 +86,8 @@ async def amain(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
     try:
-        demo = Demo(args.host, args.port, args.signaling, args.stills, synthesis)
+        demo = Demo(args.host, args.port, args.signaling, args.stills, synthesis, allow_origins=args.allow_origin,
+                    ssl_context=tls, max_calls=args.max_calls)
         async with demo:
             print(f"web demo at {demo.url} (signaling {demo.signaling_url})", flush=True)
             await stop.wait()

@@ -1,9 +1,13 @@
-"""The demo server: static files over plain HTTP and one websocket (`/ws`) per browser tab.
+"""The demo server: static files over HTTP (HTTPS with a certificate) and one websocket
+(`/ws`) per browser tab.
 
 Built on `websockets` alone: its `process_request` hook answers the GETs for the page's
-files (web_demo/static) and lets `/ws` go on to the websocket handshake.  Messages on
-`/ws` are JSON objects with a `type` (docs/web_demo.md has the table); what the page
-sends is parsed and validated by `web_demo.messages`.
+files (web_demo/static) and lets `/ws` go on to the websocket handshake, if the page
+asking is one of the demo's own (its `Origin` is on the allow-list: the addresses the
+demo serves at, plus `--allow-origin`; `signaling.origins`).  Messages on `/ws` are
+JSON objects with a `type` (docs/web_demo.md has the table); what the page sends is
+parsed and validated by `web_demo.messages`.  At most `max_calls` tabs are in a call at
+once; the next is refused (`busy`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import json
 import logging
 import math
 import mimetypes
+import socket
+import ssl
+from collections.abc import Iterable
 from http import HTTPStatus
 from pathlib import Path
 
@@ -26,6 +33,8 @@ from models.face_model import FaceBasis
 from models.synthesizers import Synthesis
 from signaling import ServerConfig, SignalingServer
 from signaling.client import SignalingError
+from signaling.origins import LOOPBACK_HOSTS, OriginPolicy, page_origins
+from signaling.rooms import guessable, new_room
 from web_demo.messages import (
     MAX_MESSAGE,
     HangUp,
@@ -45,6 +54,9 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 STILL_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 DEFAULT_STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
+#: Tabs in a call at once (each runs face tracking and synthesis on this machine).
+DEFAULT_MAX_CALLS = 4
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
 def control_table() -> list[dict]:
@@ -64,9 +76,10 @@ def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
 
 
 def serve_static(connection: ServerConnection, request: Request) -> Response | None:
+    """The page's files; None for `/ws` (the websocket handshake goes on)."""
     path = request.path.split("?", 1)[0]
     if path == "/ws":
-        return None                       # the websocket handshake goes on
+        return None
     name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
     files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
     if name not in files:
@@ -100,7 +113,7 @@ class Tab:
 
     async def run(self) -> None:
         await self.send({"type": "hello", "controls": control_table(), "stills": self.demo.still_names(),
-                         "signaling": self.demo.signaling_url})
+                         "signaling": self.demo.signaling_url, "room": new_room()})
         try:
             async for text in self.ws:
                 try:
@@ -144,6 +157,12 @@ class Tab:
     async def start_call(self, request: StartCall) -> None:
         room = request.room
         await self.hang_up()
+        busy = self.demo.calls_open()
+        if busy >= self.demo.max_calls:
+            log.warning("refused a call in room %r: %d calls open, the limit (--max-calls)", room, busy)
+            await self.error("busy", f"The demo server is already serving {busy} calls, as many as it takes "
+                             "(--max-calls). Try again when one has ended.")
+            return
         call = TabCall(self.demo.signaling_url, room, self.send, self.demo.basis, request.camera_fps,
                        synthesis=self.demo.synthesis)
         call.set_edits(self.edits)
@@ -162,9 +181,13 @@ class Tab:
             return
         await self.send({"type": "answer", "sdp": answer})
         waiting = not call.link.peer_in_room
-        await self.send({"type": "joined", "room": room,
-                         "text": f"In room '{room}'. " + ("Waiting for the other side to join..." if waiting
-                                                          else "Connecting to the other side...")})
+        plain = guessable(room)
+        text = f"In room '{room}'. " + ("Waiting for the other side to join..." if waiting
+                                        else "Connecting to the other side...")
+        if plain:
+            text += (f" Careful: '{room}' is a name others could guess and join; "
+                     "a random room (the one this page suggests) cannot be.")
+        await self.send({"type": "joined", "room": room, "guessable": plain, "text": text})
 
     async def hang_up(self) -> None:
         call, self.call = self.call, None
@@ -225,14 +248,25 @@ class Tab:
 
 
 class Demo:
+    """The demo server.  `allow_origins`: other pages that may drive `/ws` (its own always
+    may); `ssl_context`: serve HTTPS and `wss://` (`signaling.tls.server_context`)."""
+
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, signaling: str | None = None,
-                 stills: Path | None = DEFAULT_STILLS, synthesis: Synthesis = Synthesis()) -> None:
+                 stills: Path | None = DEFAULT_STILLS, synthesis: Synthesis = Synthesis(),
+                 allow_origins: Iterable[str] = (), ssl_context: ssl.SSLContext | None = None,
+                 max_calls: int = DEFAULT_MAX_CALLS) -> None:
+        if max_calls < 1:
+            raise ValueError("max_calls must be at least 1")
         self.host = host
         self.port = port
         self.signaling_url = signaling
         self.stills = stills
         self.synthesis = synthesis
+        self.ssl_context = ssl_context
+        self.max_calls = max_calls
+        self.origins = OriginPolicy(allow_origins)
         self.basis = FaceBasis.load()
+        self.tabs: set[Tab] = set()
         self._signaling: SignalingServer | None = None
         self._server = None
 
@@ -250,9 +284,11 @@ class Demo:
             await self._signaling.__aenter__()
             self.signaling_url = f"ws://127.0.0.1:{self._signaling.port}"
             log.info("signaling server in process at %s", self.signaling_url)
-        self._server = await serve(self._handle, self.host, self.port, process_request=serve_static,
-                                   max_size=MAX_MESSAGE, ping_interval=20, ping_timeout=20)
+        self._server = await serve(self._handle, self.host, self.port, process_request=self._process_request,
+                                   max_size=MAX_MESSAGE, ping_interval=20, ping_timeout=20, ssl=self.ssl_context)
         self.port = self._server.sockets[0].getsockname()[1]
+        self.origins.allow(page_origins(self.scheme, self.page_hosts(), self.port))
+        log.info("pages that may use /ws: %s", ", ".join(sorted(self.origins.allowed)))
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -263,9 +299,39 @@ class Demo:
             await self._signaling.__aexit__(None, None, None)
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+    @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}/"
+        host = "127.0.0.1" if self.host in _WILDCARD_HOSTS else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{host}:{self.port}/"
+
+    def page_hosts(self) -> list[str]:
+        """The host names the demo's own page can have: the one it serves at, loopback's,
+        and this machine's names when it serves every interface."""
+        hosts = [] if self.host in _WILDCARD_HOSTS else [self.host]
+        hosts += [h.strip("[]") for h in LOOPBACK_HOSTS]
+        if self.host in _WILDCARD_HOSTS:
+            hosts += [socket.gethostname(), socket.getfqdn()]
+        return hosts
+
+    def calls_open(self) -> int:
+        """Tabs in a call now."""
+        return sum(1 for tab in self.tabs if tab.call is not None and not tab.call.closed)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The page's files, or, for `/ws`, the origin check before the handshake."""
+        response = serve_static(connection, request)
+        if response is not None:
+            return response
+        return self.origins.process_request(connection, request)
 
     async def _handle(self, ws: ServerConnection) -> None:
-        await Tab(self, ws).run()
+        tab = Tab(self, ws)
+        self.tabs.add(tab)
+        try:
+            await tab.run()
+        finally:
+            self.tabs.discard(tab)

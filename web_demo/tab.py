@@ -108,6 +108,11 @@ class TabCall:
         self._last_tick = time.monotonic()
 
     @property
+    def closed(self) -> bool:
+        """Whether the call has hung up (or ended by itself)."""
+        return self._closed
+
+    @property
     def link(self) -> PeerLink | None:
         return self.runner.link if self.runner is not None else None
 

@@ -32,8 +32,21 @@ function send(obj) {
 
 // -- websocket ------------------------------------------------------------------------------
 
+// the room to share: a link to this page with the room in it
+function showShare() {
+  const room = $("room").value.trim();
+  const link = $("share-link");
+  if (!ROOM_NAME.test(room)) { link.textContent = ""; link.removeAttribute("href"); return; }
+  const url = new URL(location.href);
+  url.search = "";
+  url.hash = "";
+  url.searchParams.set("room", room);
+  link.href = link.textContent = url.toString();
+}
+
 function connect() {
-  ws = new WebSocket(`ws://${location.host}/ws`);
+  // the page's own scheme: wss:// when it came over HTTPS (a browser refuses ws:// there)
+  ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   ws.onopen = () => { $("connection").textContent = "connected to the demo server"; };
   ws.onclose = () => {
     $("connection").textContent = "lost the demo server: reload the page once it runs again";
@@ -53,6 +66,9 @@ function handle(m) {
       controls = m.controls;
       buildSliders();
       fillStills(m.stills);
+      // a room nobody can guess, made by the server, unless the link named one
+      if (!$("room").value && m.room) $("room").value = m.room;
+      showShare();
       say("Pick a room and start a call (open this page in a second tab or browser with the same room), "
         + "or open a portrait.");
       break;
@@ -61,7 +77,8 @@ function handle(m) {
         say(`The video connection to the demo server failed: ${e.message}`, "error"));
       break;
     case "joined":
-      say(m.text, "ok");
+      say(m.text, m.guessable ? "warn" : "ok");
+      document.body.dataset.roomGuessable = String(Boolean(m.guessable));
       break;
     case "peer":
       say(m.text, m.state === "left" ? "error" : "ok");
@@ -87,7 +104,8 @@ function handle(m) {
     case "error":
       say(m.message, "error");
       document.body.dataset.lastError = m.code;
-      if (["room-full", "signaling", "bad-room", "browser-connection", "camera"].includes(m.code)) endCall(false);
+      if (["room-full", "signaling", "bad-room", "browser-connection", "camera", "busy"].includes(m.code))
+        endCall(false);
       break;
   }
 }
@@ -354,6 +372,7 @@ function setMode(mode) {
 // -- wiring ---------------------------------------------------------------------------------
 
 $("call-form").addEventListener("submit", startCall);
+$("room").addEventListener("input", showShare);
 $("hangup").addEventListener("click", () => { endCall(true); say("You left the call."); });
 $("mute").addEventListener("click", toggleMute);
 $("reset").addEventListener("click", resetSliders);
@@ -363,5 +382,6 @@ $("mode-portrait").addEventListener("click", () => setMode("portrait"));
 window.addEventListener("beforeunload", () => endCall(true));
 const q = new URLSearchParams(location.search);
 if (q.get("room")) $("room").value = q.get("room");
+showShare();
 if (q.get("mode") === "portrait") setMode("portrait");
 connect();
