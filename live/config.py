@@ -21,6 +21,7 @@ class LiveConfig:
     signaling_timeout_s: float = 10.0      # connecting to the signaling server and joining
     session_open_timeout_s: float = 20.0   # offer/answer until all data channels are open
     peer_wait_s: float = 30.0              # a peer that left: wait this long for one to come back
+    reoffer_delay_s: float = 1.0           # the connection broke, both still in the room: offer again after
     # -- receiver -----------------------------------------------------------------------
     end_grace_s: float = 1.0               # after "end": wait this long for the last packets
     loss_report_interval_s: float = 0.1    # repeat a loss report at most this often while broken
@@ -34,6 +35,7 @@ class LiveConfig:
     no_face_log_interval_s: float = 5.0    # "no face in the picture" at most this often
     recrop_shift: float = 0.15             # face box moved this fraction of the crop side: new crop
     recrop_scale: float = 0.2              # or changed size by this fraction: new crop
+    face_switch_s: float = 2.0             # the face followed is gone this long: follow another in the picture
     camera_fail_s: float = 2.0             # a camera that delivers nothing this long is gone
     camera_fps: float = 25.0               # frame rate assumed when the camera does not say
     ready_timeout_s: float = 5.0           # a file waits this long for the receiver's "ready"
@@ -45,6 +47,12 @@ class LiveConfig:
     pc_close_timeout_s: float = 0.5        # (3) the peer connection closes (also whenever a session ends)
     signaling_close_timeout_s: float = 0.25  # (3) the signaling websocket closes
     task_wait_timeout_s: float = 0.25      # (3) the peer link's own tasks finish
+    # -- bounds on what the other side can make an end do or keep (docs/wire.md, "Bounds") --
+    reorder_window_frames: int = 3         # receiver: a packet up to this many frames late still counts (not lost)
+    max_queued_setup_jobs: int = 8         # receiver: session headers and key frames waiting for the synthesis thread
+    keyframe_answer_rate_bytes_s: float = 8000.0   # sender: key frames sent on requests, at most 64 kbit/s on average
+    keyframe_answer_max_buffered_bytes: int = 16384  # sender: no answer while `stream` holds more than this unsent
+    stats_window: int = 6000               # both: latency and stage samples kept for median and p95 (4 min at 25 fps)
 
     @property
     def shutdown_budget_s(self) -> float:
