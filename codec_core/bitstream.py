@@ -6,8 +6,10 @@ A file is the magic ``FCVC``, a version byte, then records::
 
 The same record payloads travel on the data channels of a live call (without the file
 magic and CRC; see docs/bitstream.md for the full tables).  Everything here is pure
-parsing and writing: truncated, corrupt or foreign input raises `StreamError` with a
-message that says what is wrong.
+parsing and writing: truncated, corrupt or foreign input, and values past the bounds of
+`codec_core.format` (picture sides, frame rate, intra interval, frames per segment, picture
+and geometry bytes), raise `StreamError` with a message that says what is wrong, before
+anything is allocated for them.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from codec_core.format import (
     FORMAT_NAMES,
     KEYFRAME_CODEC_VVC,
     MAGIC,
+    MAX_FPS,
+    MAX_GEOMETRY_BYTES,
+    MAX_INTRA_INTERVAL,
+    MAX_PICTURE_BYTES,
     MAX_RECORD,
-    MAX_SIDE,
+    MAX_SEGMENT_FRAMES,
     MAX_STEP,
-    MIN_SIDE,
+    MIN_FPS,
+    SIDES,
     STEP_NAMES,
     STREAM_VERSION,
 )
@@ -89,8 +96,14 @@ class SessionHeader:
         steps = struct.unpack_from(f">{cls.NUM_STEPS}f", data, n + 1 + vlen)
         if fmt not in FORMAT_NAMES:
             raise StreamError(f"unknown parameter format {fmt}")
-        if (not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE) or fn == 0 or fd == 0 or nparams == 0
-                or intra == 0):
+        if w != h or w not in SIDES:
+            raise StreamError(f"session header: the picture is {w}x{h}; only square "
+                              f"{' or '.join(map(str, SIDES))} pictures are allowed")
+        if fn == 0 or fd == 0 or not MIN_FPS <= fn / fd <= MAX_FPS:
+            raise StreamError(f"session header: frame rate {fn}/{fd} is outside {MIN_FPS}..{MAX_FPS} fps")
+        if not 1 <= intra <= MAX_INTRA_INTERVAL:
+            raise StreamError(f"session header: intra interval {intra} is outside 1..{MAX_INTRA_INTERVAL}")
+        if nparams == 0:
             raise StreamError("session header holds impossible values")
         if not all(0 < s < MAX_STEP for s in steps):
             raise StreamError("session header holds invalid quantisation steps")
@@ -119,8 +132,13 @@ class Keyframe:
         key_id, codec, plen = cls._FIXED.unpack_from(data)
         if codec != KEYFRAME_CODEC_VVC:
             raise StreamError(f"unknown key frame codec {codec}")
+        if plen > MAX_PICTURE_BYTES:
+            raise StreamError(f"key frame picture of {plen} bytes is too large (at most {MAX_PICTURE_BYTES})")
         if n + plen > len(data):
             raise StreamError("key frame picture is truncated")
+        if len(data) - n - plen > MAX_GEOMETRY_BYTES:
+            raise StreamError(f"key frame geometry of {len(data) - n - plen} bytes is too large "
+                              f"(at most {MAX_GEOMETRY_BYTES})")
         return cls(key_id, codec, data[n:n + plen], data[n + plen:])
 
 
@@ -144,6 +162,8 @@ class ParamSegment:
         first, count = cls._FIXED.unpack_from(data)
         if count == 0:
             raise StreamError("parameter segment holds no frames")
+        if count > MAX_SEGMENT_FRAMES:
+            raise StreamError(f"parameter segment claims {count} frames (at most {MAX_SEGMENT_FRAMES})")
         return cls(first, count, data[cls._FIXED.size:])
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from codec_core.format import STEP_NAMES
+from codec_core.format import MAX_INTRA_INTERVAL, SIDES, STEP_NAMES
 
 DEFAULTS = Path(__file__).resolve().parent / "defaults.yaml"
-#: The crop sides a stream may have (`size`, `--size`).
-SIZES = (256, 512)
+#: The crop sides a stream may have (`size`, `--size`): the format's.
+SIZES = SIDES
 MAX_QP = 63
 
 
@@ -90,8 +90,8 @@ def load_config(path: str | Path | None = None) -> CodecConfig:
     check_size(cfg.size, "size")
     if cfg.call_keyframe_qp is not None and not 0 <= cfg.call_keyframe_qp <= MAX_QP:
         raise ConfigError(f"call_keyframe_qp must be in 0..{MAX_QP} or null, not {cfg.call_keyframe_qp}")
-    if cfg.intra_interval < 1:
-        raise ConfigError("intra_interval must be at least 1")
+    if not 1 <= cfg.intra_interval <= MAX_INTRA_INTERVAL:
+        raise ConfigError(f"intra_interval must be in 1..{MAX_INTRA_INTERVAL}, not {cfg.intra_interval}")
     if min(vars(steps).values()) <= 0:
         raise ConfigError("quantisation steps must be positive")
     return cfg

@@ -95,9 +95,17 @@ def _predictors(mean_bytes: bytes) -> np.ndarray:
     return pred
 
 
-# -- bounds every parser enforces -------------------------------------------------------------------
+# -- bounds on everything that comes from outside (docs/bitstream.md, "Bounds") ------------------
+# Each parser refuses a value past its bound with a one-line StreamError before it allocates
+# anything for it; none of these changes the syntax, they only say which values are sane.
 MAX_RECORD = 16 << 20         # bytes of one record's payload
-MIN_SIDE, MAX_SIDE = 16, 4096  # picture width and height in the session header
+SIDES = (256, 512)            # picture sides: square pictures only (width == height), one of these
+MIN_FPS, MAX_FPS = 1, 120     # frames per second the session header may declare (fps_num / fps_den)
+MAX_INTRA_INTERVAL = 1000     # the session header's intra_interval (40 s at 25 fps)
+MAX_SEGMENT_FRAMES = MAX_INTRA_INTERVAL   # frames of one PARAM_SEGMENT: one intra frame, then predicted
+MAX_PICTURE_BYTES = 1 << 20   # a key frame's VVC picture (a sharp 512 key frame is tens of kB)
+MAX_PICTURE_PIXELS = max(SIDES) ** 2   # the VVC decoder refuses a picture declaring more, before decoding
+MAX_GEOMETRY_BYTES = 64 << 10  # a key frame's reference geometry codeword (a few hundred bytes)
 MAX_STEP = 1e3                # quantisation steps lie in (0, MAX_STEP)
 MAX_EG_VALUE = 1 << 24        # an Exp-Golomb suffix beyond this is corrupt
 MAX_LEVEL = 1 << 20           # a decoded parameter level beyond this is corrupt

@@ -1,12 +1,13 @@
 """The key frame: VVC intra coding with VVenC (FFmpeg of imageio-ffmpeg), decoding with PyAV.
 
 The sender codes the key frame, decodes it back and works from the decoded picture,
-exactly as the receiver will, so both ends animate the very same pixels.
+exactly as the receiver will, so both ends animate the very same pixels.  The decoder is
+told the largest picture a stream may have (`format.MAX_PICTURE_PIXELS`): a picture whose
+parameter sets declare more is refused before anything is decoded or allocated for it.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import subprocess
 
@@ -15,6 +16,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from codec_core.colour import frame_to_rgb, rgb_to_yuv420
+from codec_core.format import MAX_PICTURE_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,18 @@ def encode_keyframe(rgb: np.ndarray, qp: int, preset: str = "medium") -> bytes:
     return proc.stdout
 
 
-def decode_keyframe(data: bytes) -> np.ndarray:
-    """The RGB picture (H x W x 3 uint8) of a raw VVC intra picture."""
+def decode_keyframe(data: bytes, max_pixels: int = MAX_PICTURE_PIXELS) -> np.ndarray:
+    """The RGB picture (H x W x 3 uint8) of a raw VVC intra picture of at most `max_pixels`."""
     try:
-        with av.open(io.BytesIO(data), mode="r", format="vvc") as container:
-            for frame in container.decode(video=0):
+        codec = av.CodecContext.create("vvc", "r")
+        codec.options = {"max_pixels": str(max_pixels)}
+        for packet in [*codec.parse(bytes(data)), *codec.parse(None)]:
+            for frame in codec.decode(packet):
                 return frame_to_rgb(frame)
+        for frame in codec.decode(None):
+            return frame_to_rgb(frame)
     except (av.FFmpegError, ValueError) as exc:
+        if "max_pixels" in str(exc):      # the parser read a size past the limit; the decoder refused to open
+            raise KeyframeError(f"the VVC key frame declares a picture of more than {max_pixels} pixels") from None
         raise KeyframeError(f"cannot decode the VVC key frame ({exc})") from None
     raise KeyframeError("the VVC key frame holds no picture")

@@ -1,6 +1,11 @@
 """Numbers of a live call: distribution summaries, key frame byte tallies, a JSON stats
 file that is rewritten during the call, and a per-frame trace (JSON lines) that benchmarks
-join across processes."""
+join across processes.
+
+Everything kept per frame is bounded, so that a long call does not grow memory: latency and
+stage samples live in a `Samples` ring (`LiveConfig.stats_window` values for the median and
+p95; count, mean and max over the whole call), key frame sizes in short lists with running
+totals (`KEYFRAMES_LISTED`)."""
 
 from __future__ import annotations
 
@@ -9,23 +14,85 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from live.config import DEFAULT
+
 log = logging.getLogger(__name__)
+
+#: key frame sizes listed in the stats (the newest); the totals count every key frame
+KEYFRAMES_LISTED = 64
+
+
+def _round(x: float) -> float:
+    return round(float(x), 2)
 
 
 def summary(values: Iterable[float]) -> dict:
-    """median, p95, mean, max and count of some values (None for an empty set)."""
+    """median, p95, mean, max and count of some values (None for an empty set); of a
+    `Samples`: the median and p95 of the values it keeps, the rest over all of them."""
+    if isinstance(values, Samples):
+        return values.summary()
     v = np.asarray(list(values), dtype=np.float64)
     if v.size == 0:
         return {"median": None, "p95": None, "mean": None, "max": None, "count": 0}
-    r = lambda x: round(float(x), 2)  # noqa: E731
-    return {"median": r(np.median(v)), "p95": r(np.percentile(v, 95)), "mean": r(v.mean()), "max": r(v.max()),
-            "count": int(v.size)}
+    return {"median": _round(np.median(v)), "p95": _round(np.percentile(v, 95)), "mean": _round(v.mean()),
+            "max": _round(v.max()), "count": int(v.size)}
+
+
+class Samples:
+    """The values of a distribution over a whole call in bounded memory: the newest
+    `window` of them in a ring (median, p95), and the count, mean and max of all of them.
+
+    Reads like the list of every value so far: `len()` is the count, and a slice takes the
+    values of that range still kept (`s[-50:]` the newest fifty, `s[n:]` those after the
+    first n), oldest first."""
+
+    def __init__(self, window: int = DEFAULT.stats_window) -> None:
+        if window < 1:
+            raise ValueError("a Samples window holds at least one value")
+        self._ring = np.empty(window, np.float64)
+        self.count = 0
+        self._sum = 0.0
+        self._max = -math.inf
+
+    def append(self, value: float) -> None:
+        self._ring[self.count % len(self._ring)] = value
+        self.count += 1
+        self._sum += value
+        self._max = max(self._max, value)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _kept_from(self) -> int:
+        return self.count - min(self.count, len(self._ring))
+
+    def __getitem__(self, index: slice) -> list[float]:
+        if not isinstance(index, slice):
+            raise TypeError("Samples take slices only")
+        start, stop, step = index.indices(self.count)
+        if step != 1:
+            raise ValueError("Samples take slices with step 1 only")
+        start = max(start, self._kept_from())
+        if stop <= start:
+            return []
+        return self._ring[np.arange(start, stop) % len(self._ring)].tolist()
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self[:])
+
+    def summary(self) -> dict:
+        if not self.count:
+            return summary(())
+        kept = np.asarray(self[:])
+        return {"median": _round(np.median(kept)), "p95": _round(np.percentile(kept, 95)),
+                "mean": _round(self._sum / self.count), "max": _round(self._max), "count": self.count}
 
 
 def kbps(nbytes: int, seconds: float | None) -> float | None:
@@ -38,21 +105,22 @@ class KeyframeTally:
     """The bytes of every key frame a call end sent or received (the stream message: record
     type byte and KEYFRAME payload), the small ones and the sharp ones apart (docs/call.md)."""
 
-    small: list[int] = field(default_factory=list)
-    sharp: list[int] = field(default_factory=list)
+    small: deque[int] = field(default_factory=lambda: deque(maxlen=KEYFRAMES_LISTED))
+    sharp: deque[int] = field(default_factory=lambda: deque(maxlen=KEYFRAMES_LISTED))
+    total: int = 0           # bytes of all of them
+    count: int = 0           # how many
 
     def add(self, nbytes: int, sharp: bool) -> None:
         (self.sharp if sharp else self.small).append(nbytes)
-
-    @property
-    def total(self) -> int:
-        return sum(self.small) + sum(self.sharp)
+        self.total += nbytes
+        self.count += 1
 
     def snapshot(self, seconds: float | None) -> dict:
-        """The stats keys: bytes of each small and each sharp key frame, their total, and
-        that total as kbit/s over `seconds` of call."""
+        """The stats keys: bytes of each small and each sharp key frame (the newest
+        KEYFRAMES_LISTED of each), the total of all, and that total as kbit/s over `seconds`."""
         return {"keyframe_bytes_small": list(self.small), "keyframe_bytes_sharp": list(self.sharp),
-                "keyframe_bytes_total": self.total, "keyframe_kbps": kbps(self.total, seconds)}
+                "keyframe_bytes_total": self.total, "keyframe_count": self.count,
+                "keyframe_kbps": kbps(self.total, seconds)}
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

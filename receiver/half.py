@@ -5,12 +5,23 @@ bookkeeping, arithmetic decoding of ~10 bytes); key frames and synthesis go to t
 `RenderWorker` thread.  Feedback on the `control` channel:
 
 - `loss` when a frame is missing or cannot be decoded (see `receiver.chain`);
-- `keyframe-request` when parameters keep arriving for a key frame it does not have, or the
-  key frame it animates failed to decode;
+- `keyframe-request` when parameters keep arriving for a key frame it does not have, or a
+  key frame the sender uses or is about to use failed to decode (at most one every
+  `keyframe_request_interval_s`; one that has to wait goes out with the next packet after);
 - `ready` when a key frame it has (current or pending, `receiver.chain`) is decoded and
   synthesis is set up: a file sender starts playing on the first, and a sender switches
-  its packets to a sharp key frame on it (docs/call.md).  A pending key frame that fails is
-  forgotten (the current one stays; a sender that switches to it anyway gets a request).
+  its packets to a sharp key frame on it (docs/call.md).
+
+Key frames change all or nothing: one that fails to decode leaves the key frame in use (its
+picture, reference, key id and synthesizer) as it was.  A new one that fails is forgotten
+and asked for again; a sharp twin that fails is just forgotten (the small one stays, and the
+sender never switches to a key frame the receiver has not said `ready` for); a copy of the
+key frame in use sent again that fails leaves the earlier copy in use.
+
+Parameter packets go through `receiver.chain` with its reorder window: the packets held
+after a gap (a few) are kept here until it fills or the window passes.  Session headers and
+key frames the synthesis thread has no room for (`max_queued_setup_jobs`) are dropped,
+logged and counted.
 
 Anything malformed (from a buggy or hostile peer) is dropped with a log line; the first
 few are logged, then one in a hundred.
@@ -54,7 +65,7 @@ class ReceiverHalf(ReceivingHalf):
                  trace: str | None = None, dump_keyframes: str | None = None) -> None:
         self.basis = basis
         self.live = live
-        self.chain = PredictionChain(live.loss_report_interval_s)
+        self.chain = PredictionChain(live.loss_report_interval_s, window=live.reorder_window_frames)
         self.voice = VoiceReceiver()
         self.player: DevicePlayer | None = None      # the voice on this machine's speakers
         self.window: WindowSink | None = None        # the viewer's window, if any
@@ -67,6 +78,8 @@ class ReceiverHalf(ReceivingHalf):
         self._decoder: PacketParamDecoder | None = None
         self._unknown_key_since: float | None = None
         self._last_request = float("-inf")
+        self._request_due: str | None = None     # a key frame request waiting for the interval
+        self._held: dict[int, tuple[ParamPacket, float]] = {}   # frame -> packet, arrival: held by the chain
         self._dump = JsonLines(dump_levels)
         self._trace = JsonLines(trace)
         self._keyframe_dir = Path(dump_keyframes) if dump_keyframes else None
@@ -107,7 +120,8 @@ class ReceiverHalf(ReceivingHalf):
     def session_opened(self, session: Session) -> None:
         self.session = session
         self.header, self._decoder, self.end = None, None, None
-        self._unknown_key_since = None
+        self._unknown_key_since, self._request_due = None, None
+        self._held.clear()
         self.chain.new_session()
         self.voice.session_opened(session)
         self.stats.sessions += 1
@@ -170,9 +184,13 @@ class ReceiverHalf(ReceivingHalf):
                 self._bad("key frame", StreamError("it came before any session header"))
                 return
             sharp = self.stats.keyframe(record, len(data))
+            if self.worker.set_keyframe(record) is False:
+                self.stats.keyframes_dropped += 1
+                self._bad("key frame", StreamError(f"key frame {record.key_id}: the synthesis thread has "
+                                                   f"{self.live.max_queued_setup_jobs} waiting already"))
+                return
             self.chain.new_key(record.key_id)
-            self._unknown_key_since = None
-            self.worker.set_keyframe(record)
+            self._unknown_key_since, self._request_due = None, None
             log.info("%s key frame %d: %d bytes", "sharp" if sharp else "small", record.key_id, len(data))
             self._dump_keyframe(record, sharp)
 
@@ -194,11 +212,14 @@ class ReceiverHalf(ReceivingHalf):
                 f"this receiver has {self.basis.version!r} with {self.basis.num_params}"))
             return
         if header != self.header:
+            if self.worker.set_header(header) is False:
+                self._bad("session header", StreamError("the synthesis thread has "
+                                                        f"{self.live.max_queued_setup_jobs} jobs waiting already"))
+                return
             self.header = header
             self._decoder = PacketParamDecoder(header.num_params)
             self.chain.key_id = None
             self.stats.fps = header.fps
-            self.worker.set_header(header)
             log.info("session header: %dx%d at %.2f fps, %d parameters, intra every %d frames",
                      header.width, header.height, header.fps, header.num_params, header.intra_interval)
 
@@ -211,34 +232,54 @@ class ReceiverHalf(ReceivingHalf):
         except StreamError as exc:
             self._bad("parameter packet", exc)
             return
+        now = time.monotonic()
+        if self._request_due is not None and now - self._last_request >= self.live.keyframe_request_interval_s:
+            self._request_keyframe(self._request_due)
         if self._decoder is None:
             self._maybe_request_keyframe()
             return
         self.stats.packet(len(data))
-        now = time.monotonic()
         decision = self.chain.accept(packet.frame, packet.key_id, packet.intra, now)
         report = decision.report
         if decision.verdict is Verdict.FOREIGN:
             self._maybe_request_keyframe()
         else:
             self._unknown_key_since = None
+        if decision.held:
+            self._held[decision.frame] = (packet, arrival)
         if decision.verdict is Verdict.DECODE:
-            try:
-                levels = check_levels(self._decoder.decode_packet(packet.payload, packet.intra))
-            except ParamDecodeError as exc:
-                self._bad("parameter packet", exc)
-                report = self.chain.decode_failed(decision.frame, now)
-            else:
-                decoded = wall_ms()
-                self._dump.write({"frame": decision.frame, "key_id": packet.key_id, "intra": packet.intra,
-                                  "levels": levels.tolist()})
-                stale = self.worker.render(RenderJob(decision.frame, packet.key_id, levels, packet.capture_ms,
-                                                     arrival, decoded))
-                if stale is not None:
-                    self.stats.frames_dropped_stale += 1
+            frames = decision.release or (decision.frame,)
+            for i, frame in enumerate(frames):
+                kept = (packet, arrival) if frame == decision.frame else self._held.pop(frame, None)
+                if not self._decode(frame, kept):
+                    report = self.chain.decode_failed(frame, now, skipped=len(frames) - 1 - i)
+                    break
+        if self._held:
+            held = self.chain.held
+            self._held = {f: kept for f, kept in self._held.items() if f in held}
         if report is not None:
             self._send(Loss(report))
             self.stats.loss_reports_sent += 1
+
+    def _decode(self, frame: int, kept: tuple[ParamPacket, float] | None) -> bool:
+        """Decode the packet of (unwrapped) `frame` and queue its picture; False when it does
+        not decode (the chain is broken)."""
+        assert self._decoder is not None and self.worker is not None
+        if kept is None:
+            self._bad("parameter packet", StreamError(f"frame {frame} was to be held and is not"))
+            return False
+        packet, arrival = kept
+        try:
+            levels = check_levels(self._decoder.decode_packet(packet.payload, packet.intra))
+        except ParamDecodeError as exc:
+            self._bad("parameter packet", exc)
+            return False
+        decoded = wall_ms()
+        self._dump.write({"frame": frame, "key_id": packet.key_id, "intra": packet.intra, "levels": levels.tolist()})
+        stale = self.worker.render(RenderJob(frame, packet.key_id, levels, packet.capture_ms, arrival, decoded))
+        if stale is not None:
+            self.stats.frames_dropped_stale += 1
+        return True
 
     def _maybe_request_keyframe(self) -> None:
         now = time.monotonic()
@@ -248,9 +289,16 @@ class ReceiverHalf(ReceivingHalf):
                 and now - self._last_request >= self.live.keyframe_request_interval_s):
             self._request_keyframe("parameters arrive for a key frame this receiver does not have")
 
+    def _ask_for_keyframe(self, why: str) -> None:
+        """Ask for the key frame now, or with the first packet after the request interval."""
+        if time.monotonic() - self._last_request >= self.live.keyframe_request_interval_s:
+            self._request_keyframe(why)
+        else:
+            self._request_due = why
+
     def _request_keyframe(self, why: str) -> None:
         now = time.monotonic()
-        self._last_request = now
+        self._last_request, self._request_due = now, None
         if self._send(KeyframeRequest()):
             self.stats.keyframe_requests_sent += 1
             log.info("asking for the key frame: %s", why)
@@ -274,19 +322,31 @@ class ReceiverHalf(ReceivingHalf):
         if self.chain.known(key_id):
             self._send(Ready(key_id))
 
-    def _keyframe_failed(self, key_id: int | None, why: str) -> None:
-        """Key frame `key_id` (None: the session header) cannot be used."""
-        if key_id is not None and key_id != self.chain.key_id:
-            log.warning("key frame %d unusable (%s); staying with the current one", key_id, why)
+    def _keyframe_failed(self, key_id: int | None, why: str, kept: bool = False) -> None:
+        """Key frame `key_id` (None: the session header) cannot be used; `kept`: an earlier
+        copy of it (same key id) decoded and stays in use."""
+        self.stats.keyframes_failed += 1
+        if key_id is None or (key_id == self.chain.key_id and not kept):
+            log.warning("key frame %s unusable (%s); asking for a new one", "" if key_id is None else key_id, why)
+            self.chain.key_id = None
+            self._ask_for_keyframe("the key frame did not decode")
+        elif kept:
+            log.warning("key frame %d sent again did not decode (%s); the copy before it stays in use", key_id, why)
+        elif key_id in self.stats.sharp_keys:
+            log.warning("sharp key frame %d unusable (%s); staying with the small one", key_id, why)
             self.chain.drop_key(key_id)
-            return
-        log.warning("key frame unusable: %s", why)
-        self.chain.key_id = None
-        if time.monotonic() - self._last_request >= self.live.keyframe_request_interval_s:
-            self._request_keyframe("the key frame did not decode")
+        else:
+            log.warning("key frame %d unusable (%s); staying with the current one and asking for a new one",
+                        key_id, why)
+            self.chain.drop_key(key_id)
+            self._ask_for_keyframe(f"key frame {key_id} did not decode")
 
     def _skipped(self, job: RenderJob) -> None:
+        """The synthesis thread has no decoded key frame for a frame the chain let through
+        (it failed, or was forgotten among too many): ask for one."""
         self.stats.frames_skipped += 1
+        if job.key_id == self.chain.key_id:
+            self._ask_for_keyframe(f"the synthesis thread has no key frame {job.key_id}")
 
     def _quit(self) -> None:
         self.quit_requested = True

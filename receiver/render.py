@@ -15,6 +15,15 @@ the one its packet names, switching to it when that is another one than before (
 for a key frame still being decoded waits for it, so frames keep their order) and
 forgetting the key frames that came before it.
 
+Bounded and all or nothing: at most `max_setup` session headers and key frames wait in the
+queue (`set_header` / `set_keyframe` return False for one more: the caller drops it and
+says so), at most MAX_KEYFRAMES key frames are kept, and at most MAX_DECODES wait for or
+are in the key frame thread (one more is refused as failed; one displaced before its
+decoding started is skipped), so a peer that floods key frames cannot queue work without end.  A
+key frame switches the decoder over only once it has decoded whole (picture, reference,
+synthesizer: `FaceDecoder.use_keyframe`); one that fails changes nothing, and a copy of a
+key id sent again that fails leaves the copy before it in use (`keyframe_failed(..., kept=True)`).
+
 The thread sets torch's thread count (`LiveConfig.render_threads`, the receiver's
 --threads) itself, first thing: the count is process-wide, but torch applies it to a
 thread when that thread first uses torch, so setting it on this thread is what makes
@@ -38,6 +47,7 @@ from codec_core.bitstream import Keyframe, SessionHeader, StreamError
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
 from live.clock import wall_ms
+from live.config import DEFAULT
 from models.face_model import FaceBasis
 from models.synthesizers import Synthesis
 from receiver.sinks import Sink
@@ -45,6 +55,7 @@ from receiver.sinks import Sink
 log = logging.getLogger(__name__)
 
 MAX_KEYFRAMES = 4      # key frames kept (the current one and the newest that came after it)
+MAX_DECODES = MAX_KEYFRAMES + 1   # key frames waiting for or in the key frame thread
 KEYFRAME_ERRORS = (KeyframeError, StreamError, ParamDecodeError, ValueError)
 
 
@@ -81,12 +92,28 @@ class StopJob:
 Job = RenderJob | HeaderJob | KeyframeJob | BreakJob | StopJob
 
 
-class JobQueue:
-    """FIFO of jobs in which a new render job replaces a render job waiting at the tail."""
+SETUP_JOBS = (HeaderJob, KeyframeJob)
 
-    def __init__(self) -> None:
+
+class JobQueue:
+    """FIFO of jobs in which a new render job replaces a render job waiting at the tail, and
+    at most `max_setup` session header and key frame jobs wait (`put_setup`)."""
+
+    def __init__(self, max_setup: int = DEFAULT.max_queued_setup_jobs) -> None:
         self._items: deque = deque()
         self._cond = threading.Condition()
+        self.max_setup = max_setup
+        self._setup = 0             # header and key frame jobs waiting
+
+    def put_setup(self, job: HeaderJob | KeyframeJob) -> bool:
+        """Queue a session header or key frame job unless `max_setup` wait already."""
+        with self._cond:
+            if self._setup >= self.max_setup:
+                return False
+            self._setup += 1
+            self._items.append(job)
+            self._cond.notify()
+            return True
 
     def put(self, job: Job) -> RenderJob | None:
         """Queue `job`; returns the render job it displaced, if any."""
@@ -102,7 +129,12 @@ class JobQueue:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            job = self._items.popleft()
+            if isinstance(job, SETUP_JOBS):
+                self._setup -= 1
+            return job
 
     def __len__(self) -> int:
         with self._cond:
@@ -122,27 +154,30 @@ class RenderEvents:
 
     rendered: Callable[[Rendered], None]
     keyframe_ready: Callable[[int], None]     # key id (low 8 bits): decoded, synthesis warmed up
-    keyframe_failed: Callable[[int | None, str], None]   # key id (None: the session header), why
+    keyframe_failed: Callable[..., None]   # key id (None: the session header), why[, kept: an earlier copy stays]
     skipped: Callable[[RenderJob], None]
     quit: Callable[[], None]          # the user closed the window
 
 
 class RenderWorker:
     def __init__(self, loop, events: RenderEvents, sinks: list[Sink], basis: FaceBasis | None = None,
-                 synthesis: Synthesis = Synthesis(), threads: int = 1) -> None:
+                 synthesis: Synthesis = Synthesis(), threads: int = 1,
+                 max_setup: int = DEFAULT.max_queued_setup_jobs) -> None:
         self._loop = loop
         self._events = events
         self._sinks = sinks
         self._basis = basis or FaceBasis.load()
         self._synthesis = synthesis
         self._threads = threads
-        self.queue = JobQueue()
+        self.queue = JobQueue(max_setup)
         self._decoder: FaceDecoder | None = None
         self._keys: dict[int, Future] = {}       # low 8 bits -> DecodedKeyframe, oldest first
+        self._earlier: dict[int, Future] = {}    # a key id sent again: its copy before, decoded
         self._current: int | None = None         # the key frame the decoder animates (low 8 bits)
         self._in_use: Future | None = None       # and the decoding of it that it uses
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=torch.set_num_threads,
                                         initargs=(threads,))
+        self._decode_slots = threading.BoundedSemaphore(MAX_DECODES)
         self._edits = None            # models.editing.Edits applied before synthesis (None: none)
         self._editor = None           # its ExpressionEditor, made per key frame when first needed
         self._thread = threading.Thread(target=self._run, name="synthesis", daemon=True)
@@ -150,11 +185,13 @@ class RenderWorker:
 
     # -- event-loop side -----------------------------------------------------------------
 
-    def set_header(self, header: SessionHeader) -> None:
-        self.queue.put(HeaderJob(header))
+    def set_header(self, header: SessionHeader) -> bool:
+        """Queue a session header; False when too many headers and key frames wait already."""
+        return self.queue.put_setup(HeaderJob(header))
 
-    def set_keyframe(self, record: Keyframe) -> None:
-        self.queue.put(KeyframeJob(record))
+    def set_keyframe(self, record: Keyframe) -> bool:
+        """Queue a key frame; False when too many headers and key frames wait already."""
+        return self.queue.put_setup(KeyframeJob(record))
 
     def render(self, job: RenderJob) -> RenderJob | None:
         """Queue a frame; returns the stale frame it replaced, if any."""
@@ -210,23 +247,44 @@ class RenderWorker:
 
     def _forget_keys(self) -> None:
         self._keys.clear()
+        self._earlier.clear()
         self._current, self._in_use = None, None
+
+    def _drop_key(self, key: int) -> None:
+        self._keys.pop(key, None)           # (its decoding, if it has not started, is skipped)
+        self._earlier.pop(key, None)
 
     def _add_key(self, decoder: FaceDecoder, record: Keyframe) -> None:
         """Start decoding a key frame on the key frame thread; ready or failed is posted."""
         key = record.key_id & 0xFF
-        self._keys.pop(key, None)           # sent again: the newest copy, at the end
+        if not self._decode_slots.acquire(blocking=False):
+            self._post(self._events.keyframe_failed, key, f"{MAX_DECODES} key frames wait to be decoded already")
+            return
+        before = self._keys.pop(key, None)  # sent again: the newest copy, at the end
+        if before is not None and _decoded(before):
+            self._earlier[key] = before     # in use (or ready) until the new copy has decoded
         others = [k for k in self._keys if k != self._current]
         for old in others[:max(0, len(self._keys) + 1 - MAX_KEYFRAMES)]:
-            del self._keys[old]             # the oldest of too many that never got a frame
-        future = self._prep.submit(_prepare, decoder, record)
+            self._drop_key(old)             # the oldest of too many that never got a frame
+        mine: list[Future] = []
+        future = self._prep.submit(self._decode, key, mine, decoder, record)
+        mine.append(future)
         self._keys[key] = future
         future.add_done_callback(lambda done: self._prepared(key, done))
+
+    def _decode(self, key: int, mine: list[Future], decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:
+        """(key frame thread) `_prepare` a key frame, unless it was displaced meanwhile."""
+        try:
+            if mine and self._keys.get(key) is not mine[0]:
+                raise _Displaced()
+            return _prepare(decoder, record)
+        finally:
+            self._decode_slots.release()
 
     def _prepared(self, key: int, future: Future) -> None:
         """(key frame thread) A key frame is decoded, or failed; tell the event loop unless
         it was superseded meanwhile."""
-        if self._keys.get(key) is not future or future.cancelled():
+        if self._keys.get(key) is not future or future.cancelled() or isinstance(future.exception(), _Displaced):
             return
         exc = future.exception()
         if exc is None:
@@ -234,27 +292,35 @@ class RenderWorker:
             return
         if not isinstance(exc, KEYFRAME_ERRORS):
             log.error("key frame %d failed", key, exc_info=exc)
-        self._post(self._events.keyframe_failed, key, str(exc))
+        self._post(self._events.keyframe_failed, key, str(exc), key in self._earlier)
 
     def _use_key(self, key: int) -> bool:
         """Make key frame `key` the one the decoder animates (waiting for its decoding if
-        needed); False when this thread does not have it."""
+        needed); False when this thread does not have it decoded."""
         future = self._keys.get(key)
-        if key == self._current and (future is None or future is self._in_use or not future.done()
-                                     or future.exception() is not None):
-            return True                     # keep animating it (a copy sent again is not ready yet)
         if future is None or self._decoder is None:
             return False
+        earlier = self._earlier.get(key)
+        if earlier is not None and not _decoded(future):
+            if future.done():               # the copy sent again failed: the earlier one for good
+                self._keys[key] = future = earlier
+                del self._earlier[key]
+            else:                           # still decoding: the earlier one meanwhile
+                future = earlier
+        if future is self._in_use:
+            return True
         try:
             decoded: DecodedKeyframe = future.result()
         except Exception:
             return False
-        self._decoder.use_keyframe(decoded)
+        self._decoder.use_keyframe(decoded)     # picture, reference, key id and synthesizer at once
+        if future is self._keys.get(key):
+            self._earlier.pop(key, None)
         if key != self._current:
             for old in list(self._keys):    # the key frames that came before it are done with
                 if old == key:
                     break
-                del self._keys[old]
+                self._drop_key(old)
             self._editor = None
         self._current, self._in_use = key, future
         return True
@@ -276,6 +342,8 @@ class RenderWorker:
         elif isinstance(job, KeyframeJob):
             if self._decoder is not None:
                 self._add_key(self._decoder, job.record)
+            else:
+                self._post(self._events.keyframe_failed, job.record.key_id & 0xFF, "no usable session header")
         elif isinstance(job, RenderJob):
             if not self._use_key(job.key_id):
                 self._post(self._events.skipped, job)
@@ -298,6 +366,15 @@ class RenderWorker:
             self._forget_keys()             # the next session numbers its key frames anew
             for sink in self._sinks:
                 sink.session_break()
+
+
+class _Displaced(Exception):
+    """A key frame displaced before its decoding started: not decoded."""
+
+
+def _decoded(future: Future) -> bool:
+    """Whether `future` holds a decoded key frame."""
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _prepare(decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:

@@ -7,18 +7,22 @@ Updated on the event loop only.  `snapshot()` is what `--stats FILE.json` holds:
 | frames_received | parameter packets with a new frame number |
 | frames_lost | frame numbers that never arrived (gaps) |
 | frames_undecodable | arrived after a loss, before the next intra packet: not shown |
-| frames_late | arrived after a newer frame (unordered channel): dropped |
+| frames_late | arrived after a newer frame and too late for the reorder window, or twice: dropped |
+| frames_reordered | arrived after a newer frame, within the reorder window: not lost (decoded if it could be) |
 | frames_other_keyframe | for a key frame this receiver does not have (yet) |
 | frames_decoded | parameter packets decoded |
 | frames_dropped_stale | decoded, but a newer frame came before synthesis was free |
 | frames_rendered | synthesized pictures |
 | frames_expected | frames_received + frames_lost |
 | rendered_ratio | frames_rendered / frames_expected |
-| latency_ms | median, p95, mean, max, count: sender's capture to synthesized picture ready |
+| latency_ms | sender's capture to synthesized picture ready: median, p95 (of the newest |
+| | `LiveConfig.stats_window` frames), mean, max, count (of all of them) |
 | stages_ms | capture_to_arrival (sender's analysis, coding, network), decoding, queue (before synthesis), synthesis |
 | param_kbps | parameter packet bytes (8-byte packet header included) per second of frames |
 | keyframe_bytes | VVC picture bytes of the current key frame (keyframe_record_bytes: the whole record) |
-| keyframe_bytes_small / _sharp | stream message bytes of each key frame received, small and sharp apart |
+| keyframe_bytes_small / _sharp | stream message bytes of each key frame received (newest 64), small and sharp apart |
+| keyframes_failed | key frames that did not decode (docs/wire.md, "Bounds") |
+| keyframes_dropped | key frames the synthesis thread had no room for |
 | keyframe_bytes_total | all of them together; keyframe_kbps: as kbit/s over the call (seconds as param_kbps) |
 | sharp_after_first_ms | wall ms from the first picture synthesized to the first from a sharp key frame |
 | face_payload_kbps | parameter packets and key frames together, per second of frames |
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 
 from codec_core.bitstream import Keyframe
 from live.clock import age_ms
-from live.stats import KeyframeTally, kbps, summary
+from live.stats import KeyframeTally, Samples, kbps, summary
 from receiver.audio import VoiceStats
 from receiver.chain import ChainCounts
 from receiver.render import Rendered
@@ -71,12 +75,14 @@ class ReceiverStats:
     _last_keyframe: Keyframe | None = None
     loss_reports_sent: int = 0
     keyframe_requests_sent: int = 0
+    keyframes_failed: int = 0
+    keyframes_dropped: int = 0
     bad_messages: int = 0
     first_packet_t: float | None = None
     last_packet_t: float | None = None
-    latency: list = field(default_factory=list)
-    stages: dict = field(default_factory=lambda: {"capture_to_arrival": [], "decoding": [], "queue": [],
-                                                  "synthesis": []})
+    latency: Samples = field(default_factory=Samples)
+    stages: dict[str, Samples] = field(default_factory=lambda: {
+        name: Samples() for name in ("capture_to_arrival", "decoding", "queue", "synthesis")})
 
     def packet(self, nbytes: int) -> None:
         now = time.monotonic()
@@ -135,6 +141,7 @@ class ReceiverStats:
             "frames_lost": c.lost,
             "frames_undecodable": c.broken,
             "frames_late": c.stale,
+            "frames_reordered": c.reordered,
             "frames_other_keyframe": c.foreign,
             "frames_decoded": c.decoded,
             "frames_dropped_stale": self.frames_dropped_stale,
@@ -156,6 +163,8 @@ class ReceiverStats:
                                      else None),
             "loss_reports_sent": self.loss_reports_sent,
             "keyframe_requests_sent": self.keyframe_requests_sent,
+            "keyframes_failed": self.keyframes_failed,
+            "keyframes_dropped": self.keyframes_dropped,
             "bad_messages": self.bad_messages,
             "face_payload_kbps": kbps(self.param_bytes + self.keyframes.total, seconds),
             "audio": self.voice.snapshot(),

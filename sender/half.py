@@ -3,7 +3,8 @@
 On every new session: the session header and the current key frames on `stream` (the
 small one, then its sharp twin once coded: `sender.keyframes`), then one parameter packet
 per captured frame on `params`, the first one intra.  On the `control` channel it answers
-`keyframe-request` (header and both key frames again, next packet intra), `loss` (next
+`keyframe-request` (header and both key frames again, next packet intra; at most at the
+rate of `sender.keyframes.AnswerLimiter`, later when it must wait), `loss` (next
 packet intra unless one went out after the lost frame) and `ready` for the sharp key frame
 (packets animate it from the next one on, intra).  A new key frame (the face left the
 crop) goes out on `stream` before the first packet that animates it, and its sharp twin
@@ -36,11 +37,11 @@ from live.clock import capture_stamp, unwrap, wall_ms
 from live.config import DEFAULT, LiveConfig
 from live.peer import Session
 from live.runner import SendingHalf
-from live.stats import JsonLines, KeyframeTally, summary
-from live.wire import AudioClock, End, KeyframeRequest, Loss, Muted, Ready, encode_control, pack_stream_record
+from live.stats import JsonLines, KeyframeTally, Samples, summary
+from live.wire import STREAM, AudioClock, End, KeyframeRequest, Loss, Muted, Ready, encode_control, pack_stream_record
 from sender.analysis import Analyser
 from sender.intra import IntraPolicy
-from sender.keyframes import KeyframePair
+from sender.keyframes import AnswerLimiter, KeyframePair
 from sender.source import Captured, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class SenderStats:
     loss_reports: int = 0
     intra_after_loss: int = 0
     keyframe_requests: int = 0
+    keyframe_answers: int = 0          # requests answered (the others were folded into a later answer)
+    keyframe_answers_deferred: int = 0  # answers that waited for the rate limit or a full channel
     sessions: int = 0
     wire_bytes_sent: int | None = None   # DTLS bytes sent on the current session (all channels)
     first_sent_t: float | None = None    # wall ms of the first and last packet sent
@@ -82,7 +85,8 @@ class SenderStats:
     fps: float | None = None
     keyframes: KeyframeTally = field(default_factory=KeyframeTally)   # bytes of each key frame sent
     audio: TrackCounts = field(default_factory=TrackCounts)          # the voice (docs/call.md)
-    stages: dict = field(default_factory=lambda: {"capture": [], "analysis": [], "coding": []})
+    stages: dict[str, Samples] = field(default_factory=lambda: {
+        name: Samples() for name in ("capture", "analysis", "coding")})
 
     def keyframe_sent(self, nbytes: int, sharp: bool) -> None:
         self.keyframes_sent += 1
@@ -127,6 +131,8 @@ class SenderHalf(SendingHalf):
         self._header: SessionHeader | None = None
         self._pair: KeyframePair | None = None   # the current crop's small and sharp key frames
         self._sharp_task: asyncio.Task | None = None
+        self._answers = AnswerLimiter(live.keyframe_answer_rate_bytes_s, live.keyframe_answer_max_buffered_bytes)
+        self._answer_task: asyncio.Task | None = None     # a key frame request waiting to be answered
         self._ready = False           # header and key frame went out on this session
         self._coder = PacketParamEncoder(analyser.basis.num_params)
         self._intra = IntraPolicy(analyser.config.intra_interval)
@@ -188,6 +194,7 @@ class SenderHalf(SendingHalf):
     # -- session events (event loop) -----------------------------------------------------
 
     def session_opened(self, session: Session) -> None:
+        self._cancel_answer()
         self.session = session
         self.stats.sessions += 1
         self.first_session.set()
@@ -204,14 +211,14 @@ class SenderHalf(SendingHalf):
     def session_closed(self, session: Session, reason: str) -> None:
         if session is self.session:
             self.session, self._ready = None, False
+            self._cancel_answer()
 
     def on_control(self, message) -> None:
         if isinstance(message, Ready):
             self._on_ready(message.key_id)
         elif isinstance(message, KeyframeRequest):
             self.stats.keyframe_requests += 1
-            log.info("the receiver asks for the key frame")
-            self._send_setup(header=True)
+            self._on_keyframe_request()
         elif isinstance(message, Loss):
             self.stats.loss_reports += 1
             if self._intra.on_loss(unwrap(message.frame, self._frame - 1)):
@@ -232,29 +239,75 @@ class SenderHalf(SendingHalf):
             log.info("the receiver is ready for the sharp key frame %d: parameters animate it from the next frame",
                      sharp.record.key_id)
 
-    def _send_setup(self, header: bool) -> None:
+    # -- key frame requests ------------------------------------------------------------
+
+    def _stream_buffered(self) -> int:
+        """Bytes the `stream` channel of the current session holds unsent (0 without one)."""
+        channels = getattr(self.session, "channels", None) or {}
+        channel = channels.get(STREAM.label)
+        return channel.bufferedAmount if channel is not None else 0
+
+    def _on_keyframe_request(self) -> None:
+        if self._answer_task is not None and not self._answer_task.done():
+            log.debug("the receiver asks for the key frame again; the answer is on its way")
+            return
+        wait = self._answers.wait(time.monotonic(), self._stream_buffered())
+        if wait == 0:
+            log.info("the receiver asks for the key frame")
+            self._answer()
+            return
+        self.stats.keyframe_answers_deferred += 1
+        log.info("the receiver asks for the key frame: answering in %.2f s (answer rate limit, or the "
+                 "stream channel still holds %d bytes)", wait, self._stream_buffered())
+        self._answer_task = asyncio.create_task(self._answer_later(wait), name="keyframe-answer")
+
+    async def _answer_later(self, wait: float) -> None:
+        while wait > 0:
+            await asyncio.sleep(wait)
+            if self.session is None:
+                return
+            wait = self._answers.wait(time.monotonic(), self._stream_buffered())
+        self._answer()
+
+    def _answer(self) -> None:
+        nbytes = self._send_setup(header=True)
+        if nbytes:
+            self.stats.keyframe_answers += 1
+            self._answers.answered(time.monotonic(), nbytes)
+
+    def _cancel_answer(self) -> None:
+        if self._answer_task is not None:
+            self._answer_task.cancel()
+            self._answer_task = None
+
+    def _send_setup(self, header: bool) -> int:
         """Session header (if asked) and the current key frames: the small one, then its sharp
-        twin if coded; the next packet is intra and animates the small one."""
+        twin if coded; the next packet is intra and animates the small one.  The bytes sent."""
         s, pair = self.session, self._pair
         if s is None or self._header is None:
-            return
+            return 0
+        sent = 0
         if header:
-            s.send_stream(pack_stream_record(self._header))
+            data = pack_stream_record(self._header)
+            sent += len(data) if s.send_stream(data) else 0
         if pair is None:
-            return
+            return sent
         pair.resent()
-        if self._send_keyframe(pair.small, sharp=False):
+        if small := self._send_keyframe(pair.small, sharp=False):
             self._ready = True
             self._intra.force()
+            sent += small
         if pair.sharp is not None:
-            self._send_keyframe(pair.sharp, sharp=True)
+            sent += self._send_keyframe(pair.sharp, sharp=True)
+        return sent
 
-    def _send_keyframe(self, coded: CodedKeyframe, sharp: bool) -> bool:
+    def _send_keyframe(self, coded: CodedKeyframe, sharp: bool) -> int:
+        """Send a key frame on `stream`: its bytes, 0 when it could not go."""
         data = pack_stream_record(coded.record)
         if self.session is None or not self.session.send_stream(data):
-            return False
+            return 0
         self.stats.keyframe_sent(len(data), sharp)
-        return True
+        return len(data)
 
     def _use_keyframe(self, small: CodedKeyframe, header: bool) -> None:
         """A new (small) key frame takes over: send it (with the session header if asked)
@@ -330,6 +383,7 @@ class SenderHalf(SendingHalf):
         finally:
             if self._sharp_task is not None:
                 self._sharp_task.cancel()
+            self._cancel_answer()
             self._dump.close()
             self._trace.close()
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -8,10 +8,18 @@ animating the small key frame until the receiver says it is `ready` for the shar
 has decoded it and built its synthesizer); from the next packet on, intra, they carry the
 sharp key id.  The levels themselves do not change at the switch: both key frames have
 one reference shape and pose, so only the picture gets sharper.  docs/call.md has the policy.
+
+Key frame requests are answered within limits (`AnswerLimiter`, docs/wire.md "Bounds"): an
+answer (header, small and sharp key frame: tens of kB at 512) may only follow the one
+before it once that one's bytes are paid for at `keyframe_answer_rate_bytes_s`, and not
+while the `stream` channel still holds more than `keyframe_answer_max_buffered_bytes`
+unsent; a request that has to wait is answered once it may, and the ones that come
+meanwhile are folded into it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from codec.encoder import CodedKeyframe
@@ -43,3 +51,28 @@ class KeyframePair:
         """Both went out again (new session, key frame request): back to the small one until
         the receiver is ready for the sharp one again."""
         self.switched = False
+
+
+#: how soon to look again at a `stream` channel that is too full to answer on (seconds)
+BUFFER_RETRY_S = 0.05
+
+
+@dataclass
+class AnswerLimiter:
+    """When a key frame request may be answered (no clock of its own: callers pass `now`)."""
+
+    rate: float                     # bytes per second that answers may use on average
+    max_buffered: int               # no answer while `stream` holds more than this unsent
+    free_at: float = -math.inf      # when the last answer's bytes are paid for
+
+    def wait(self, now: float, buffered: int) -> float:
+        """0 when an answer may go now, else how many seconds to wait before asking again."""
+        if now < self.free_at:
+            return self.free_at - now
+        if buffered > self.max_buffered:
+            return BUFFER_RETRY_S
+        return 0.0
+
+    def answered(self, now: float, nbytes: int) -> None:
+        """An answer of `nbytes` went out at `now`."""
+        self.free_at = now + nbytes / self.rate

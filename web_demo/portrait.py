@@ -5,12 +5,17 @@ The still goes through the same path as a call: the face is found in the whole p
 coded as a VVC key frame with its reference geometry (`FaceEncoder`), decoded back as a
 receiver would (`FaceDecoder`), and its own face parameters are rendered with the edits
 applied (`apply_edits` before `render`).
+
+An uploaded picture is refused before it is decoded unless its own header (PNG IHDR, JPEG
+SOF) declares at most MAX_PIXELS pixels: a small file that declares a huge picture never
+reaches the image decoder.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import struct
 import threading
 from fractions import Fraction
 
@@ -27,21 +32,65 @@ from models.synthesizers import Synthesis
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 4096 * 4096
+MAX_SIDE = 4096
+MAX_PIXELS = MAX_SIDE * MAX_SIDE      # an uploaded picture, as its header declares it
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic...): they carry the size
+JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+NOT_A_PICTURE = "That file is not a picture this demo can read (use a JPEG or PNG)."
+TOO_LARGE = f"That picture is too large (at most {MAX_SIDE} x {MAX_SIDE} pixels)."
 
 
 class PortraitError(Exception):
     """The picture cannot be used; str() says why, in words for the page."""
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) a PNG or JPEG file declares in its header, read without decoding it;
+    PortraitError for anything else."""
+    if data.startswith(PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack_from(">II", data, 16)
+        return width, height
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_size(data)
+    raise PortraitError(NOT_A_PICTURE)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:                       # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:   # markers without a length
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if marker in JPEG_SOF:
+            if length < 7 or pos + 9 > len(data):
+                break
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return width, height
+        if marker in (0xD9, 0xDA) or length < 2:   # end of image, start of scan: no size before it
+            break
+        pos += 2 + length
+    raise PortraitError(NOT_A_PICTURE)
+
+
 def decode_image(data: bytes) -> np.ndarray:
-    """RGB picture from the bytes of a PNG/JPEG/... file."""
+    """RGB picture from the bytes of a PNG or JPEG file; its declared size is checked first."""
+    width, height = image_size(data)
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        raise PortraitError(TOO_LARGE if width and height else NOT_A_PICTURE)
     buf = np.frombuffer(data, np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise PortraitError("That file is not a picture this demo can read (use a JPEG or PNG).")
-    if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:
-        raise PortraitError("That picture is too large (at most 4096 x 4096 pixels).")
+        raise PortraitError(NOT_A_PICTURE)
+    if bgr.shape[0] * bgr.shape[1] > MAX_PIXELS:       # (a file whose header lied)
+        raise PortraitError(TOO_LARGE)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
