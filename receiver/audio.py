@@ -23,7 +23,7 @@ from live.audio import RTP_OVERHEAD_BYTES, SAMPLE_RATE, to_mono_s16
 from live.clock import STAMP_MODULUS, unwrap, wall_ms
 from live.lipsync import ClockMap
 from live.peer import Session
-from live.stats import summary
+from live.stats import Samples, summary
 from live.wire import AudioClock, Muted
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class VoiceStats:
     frames: int = 0              # decoded frames (one a packet)
     samples: int = 0
     sessions_with_voice: int = 0
-    latency: list[float] = field(default_factory=list)   # capture of a frame's first sample to decoded
+    latency: Samples = field(default_factory=Samples)   # capture of a frame's first sample to decoded
     packets: int = 0
     lost: int = 0
     sender_packets: int = 0      # the sender's RTCP report: packets and Opus payload bytes sent

@@ -199,7 +199,8 @@ class Tab:
     async def open_portrait(self, request: OpenPortrait) -> None:
         loop = asyncio.get_running_loop()
         try:
-            picture = decode_image(self.picture_file(request))
+            # off the event loop: a picture of up to MAX_PIXELS still takes a while to decode
+            picture = await loop.run_in_executor(None, decode_image, self.picture_file(request))
             await self.send({"type": "status", "text": "Finding the face and coding the key frame..."})
             self.portrait = await loop.run_in_executor(None, Portrait, picture, self.demo.basis,
                                                        self.demo.synthesis)
