@@ -6,7 +6,15 @@ data channels, see `live.wire`) with whichever peer is in the room:
 - the peer that joins second makes the offer (the server says so in `joined`);
 - when the other peer leaves (`bye`, `peer-left`) or the connection fails, the session
   closes and the link waits in the room; a peer that joins later gets a fresh session;
-- an offer always replaces the current session (the other side started over).
+  when the connection broke with both still in the room, the offerer offers again after
+  `LiveConfig.reoffer_delay_s`;
+- an offer always replaces the current session (the other side started over), except
+  when it crosses an offer of ours that is still unanswered (glare).  aiortc has no
+  rollback, so the polite peer drops its pending connection and answers, and the other
+  ignores the crossing offer and waits for that answer.  Which one is polite is decided
+  by the two offers alone (`polite`), the same way on both ends, without a round trip;
+- negotiation steps run one at a time (`_negotiating`), and a link that is closing or
+  closed never offers or answers again.
 
 The parts of a call end (`Half`: the sender half, the receiver half) hear of sessions
 opening and closing and get the messages of the channels; they write through the
@@ -16,6 +24,7 @@ opening and closing and get the messages of the channels; they write through the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -49,6 +58,15 @@ class IceServer:
 
     def to_rtc(self) -> RTCIceServer:
         return RTCIceServer(urls=self.url, username=self.username, credential=self.credential)
+
+
+def polite(own_offer: str, their_offer: str) -> bool:
+    """Whether we give way when our offer `own_offer` crosses `their_offer` (glare): the end
+    whose offer has the smaller SHA-256 digest is polite.  Each end sees the same two SDP
+    texts (the server relays them unchanged), so exactly one of the two ends is polite;
+    the digest, unlike a role, needs no state that could differ between the ends."""
+    own, theirs = (hashlib.sha256(sdp.encode()).digest() for sdp in (own_offer, their_offer))
+    return own < theirs
 
 
 class Half:
@@ -171,6 +189,10 @@ class PeerLink:
         self._count = 0
         self._tasks: set[asyncio.Task] = set()
         self._watchers: set[asyncio.Task] = set()
+        self._negotiating = asyncio.Lock()     # one offer or answer at a time
+        self._reoffer: asyncio.Task | None = None
+        self.closing = False                   # close() has begun: no negotiation from now on
+        self.glares = 0                        # crossing offers met (the polite end counts them)
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -183,13 +205,17 @@ class PeerLink:
         self._task = asyncio.create_task(self._serve(joined.initiator), name="signaling")
 
     async def close(self) -> None:
-        """Hang up: tell the peer, close the connection and leave the room."""
+        """Hang up: tell the peer, close the connection and leave the room.  From the
+        first line on, nothing offers or answers again (a pending re-offer is cancelled)."""
+        self.closing = True
+        if self._reoffer is not None:
+            self._reoffer.cancel()
         if self._task is not None:
+            # cancel the signaling loop, but do not wait on it for ever: a cancellation can be
+            # lost in asyncio.wait_for (Python 3.11) while a session closes, and the loop then
+            # sits in receive() until the websocket closes below
             self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
+            await asyncio.wait([self._task], timeout=self.config.task_wait_timeout_s)
         if self.session is not None and self.session.is_open:
             await self.session.flush(self.config.flush_timeout_s)
         await self._client.send(Bye())
@@ -213,6 +239,8 @@ class PeerLink:
             await self._offer()
         while True:
             message = await self._client.receive()
+            if self.closing:
+                return
             if message is None:
                 self.signaling_lost.set()
                 log.warning("lost the signaling server: the current call goes on, but no peer can join again")
@@ -232,11 +260,12 @@ class PeerLink:
             self.peer_in_room = True
             await self._answer(message.sdp)
         elif isinstance(message, Answer):
-            s = self.session
-            if s is not None and not s.closed and s.pc.signalingState == "have-local-offer":
-                await s.pc.setRemoteDescription(RTCSessionDescription(message.sdp, "answer"))
-            else:
-                log.debug("ignoring an answer without a pending offer")
+            async with self._negotiating:
+                s = self._pending_offer()
+                if s is not None:
+                    await s.pc.setRemoteDescription(RTCSessionDescription(message.sdp, "answer"))
+                else:
+                    log.debug("ignoring an answer without a pending offer")
         elif isinstance(message, Candidate):
             await self._add_candidate(message.candidate)
         elif isinstance(message, Bye):
@@ -294,20 +323,59 @@ class PeerLink:
         self.session = session
         return session
 
+    def _pending_offer(self) -> Session | None:
+        """The current session while it is our offer still waiting for its answer."""
+        s = self.session
+        if s is not None and not s.closed and s.offerer and s.pc.signalingState == "have-local-offer":
+            return s
+        return None
+
     async def _offer(self) -> None:
-        await self._end_session("new offer")
-        session = self._new_session(offerer=True)
-        await session.pc.setLocalDescription(await session.pc.createOffer())
-        await self._client.send(Offer(session.pc.localDescription.sdp))
+        async with self._negotiating:
+            if self.closing:
+                return
+            await self._end_session("new offer")
+            session = self._new_session(offerer=True)
+            await session.pc.setLocalDescription(await session.pc.createOffer())
+            if session.closed or self.closing:     # hung up while the offer was being made
+                await self._drop(session, "hung up")
+                return
+            await self._client.send(Offer(session.pc.localDescription.sdp))
 
     async def _answer(self, sdp: str) -> None:
-        await self._end_session("peer offered again")
-        session = self._new_session(offerer=False)
-        await session.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
-        session.audio = next((t for t in session.pc.getTransceivers() if t.kind == "audio"), None)
-        self._attach_audio(session)
-        await session.pc.setLocalDescription(await session.pc.createAnswer())
-        await self._client.send(Answer(session.pc.localDescription.sdp))
+        async with self._negotiating:
+            if self.closing:
+                return
+            pending = self._pending_offer()
+            if pending is not None:
+                # glare: our offer and theirs crossed in the server
+                if not polite(pending.pc.localDescription.sdp, sdp):
+                    log.info("offers crossed: keeping ours (session %d), the peer answers it", pending.number)
+                    return
+                self.glares += 1
+                log.info("offers crossed: dropping ours (session %d) and answering the peer's", pending.number)
+                await self._end_session("offers crossed")
+            else:
+                await self._end_session("peer offered again")
+            session = self._new_session(offerer=False)
+            await session.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            session.audio = next((t for t in session.pc.getTransceivers() if t.kind == "audio"), None)
+            self._attach_audio(session)
+            await session.pc.setLocalDescription(await session.pc.createAnswer())
+            if session.closed or self.closing:
+                await self._drop(session, "hung up")
+                return
+            await self._client.send(Answer(session.pc.localDescription.sdp))
+
+    async def _drop(self, session: Session, reason: str) -> None:
+        """End `session` if it is still the current one, else just close its connection."""
+        if session is self.session:
+            await self._end_session(reason)
+        else:
+            try:
+                await asyncio.wait_for(session.pc.close(), self.config.pc_close_timeout_s)
+            except Exception as exc:
+                log.debug("closing session %d: %s", session.number, exc)
 
     def _attach_audio(self, session: Session) -> None:
         """Opus only on the audio m-line (our tracks yield Opus packets), and the voice of
@@ -370,11 +438,22 @@ class PeerLink:
             was_offerer = session.offerer
             await self._end_session(reason)
             # both still in the room but the connection broke: the offerer starts over
-            if was_offerer and self.peer_in_room and not self.signaling_lost.is_set() and reason != "hung up":
-                await asyncio.sleep(1.0)
-                if self.session is None and self.peer_in_room:
-                    log.info("offering again")
-                    await self._offer()
+            if (was_offerer and self.peer_in_room and not self.signaling_lost.is_set() and not self.closing
+                    and self._reoffer is None):
+                self._reoffer = asyncio.ensure_future(self._offer_again())
+
+    async def _offer_again(self) -> None:
+        """After a broken connection: offer again once `reoffer_delay_s` has passed, unless
+        the link is closing, a session came meanwhile or the peer left."""
+        try:
+            await asyncio.sleep(self.config.reoffer_delay_s)
+            if self.session is None and self.peer_in_room and not self.closing:
+                log.info("offering again")
+                await self._offer()
+        except Exception as exc:   # aiortc failing to make an offer must not end the call end
+            log.warning("could not offer again: %s", exc)
+        finally:
+            self._reoffer = None
 
     async def _end_session(self, reason: str) -> None:
         session, self.session = self.session, None
@@ -399,4 +478,4 @@ class PeerLink:
         task.add_done_callback(self._tasks.discard)
 
 
-__all__ = ["Half", "IceServer", "PeerLink", "Session", "SignalingError"]
+__all__ = ["Half", "IceServer", "PeerLink", "Session", "SignalingError", "polite"]

@@ -5,6 +5,7 @@ and a peer that leaves can be replaced by one that joins later."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -103,11 +104,68 @@ def test_room_full_and_unreachable_server():
             with pytest.raises(SignalingError, match="already holds a call"):
                 await PeerLink(url, "full", [Half()], config=LIVE).open()
             for link in links:
+                # hanging up never hangs (a lost cancellation once left the second link's
+                # close waiting for the test's own timeout): a hang check, not a speed one
+                started = time.monotonic()
                 await link.close()
+                assert time.monotonic() - started < 5.0
             port = server.port
         with pytest.raises(SignalingError, match="cannot reach the signaling server"):
             await SignalingClient(f"ws://127.0.0.1:{port}", timeout=2).join("x")
         with pytest.raises(SignalingError, match="not a websocket URL"):
             await SignalingClient("http://nope", timeout=2).join("x")
+
+    run(main())
+
+
+def test_crossing_offers_are_resolved():
+    """Glare: both ends start over at the same moment, so their offers cross in the server.
+    One of them (the polite one) drops its own offer and answers; a session opens and
+    carries messages.  Twice, so that both orders of arrival are met."""
+    async def main():
+        async with SignalingServer("127.0.0.1", 0) as server:
+            url = f"ws://127.0.0.1:{server.port}"
+            a, b = Recorder(), Recorder()
+            link_a, link_b = PeerLink(url, "glare", [a], config=LIVE), PeerLink(url, "glare", [b], config=LIVE)
+            await link_a.open()
+            await link_b.open()
+            await a.wait_for("open")
+            await b.wait_for("open")
+            for round_ in (2, 3):
+                await asyncio.gather(link_a._offer(), link_b._offer())
+                await a.wait_for("open", round_)
+                await b.wait_for("open", round_)
+                assert a.session is link_a.session and b.session is link_b.session
+                assert a.session.offerer != b.session.offerer
+                assert b.session.send_stream(bytes([round_]))
+                await a.wait_for("stream", round_ - 1)
+                assert ("stream", bytes([round_])) in a.events
+            await link_a.close()
+            await link_b.close()
+
+    run(main())
+
+
+def test_a_closed_link_never_offers_again():
+    """The connection breaks; the offerer would offer again after a second, but it hangs
+    up within that second: it must stay closed (no new peer connection after close)."""
+    async def main():
+        async with SignalingServer("127.0.0.1", 0) as server:
+            url = f"ws://127.0.0.1:{server.port}"
+            a, b = Recorder(), Recorder()
+            link_a, link_b = PeerLink(url, "closing", [a], config=LIVE), PeerLink(url, "closing", [b], config=LIVE)
+            await link_a.open()
+            await link_b.open()
+            await a.wait_for("open")
+            await b.wait_for("open")
+            assert link_b.session.offerer          # b joined second: b offers, and offers again
+            await link_a.session.pc.close()        # a's end of the connection breaks without a bye
+            await b.wait_for("closed")
+            await link_b.close()                   # within the second before b would offer again
+            count = link_b._count
+            await asyncio.sleep(2.0)
+            assert link_b.session is None, "the closed link offered again"
+            assert link_b._count == count
+            await link_a.close()
 
     run(main())
