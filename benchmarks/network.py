@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.netem.topology import GATEWAY_A, GATEWAY_B, Topology, unavailable
+from signaling.rooms import new_room
 
 log = logging.getLogger("benchmarks.network")
 REPO = Path(__file__).resolve().parent.parent
@@ -187,7 +187,7 @@ def run_call(scenario: Scenario, clip: Path, raw: Path, start_timeout: float = 9
     fps = clip_fps(clip)
     run = CallRun(scenario, raw, fps, load=(os.getloadavg()[0], 0.0))
     frames = int(round(scenario.seconds * fps))
-    room = secrets.token_urlsafe(16)
+    room = new_room()
     with Topology() as net, Processes(raw) as procs:
         procs.start("signaling", net.python(net.ns_m, "signaling", "--host", "0.0.0.0", "--port", "0"))
         port = procs.wait_log("signaling", _LISTENING, 30).group(1)

@@ -43,7 +43,18 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from live.config import DEFAULT, LiveConfig
-from live.wire import CHANNELS, CONTROL, PARAMS, STREAM, ControlMessage, WireError, encode_control, parse_control
+from live.wire import (
+    CHANNELS,
+    CONTROL,
+    FEEDBACK,
+    PARAMS,
+    STREAM,
+    ControlMessage,
+    Loss,
+    WireError,
+    encode_control,
+    parse_control,
+)
 from signaling.client import SignalingClient, SignalingError
 from signaling.protocol import Answer, Bye, Candidate, Error, Offer, PeerJoined, PeerLeft
 
@@ -130,7 +141,8 @@ class Session:
         return self._send(PARAMS.label, data)
 
     def send_control(self, message: ControlMessage) -> bool:
-        return self._send(CONTROL.label, encode_control(message))
+        """On `control`; a loss report on `feedback` (unreliable: the next report follows)."""
+        return self._send(FEEDBACK.label if isinstance(message, Loss) else CONTROL.label, encode_control(message))
 
     def wire_bytes(self) -> tuple[int, int] | None:
         """(sent, received) bytes of this connection's DTLS transport (all data channels
@@ -404,7 +416,7 @@ class PeerLink:
     def _dispatch(self, session: Session, label: str, data) -> None:
         if session is not self.session or session.closed:
             return
-        if label == CONTROL.label:
+        if label in (CONTROL.label, FEEDBACK.label):
             try:
                 message = parse_control(data)
             except WireError as exc:

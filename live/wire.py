@@ -1,6 +1,6 @@
 """What travels on a live call's data channels (the tables are in docs/wire.md).
 
-Three negotiated data channels (fixed SCTP stream ids, created by both ends before the
+Four negotiated data channels (fixed SCTP stream ids, created by both ends before the
 offer/answer, so neither waits for the other to announce them):
 
 | label     | id | delivery                      | payload |
@@ -8,9 +8,14 @@ offer/answer, so neither waits for the other to announce them):
 | `stream`  | 0  | reliable, ordered             | binary: record type byte + SESSION_HEADER / KEYFRAME payload |
 | `params`  | 1  | unreliable (0 retransmits), unordered | binary: one PARAM_PACKET payload |
 | `control` | 2  | reliable, ordered             | text: one JSON object with a "type" |
+| `feedback`| 3  | unreliable (0 retransmits), unordered | text: a `loss` control message (repeated while it holds) |
 
 Channels are two-way: on a two-way call each end's sender half writes `stream` and
-`params` and reads `control`; its receiver half does the opposite.  A control message's
+`params` and reads `control` and `feedback`; its receiver half does the opposite.  Loss
+reports go on `feedback`: on the reliable `control` channel one lost report would hold back
+every later one until SCTP retransmits it (a second or more), while a report that is lost
+on `feedback` is simply followed by the next (they repeat every 100 ms while the chain is
+broken).  A control message's
 type says which half it is for.  The control messages are msgspec structs that declare
 their fields' types and limits.  Everything here is pure: bad input raises `WireError`
 (or `StreamError` from the record parsers) with a one-line reason.
@@ -42,7 +47,8 @@ class ChannelSpec:
 STREAM = ChannelSpec("stream", 0, ordered=True, max_retransmits=None)
 PARAMS = ChannelSpec("params", 1, ordered=False, max_retransmits=0)
 CONTROL = ChannelSpec("control", 2, ordered=True, max_retransmits=None)
-CHANNELS = (STREAM, PARAMS, CONTROL)
+FEEDBACK = ChannelSpec("feedback", 3, ordered=False, max_retransmits=0)
+CHANNELS = (STREAM, PARAMS, CONTROL, FEEDBACK)
 
 STREAM_RECORDS = (RecordType.SESSION_HEADER, RecordType.KEYFRAME)
 
