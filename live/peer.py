@@ -43,6 +43,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from live.config import DEFAULT, LiveConfig
+from live.jitter import use_voice_jitter_buffer
 from live.wire import (
     CHANNELS,
     CONTROL,
@@ -390,11 +391,12 @@ class PeerLink:
                 log.debug("closing session %d: %s", session.number, exc)
 
     def _attach_audio(self, session: Session) -> None:
-        """Opus only on the audio m-line (our tracks yield Opus packets), and the voice of
-        the first half that has one."""
+        """Opus only on the audio m-line (our tracks yield Opus packets), the voice of the
+        first half that has one, and a jitter buffer that gives up on a lost packet in time."""
         t = session.audio
         if t is None:
             return
+        use_voice_jitter_buffer(t.receiver)
         opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
         t.setCodecPreferences(opus)
         track = next((tr for tr in (h.audio_track(session) for h in self.halves) if tr is not None), None)

@@ -27,6 +27,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from codec_core.config import load_config
 from live.cli import CallError
 from live.config import DEFAULT, LiveConfig
+from live.jitter import use_voice_jitter_buffer
 from live.lipsync import Hold, hold
 from live.peer import Half, PeerLink, Session
 from live.runner import LiveRunner
@@ -159,6 +160,9 @@ class TabCall:
                             "message": "The video connection between this page and the demo server failed."})
 
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "audio":     # the microphone: a lost packet given up on in time
+                use_voice_jitter_buffer(transceiver.receiver)
         self.pc.addTrack(self.track)
         self.pc.addTrack(self.voice_track)       # same stream id as the face: the browser syncs them
         await self.pc.setLocalDescription(await self.pc.createAnswer())
