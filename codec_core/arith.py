@@ -163,6 +163,11 @@ class ArithmeticDecoder:
         for _ in range(STATE_BITS):
             self._code = (self._code << 1) | self._read_bit()
 
+    @property
+    def bits_read(self) -> int:
+        """Bits taken from the input so far, the implied zeros past its end included."""
+        return self._pos
+
     def _read_bit(self) -> int:
         pos = self._pos
         self._pos += 1

@@ -18,7 +18,15 @@ from __future__ import annotations
 import numpy as np
 
 from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder, ContextSet
-from codec_core.format import EG_ORDER_GEOMETRY, EG_ORDER_INTRA, EG_ORDER_PREDICTED, MAX_EG_VALUE, MAX_LEVEL, NUM_UNARY
+from codec_core.format import (
+    EG_ORDER_GEOMETRY,
+    EG_ORDER_INTRA,
+    EG_ORDER_PREDICTED,
+    MAX_EG_VALUE,
+    MAX_LEVEL,
+    MAX_SHAPE_LEVEL,
+    NUM_UNARY,
+)
 
 
 class ParamDecodeError(Exception):
@@ -154,13 +162,18 @@ def encode_geometry(enc: ArithmeticEncoder, q: np.ndarray, predictors: np.ndarra
 
 
 def decode_geometry(dec: ArithmeticDecoder, predictors: np.ndarray) -> np.ndarray:
+    """The (len(predictors), 3) levels; ParamDecodeError as soon as one is beyond
+    MAX_SHAPE_LEVEL (corrupt input: no need to read the rest)."""
     ctxs = ContextSet()
-    q = np.zeros((len(predictors), 3), np.int64)
-    for i in range(len(predictors)):
-        base = q[predictors[i]] if predictors[i] >= 0 else np.zeros(3, np.int64)
+    q = [[0, 0, 0] for _ in range(len(predictors))]
+    for i, p in enumerate(predictors.tolist()):
+        base = q[p] if p >= 0 else [0, 0, 0]
         for axis in range(3):
-            q[i, axis] = base[axis] + read_int(dec, ctxs, ("g", axis), EG_ORDER_GEOMETRY)
-    return q
+            level = base[axis] + read_int(dec, ctxs, ("g", axis), EG_ORDER_GEOMETRY)
+            if abs(level) > MAX_SHAPE_LEVEL:
+                raise ParamDecodeError("reference geometry is corrupt (a shape level is out of range)")
+            q[i][axis] = level
+    return np.array(q, np.int64).reshape(len(predictors), 3)
 
 
 # -- live packets ------------------------------------------------------------------------

@@ -33,11 +33,12 @@ class Message(msgspec.Struct, tag_field="type", frozen=True, forbid_unknown_fiel
 
 
 class Refused(ValueError):
-    """A message its schema does not accept; ``str()`` says why, ``path`` names the field
-    (``"room"``, ``"values.yaw"``; ``""`` for the message as a whole)."""
+    """A message its schema does not accept; ``str()`` says why, in one line of at most
+    ``MAX_WORDS`` printable characters, ``path`` names the field (``"room"``,
+    ``"values.yaw"``; ``""`` for the message as a whole)."""
 
     def __init__(self, words: str, path: str = "") -> None:
-        super().__init__(words)
+        super().__init__(_one_line(words))
         self.path = path
 
 
@@ -47,6 +48,8 @@ _WANTED = {"str": "a string", "int": "an integer", "float": "a number", "bool": 
 _GOT = {"str": "string", "int": "number", "float": "number", "bool": "boolean"}
 _SCALAR = "bool | int | float | str | null"
 _MAX_VALUE_CHARS = 40
+#: The longest refusal (values from outside in it are cut to _MAX_VALUE_CHARS before).
+MAX_WORDS = 300
 _TOO_DEEP = "invalid JSON: nested too deeply"
 
 
@@ -144,6 +147,13 @@ def _got(name: str) -> str:
 def _clip(text: str) -> str:
     """Names and values from outside, cut short for the error message."""
     return text if len(text) <= _MAX_VALUE_CHARS else text[:_MAX_VALUE_CHARS] + "..."
+
+
+def _one_line(words: str) -> str:
+    """`words` as one line: characters that do not print (a newline, a NUL) escaped, the
+    whole cut at MAX_WORDS, so that a value from outside cannot break a log line."""
+    line = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in words)
+    return line if len(line) <= MAX_WORDS else line[:MAX_WORDS - 3] + "..."
 
 
 def _sentence(text: str) -> str:

@@ -8,7 +8,10 @@ applied (`apply_edits` before `render`).
 
 An uploaded picture is refused before it is decoded unless its own header (PNG IHDR, JPEG
 SOF) declares at most MAX_PIXELS pixels: a small file that declares a huge picture never
-reaches the image decoder.
+reaches the image decoder.  A PNG's chunks are walked first too: OpenCV's reader reserves
+the length a chunk declares before it finds the file too short (33 bytes made it take
+256 MiB, benchmarks.fuzz), so a chunk longer than the rest of the file is refused, as is an
+animation frame (fcTL) larger than MAX_SIDE.
 """
 
 from __future__ import annotations
@@ -49,11 +52,30 @@ def image_size(data: bytes) -> tuple[int, int]:
     """(width, height) a PNG or JPEG file declares in its header, read without decoding it;
     PortraitError for anything else."""
     if data.startswith(PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
+        _check_png_chunks(data)
         width, height = struct.unpack_from(">II", data, 16)
         return width, height
     if data.startswith(b"\xff\xd8"):
         return _jpeg_size(data)
     raise PortraitError(NOT_A_PICTURE)
+
+
+def _check_png_chunks(data: bytes) -> None:
+    """Every chunk (length, type, data, CRC) within the file up to IEND; fcTL frames no
+    larger than MAX_SIDE."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4:pos + 8]
+        if length > len(data) - pos - 12:
+            raise PortraitError(NOT_A_PICTURE)
+        if kind == b"fcTL" and length >= 12:
+            width, height = struct.unpack_from(">II", data, pos + 12)
+            if width > MAX_SIDE or height > MAX_SIDE:
+                raise PortraitError(TOO_LARGE)
+        if kind == b"IEND":
+            return
+        pos += 12 + length
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
