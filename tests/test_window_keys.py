@@ -137,7 +137,7 @@ def test_keys_in_the_window_on_a_display(tmp_path, display):
         wid = wait_for(lambda: x("xdotool", "search", "--onlyvisible", "--name", "facecall").split("\n")[0], 60,
                        "the receiver's window")
         time.sleep(2.0)
-        before = window_yaw()
+        before = window_yaw(seconds=60.0)     # the first picture: session, key frame and synthesis set up
         x("xdotool", "windowfocus", "--sync", wid)      # no window manager: focus it directly
         for _ in range(4):
             x("xdotool", "key", "--window", wid, "d")
