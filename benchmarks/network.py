@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -48,10 +47,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.netem.topology import GATEWAY_A, GATEWAY_B, Topology, unavailable
+from benchmarks.processes import REPO, Processes
 from signaling.rooms import new_room
 
 log = logging.getLogger("benchmarks.network")
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "clips" / "rt__3.mp4"
 AUDIO_GAP_MS = 100.0          # voice gaps counted from this long
 WAIT_PEER_S = 3.0             # the receiver's --wait-peer: the sender's bye can overtake its "end" (delayed)
@@ -110,61 +109,6 @@ class CallRun:
 
 # -- running a call ----------------------------------------------------------------------
 
-class Processes:
-    """Processes started in namespaces, logs in files; all killed on exit."""
-
-    def __init__(self, raw: Path) -> None:
-        self.raw = raw
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-        self.env["PYTHONUNBUFFERED"] = "1"
-        self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-
-    def start(self, name: str, argv: Sequence[str]) -> subprocess.Popen:
-        with open(self.raw / f"{name}.log", "w") as out:
-            proc = subprocess.Popen(list(argv), cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.raw / f"{name}.log").read_text(errors="replace")
-
-    def wait_log(self, name: str, pattern: re.Pattern | str, timeout: float) -> re.Match:
-        pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = pattern.search(self.log(name))
-            if m:
-                return m
-            if self.procs[name].poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"{name} did not say {pattern.pattern!r}:\n{self.log(name)[-2000:]}")
-
-    def stop(self, name: str) -> None:
-        proc = self.procs.get(name)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def clip_fps(path: Path) -> float:
     import av
 
@@ -189,13 +133,13 @@ def run_call(scenario: Scenario, clip: Path, raw: Path, start_timeout: float = 9
     frames = int(round(scenario.seconds * fps))
     room = new_room()
     with Topology() as net, Processes(raw) as procs:
-        procs.start("signaling", net.python(net.ns_m, "signaling", "--host", "0.0.0.0", "--port", "0"))
+        procs.launch("signaling", net.python(net.ns_m, "signaling", "--host", "0.0.0.0", "--port", "0"))
         port = procs.wait_log("signaling", _LISTENING, 30).group(1)
-        procs.start("sniff", net.python(net.ns_b, "benchmarks.netem.sniff", "--iface", "v",
+        procs.launch("sniff", net.python(net.ns_b, "benchmarks.netem.sniff", "--iface", "v",
                                         "--out", str(run.path("sniff.jsonl"))))
         procs.wait_log("sniff", "ready", 30)
         if scenario.routed:
-            procs.start("router", net.router_command(
+            procs.launch("router", net.router_command(
                 "--delay-ms", str(scenario.delay_ms), "--jitter-ms", str(scenario.jitter_ms),
                 "--reorder-pct", str(scenario.reorder_pct), "--reorder-ms", str(scenario.reorder_ms)))
             procs.wait_log("router", "ready", 30)
@@ -204,11 +148,11 @@ def run_call(scenario: Scenario, clip: Path, raw: Path, start_timeout: float = 9
             net.set_loss(scenario.loss_pct)
         if scenario.rate_kbit:
             net.set_rate(scenario.rate_kbit)
-        procs.start("receiver", net.python(
+        procs.launch("receiver", net.python(
             net.ns_b, "receiver", "--signaling", f"ws://{GATEWAY_B}:{port}", "--room", room,
             "--stats", str(run.path("receiver.json")), "--dump-levels", str(run.path("received.jsonl")),
             "--trace", str(run.path("trace.jsonl")), "--audio-output", "none", "--wait-peer", str(WAIT_PEER_S)))
-        procs.start("sender", net.python(
+        procs.launch("sender", net.python(
             net.ns_a, "sender", "--signaling", f"ws://{GATEWAY_A}:{port}", "--room", room,
             "--source", str(clip), "--loop", "--frames", str(frames),
             "--sender-stats", str(run.path("sender.json")), "--dump-sent", str(run.path("sent.jsonl"))))

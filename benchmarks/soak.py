@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from signaling.rooms import new_room
+
 log = logging.getLogger("benchmarks.soak")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,12 +165,13 @@ def run(minutes: float, interval_s: float, out: Path, warmup_min: float, window_
     soak = Soak(minutes, interval_s, warmup_min, window_min)
     signaling, url = _signaling(logs)
     procs: dict[str, subprocess.Popen] = {}
+    room = new_room()
     try:
         for name, clip in PEERS:
             source = CLIPS / clip
             if not source.exists():
                 raise SystemExit(f"error: no test clip at {source} (../shared/data)")
-            procs[name] = _start(name, ["call", "--signaling", url, "--room", "soak-call", "--source", str(source),
+            procs[name] = _start(name, ["call", "--signaling", url, "--room", room, "--source", str(source),
                                         "--loop", "--audio-output", "none", "--stats", str(out / f"{name}.json"),
                                         "--trace", str(out / f"{name}-trace.jsonl"), "--wait-peer", "60"], logs)
         sampler = Sampler({"signaling": signaling.pid, **{n: p.pid for n, p in procs.items()}})

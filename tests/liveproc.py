@@ -5,7 +5,6 @@ checks on received video."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -15,44 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
+import benchmarks.processes
+
 REPO = Path(__file__).resolve().parent.parent
 PROCESS_TIMEOUT = 150.0
 _LISTENING = re.compile(r"signaling server listening on (ws://\S+)")
 
 
-class Processes:
+class Processes(benchmarks.processes.Processes):
     """Start `python -m ...` processes; on exit every one still running is killed."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-        self.env["PYTHONUNBUFFERED"] = "1"
-        self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+    @property
+    def tmp(self) -> Path:
+        return self.folder
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text(errors="replace")
+        return self.launch(name, [sys.executable, "-m", *args])
 
     def signaling(self) -> str:
         """Start a signaling server on a free port; its ws:// URL."""
