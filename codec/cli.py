@@ -1,10 +1,15 @@
 """Command line of the offline codec: encode, decode and inspect stream files.
 
-    python -m codec_core encode INPUT -o STREAM [--qp N] [--size 256|512] [--frames N]
+    python -m codec_core encode INPUT -o STREAM [--qp|--iframe-qp N] [--size 256|512] [--frames N]
+                                [--no-crop] [--quantization-factor F]
                                 [--save-crop CROP.mp4] [--config FILE.yaml]
     python -m codec_core decode STREAM -o OUT.mp4 [--synth warp|learned] [--backend torch|onnx]
                                 [--device cpu|cuda] [--onnx-model PATH] [--edit NAME=VALUE ...]
     python -m codec_core info STREAM
+
+INPUT is a video file, or a raw RGB 4:4:4 sequence of the GFVC common test conditions
+(`NAME_256x256_25_8bit_444.rgb`); `--iframe-qp` and `--quantization-factor` follow the GFVC
+software's conventions (docs/bitstream.md, "GFVC conventions").
 
 Errors end with one line on stderr and exit status 1 (2 for bad usage).
 """
@@ -32,10 +37,11 @@ def cmd_encode(args) -> int:
     from models.face_model import FaceBasis
 
     cfg = load_config(args.config).with_overrides(keyframe_qp=args.qp, size=args.size)
+    cfg = cfg.with_quantization_factor(args.quantization_factor)
     check_size(cfg.size)
     start = time.perf_counter()
     res = encode_video(args.input, args.output, cfg, FaceBasis.load(), args.frames, args.save_crop,
-                       progress=sys.stderr.isatty())
+                       progress=sys.stderr.isatty(), no_crop=args.no_crop)
     took = time.perf_counter() - start
     log.info("encoded %d frames in %.1f s (%.1f fps): key frame %d bytes (QP %d), file %d bytes%s",
              res.frames, took, res.frames / took, res.keyframe_bytes, res.keyframe_qp, res.file_bytes,
@@ -75,9 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="video file -> stream file")
     e.add_argument("input")
     e.add_argument("-o", "--output", required=True)
-    e.add_argument("--qp", type=int, help="VVC QP of the key frame (default from the configuration)")
+    e.add_argument("--qp", "--iframe-qp", dest="qp", type=int, metavar="N",
+                   help="VVC QP of the key frame (default from the configuration; --iframe-qp is GFVC's name)")
     e.add_argument("--size", type=int, choices=SIZES, help="crop size (default 256)")
     e.add_argument("--frames", type=int, help="encode at most N frames")
+    e.add_argument("--no-crop", action="store_true",
+                   help="the input is already the square face crop at --size: code it as it is")
+    e.add_argument("--quantization-factor", type=float, metavar="F",
+                   help="divide every per-frame quantisation step by F (GFVC's convention; default 1)")
     e.add_argument("--save-crop", help="also write the coded crops losslessly to this video file")
     e.add_argument("--config", help="YAML file overriding codec_core/defaults.yaml")
     e.set_defaults(func=cmd_encode)

@@ -3,7 +3,8 @@
 `FaceEncoder` is the per-session state that a file encoder and the live sender share:
 it codes a key frame (VVC, decoded back: the closed loop), derives the reference geometry
 from it, and turns each frame's landmarks into quantised parameter levels.
-`encode_video` is the offline encoder behind `python -m codec_core encode`.
+`encode_video` is the offline encoder behind `python -m codec_core encode`: a video file
+or a raw GFVC sequence in, cropped around the face or taken as it is (`--no-crop`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from tqdm import tqdm
 
 from codec_core.arith import ArithmeticEncoder
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, write_file_start, write_record
-from codec_core.config import MAX_QP, CodecConfig
-from codec_core.format import FORMAT_MESH478, KEYFRAME_CODEC_VVC, step_vector
+from codec_core.config import MAX_QP, CodecConfig, ConfigError
+from codec_core.format import FORMAT_MESH478, KEYFRAME_CODEC_VVC, MAX_LEVEL, MAX_SHAPE_LEVEL, step_vector
 from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import ParamFrameEncoder, quantise
 from codec_core.video import VideoWriter, probe_fps, read_frames
 from models.face_model import FaceBasis, FaceModel
 from models.reference import Reference
-from models.tracking import CropTracker, NoFaceError
+from models.tracking import CropTracker, NoFaceError, WholeFrameTracker
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +151,26 @@ class EncodeResult:
     keyframe_bytes: int
     keyframe_qp: int
     file_bytes: int
+    levels: list[np.ndarray]     # every frame's quantised parameters: what a decoder must get back
+
+
+def check_in_bounds(levels: np.ndarray, bound: int, what: str) -> None:
+    """ConfigError when the steps made a level that decoders refuse as corrupt (docs/bitstream.md,
+    Bounds): steps too fine for this input, e.g. too large a --quantization-factor."""
+    largest = int(np.abs(levels).max(initial=0))
+    if largest > bound:
+        raise ConfigError(f"the quantisation steps are too fine: a {what} level of {largest} is beyond the "
+                          f"format's {bound} (use a smaller --quantization-factor)")
 
 
 def encode_video(source: str | Path, output: str | Path, config: CodecConfig, basis: FaceBasis,
                  max_frames: int | None = None, save_crop: str | Path | None = None,
-                 progress: bool = False) -> EncodeResult:
-    """Encode a video file into a stream file."""
+                 progress: bool = False, no_crop: bool = False) -> EncodeResult:
+    """Encode a video file (or raw `.rgb` sequence) into a stream file; `no_crop`: the input is
+    already the square crop at the coded size, taken as it is."""
     fps = probe_fps(source)
     encoder = FaceEncoder(config, basis)
-    tracker = CropTracker(config.size)
+    tracker = WholeFrameTracker(config.size) if no_crop else CropTracker(config.size)
     levels: list[np.ndarray] = []
     lost = 0
     writer = VideoWriter(save_crop, fps, lossless=True) if save_crop else None
@@ -170,12 +182,15 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
                 tracked = tracker.track(frame)
                 if tracked.landmarks is None:
                     raise NoFaceError("no face found in the first frame's crop")
-                encoder.new_keyframe(tracked.crop, tracked.landmarks)
+                geometry = encoder.new_keyframe(tracked.crop, tracked.landmarks).reference.geometry
+                check_in_bounds(geometry.shape_levels, MAX_SHAPE_LEVEL, "reference shape")
+                check_in_bounds(geometry.pose_levels, MAX_SHAPE_LEVEL, "key frame pose")
             else:
                 tracked = tracker.track(frame)
             if tracked.landmarks is None:
                 lost += 1
             levels.append(encoder.levels(tracked.landmarks))
+            check_in_bounds(levels[-1], MAX_LEVEL, "parameter")
             if writer:
                 writer.write(tracked.crop)
     finally:
@@ -196,4 +211,4 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
         payload = encode_segment(chunk, basis.num_params)
         out += write_record(RecordType.PARAM_SEGMENT, ParamSegment(start, len(chunk), payload).pack())
     Path(output).write_bytes(out)
-    return EncodeResult(len(levels), lost, len(keyframe.record.picture), keyframe.qp, len(out))
+    return EncodeResult(len(levels), lost, len(keyframe.record.picture), keyframe.qp, len(out), levels)

@@ -5,14 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from codec_core.format import MAX_INTRA_INTERVAL, SIDES, STEP_NAMES
+from codec_core.format import MAX_INTRA_INTERVAL, MAX_STEP, SIDES, STEP_NAMES
 
 DEFAULTS = Path(__file__).resolve().parent / "defaults.yaml"
 #: The crop sides a stream may have (`size`, `--size`): the format's.
 SIZES = SIDES
 MAX_QP = 63
+#: The steps of the per-frame parameters: the ones `--quantization-factor` divides (the
+#: key frame's geometry step stays).
+FRAME_STEP_NAMES = tuple(name for name in STEP_NAMES if name != "geometry")
 
 
 class ConfigError(Exception):
@@ -33,6 +37,11 @@ class Steps:
         """The steps in the order the session header carries them (format.STEP_NAMES)."""
         return tuple(getattr(self, name) for name in STEP_NAMES)
 
+    def divided(self, factor: float) -> Steps:
+        """The GFVC quantisation factor (docs/bitstream.md, "GFVC conventions"): every per-frame
+        step divided by `factor` (2 halves them); the key frame's geometry step stays."""
+        return replace(self, **{name: getattr(self, name) / factor for name in FRAME_STEP_NAMES})
+
 
 assert tuple(f.name for f in fields(Steps)) == STEP_NAMES, "Steps must list format.STEP_NAMES in order"
 
@@ -51,6 +60,18 @@ class CodecConfig:
 
     def with_overrides(self, **kw) -> CodecConfig:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    def with_quantization_factor(self, factor: float | None) -> CodecConfig:
+        """The per-frame steps divided by `factor` (None or 1: as they are); ConfigError when
+        the factor is not positive or takes a step outside (0, format.MAX_STEP)."""
+        if factor is None or factor == 1:
+            return self
+        if not 0 < factor < float("inf"):
+            raise ConfigError(f"the quantisation factor must be a positive number, not {factor}")
+        steps = self.steps.divided(factor)
+        if not all(0 < np.float32(s) < MAX_STEP for s in steps.values()):  # as the header carries them
+            raise ConfigError(f"quantisation factor {factor} takes a step outside (0, {MAX_STEP:g})")
+        return replace(self, steps=steps)
 
     def to_dict(self) -> dict:
         return asdict(self)

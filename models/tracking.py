@@ -3,6 +3,8 @@
 `CropTracker.start(frame)` finds the face in the whole picture and fixes the crop;
 `CropTracker.track(frame)` cuts that crop from each new frame and returns the crop and
 its landmarks in crop pixels (None when the face is lost or has left the crop).
+`WholeFrameTracker` does the same for pre-cropped input (`encode --no-crop`): the crop
+is the whole picture, which must already be square at the coded size.
 `track_video` does both over a video file, as the offline encoder does.
 """
 
@@ -53,6 +55,27 @@ class CropTracker:
 
     def close(self) -> None:
         self._tracker.close()
+
+
+class WholeFrameTracker(CropTracker):
+    """Pre-cropped input: every picture is the crop as it is (no face search, no scaling)."""
+
+    def start(self, frame: np.ndarray) -> CropBox:
+        """The whole picture as the crop; ValueError unless it is `size` x `size`."""
+        h, w = frame.shape[:2]
+        if (h, w) != (self.size, self.size):
+            raise ValueError(f"--no-crop needs pictures of {self.size}x{self.size} (the coded size), "
+                             f"not {w}x{h}")
+        self.box = CropBox(0, 0, self.size)
+        return self.box
+
+    def track(self, frame: np.ndarray) -> TrackedFrame:
+        if self.box is None or frame.shape[:2] != (self.size, self.size):
+            self.start(frame)
+        landmarks = self._tracker.detect(frame)
+        if landmarks is not None and not face_inside(landmarks, self.size):
+            landmarks = None
+        return TrackedFrame(np.ascontiguousarray(frame), landmarks)
 
 
 def track_video(path: str | Path, max_frames: int | None = None, size: int = 256) -> list[TrackedFrame]:
