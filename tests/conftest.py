@@ -12,6 +12,17 @@ SHARED = Path(os.environ.get("FACECALL_SHARED", REPO.parent / "shared"))
 CLIPS = SHARED / "data" / "clips"
 STILLS = SHARED / "data" / "stills"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CHROMIUM = Path("/usr/bin/chromium")     # Debian's, driven by Playwright (never `playwright install`)
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:           # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+needs_browser = pytest.mark.skipif(
+    sync_playwright is None or not CHROMIUM.exists(),
+    reason="the playwright package is not installed (scripts/setup installs it)" if sync_playwright is None
+    else "/usr/bin/chromium is missing (scripts/setup installs Debian's chromium when run as root)")
 
 
 def clip(name: str) -> Path:

@@ -25,27 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CHROMIUM, needs_browser, sync_playwright
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from signaling import ServerConfig, SignalingServer
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 STILLS = ROOT.parent / "shared" / "data" / "stills"
 TIMEOUT = 20.0
 EVIL = "http://evil.example"
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:           # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-needs_browser = pytest.mark.skipif(
-    sync_playwright is None or not CHROMIUM.exists(),
-    reason="the playwright package is not installed (scripts/setup installs it)" if sync_playwright is None
-    else "/usr/bin/chromium is missing (scripts/setup installs Debian's chromium when run as root)")
-
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
     async def bounded() -> Any:

@@ -142,19 +142,14 @@ def test_a_flood_of_key_frames_is_dropped_and_counted_and_the_newest_decodes():
     from codec_core.param_coding import PacketParamEncoder
     from live.wire import Ready
     from models.face_model import FaceBasis
-    from receiver.half import ReceiverHalf
-    from receiver.render import MAX_DECODES, RenderWorker
+    from receiver.render import MAX_DECODES
 
     real = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
     basis = FaceBasis.load()
     shown = Shown()
 
     async def main() -> None:
-        half = ReceiverHalf(basis)
-        worker = RenderWorker(asyncio.get_running_loop(), half.events(), [shown], basis)
-        half.attach(worker)
-        session = ControlLog()
-        half.session_opened(session)
+        half, worker, session = open_receiver(basis, shown)
         half.on_stream(b"\x01" + (FIXTURES / "session_header.bin").read_bytes())
         for key in range(300):
             half.on_stream(b"\x02" + Keyframe(key, 1, real.picture, real.geometry).pack())
@@ -242,6 +237,20 @@ async def until(condition, what: str, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.02)
 
 
+
+def open_receiver(basis, shown):
+    """A receiver half with its synthesis thread showing into `shown`, its session open
+    (call on the event loop): (half, worker, the session's control log)."""
+    from receiver.half import ReceiverHalf
+    from receiver.render import RenderWorker
+
+    half = ReceiverHalf(basis)
+    worker = RenderWorker(asyncio.get_running_loop(), half.events(), [shown], basis)
+    half.attach(worker)
+    session = ControlLog()
+    half.session_opened(session)
+    return half, worker, session
+
 def test_a_key_frame_that_fails_leaves_the_one_in_use_and_asks_for_a_new_one():
     """The receiver half with its real synthesis thread, fed real packets: (1) the first
     key frame is garbage: a request goes out at once, and the real one then animates;
@@ -251,8 +260,6 @@ def test_a_key_frame_that_fails_leaves_the_one_in_use_and_asks_for_a_new_one():
     from codec_core.param_coding import PacketParamEncoder
     from live.wire import KeyframeRequest, Ready
     from models.face_model import FaceBasis
-    from receiver.half import ReceiverHalf
-    from receiver.render import RenderWorker
 
     real = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
     corrupt = lambda key: Keyframe(key, 1, b"\x00\x00\x01" + bytes(range(200)), real.geometry)  # noqa: E731
@@ -260,11 +267,7 @@ def test_a_key_frame_that_fails_leaves_the_one_in_use_and_asks_for_a_new_one():
     shown = Shown()
 
     async def main() -> None:
-        half = ReceiverHalf(basis)
-        worker = RenderWorker(asyncio.get_running_loop(), half.events(), [shown], basis)
-        half.attach(worker)
-        session = ControlLog()
-        half.session_opened(session)
+        half, worker, session = open_receiver(basis, shown)
         coder = PacketParamEncoder(basis.num_params)
         levels = real_levels(basis.num_params)
         frame = 0

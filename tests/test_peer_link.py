@@ -118,6 +118,17 @@ def test_room_full_and_unreachable_server():
     run(main())
 
 
+async def open_pair(url: str, room: str) -> tuple[Recorder, Recorder, PeerLink, PeerLink]:
+    """Two links in `room`, a first, each with a recording half, once both sessions are open."""
+    a, b = Recorder(), Recorder()
+    link_a, link_b = PeerLink(url, room, [a], config=LIVE), PeerLink(url, room, [b], config=LIVE)
+    await link_a.open()
+    await link_b.open()
+    await a.wait_for("open")
+    await b.wait_for("open")
+    return a, b, link_a, link_b
+
+
 def test_crossing_offers_are_resolved():
     """Glare: both ends start over at the same moment, so their offers cross in the server.
     One of them (the polite one) drops its own offer and answers; a session opens and
@@ -125,12 +136,7 @@ def test_crossing_offers_are_resolved():
     async def main():
         async with SignalingServer("127.0.0.1", 0) as server:
             url = f"ws://127.0.0.1:{server.port}"
-            a, b = Recorder(), Recorder()
-            link_a, link_b = PeerLink(url, "glare", [a], config=LIVE), PeerLink(url, "glare", [b], config=LIVE)
-            await link_a.open()
-            await link_b.open()
-            await a.wait_for("open")
-            await b.wait_for("open")
+            a, b, link_a, link_b = await open_pair(url, "glare")
             for round_ in (2, 3):
                 await asyncio.gather(link_a._offer(), link_b._offer())
                 await a.wait_for("open", round_)
@@ -152,12 +158,7 @@ def test_a_closed_link_never_offers_again():
     async def main():
         async with SignalingServer("127.0.0.1", 0) as server:
             url = f"ws://127.0.0.1:{server.port}"
-            a, b = Recorder(), Recorder()
-            link_a, link_b = PeerLink(url, "closing", [a], config=LIVE), PeerLink(url, "closing", [b], config=LIVE)
-            await link_a.open()
-            await link_b.open()
-            await a.wait_for("open")
-            await b.wait_for("open")
+            a, b, link_a, link_b = await open_pair(url, "closing")
             assert link_b.session.offerer          # b joined second: b offers, and offers again
             await link_a.session.pc.close()        # a's end of the connection breaks without a bye
             await b.wait_for("closed")

@@ -25,25 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHROMIUM, needs_browser, sync_playwright
 from firefox import FIREFOX, Firefox
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 CLIPS = ROOT.parent / "shared" / "data" / "clips"
 STILLS = ROOT.parent / "shared" / "data" / "stills"
 ARTIFACTS = ROOT / "artifacts" / "web_demo"
 CLIP_A, CLIP_B = "rt__3.mp4", "pcavs__Pose_Source_00473.mp4"
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:           # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-needs_browser = pytest.mark.skipif(
-    sync_playwright is None or not CHROMIUM.exists(),
-    reason="the playwright package is not installed (scripts/setup installs it)" if sync_playwright is None
-    else "/usr/bin/chromium is missing (scripts/setup installs Debian's chromium when run as root)")
-
 
 # -- without a browser ------------------------------------------------------------------------
 
