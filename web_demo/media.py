@@ -22,7 +22,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 from aiortc import MediaStreamTrack
@@ -133,22 +135,31 @@ class TrackSink(Sink):
             pass
 
 
-async def pump_camera(track: MediaStreamTrack, source: PushSource) -> None:
-    """Browser camera frames -> the sender's source, until the track ends."""
+async def _pump(track: MediaStreamTrack, name: str, take: Callable[[Any], None],
+                describe: Callable[[Any], str]) -> None:
+    """Every frame of a browser's track handed to `take`, until the track ends (one log line
+    at the first frame, one at the end)."""
     count = 0
     try:
         while True:
             frame = await track.recv()
-            source.push(frame.to_ndarray(format="rgb24"))
+            take(frame)
             count += 1
             if count == 1:
-                log.info("first camera picture from the browser: %dx%d", frame.width, frame.height)
+                log.info("the browser's %s is coming in (%s)", name, describe(frame))
     except MediaStreamError:
-        log.info("the browser's camera track ended after %d pictures", count)
+        log.info("the browser's %s track ended after %d frames", name, count)
     except asyncio.CancelledError:
         raise
     except Exception:
-        log.exception("reading the browser's camera track failed")
+        log.exception("reading the browser's %s track failed", name)
+
+
+async def pump_camera(track: MediaStreamTrack, source: PushSource) -> None:
+    """Browser camera frames -> the sender's source, until the track ends."""
+    await _pump(track, "camera", lambda frame: source.push(frame.to_ndarray(format="rgb24")),
+                lambda frame: f"{frame.width}x{frame.height}")
+
 
 class PushSource(FrameSource):
     """A live source fed from outside: `push(rgb)` hands in pictures (from a browser's
@@ -240,20 +251,8 @@ class PushAudio(AudioFeed):
 
 async def pump_mic(track: MediaStreamTrack, feed: PushAudio) -> None:
     """Browser microphone frames -> the sender's audio feed, until the track ends."""
-    count = 0
-    try:
-        while True:
-            frame = await track.recv()
-            feed.push(to_mono_s16(frame))
-            count += 1
-            if count == 1:
-                log.info("the browser's microphone is coming in (%d Hz)", frame.sample_rate)
-    except MediaStreamError:
-        log.info("the browser's microphone track ended after %d frames", count)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("reading the browser's microphone track failed")
+    await _pump(track, "microphone", lambda frame: feed.push(to_mono_s16(frame)),
+                lambda frame: f"{frame.sample_rate} Hz")
 
 
 class VoiceTrack(MediaStreamTrack):
