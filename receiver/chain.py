@@ -172,6 +172,8 @@ class PredictionChain:
                 # a run of "late" packets is a sender whose numbering jumped back (or a
                 # bogus packet that threw ours forward): follow the packets again
                 self.expected, self.intact, self._stale_run = None, False, 0
+                self._missing.clear()
+                self._hole = None
             return Decision(Verdict.STALE, f)
         self._stale_run = 0
         gap = f - self.expected if self.expected is not None else 0

@@ -67,7 +67,7 @@ def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> Rece
     if window:
         sinks.append(window)
     worker = RenderWorker(asyncio.get_running_loop(), half.events(), sinks, basis,
-                          synthesis_from_args(args), args.threads)
+                          synthesis_from_args(args), args.threads, max_setup=live.max_queued_setup_jobs)
     if window:
         window.on_edits = worker.set_edits
     half.window = window

@@ -258,7 +258,9 @@ class RenderWorker:
         """Start decoding a key frame on the key frame thread; ready or failed is posted."""
         key = record.key_id & 0xFF
         if not self._decode_slots.acquire(blocking=False):
-            self._post(self._events.keyframe_failed, key, f"{MAX_DECODES} key frames wait to be decoded already")
+            kept = key in self._keys and _decoded(self._keys[key])     # a copy of one in use: it stays
+            self._post(self._events.keyframe_failed, key, f"{MAX_DECODES} key frames wait to be decoded already",
+                       kept)
             return
         before = self._keys.pop(key, None)  # sent again: the newest copy, at the end
         if before is not None and _decoded(before):
@@ -268,8 +270,8 @@ class RenderWorker:
             self._drop_key(old)             # the oldest of too many that never got a frame
         mine: list[Future] = []
         future = self._prep.submit(self._decode, key, mine, decoder, record)
+        self._keys[key] = future            # before `mine` holds it: the thread checks both (`_Displaced`)
         mine.append(future)
-        self._keys[key] = future
         future.add_done_callback(lambda done: self._prepared(key, done))
 
     def _decode(self, key: int, mine: list[Future], decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:

@@ -24,9 +24,9 @@ import ssl
 import sys
 from collections.abc import Sequence
 
-from .origins import normalise_origin
+from .origins import origin_option
 from .server import ServerConfig, SignalingServer
-from .tls import TLSConfigError, server_context
+from .tls import server_context_of
 
 log = logging.getLogger("signaling")
 
@@ -52,13 +52,6 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0-65535, got {text}")
     return value
-
-
-def _origin(text: str) -> str:
-    try:
-        return normalise_origin(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="websocket connections served at once; more get HTTP 503 (default: %(default)s)",
     )
     parser.add_argument(
-        "--allow-origin", action="append", default=[], type=_origin, metavar="https://HOST[:PORT]",
+        "--allow-origin", action="append", default=[], type=origin_option, metavar="https://HOST[:PORT]",
         help="a web page origin that may connect (repeatable; default: none, only programs, which send no Origin)",
     )
     parser.add_argument("--cert", metavar="CERT.pem", help="TLS certificate chain (PEM): serve wss:// (with --key)")
@@ -125,11 +118,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 def tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
     """The TLS context of ``--cert`` / ``--key`` (None without them); raises TLSConfigError."""
-    if args.cert is None and args.key is None:
-        return None
-    if args.cert is None or args.key is None:
-        raise TLSConfigError("--cert and --key go together")
-    return server_context(args.cert, args.key)
+    return server_context_of(args.cert, args.key)
 
 
 async def run(host: str, port: int, config: ServerConfig, ssl_context: ssl.SSLContext | None = None) -> int:

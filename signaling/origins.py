@@ -88,8 +88,9 @@ class OriginPolicy:
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """websockets' ``process_request`` hook: refuse an origin that is not on the list."""
-        origin = request.headers.get("Origin")
-        if self.accepts(origin):
+        origins = request.headers.get_all("Origin")     # two Origin headers: refused, not a traceback
+        origin = origins[0] if len(origins) == 1 else (None if not origins else ", ".join(origins))
+        if len(origins) <= 1 and self.accepts(origin):
             return None
         log.warning("refused a websocket from %s: origin %.100r is not allowed (--allow-origin adds one)",
                     _address(connection), origin)
@@ -102,3 +103,13 @@ def _address(connection: ServerConnection) -> str:
     except (TypeError, ValueError):
         return "?"
     return f"{host}:{port}"
+
+
+def origin_option(text: str) -> str:
+    """``--allow-origin``'s argparse type: the origin normalised, or the reason it is not one."""
+    import argparse
+
+    try:
+        return normalise_origin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -16,7 +16,8 @@ no locks are needed. What the server enforces:
 - a websocket from a browser page whose ``Origin`` is not on ``allowed_origins``
   is refused with HTTP 403 (:mod:`signaling.origins`); programs send no ``Origin``
   and are accepted;
-- at most ``max_connections`` connections at once; more are refused with HTTP 503;
+- at most ``max_connections`` open connections (past the handshake) at once; more are
+  refused with HTTP 503;
 - a connection that has not finished its opening handshake within ``open_timeout``
   seconds (a half-open TCP connection) is dropped.
 

@@ -25,13 +25,24 @@ def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
     """A TLS server context (TLS 1.2 or later) from a PEM certificate chain and its key."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for path in (cert, key):       # ssl names neither file when one is missing
+        if not Path(path).is_file():
+            raise TLSConfigError(f"cannot read {path}: no such file")
     try:
         context.load_cert_chain(str(cert), str(key))
-    except FileNotFoundError as exc:
-        raise TLSConfigError(f"cannot read {exc.filename or cert}: no such file") from None
     except (ssl.SSLError, OSError) as exc:
         raise TLSConfigError(f"cannot use certificate {cert} with key {key}: {_reason(exc)}") from None
     return context
+
+
+def server_context_of(cert: str | Path | None, key: str | Path | None) -> ssl.SSLContext | None:
+    """The context of a server's ``--cert`` / ``--key`` (None without either); raises
+    TLSConfigError when only one is given or they cannot be used."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise TLSConfigError("--cert and --key go together")
+    return server_context(cert, key)
 
 
 def trust(cafile: str | Path) -> None:

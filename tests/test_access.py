@@ -104,6 +104,24 @@ def test_signaling_accepts_the_origins_it_is_given():
         ServerConfig(allowed_origins=("friend.example",))
 
 
+def test_two_origin_headers_are_refused_without_a_traceback(caplog):
+    """A handshake with two Origin headers (an allowed one among them) is refused with 403
+    and one warning, not a 500 and a logged traceback (websockets' headers.get raises)."""
+    async def body():
+        friend = "https://friend.example"
+        async with SignalingServer("127.0.0.1", 0, ServerConfig(close_timeout=1, allowed_origins=(friend,))) as s:
+            try:
+                async with connect(f"ws://127.0.0.1:{s.port}", ping_interval=None, open_timeout=5,
+                                   additional_headers=[("Origin", friend), ("Origin", EVIL)]):
+                    return 101
+            except InvalidStatus as exc:
+                return exc.response.status_code
+
+    with caplog.at_level(logging.INFO):
+        assert run(body()) == 403
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
 def test_web_demo_ws_refuses_other_pages_and_accepts_its_own(caplog):
     from web_demo.server import Demo
 

@@ -23,18 +23,11 @@ import live.threads  # noqa: F401  (first: one OpenMP thread, before torch loads
 from live.cli import add_tls_client_options, install_stop_signals, setup_logging
 from live.config import DEFAULT
 from models.synthesizers import add_synthesis_options, synthesis_from_args
-from signaling.origins import normalise_origin
-from signaling.tls import TLSConfigError, server_context
+from signaling.origins import origin_option
+from signaling.tls import server_context_of
 
 PROG = "python -m web_demo"
 log = logging.getLogger("web_demo")
-
-
-def _origin(text: str) -> str:
-    try:
-        return normalise_origin(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -59,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_synthesis_options(p)
     p.add_argument("--max-calls", type=_positive_int, default=DEFAULT_MAX_CALLS,
                    help="tabs in a call at once; the next is told the server is busy (default: %(default)s)")
-    p.add_argument("--allow-origin", action="append", default=[], type=_origin, metavar="https://HOST[:PORT]",
+    p.add_argument("--allow-origin", action="append", default=[], type=origin_option, metavar="https://HOST[:PORT]",
                    help="another web page origin that may use the demo's websocket (repeatable; default: only "
                         "the demo's own pages)")
     p.add_argument("--cert", metavar="CERT.pem", help="TLS certificate chain (PEM): serve HTTPS (with --key)")
@@ -76,9 +69,7 @@ async def amain(args: argparse.Namespace) -> int:
 
     try:
         synthesis = synthesis_from_args(args)
-        if (args.cert is None) != (args.key is None):
-            raise TLSConfigError("--cert and --key go together")
-        tls = None if args.cert is None else server_context(args.cert, args.key)
+        tls = server_context_of(args.cert, args.key)
     except ValueError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1

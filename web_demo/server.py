@@ -52,7 +52,7 @@ from web_demo.tab import TabCall
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-STILL_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+STILL_SUFFIXES = {".jpg", ".jpeg", ".png"}     # what web_demo.portrait reads
 DEFAULT_STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 #: Tabs in a call at once (each runs face tracking and synthesis on this machine).
 DEFAULT_MAX_CALLS = 4
@@ -315,7 +315,7 @@ class Demo:
         hosts = [] if self.host in _WILDCARD_HOSTS else [self.host]
         hosts += [h.strip("[]") for h in LOOPBACK_HOSTS]
         if self.host in _WILDCARD_HOSTS:
-            hosts += [socket.gethostname(), socket.getfqdn()]
+            hosts += [socket.gethostname()]      # (not getfqdn: a reverse DNS lookup on the event loop)
         return hosts
 
     def calls_open(self) -> int:

@@ -137,7 +137,8 @@ class TabCall:
         self.receiver.voice.play = self.voice_track.put
         self.sink = TrackSink(loop, self.track)
         self.worker = RenderWorker(loop, self.receiver.events(), [self.sink], self.basis,
-                                   self.synthesis, self.live.render_threads)
+                                   self.synthesis, self.live.render_threads,
+                                   max_setup=self.live.max_queued_setup_jobs)
         self.receiver.attach(self.worker)
         self.worker.set_edits(self.edits)
         self.runner = LiveRunner(self.signaling_url, self.room, sending=self.sender, receiving=self.receiver,
