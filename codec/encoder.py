@@ -27,7 +27,7 @@ from codec_core.param_coding import ParamFrameEncoder, quantise
 from codec_core.video import VideoWriter, probe_fps, read_frames
 from models.face_model import FaceBasis, FaceModel
 from models.reference import Reference
-from models.tracking import CropTracker, NoFaceError, WholeFrameTracker
+from models.tracking import CropTracker, NoFaceError, TrackedFrame, WholeFrameTracker
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,20 @@ def check_in_bounds(levels: np.ndarray, bound: int, what: str) -> None:
                           f"format's {bound} (use a smaller --quantization-factor)")
 
 
+def _first_face(tracker: CropTracker, frame: np.ndarray) -> TrackedFrame | None:
+    """The frame cropped and tracked once its face is found (the crop fixed around it), or
+    None while the picture shows no face."""
+    try:
+        tracker.start(frame)
+    except NoFaceError:
+        return None
+    tracked = tracker.track(frame)
+    if tracked.landmarks is None:
+        tracker.box = None              # found in the whole picture, not in its crop: look again
+        return None
+    return tracked
+
+
 def encode_video(source: str | Path, output: str | Path, config: CodecConfig, basis: FaceBasis,
                  max_frames: int | None = None, save_crop: str | Path | None = None,
                  progress: bool = False, no_crop: bool = False) -> EncodeResult:
@@ -172,16 +186,16 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
     encoder = FaceEncoder(config, basis)
     tracker = WholeFrameTracker(config.size) if no_crop else CropTracker(config.size)
     levels: list[np.ndarray] = []
-    lost = 0
+    lost = faceless = 0     # frames without the face after the key frame / before it
     writer = VideoWriter(save_crop, fps, lossless=True) if save_crop else None
     try:
         frames = read_frames(source, max_frames)
         for frame in tqdm(frames, total=max_frames, disable=not progress, desc="encoding", unit="frame"):
             if encoder.keyframe is None:
-                tracker.start(frame)
-                tracked = tracker.track(frame)
-                if tracked.landmarks is None:
-                    raise NoFaceError("no face found in the first frame's crop")
+                tracked = _first_face(tracker, frame)
+                if tracked is None:
+                    faceless += 1
+                    continue
                 geometry = encoder.new_keyframe(tracked.crop, tracked.landmarks).reference.geometry
                 check_in_bounds(geometry.shape_levels, MAX_SHAPE_LEVEL, "reference shape")
                 check_in_bounds(geometry.pose_levels, MAX_SHAPE_LEVEL, "key frame pose")
@@ -191,14 +205,22 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
                 lost += 1
             levels.append(encoder.levels(tracked.landmarks))
             check_in_bounds(levels[-1], MAX_LEVEL, "parameter")
+            # frames before the first face show it, as frames after a loss show the last one
+            for _ in range(faceless if len(levels) == 1 else 0):
+                levels.append(levels[0])
+                if writer:
+                    writer.write(tracked.crop)
             if writer:
                 writer.write(tracked.crop)
     finally:
         tracker.close()
         if writer:
             writer.close()
-    if not levels or encoder.keyframe is None:
-        raise NoFaceError("the video holds no frames")
+    if encoder.keyframe is None:
+        raise NoFaceError(f"no face found in any of the video's {faceless} frames" if faceless
+                          else "the video holds no frames")
+    if faceless:
+        log.warning("no face in the first %d frames: they show the first face found", faceless)
     if lost:
         log.warning("face lost in %d of %d frames: their parameters hold the last seen face", lost, len(levels))
     out = bytearray(write_file_start())

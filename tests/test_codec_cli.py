@@ -118,6 +118,31 @@ def test_face_leaving_mid_clip_holds_last_parameters(tmp_path):
     assert max(held) < 0.5 < max(moving)
 
 
+def test_no_face_at_the_start(tmp_path):
+    """Frames 0-7 show no face: the encoder waits for it instead of stopping, and those
+    frames show the first face found (as frames after a loss show the last one)."""
+    frames = list(read_frames(clip("rt__3.mp4"), 20))
+    src = tmp_path / "late.mp4"
+    with VideoWriter(src, 25) as w:
+        for i, f in enumerate(frames):
+            w.write(np.zeros_like(f) if i < 8 else f)
+    stream, out = tmp_path / "late.fcv", tmp_path / "late_out.mp4"
+    proc = run("encode", str(src), "-o", str(stream))
+    assert "no face in the first 8 frames" in proc.stderr
+    run("decode", str(stream), "-o", str(out))
+    decoded = list(read_frames(out))
+    assert len(decoded) == 20
+    held = [np.abs(decoded[8].astype(float) - decoded[i]).mean() for i in range(8)]
+    assert max(held) < 0.5 and decoded[0].mean() > 20       # the face, not the black frames
+    blank = tmp_path / "blank.mp4"
+    with VideoWriter(blank, 25) as w:
+        for f in frames[:5]:
+            w.write(np.zeros_like(f))
+    proc = run("encode", str(blank), "-o", str(tmp_path / "blank.fcv"), check=False)
+    assert_one_line_error(proc)
+    assert "no face found in any of the video's 5 frames" in proc.stderr
+
+
 def test_fixture_stream_decodes(tmp_path):
     out = tmp_path / "fixture.mp4"
     run("decode", str(FIXTURES / "short.fcv"), "-o", str(out))
