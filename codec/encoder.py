@@ -196,6 +196,7 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
                 if tracked is None:
                     faceless += 1
                     continue
+                assert tracked.landmarks is not None      # (_first_face returns a frame with its face)
                 geometry = encoder.new_keyframe(tracked.crop, tracked.landmarks).reference.geometry
                 check_in_bounds(geometry.shape_levels, MAX_SHAPE_LEVEL, "reference shape")
                 check_in_bounds(geometry.pose_levels, MAX_SHAPE_LEVEL, "key frame pose")
