@@ -99,13 +99,18 @@ def test_not_a_video(tmp_path):
     assert_one_line_error(run("encode", str(src), "-o", str(tmp_path / "x.fcv"), check=False))
 
 
+def write_clip(path, frames, black=range(0)):
+    """`frames` as a 25 fps clip, those numbered in `black` blacked out (no face)."""
+    with VideoWriter(path, 25) as w:
+        for i, f in enumerate(frames):
+            w.write(np.zeros_like(f) if i in black else f)
+    return path
+
+
 def test_face_leaving_mid_clip_holds_last_parameters(tmp_path):
     """Frames 10-19 hide the face: the encoder goes on, every frame is still coded."""
     frames = list(read_frames(clip("rt__3.mp4"), 30))
-    src = tmp_path / "gone.mp4"
-    with VideoWriter(src, 25) as w:
-        for i, f in enumerate(frames):
-            w.write(np.zeros_like(f) if 10 <= i < 20 else f)
+    src = write_clip(tmp_path / "gone.mp4", frames, black=range(10, 20))
     stream, out = tmp_path / "gone.fcv", tmp_path / "gone_out.mp4"
     proc = run("encode", str(src), "-o", str(stream))
     assert "face lost in" in proc.stderr
@@ -122,10 +127,7 @@ def test_no_face_at_the_start(tmp_path):
     """Frames 0-7 show no face: the encoder waits for it instead of stopping, and those
     frames show the first face found (as frames after a loss show the last one)."""
     frames = list(read_frames(clip("rt__3.mp4"), 20))
-    src = tmp_path / "late.mp4"
-    with VideoWriter(src, 25) as w:
-        for i, f in enumerate(frames):
-            w.write(np.zeros_like(f) if i < 8 else f)
+    src = write_clip(tmp_path / "late.mp4", frames, black=range(8))
     stream, out = tmp_path / "late.fcv", tmp_path / "late_out.mp4"
     proc = run("encode", str(src), "-o", str(stream))
     assert "no face in the first 8 frames" in proc.stderr
@@ -134,10 +136,7 @@ def test_no_face_at_the_start(tmp_path):
     assert len(decoded) == 20
     held = [np.abs(decoded[8].astype(float) - decoded[i]).mean() for i in range(8)]
     assert max(held) < 0.5 and decoded[0].mean() > 20       # the face, not the black frames
-    blank = tmp_path / "blank.mp4"
-    with VideoWriter(blank, 25) as w:
-        for f in frames[:5]:
-            w.write(np.zeros_like(f))
+    blank = write_clip(tmp_path / "blank.mp4", frames[:5], black=range(5))
     proc = run("encode", str(blank), "-o", str(tmp_path / "blank.fcv"), check=False)
     assert_one_line_error(proc)
     assert "no face found in any of the video's 5 frames" in proc.stderr
