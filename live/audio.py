@@ -3,9 +3,11 @@ aiortc audio track on the call's peer connection.
 
 aiortc's own Opus encoder is fixed at 96 kbit/s stereo.  `OpusTrack` hands aiortc packets
 that are already encoded (aiortc's `RTCRtpSender` packs an `av.Packet` as it is): PyAV's
-libopus, mono, `application=voip`, 20 ms frames, at `--audio-bitrate` (12 kbit/s by
-default).  The packet of chunk n has pts n * 960 (48 kHz ticks from the track's first
-packet); aiortc adds its random RTP timestamp origin, the receiving aiortc takes it off
+libopus, mono, `application=voip`, at `--audio-bitrate` (12 kbit/s by default), in packets
+of `LiveConfig.voice_frame_ms` (40 ms: two 20 ms chunks a packet, half the packets of 20 ms,
+which at 12 kbit/s is about 12 kbit/s less of RTP, UDP and IP headers on the wire).  Packet
+n has pts n * 1920 (48 kHz ticks from the track's first packet; n * 960 for 20 ms packets);
+aiortc adds its random RTP timestamp origin, the receiving aiortc takes it off
 again (its frames' pts count from the first packet it received), so both ends count the
 same ticks.  The track tells the caller, with the first packet and every second after,
 which pts was captured at which wall-clock time (`AudioClock`, docs/call.md).
@@ -29,6 +31,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from live.config import DEFAULT
 from live.wire import AudioClock
 
 log = logging.getLogger(__name__)
@@ -113,7 +116,7 @@ class TrackCounts:
 
     source: str | None = None
     bitrate: int = DEFAULT_BITRATE
-    frame_ms: int = 20
+    frame_ms: int = DEFAULT.voice_frame_ms
     packets: int = 0
     payload_bytes: int = 0
     clock_messages: int = 0
@@ -149,7 +152,7 @@ class OpusTrack(MediaStreamTrack):
 
     def __init__(self, feed: AudioFeed, bitrate: int = DEFAULT_BITRATE,
                  on_clock: Callable[[AudioClock], None] | None = None,
-                 counts: TrackCounts | None = None, frame_ms: int = 20) -> None:
+                 counts: TrackCounts | None = None, frame_ms: int = DEFAULT.voice_frame_ms) -> None:
         super().__init__()
         if frame_ms not in FRAME_MS:
             raise ValueError(f"Opus packets of {frame_ms} ms: expected one of {FRAME_MS}")

@@ -39,6 +39,13 @@ class LiveConfig:
     camera_fail_s: float = 2.0             # a camera that delivers nothing this long is gone
     camera_fps: float = 25.0               # frame rate assumed when the camera does not say
     ready_timeout_s: float = 5.0           # a file waits this long for the receiver's "ready"
+    voice_frame_ms: int = 40               # Opus packet length of the voice between call ends (20, 40 or 60)
+    # -- key frames in paced pieces (sender.pacing; docs/call.md) ---------------------
+    keyframe_piece_bytes: int = 1000       # KEYFRAME payload bytes per piece (256..1024: live.wire)
+    pace_drained_ms: float = 50.0          # the link is drained when an RTT is at most this above the least
+    pace_shrink_ms: float = 200.0          # a round that raised the RTT more than this halves the window
+    pace_window_max: int = 16              # pieces sent back to back in one round, at most
+    pace_round_wait_max_s: float = 1.0     # a round waits this long at most for a drained link (then 1 piece)
     # -- shutdown (SHUTDOWN_TIMEOUTS: at most 3 s together) ----------------------------
     capture_stop_timeout_s: float = 0.5    # (1) the sender's capture loop stops, or it is cancelled
     camera_close_timeout_s: float = 0.2    # (1) the camera's reader thread ends, or it is left behind
@@ -50,6 +57,7 @@ class LiveConfig:
     # -- bounds on what the other side can make an end do or keep (docs/wire.md, "Bounds") --
     reorder_window_frames: int = 3         # receiver: a packet up to this many frames late still counts (not lost)
     max_queued_setup_jobs: int = 8         # receiver: session headers and key frames waiting for the synthesis thread
+    keyframe_piece_timeout_s: float = 10.0  # receiver: a partial key frame without a new piece this long is dropped
     keyframe_answer_rate_bytes_s: float = 8000.0   # sender: key frames sent on requests, at most 64 kbit/s on average
     keyframe_answer_max_buffered_bytes: int = 16384  # sender: no answer while `stream` holds more than this unsent
     stats_window: int = 6000               # both: latency and stage samples kept for median and p95 (4 min at 25 fps)

@@ -7,9 +7,12 @@ so from the first loss on the voice stays 300 ms late, and every burst while it 
 pushes out packets that did arrive.  Measured over emulated loss (benchmarks.network, 10 %
 random loss both ways): 17 of 30 s of voice decoded.
 
-`VoiceJitterBuffer` lets the oldest packet in leave once `prefetch` later packets are in,
-whether or not some between are missing: a gap costs no wait beyond the buffer's ordinary
-80 ms, and the latency stays what it was.  A
+`VoiceJitterBuffer` lets the oldest packet in leave once a packet `prefetch_ms` (80 ms) or
+more later by its RTP timestamp is in, whether or not some between are missing: a gap costs
+no wait beyond the buffer's ordinary 80 ms, and the latency stays what it was.  The wait is
+counted in milliseconds, not packets, so it is the same for 20 ms packets (four later ones,
+as aiortc) and for the 40 ms packets of our calls (two later ones; aiortc's four would be
+160 ms).  A
 late packet that comes after its slot was skipped is dropped, as aiortc drops any packet
 older than the buffer's origin.  `use_voice_jitter_buffer` puts one into an aiortc
 receiver (a private attribute: aiortc has no hook for it; checked against aiortc 1.9-1.14,
@@ -26,25 +29,39 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 log = logging.getLogger(__name__)
 
 CAPACITY = 16       # as aiortc's audio receiver
-PREFETCH = 4        # frames that must be in after one before it leaves (80 ms of 20 ms packets)
+PREFETCH_MS = 80.0  # a packet leaves once one this much later is in (aiortc: 4 packets of 20 ms)
+CLOCK_RATE = 48000  # Opus's RTP clock
 _ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
 
 
 class VoiceJitterBuffer(JitterBuffer):
     """aiortc's `JitterBuffer` for Opus (one RTP packet per frame): the oldest packet in
-    leaves once `prefetch` later ones are in, whether or not packets between them are
-    missing; the missing ones before it are given up on (`skipped`)."""
+    leaves once a packet at least `prefetch_ms` later (RTP timestamps) is in, whether or not
+    packets between them are missing; the missing ones before it are given up on
+    (`skipped`).  With timestamps that do not advance (a broken sender) a packet leaves
+    once half the capacity is in after it."""
 
-    def __init__(self, capacity: int = CAPACITY, prefetch: int = PREFETCH) -> None:
-        super().__init__(capacity=capacity, prefetch=prefetch)
+    def __init__(self, capacity: int = CAPACITY, prefetch_ms: float = PREFETCH_MS) -> None:
+        super().__init__(capacity=capacity, prefetch=0)
+        self.prefetch_ticks = int(round(prefetch_ms * CLOCK_RATE / 1000.0))
         self.skipped = 0
+
+    def _due(self, present: list[int]) -> bool:
+        """Whether the oldest of the `present` slots may leave."""
+        if len(present) > self.capacity // 2:
+            return True
+        first = self._packets[(self._origin + present[0]) % self.capacity]
+        last = self._packets[(self._origin + present[-1]) % self.capacity]
+        assert first is not None and last is not None
+        ahead = (last.timestamp - first.timestamp) % (1 << 32)
+        return self.prefetch_ticks <= ahead < (1 << 31)
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         """Called by `add` after each packet is put in (aiortc's insertion, misorder and
         overflow handling are kept): at most one frame out per packet in."""
         assert self._origin is not None
         present = [i for i in range(self.capacity) if self._packets[(self._origin + i) % self.capacity] is not None]
-        if len(present) <= self._prefetch:
+        if len(present) < 2 or not self._due(present):
             return None
         if present[0]:
             self.skipped += present[0]

@@ -1,6 +1,12 @@
 """The receiver's side of the voice: the other side's Opus track in, decoded 20 ms frames
 kept per session (for the output file) and handed to the playback device, numbers out.
 
+A mute of the other side takes effect here at once: its `muted` control message comes on
+the reliable control channel, ahead of the voice that was still on the way (jitter
+buffers, packets in flight: 0.3-0.5 s in the browser demo's two call ends); from then on
+nothing is played until it unmutes, and what the player still holds is dropped.  The
+output file keeps everything that was received.
+
 Each session's audio is a `VoiceSegment`: the decoded mono PCM by pts, the session's
 `AudioClock` mappings (`live.lipsync.ClockMap`) and the capture times of the frames that
 were rendered, which is all `receiver.voicefile` needs to lay the sound under the pictures
@@ -91,6 +97,7 @@ class VoiceReceiver:
     def __init__(self, play: Callable[[float, np.ndarray], None] | None = None, keep: bool = False) -> None:
         self.stats = VoiceStats()
         self.play = play                   # (capture wall ms, mono int16): the playback device
+        self.flush: Callable[[], None] | None = None   # drops what the playback device still holds
         self.keep = keep                   # keep the decoded voice for an output file
         self._current: VoiceSegment | None = None
         self._sealed: list[VoiceSegment] = []
@@ -122,6 +129,8 @@ class VoiceReceiver:
                 self._early.append(message)
         elif isinstance(message, Muted):
             self.stats.peer_muted = message.muted
+            if message.muted and self.flush is not None:
+                self.flush()
             log.info("the other side %s", "muted their voice" if message.muted else "unmuted their voice")
 
     def frame_rendered(self, frame: int, capture_stamp: int) -> None:
@@ -164,7 +173,7 @@ class VoiceReceiver:
             captured = seg.clock.wall_of(pts)
             if captured is not None:
                 self.stats.latency.append(wall_ms() - captured)
-                if self.play is not None:
+                if self.play is not None and not self.stats.peer_muted:
                     self.play(captured, pcm)
             if self.stats.frames % STATS_EVERY == 1:
                 await self._count(session)

@@ -18,6 +18,12 @@ and asked for again; a sharp twin that fails is just forgotten (the small one st
 sender never switches to a key frame the receiver has not said `ready` for); a copy of the
 key frame in use sent again that fails leaves the earlier copy in use.
 
+Key frames come in pieces (KEYFRAME_PIECE, live.wire): `PieceAssembler` puts them back
+together, all or nothing; a piece it refuses (a duplicate, one out of range or out of
+order) is dropped with a log line, and a partial key frame is given up when the next key
+frame starts or no piece has come for `keyframe_piece_timeout_s`.  A whole KEYFRAME
+message is read as before.
+
 Parameter packets go through `receiver.chain` with its reorder window: the packets held
 after a gap (a few) are kept here until it fills or the window passes.  Session headers and
 key frames the synthesis thread has no room for (`max_queued_setup_jobs`) are dropped,
@@ -42,7 +48,18 @@ from live.config import DEFAULT, LiveConfig
 from live.peer import Session
 from live.runner import ReceivingHalf
 from live.stats import JsonLines
-from live.wire import AudioClock, End, KeyframeRequest, Loss, Muted, Ready, unpack_stream_record
+from live.wire import (
+    AudioClock,
+    End,
+    KeyframePiece,
+    KeyframeRequest,
+    Loss,
+    Muted,
+    PieceAssembler,
+    Ready,
+    pack_stream_record,
+    unpack_stream_record,
+)
 from models.face_model import FaceBasis
 from receiver.audio import VoiceReceiver
 from receiver.chain import PredictionChain, Verdict
@@ -66,6 +83,7 @@ class ReceiverHalf(ReceivingHalf):
         self.basis = basis
         self.live = live
         self.chain = PredictionChain(live.loss_report_interval_s, window=live.reorder_window_frames)
+        self.pieces = PieceAssembler(live.keyframe_piece_timeout_s)
         self.voice = VoiceReceiver()
         self.player: DevicePlayer | None = None      # the voice on this machine's speakers
         self.window: WindowSink | None = None        # the viewer's window, if any
@@ -90,6 +108,7 @@ class ReceiverHalf(ReceivingHalf):
     def attach_player(self, player: DevicePlayer | None) -> None:
         self.player = player
         self.voice.play = player.play if player is not None else None
+        self.voice.flush = player.flush if player is not None else None
 
     def events(self) -> RenderEvents:
         return RenderEvents(self._rendered, self._keyframe_ready, self._keyframe_failed, self._skipped, self._quit)
@@ -122,6 +141,7 @@ class ReceiverHalf(ReceivingHalf):
         self.header, self._decoder, self.end = None, None, None
         self._unknown_key_since, self._request_due = None, None
         self._held.clear()
+        self.pieces.discard("new session")
         self.chain.new_session()
         self.voice.session_opened(session)
         self.stats.sessions += 1
@@ -177,22 +197,44 @@ class ReceiverHalf(ReceivingHalf):
         except StreamError as exc:
             self._bad("stream message", exc)
             return
-        if isinstance(record, SessionHeader):
+        if isinstance(record, KeyframePiece):
+            self._on_piece(record)
+        elif isinstance(record, SessionHeader):
             self._on_header(record)
         else:
-            if self.header is None:
-                self._bad("key frame", StreamError("it came before any session header"))
-                return
-            sharp = self.stats.keyframe(record, len(data))
-            if self.worker.set_keyframe(record) is False:
-                self.stats.keyframes_dropped += 1
-                self._bad("key frame", StreamError(f"key frame {record.key_id}: the synthesis thread has "
-                                                   f"{self.live.max_queued_setup_jobs} waiting already"))
-                return
-            self.chain.new_key(record.key_id)
-            self._unknown_key_since, self._request_due = None, None
-            log.info("%s key frame %d: %d bytes", "sharp" if sharp else "small", record.key_id, len(data))
-            self._dump_keyframe(record, sharp)
+            if self.pieces.discard(f"a whole key frame {record.key_id} came"):
+                log.warning("%s", self.pieces.discarded)
+            self._on_keyframe(record, len(data))
+
+    def _on_piece(self, piece: KeyframePiece) -> None:
+        """A piece of a key frame: the key frame once it is complete."""
+        pieces = self.pieces
+        discarded = pieces.discarded
+        try:
+            record = pieces.add(piece, time.monotonic())
+        except StreamError as exc:
+            self._bad("key frame piece", exc)
+            record = None
+        if pieces.discarded is not discarded and pieces.discarded is not None:
+            log.warning("%s", pieces.discarded)
+        if record is not None:
+            self._on_keyframe(record, len(pack_stream_record(record)))
+
+    def _on_keyframe(self, record: Keyframe, nbytes: int) -> None:
+        """A whole key frame (`nbytes`: as one KEYFRAME message) for the synthesis thread."""
+        if self.header is None:
+            self._bad("key frame", StreamError("it came before any session header"))
+            return
+        sharp = self.stats.keyframe(record, nbytes)
+        if self.worker.set_keyframe(record) is False:
+            self.stats.keyframes_dropped += 1
+            self._bad("key frame", StreamError(f"key frame {record.key_id}: the synthesis thread has "
+                                               f"{self.live.max_queued_setup_jobs} waiting already"))
+            return
+        self.chain.new_key(record.key_id)
+        self._unknown_key_since, self._request_due = None, None
+        log.info("%s key frame %d: %d bytes", "sharp" if sharp else "small", record.key_id, nbytes)
+        self._dump_keyframe(record, sharp)
 
     def _dump_keyframe(self, record: Keyframe, sharp: bool) -> None:
         """(debug) Keep the KEYFRAME payload as it came: DIR/NNN-key-ID-small|sharp.bin."""
@@ -233,6 +275,8 @@ class ReceiverHalf(ReceivingHalf):
             self._bad("parameter packet", exc)
             return
         now = time.monotonic()
+        if self.pieces.expire(now):
+            log.warning("%s", self.pieces.discarded)
         if self._request_due is not None and now - self._last_request >= self.live.keyframe_request_interval_s:
             self._request_keyframe(self._request_due)
         if self._decoder is None:

@@ -76,6 +76,16 @@ class DevicePlayer:
         except queue.Full:
             pass
 
+    def flush(self) -> None:
+        """Drop what waits to be played (the other side muted)."""
+        try:
+            while True:
+                if self._queue.get_nowait() is None:     # closing: keep the end for the thread
+                    self._queue.put_nowait(None)
+                    return
+        except queue.Empty:
+            pass
+
     def _run(self) -> None:
         n = 0
         try:

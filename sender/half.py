@@ -1,7 +1,9 @@
 """The sender half of a call: capture loop, what goes on which channel, and when.
 
 On every new session: the session header and the current key frames on `stream` (the
-small one, then its sharp twin once coded: `sender.keyframes`), then one parameter packet
+small one, then its sharp twin once coded: `sender.keyframes`; key frames go in pieces, the
+small one at once, the sharp one paced so that parameter packets and the voice pass
+between its pieces: `sender.pacing`), then one parameter packet
 per captured frame on `params`, the first one intra.  On the `control` channel it answers
 `keyframe-request` (header and both key frames again, next packet intra; at most at the
 rate of `sender.keyframes.AnswerLimiter`, later when it must wait), `loss` (next
@@ -36,12 +38,25 @@ from live.cli import CallError
 from live.clock import capture_stamp, unwrap, wall_ms
 from live.config import DEFAULT, LiveConfig
 from live.peer import Session
+from live.rtt import stream_unacked, watch
 from live.runner import SendingHalf
 from live.stats import JsonLines, KeyframeTally, Samples, summary
-from live.wire import STREAM, AudioClock, End, KeyframeRequest, Loss, Muted, Ready, encode_control, pack_stream_record
+from live.wire import (
+    STREAM,
+    AudioClock,
+    End,
+    KeyframeRequest,
+    Loss,
+    Muted,
+    Ready,
+    encode_control,
+    pack_stream_record,
+    split_keyframe,
+)
 from sender.analysis import Analyser
 from sender.intra import IntraPolicy
 from sender.keyframes import AnswerLimiter, KeyframePair
+from sender.pacing import Link, PacingStats, PiecePacer, Transfer
 from sender.source import Captured, FrameSource, SourceError
 
 log = logging.getLogger(__name__)
@@ -84,6 +99,7 @@ class SenderStats:
     last_sent_t: float | None = None
     fps: float | None = None
     keyframes: KeyframeTally = field(default_factory=KeyframeTally)   # bytes of each key frame sent
+    pacing: PacingStats = field(default_factory=PacingStats)         # key frame pieces (sender.pacing)
     audio: TrackCounts = field(default_factory=TrackCounts)          # the voice (docs/call.md)
     stages: dict[str, Samples] = field(default_factory=lambda: {
         name: Samples() for name in ("capture", "analysis", "coding")})
@@ -98,11 +114,12 @@ class SenderStats:
         return frames / self.fps if self.fps and frames else None
 
     def snapshot(self) -> dict:
-        out = {k: v for k, v in vars(self).items() if k not in ("started", "stages", "keyframes", "audio")}
+        out = {k: v for k, v in vars(self).items() if k not in ("started", "stages", "keyframes", "audio", "pacing")}
         out["duration_s"] = round(time.monotonic() - self.started, 3)
         out["stages_ms"] = {k: summary(v) for k, v in self.stages.items()}
         out.update(self.keyframes.snapshot(self.seconds()))
         out["audio"] = self.audio.snapshot()
+        out["pacing"] = self.pacing.snapshot()
         seconds = self.seconds()
         face = self.param_bytes + self.keyframes.total
         out["face_payload_kbps"] = round(face * 8 / 1000 / seconds, 3) if seconds else None
@@ -116,11 +133,11 @@ class SenderStats:
 class SenderHalf(SendingHalf):
     def __init__(self, source: FrameSource, analyser: Analyser, options: SenderOptions,
                  live: LiveConfig = DEFAULT, audio: AudioFeed | None = None,
-                 audio_bitrate: int = DEFAULT_BITRATE, audio_frame_ms: int = 20) -> None:
+                 audio_bitrate: int = DEFAULT_BITRATE, audio_frame_ms: int | None = None) -> None:
         self.source = source
         self.audio = audio
         self.audio_bitrate = audio_bitrate
-        self.audio_frame_ms = audio_frame_ms
+        self.audio_frame_ms = audio_frame_ms if audio_frame_ms is not None else live.voice_frame_ms
         self.analyser = analyser
         self.options = options
         self.live = live
@@ -144,7 +161,8 @@ class SenderHalf(SendingHalf):
         self._pending_clock: tuple[Session, AudioClock] | None = None
         self.stats.audio.source = audio.name if audio is not None else None
         self.stats.audio.bitrate = audio_bitrate
-        self.stats.audio.frame_ms = audio_frame_ms
+        self.stats.audio.frame_ms = self.audio_frame_ms
+        self._pacer: PiecePacer | None = None    # the current session's key frame pieces
 
     def close(self) -> None:
         """Release the source and the analysis threads (after `run` has returned)."""
@@ -196,6 +214,7 @@ class SenderHalf(SendingHalf):
     def session_opened(self, session: Session) -> None:
         self._cancel_answer()
         self.session = session
+        self._pacer = self._new_pacer(session)
         self.stats.sessions += 1
         self.first_session.set()
         self._send_setup(header=True)
@@ -212,6 +231,21 @@ class SenderHalf(SendingHalf):
         if session is self.session:
             self.session, self._ready = None, False
             self._cancel_answer()
+            if self._pacer is not None:
+                self._pacer.cancel()
+                self._pacer = None
+
+    def _new_pacer(self, session: Session) -> PiecePacer:
+        """The key frame pieces of `session`: sent on its `stream` channel, paced by its
+        SCTP round-trip times (none on a session without an aiortc connection)."""
+        sctp = getattr(getattr(session, "pc", None), "sctp", None)
+        channel = (getattr(session, "channels", None) or {}).get(STREAM.label)
+        probe = watch(sctp) if sctp is not None else None
+        link = Link(session.send_stream, probe,
+                    (lambda: stream_unacked(sctp, channel)) if sctp is not None and channel is not None
+                    else (lambda: None))
+        self.stats.pacing.window = 1
+        return PiecePacer(link, self.live, stats=self.stats.pacing)
 
     def on_control(self, message) -> None:
         if isinstance(message, Ready):
@@ -242,10 +276,12 @@ class SenderHalf(SendingHalf):
     # -- key frame requests ------------------------------------------------------------
 
     def _stream_buffered(self) -> int:
-        """Bytes the `stream` channel of the current session holds unsent (0 without one)."""
+        """Bytes the `stream` channel of the current session holds unsent, its paced key
+        frame pieces included (0 without one)."""
         channels = getattr(self.session, "channels", None) or {}
         channel = channels.get(STREAM.label)
-        return channel.bufferedAmount if channel is not None else 0
+        paced = self._pacer.pending_bytes if self._pacer is not None else 0
+        return (channel.bufferedAmount if channel is not None else 0) + paced
 
     def _on_keyframe_request(self) -> None:
         if self._answer_task is not None and not self._answer_task.done():
@@ -281,11 +317,15 @@ class SenderHalf(SendingHalf):
             self._answer_task = None
 
     def _send_setup(self, header: bool) -> int:
-        """Session header (if asked) and the current key frames: the small one, then its sharp
-        twin if coded; the next packet is intra and animates the small one.  The bytes sent."""
+        """Session header (if asked) and the current key frames: the small one at once, then
+        its sharp twin (if coded) paced; the next packet is intra and animates the small one.
+        Key frame pieces still queued are dropped first (what is sent now supersedes them).
+        The bytes sent or queued."""
         s, pair = self.session, self._pair
         if s is None or self._header is None:
             return 0
+        if self._pacer is not None:
+            self._pacer.cancel()
         sent = 0
         if header:
             data = pack_stream_record(self._header)
@@ -302,12 +342,27 @@ class SenderHalf(SendingHalf):
         return sent
 
     def _send_keyframe(self, coded: CodedKeyframe, sharp: bool) -> int:
-        """Send a key frame on `stream`: its bytes, 0 when it could not go."""
-        data = pack_stream_record(coded.record)
-        if self.session is None or not self.session.send_stream(data):
+        """Send a key frame on `stream` in pieces: a small one at once, a sharp one paced
+        (sender.pacing).  Its bytes (as one KEYFRAME message: what the stats count), 0 when
+        it could not go."""
+        pacer = self._pacer
+        if self.session is None or pacer is None:
             return 0
-        self.stats.keyframe_sent(len(data), sharp)
-        return len(data)
+        nbytes = len(pack_stream_record(coded.record))
+        pieces = split_keyframe(coded.record, self.live.keyframe_piece_bytes)
+        if not sharp:
+            if not pacer.burst(pieces):
+                return 0
+            self.stats.keyframe_sent(nbytes, sharp)
+            return nbytes
+        key_id = coded.record.key_id
+
+        def done() -> None:
+            self.stats.keyframe_sent(nbytes, sharp)
+            log.info("sharp key frame %d sent: %d bytes in %d pieces over %.2f s (window %d)", key_id, nbytes,
+                     len(pieces), self.stats.pacing.last_transfer_s or 0.0, self.stats.pacing.window)
+        pacer.pace(Transfer(pieces, done))
+        return nbytes
 
     def _use_keyframe(self, small: CodedKeyframe, header: bool) -> None:
         """A new (small) key frame takes over: send it (with the session header if asked)
@@ -383,6 +438,8 @@ class SenderHalf(SendingHalf):
         finally:
             if self._sharp_task is not None:
                 self._sharp_task.cancel()
+            if self._pacer is not None:
+                self._pacer.cancel()
             self._cancel_answer()
             self._dump.close()
             self._trace.close()

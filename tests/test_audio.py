@@ -81,7 +81,7 @@ def test_track_yields_numbered_opus_packets_and_clock_mappings():
 
     clocks: list[AudioClock] = []
     counts = TrackCounts()
-    track = OpusTrack(_Feed(60), 12000, clocks.append, counts)
+    track = OpusTrack(_Feed(60), 12000, clocks.append, counts, frame_ms=20)     # 20 ms packets: one chunk each
 
     async def run():
         packets = []
@@ -227,7 +227,7 @@ def test_track_sends_a_mapping_at_once_when_the_capture_clock_jumps():
             return c
 
     clocks: list[AudioClock] = []
-    track = OpusTrack(Pausing(20), 12000, clocks.append)
+    track = OpusTrack(Pausing(20), 12000, clocks.append, frame_ms=20)
 
     async def run():
         for _ in range(20):
@@ -252,3 +252,60 @@ def test_the_window_holds_pictures_only_as_long_as_the_voice_lags():
     assert lat.video_hold_ms() == pytest.approx(90.0) and lat.audio_hold_ms() == 0
     lat.video.extend([400.0] * 30)                                     # synthesis fell far behind
     assert lat.audio_hold_ms() == MAX_HOLD_MS and lat.video_hold_ms() == 0
+
+
+def test_a_mute_silences_playback_at_once_and_drops_what_waits():
+    """The other side's `muted` message stops playback before the voice still on its way
+    (which was spoken before the click) is played, and flushes the player; unmuted, the
+    voice plays again.  The voice is still counted (and would still go into --output)."""
+    from receiver.audio import VoiceReceiver
+
+    class _Track:
+        def __init__(self) -> None:
+            self.frames: asyncio.Queue = asyncio.Queue()
+
+        async def recv(self):
+            return await self.frames.get()
+
+    def frame(pts: int) -> av.AudioFrame:
+        f = av.AudioFrame.from_ndarray(np.full((1, CHUNK_SAMPLES), 1000, np.int16), format="s16", layout="mono")
+        f.sample_rate, f.pts, f.time_base = SAMPLE_RATE, pts, Fraction(1, SAMPLE_RATE)
+        return f
+
+    async def run() -> tuple[list[float], int, int]:
+        played: list[float] = []
+        flushes = []
+        voice = VoiceReceiver(play=lambda captured, pcm: played.append(captured))
+        voice.flush = lambda: flushes.append(1)
+        class _Session:
+            async def audio_stats(self):
+                return None, None
+
+        session, track = _Session(), _Track()
+        voice.session_opened(session)                       # type: ignore[arg-type]
+        voice.on_control(AudioClock(0, wall_ms()))
+        voice.on_audio(session, track)                      # type: ignore[arg-type]
+
+        async def send(first: int, count: int) -> None:
+            for k in range(first, first + count):
+                track.frames.put_nowait(frame(k * CHUNK_SAMPLES))
+            for _ in range(500):                            # at most 5 s
+                if track.frames.empty():
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)
+
+        await send(0, 5)
+        before = len(played)
+        voice.on_control(Muted(True))
+        await send(5, 5)                                    # on the way when the mute came
+        while_muted = len(played) - before
+        voice.on_control(Muted(False))
+        await send(10, 5)
+        voice.stop()
+        return played, while_muted, len(flushes)
+
+    played, while_muted, flushes = asyncio.run(run())
+    assert while_muted == 0
+    assert flushes == 1
+    assert len(played) == 10                                # 5 before, 5 after the unmute

@@ -406,7 +406,7 @@ def test_key_frame_requests_over_a_real_connection_are_answered_at_a_bounded_rat
     from codec_core.config import load_config
     from live.config import LiveConfig
     from live.peer import Half, PeerLink
-    from live.wire import KeyframeRequest
+    from live.wire import KeyframePiece, KeyframeRequest, unpack_stream_record
     from models.face_model import FaceBasis
     from sender.half import SenderHalf, SenderOptions
     from signaling import ServerConfig, SignalingServer
@@ -438,8 +438,9 @@ def test_key_frame_requests_over_a_real_connection_are_answered_at_a_bounded_rat
             self.session = session
 
         def on_stream(self, data: bytes) -> None:
-            if data[:1] == b"\x02":
-                self.keyframes.append(time.monotonic())
+            record = unpack_stream_record(data)
+            if isinstance(record, KeyframePiece) and record.index == record.count - 1 or isinstance(record, Keyframe):
+                self.keyframes.append(time.monotonic())     # a key frame complete (pieces: its last)
 
     async def main() -> tuple[SenderHalf, Receiver, float]:
         async with SignalingServer("127.0.0.1", 0, ServerConfig(ping_interval=1, ping_timeout=1)) as server:

@@ -26,7 +26,15 @@ from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader
 from codec_core.config import load_config
 from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import PacketParamEncoder
-from live.wire import KeyframeRequest, Ready, pack_stream_record, unpack_stream_record
+from live.config import LiveConfig
+from live.wire import (
+    KeyframePiece,
+    KeyframeRequest,
+    PieceAssembler,
+    Ready,
+    pack_stream_record,
+    unpack_stream_record,
+)
 from models.face_model import FaceBasis
 from receiver.chain import PredictionChain, Verdict
 from receiver.half import ReceiverHalf
@@ -223,40 +231,57 @@ def coded(key_id: int, picture: bytes) -> CodedKeyframe:
 
 
 def test_sender_sends_small_then_sharp_and_switches_on_ready():
+    """Both in pieces (docs/wire.md): the small one at once, the sharp one paced (here with
+    no link to measure: at the fallback pace, made short)."""
     small, sharp = coded(0, b"small"), coded(1, b"a sharper picture")
     fake = FakeSender(sharp)
+    live = LiveConfig(pace_round_wait_max_s=0.02)
 
     class Session(FakeSession):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pieces = PieceAssembler(10.0)
+
         def send_stream(self, data: bytes) -> bool:
-            self.sent.append(unpack_stream_record(data))
+            record = unpack_stream_record(data)
+            if isinstance(record, KeyframePiece):
+                record = self.pieces.add(record, 0.0)
+            if record is not None:
+                self.sent.append(record)
             return True
 
     async def main() -> tuple[SenderHalf, Session]:
-        half, session = SenderHalf(fake, fake, SenderOptions()), Session()
+        half, session = SenderHalf(fake, fake, SenderOptions(), live), Session()
         half._header = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.25,) * 7)
         half.session_opened(session)
         half._use_keyframe(small, header=False)
-        await asyncio.sleep(0.05)                   # the sharp one "codes" and goes out
+        assert keyframes(session) == [0]            # the small one at once
+        await asyncio.sleep(0.2)                    # the sharp one "codes" and goes out
+        assert keyframes(session) == [0, 1]
+        assert half._pair.packet_key_id(0) == 0      # not before the receiver is ready for it
+        half.on_control(Ready(0))
+        assert half.peer_ready.is_set() and half._pair.packet_key_id(0) == 0
+        half._intra.decide(0)
+        half.on_control(Ready(1))
+        assert half._pair.packet_key_id(0) == 1 and half._intra.decide(1) is True    # switched, intra
+        half.on_control(KeyframeRequest())           # both again, back to the small one until ready
+        await asyncio.sleep(0.2)
+        assert keyframes(session) == [0, 1, 0, 1] and half._pair.packet_key_id(0) == 0
+        half.on_control(Ready(1))
+        assert half._pair.packet_key_id(0) == 1
         return half, session
 
     half, session = asyncio.run(main())
-    keyframes = lambda: [r.key_id for r in session.sent if isinstance(r, Keyframe)]
-    assert keyframes() == [0, 1]
-    assert half._pair.packet_key_id(0) == 0          # not before the receiver is ready for it
-    half.on_control(Ready(0))
-    assert half.peer_ready.is_set() and half._pair.packet_key_id(0) == 0
-    half._intra.decide(0)
-    half.on_control(Ready(1))
-    assert half._pair.packet_key_id(0) == 1 and half._intra.decide(1) is True    # switched, intra
-    half.on_control(KeyframeRequest())               # both again, back to the small one until ready
-    assert keyframes() == [0, 1, 0, 1] and half._pair.packet_key_id(0) == 0
-    half.on_control(Ready(1))
-    assert half._pair.packet_key_id(0) == 1
     snap = half.stats.snapshot()
     assert snap["keyframe_bytes_small"] == [len(pack_stream_record(small.record))] * 2
     assert snap["keyframe_bytes_sharp"] == [len(pack_stream_record(sharp.record))] * 2
     assert snap["sharp_switches"] == 2 and snap["keyframes_sent"] == 4
+    assert snap["pacing"]["pieces_sent"] == 4
     assert KeyframePair(small).switch(1) is None     # no sharp one yet: nothing to switch to
+
+
+def keyframes(session) -> list[int]:
+    return [r.key_id for r in session.sent if isinstance(r, Keyframe)]
 
 
 # -- real calls ------------------------------------------------------------------------

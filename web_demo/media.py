@@ -33,6 +33,7 @@ from av import Packet, VideoFrame
 
 from live.audio import CHUNK_SAMPLES, SAMPLE_RATE, AudioFeed, Chunk, OpusEncoder, to_mono_s16
 from live.clock import wall_ms
+from live.config import DEFAULT
 from receiver.sinks import Sink
 from sender.source import Captured, FrameSource, SourceError
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 VIDEO_CLOCK = 90000
 BROWSER_BITRATE = 32000          # the other side's voice, server to browser (mono Opus)
 UPLINK_BUFFER_MS = 80.0          # aiortc's audio jitter buffer: 4 packets of the browser's 20 ms, before decoding
-CALL_FRAME_MS = 40               # the voice between the call ends: 40 ms packets (half the packets of 20 ms)
+CALL_FRAME_MS = DEFAULT.voice_frame_ms   # the voice between the call ends: as every call's (live.config)
 
 
 def placeholder(size: int = 256) -> np.ndarray:
@@ -277,6 +278,10 @@ class VoiceTrack(MediaStreamTrack):
 
     def put(self, captured_ms: float, pcm: np.ndarray) -> None:
         self._frames.append((time.monotonic(), pcm))
+
+    def flush(self) -> None:
+        """Drop the samples that wait (the other side muted): silence from the next packet."""
+        self._frames.clear()
 
     def _next(self, now: float) -> np.ndarray:
         """One packet's samples: the oldest that are due, then silence."""

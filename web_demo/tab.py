@@ -135,6 +135,7 @@ class TabCall:
                                  audio_frame_ms=CALL_FRAME_MS)
         self.receiver = ReceiverHalf(self.basis, self.live)
         self.receiver.voice.play = self.voice_track.put
+        self.receiver.voice.flush = self.voice_track.flush
         self.sink = TrackSink(loop, self.track)
         self.worker = RenderWorker(loop, self.receiver.events(), [self.sink], self.basis,
                                    self.synthesis, self.live.render_threads,
