@@ -1,15 +1,20 @@
 """Command line of the offline codec: encode, decode and inspect stream files.
 
-    python -m codec_core encode INPUT -o STREAM [--qp|--iframe-qp N] [--size 256|512] [--frames N]
-                                [--no-crop] [--quantization-factor F]
-                                [--save-crop CROP.mp4] [--config FILE.yaml]
-    python -m codec_core decode STREAM -o OUT.mp4 [--synth warp|learned] [--backend torch|onnx]
-                                [--device cpu|cuda] [--onnx-model PATH] [--edit NAME=VALUE ...]
+    python -m codec_core encode INPUT -o STREAM [--format ifvc|fomm|fv2v|cfte] [--qp|--iframe-qp N]
+                                [--size 256|512] [--frames N] [--no-crop] [--quantization-factor F]
+                                [--save-crop CROP.mp4] [--config FILE.yaml] [--container native|vvc]
+    python -m codec_core decode STREAM -o OUT.mp4 [--decoder-format FORMAT] [--translator geometry|learned]
+                                [--synth warp|learned] [--backend torch|onnx] [--device cpu|cuda]
+                                [--onnx-model PATH] [--edit NAME=VALUE ...]
     python -m codec_core info STREAM
 
 INPUT is a video file, or a raw RGB 4:4:4 sequence of the GFVC common test conditions
 (`NAME_256x256_25_8bit_444.rgb`); `--iframe-qp` and `--quantization-factor` follow the GFVC
-software's conventions (docs/bitstream.md, "GFVC conventions").
+software's conventions (docs/bitstream.md, "GFVC conventions").  `--format` is the stream's
+feature format; `decode --decoder-format` plays it with another format's synthesizer, its
+values translated (docs/bitstream.md, "Feature formats").  `--container vvc` writes the stream
+as one VVC bitstream (`.266`, its features in SEI messages; docs/bitstream.md, "VVC
+container"); `decode` and `info` read both kinds of file.
 
 Errors end with one line on stderr and exit status 1 (2 for bad usage).
 """
@@ -17,13 +22,17 @@ Errors end with one line on stderr and exit status 1 (2 for bad usage).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
 import time
+from pathlib import Path
 
+from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
 from codec_core.bitstream import StreamError
 from codec_core.config import SIZES, ConfigError, check_size, load_config
+from codec_core.format import FEATURE_FORMATS, IFVC, format_named
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
 from codec_core.video import VideoError
@@ -36,30 +45,58 @@ def cmd_encode(args) -> int:
     from codec.encoder import encode_video
     from models.face_model import FaceBasis
 
+    fmt = format_named(args.format).name
     cfg = load_config(args.config).with_overrides(keyframe_qp=args.qp, size=args.size)
-    cfg = cfg.with_quantization_factor(args.quantization_factor)
+    cfg = cfg.with_quantization_factor(args.quantization_factor, fmt)
     check_size(cfg.size)
     start = time.perf_counter()
     res = encode_video(args.input, args.output, cfg, FaceBasis.load(), args.frames, args.save_crop,
-                       progress=sys.stderr.isatty(), no_crop=args.no_crop)
+                       progress=sys.stderr.isatty(), no_crop=args.no_crop, fmt=fmt)
     took = time.perf_counter() - start
+    file_bytes = res.file_bytes
+    if args.container == "vvc":         # the native stream, converted in place (docs/bitstream.md, "VVC container")
+        from codec_core.container import native_to_vvc
+
+        vvc = native_to_vvc(Path(args.output).read_bytes())
+        Path(args.output).write_bytes(vvc)
+        file_bytes = len(vvc)
     log.info("encoded %d frames in %.1f s (%.1f fps): key frame %d bytes (QP %d), file %d bytes%s",
-             res.frames, took, res.frames / took, res.keyframe_bytes, res.keyframe_qp, res.file_bytes,
+             res.frames, took, res.frames / took, res.keyframe_bytes, res.keyframe_qp, file_bytes,
              f", face lost in {res.lost_frames} frames" if res.lost_frames else "")
     return 0
 
 
+def read_stream_file(path: str):
+    """A native stream file, or a VVC bitstream (`.266`, or anything that starts with an
+    Annex-B start code) made by `encode --container vvc`, parsed (file_bytes: the file's)."""
+    from dataclasses import replace
+
+    from codec.decoder import parse_stream
+    from codec_core.container import is_vvc, vvc_to_native
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise StreamError(f"cannot read {path}: {exc.strerror}") from None
+    if not (is_vvc(data) or Path(path).suffix == ".266"):
+        return parse_stream(data)
+    return replace(parse_stream(vvc_to_native(data)), total_bytes=len(data))
+
+
 def cmd_decode(args) -> int:
-    from codec.decoder import decode_frames, read_stream
+    from codec.decoder import decode_frames
     from codec_core.video import VideoWriter
     from models.editing import Edits
 
     edits = Edits.parse(args.edit)
     synthesis = synthesis_from_args(args)
-    parsed = read_stream(args.stream)
+    decoder_format = None if args.decoder_format is None else format_named(args.decoder_format).name
+    parsed = read_stream_file(args.stream)
+    frames = decode_frames(parsed, synthesis, edits, decoder_format, args.translator)
+    first = next(frames, None)          # the decoder is set up (or refused) before the output is opened
     start, n = time.perf_counter(), 0
     with VideoWriter(args.output, parsed.header.fps_num / parsed.header.fps_den) as writer:
-        for frame in decode_frames(parsed, synthesis, edits):
+        for frame in itertools.chain([] if first is None else [first], frames):
             writer.write(frame)
             n += 1
     took = time.perf_counter() - start
@@ -68,9 +105,9 @@ def cmd_decode(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from codec.decoder import read_stream, stream_info
+    from codec.decoder import stream_info
 
-    print(json.dumps(stream_info(read_stream(args.stream))))
+    print(json.dumps(stream_info(read_stream_file(args.stream))))
     return 0
 
 
@@ -81,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="video file -> stream file")
     e.add_argument("input")
     e.add_argument("-o", "--output", required=True)
+    e.add_argument("--format", default=IFVC.name, metavar="FORMAT",
+                   help=f"feature format of the stream: {', '.join(FEATURE_FORMATS)} (default: %(default)s)")
     e.add_argument("--qp", "--iframe-qp", dest="qp", type=int, metavar="N",
                    help="VVC QP of the key frame (default from the configuration; --iframe-qp is GFVC's name)")
     e.add_argument("--size", type=int, choices=SIZES, help="crop size (default 256)")
@@ -88,16 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-crop", action="store_true",
                    help="the input is already the square face crop at --size: code it as it is")
     e.add_argument("--quantization-factor", type=float, metavar="F",
-                   help="divide every per-frame quantisation step by F (GFVC's convention; default 1)")
+                   help="GFVC's quantisation factor: ifvc divides its per-frame steps by F, fomm, fv2v and cfte "
+                        "quantise value * F (step 1/F); default: the configured steps (docs/bitstream.md)")
+    e.add_argument("--container", choices=("native", "vvc"), default="native",
+                   help="native: our stream file; vvc: one Annex-B VVC bitstream (.266), the features in SEI "
+                        "messages (default: %(default)s)")
     e.add_argument("--save-crop", help="also write the coded crops losslessly to this video file")
     e.add_argument("--config", help="YAML file overriding codec_core/defaults.yaml")
     e.set_defaults(func=cmd_encode)
     d = sub.add_parser("decode", help="stream file -> video file")
     d.add_argument("stream")
     d.add_argument("-o", "--output", required=True)
+    d.add_argument("--decoder-format", metavar="FORMAT",
+                   help=f"the feature format whose synthesizer makes the pictures: {', '.join(FEATURE_FORMATS)} "
+                        "(default: the stream's own; another one translates the stream's values)")
+    d.add_argument("--translator", default=DEFAULT_TRANSLATOR, metavar="METHOD",
+                   help=f"how values are translated to the decoder format: {', '.join(TRANSLATOR_METHODS)} "
+                        "(default: %(default)s)")
     add_synthesis_options(d)
     d.add_argument("--edit", action="append", default=[], metavar="NAME=VALUE",
-                   help="edit the decoded face, e.g. yaw=15 smile=0.8 (repeatable; controls in docs/editing.md)")
+                   help="edit the decoded face, e.g. yaw=15 smile=0.8 (repeatable; controls in docs/editing.md; "
+                        "ifvc decoder format only)")
     d.set_defaults(func=cmd_decode)
     i = sub.add_parser("info", help="print a stream's numbers as JSON")
     i.add_argument("stream")

@@ -1,7 +1,10 @@
 """The receiving side of the codec: key frame in, parameter levels in, pictures out.
 
 `FaceDecoder` holds a session's state (header, key frame, reference, synthesizer) and is
-shared by the file decoder and the live receiver.  `parse_stream` reads and checks a
+shared by the file decoder and the live receiver.  It plays a stream of any feature format
+with the synthesizer of its own format, the decoder format (the stream's unless told):
+when they differ, each key frame gets a translator (models.translators) that every frame's
+dequantised values go through before synthesis.  `parse_stream` reads and checks a
 whole stream file; `decode_frames` is the offline decoder behind `python -m codec_core
 decode`, `stream_info` the numbers behind `info`.
 """
@@ -12,13 +15,14 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
 from codec_core.arith import ArithmeticDecoder
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, StreamError, read_records
-from codec_core.format import FORMAT_NAMES, I_STEP_GEOMETRY, step_vector
+from codec_core.format import IFVC, FeatureFormat, format_named, reference_steps, step_vector
 from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import ParamFrameDecoder, check_levels, dequantise
 from models.face_model import FaceBasis
@@ -31,46 +35,98 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class DecoderFormatError(ValueError):
+    """A decoder format, translator or synthesizer choice that cannot play a stream (one line)."""
+
+
+class Translator(Protocol):
+    def translate(self, values: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class DecodedKeyframe:
-    """A key frame made ready to animate: its picture, reference and synthesizer."""
+    """A key frame made ready to animate: its picture, reference, synthesizer and, when the
+    decoder's format differs from the stream's, the translator of its frames."""
 
     key_id: int
     picture: np.ndarray
     reference: Reference
     synth: Synth
+    key_params: np.ndarray                 # the key frame's own values in the decoder's format
+    translator: Translator | None = None
+
+
+def check_decoder_choice(decoder_format: FeatureFormat, synthesis: Synthesis, translator: str) -> None:
+    """DecoderFormatError (one line) when this decoder format, translator method and synthesizer
+    cannot go together; builds nothing."""
+    if translator not in TRANSLATOR_METHODS:
+        raise DecoderFormatError(f"unknown translator {translator!r}: choose one of {', '.join(TRANSLATOR_METHODS)}")
+    if decoder_format is not IFVC and synthesis.synth != "warp":
+        raise DecoderFormatError(f"--synth {synthesis.synth} runs on ifvc parameters only; decoder format "
+                                 f"{decoder_format.name} has its own motion model (use --synth warp)")
 
 
 class FaceDecoder:
     def __init__(self, header: SessionHeader, basis: FaceBasis | None = None,
-                 synthesis: Synthesis = Synthesis()) -> None:
+                 synthesis: Synthesis = Synthesis(), decoder_format: str | None = None,
+                 translator: str = DEFAULT_TRANSLATOR) -> None:
+        """`decoder_format`: the format whose synthesizer makes the pictures (a name of
+        format.FEATURE_FORMATS; None: the stream's own); `translator`: how other formats'
+        values reach it (TRANSLATOR_METHODS)."""
         basis = basis or FaceBasis.load()
         if header.basis_version != basis.version:
             raise StreamError(f"stream needs face basis {header.basis_version!r}, this decoder has {basis.version!r}")
-        if header.num_params != basis.num_params:
+        self.stream_format = header.feature_format
+        if self.stream_format is IFVC and header.num_params != basis.num_params:
             raise StreamError(f"stream has {header.num_params} parameters per frame, basis {basis.version} has "
                               f"{basis.num_params}")
+        self.decoder_format = self.stream_format if decoder_format is None else format_named(decoder_format)
+        check_decoder_choice(self.decoder_format, synthesis, translator)
         self.header = header
         self.basis = basis
         self.synthesis = synthesis
-        self.steps = step_vector(header.steps, basis.num_params)
+        self.translator_method = translator
+        self.steps = self.stream_format.step_vector(header.steps)      # the step of each value of a frame
+        self.reference_steps = step_vector(reference_steps(self.stream_format, header.steps), basis.num_params)
         self.reference: Reference | None = None
         self.keyframe: np.ndarray | None = None
         self.key_id: int | None = None
         self._synth: Synth | None = None
+        self._translator: Translator | None = None
+
+    @property
+    def translates(self) -> bool:
+        """Whether frames go through a translator (the decoder's format is not the stream's)."""
+        return self.decoder_format is not self.stream_format
 
     def decode_keyframe(self, record: Keyframe) -> DecodedKeyframe:
-        """Decode a key frame and build its synthesizer without switching to it; reads only
-        the session's settings, so another thread may do it while this one renders."""
+        """Decode a key frame and build its synthesizer (and translator) without switching to
+        it; reads only the session's settings, so another thread may do it while this one renders."""
         picture = decode_keyframe(record.picture)
         if picture.shape[:2] != (self.header.height, self.header.width):
             raise StreamError(f"key frame is {picture.shape[1]}x{picture.shape[0]}, header says "
                               f"{self.header.width}x{self.header.height}")
-        reference = Reference.unpack(record.geometry, self.basis, self.header.width,
-                                     self.header.steps[I_STEP_GEOMETRY], self.steps)
-        synth = self.synthesis.build(picture, reference.face_model(), reference.reference_params(),
-                                     reference.ring_weights)
-        return DecodedKeyframe(record.key_id, picture, reference, synth)
+        reference = Reference.unpack(record.geometry, self.basis, self.header.width, self.header.geometry_step,
+                                     self.reference_steps)
+        name = self.decoder_format.name
+        if self.decoder_format is IFVC:
+            key_params = reference.reference_params()
+            synth = self.synthesis.build(picture, reference.face_model(), key_params, reference.ring_weights)
+        else:
+            from models.feature_formats import key_features
+            from models.format_motion import build_format_synth
+
+            key_params = key_features(name, reference)
+            synth = build_format_synth(name, picture, reference, device=self.synthesis.device)
+        translator = None
+        if self.translates:
+            from models.translators import TranslatorError, make_translator
+
+            try:
+                translator = make_translator(self.stream_format.name, name, reference, self.translator_method)
+            except TranslatorError as exc:
+                raise DecoderFormatError(str(exc)) from None
+        return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator)
 
     def use_keyframe(self, decoded: DecodedKeyframe) -> None:
         """Animate `decoded` from now on."""
@@ -78,16 +134,29 @@ class FaceDecoder:
         self.keyframe = decoded.picture
         self.key_id = decoded.key_id
         self._synth = decoded.synth
+        self._translator = decoded.translator
 
     def set_keyframe(self, record: Keyframe) -> None:
         """Decode a key frame and switch to it."""
         self.use_keyframe(self.decode_keyframe(record))
 
-    def params(self, levels: np.ndarray) -> np.ndarray:
+    def values(self, levels: np.ndarray) -> np.ndarray:
+        """A frame's dequantised values in the stream's format."""
         return dequantise(levels, self.steps)
 
+    def params(self, levels: np.ndarray) -> np.ndarray:
+        """A frame's values in the decoder's format, what `render` takes: dequantised and, when
+        the formats differ, translated (the translator keeps state across the frames of one key
+        frame: call this once per frame, in order)."""
+        values = self.values(levels)
+        if not self.translates:
+            return values
+        if self._translator is None:
+            raise StreamError("parameters arrived before any key frame")
+        return np.asarray(self._translator.translate(values), dtype=np.float64)
+
     def render(self, params: np.ndarray) -> np.ndarray:
-        """The synthesized frame (H, W, 3 uint8) for a parameter vector."""
+        """The synthesized frame (H, W, 3 uint8) for a frame's values in the decoder's format."""
         if self._synth is None:
             raise StreamError("parameters arrived before any key frame")
         return self._synth.render(params)
@@ -149,10 +218,15 @@ def read_stream(path: str | Path) -> ParsedStream:
     return parse_stream(data)
 
 
-def decode_frames(parsed: ParsedStream, synthesis: Synthesis = Synthesis(),
-                  edits: Edits | None = None) -> Iterator[np.ndarray]:
-    """Synthesized frames of a parsed stream, in order, with `edits` (models.editing) applied."""
-    decoder = FaceDecoder(parsed.header, synthesis=synthesis)
+def decode_frames(parsed: ParsedStream, synthesis: Synthesis = Synthesis(), edits: Edits | None = None,
+                  decoder_format: str | None = None, translator: str = DEFAULT_TRANSLATOR) -> Iterator[np.ndarray]:
+    """Synthesized frames of a parsed stream, in order, made by the synthesizer of
+    `decoder_format` (None: the stream's own), with `edits` (models.editing) applied.  Edits
+    work on ifvc parameters: with another decoder format they are a DecoderFormatError."""
+    decoder = FaceDecoder(parsed.header, synthesis=synthesis, decoder_format=decoder_format, translator=translator)
+    if edits and decoder.decoder_format is not IFVC:
+        raise DecoderFormatError(f"--edit works on ifvc parameters; decoder format {decoder.decoder_format.name} "
+                                 "has none (decode with --decoder-format ifvc)")
     decoder.set_keyframe(parsed.keyframe)
     editor = None
     if edits and decoder.reference is not None:
@@ -177,7 +251,10 @@ def stream_info(parsed: ParsedStream) -> dict:
         "fps": round(h.fps, 3),
         "width": h.width,
         "height": h.height,
-        "format": FORMAT_NAMES[h.format],
+        "format": h.feature_format.name,
+        "values_per_frame": h.num_params,
+        "steps": {name: float(str(np.float32(step))) for name, step in      # as float32 prints them
+                  zip(h.feature_format.step_names, h.steps, strict=True)},
         "basis_version": h.basis_version,
         "num_params": h.num_params,
         "intra_interval": h.intra_interval,

@@ -2,7 +2,8 @@
 
 `FaceEncoder` is the per-session state that a file encoder and the live sender share:
 it codes a key frame (VVC, decoded back: the closed loop), derives the reference geometry
-from it, and turns each frame's landmarks into quantised parameter levels.
+from it, and turns each frame's landmarks into quantised levels of its feature format
+(ifvc's parameters, or fomm's, fv2v's or cfte's values: docs/bitstream.md, "Feature formats").
 `encode_video` is the offline encoder behind `python -m codec_core encode`: a video file
 or a raw GFVC sequence in, cropped around the face or taken as it is (`--no-crop`).
 """
@@ -21,7 +22,15 @@ from tqdm import tqdm
 from codec_core.arith import ArithmeticEncoder
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, write_file_start, write_record
 from codec_core.config import MAX_QP, CodecConfig, ConfigError
-from codec_core.format import FORMAT_MESH478, KEYFRAME_CODEC_VVC, MAX_LEVEL, MAX_SHAPE_LEVEL, step_vector
+from codec_core.format import (
+    IFVC,
+    KEYFRAME_CODEC_VVC,
+    MAX_LEVEL,
+    MAX_SHAPE_LEVEL,
+    format_named,
+    reference_steps,
+    step_vector,
+)
 from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import ParamFrameEncoder, quantise
 from codec_core.video import VideoWriter, probe_fps, read_frames
@@ -50,20 +59,37 @@ ReferenceOf = Callable[[np.ndarray], tuple[Reference, bytes]]
 
 
 class FaceEncoder:
-    def __init__(self, config: CodecConfig, basis: FaceBasis) -> None:
+    def __init__(self, config: CodecConfig, basis: FaceBasis, fmt: str = IFVC.name) -> None:
+        """`fmt`: the feature format of the stream (a name of format.FEATURE_FORMATS;
+        ConfigError for another)."""
+        try:
+            self.format = format_named(fmt)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.format is IFVC and basis.num_params != IFVC.count:
+            raise ConfigError(f"face basis {basis.version} has {basis.num_params} parameters; format ifvc has "
+                              f"{IFVC.count}")
         self.config = config
         self.basis = basis
-        self.steps = step_vector(config.steps.values(), basis.num_params)
+        self.header_steps = config.steps_of(self.format.name)        # as the session header carries them
+        self.steps = self.format.step_vector(self.header_steps)       # the step of each value of a frame
+        # the key frame's own ifvc levels (its pose in the reference geometry, its eyes) use these
+        self.reference_steps = step_vector(reference_steps(self.format, self.header_steps), basis.num_params)
         self.keyframe: CodedKeyframe | None = None
         self._model: FaceModel | None = None
         self._previous: np.ndarray | None = None
         self._next_key_id = 0     # taken when a key frame is coded (one coding thread at a time)
 
+    @property
+    def num_values(self) -> int:
+        """Values per frame (the format's count)."""
+        return self.format.count
+
     def header(self, fps: Fraction, frame_count: int = 0) -> SessionHeader:
         fps = Fraction(fps).limit_denominator(1001)
-        return SessionHeader(FORMAT_MESH478, self.config.size, self.config.size, fps.numerator, fps.denominator,
-                             frame_count, self.basis.version, self.basis.num_params, self.config.intra_interval,
-                             self.config.steps.values())
+        return SessionHeader(self.format.id, self.config.size, self.config.size, fps.numerator, fps.denominator,
+                             frame_count, self.basis.version, self.format.count, self.config.intra_interval,
+                             self.header_steps)
 
     def code_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
         """Code `crop` as a key frame without switching to it (slow: VVenC, segmentation);
@@ -74,8 +100,8 @@ class FaceEncoder:
         cfg = self.config
 
         def reference_of(picture: np.ndarray) -> tuple[Reference, bytes]:
-            reference = Reference.from_landmarks(self.basis, landmarks, cfg.size, cfg.steps.geometry, self.steps,
-                                                 person=person_probability(picture))
+            reference = Reference.from_landmarks(self.basis, landmarks, cfg.size, self.header_steps[-1],
+                                                 self.reference_steps, person=person_probability(picture))
             return reference, reference.pack()
 
         return self._code(crop, cfg.keyframe_qp, MAX_QP, cfg.keyframe_max_bytes, cfg.keyframe_preset, reference_of)
@@ -118,7 +144,12 @@ class FaceEncoder:
         """Switch to a key frame from `code_keyframe`: parameters from now on animate it."""
         self.keyframe = coded
         self._model = coded.reference.face_model()
-        self._previous = coded.reference.reference_levels()
+        if self.format is IFVC:
+            self._previous = coded.reference.reference_levels()
+        else:
+            from models.feature_formats import key_features
+
+            self._previous = quantise(key_features(self.format.name, coded.reference), self.steps)
 
     def new_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
         """Code `crop` as the new key frame and switch to it."""
@@ -127,17 +158,24 @@ class FaceEncoder:
         return coded
 
     def levels(self, landmarks: np.ndarray | None) -> np.ndarray:
-        """Quantised parameters of one frame; a frame without a face holds the last ones."""
-        if self._model is None or self._previous is None:
+        """Quantised values of one frame in the stream's format; a frame without a face holds
+        the last ones."""
+        if self._model is None or self._previous is None or self.keyframe is None:
             raise RuntimeError("no key frame yet")
         if landmarks is not None:
-            params = self._model.analyse(landmarks)
-            self._previous = quantise(params, self.steps, self._previous, self.config.hysteresis)
+            if self.format is IFVC:
+                values = self._model.analyse(landmarks)
+            else:
+                from models.feature_formats import analyse
+
+                values = analyse(self.format.name, landmarks, self.keyframe.reference)
+            self._previous = quantise(values, self.steps, self._previous, self.config.hysteresis)
         return self._previous.copy()
 
 
 def encode_segment(levels: list[np.ndarray], num_params: int) -> bytes:
-    """Frames as one arithmetic codeword: the first intra, the others predicted."""
+    """Frames of `num_params` values as one arithmetic codeword: the first intra, the others
+    predicted."""
     coder, enc = ParamFrameEncoder(num_params), ArithmeticEncoder()
     for i, q in enumerate(levels):
         coder.encode(enc, q, intra=(i == 0))
@@ -151,7 +189,7 @@ class EncodeResult:
     keyframe_bytes: int
     keyframe_qp: int
     file_bytes: int
-    levels: list[np.ndarray]     # every frame's quantised parameters: what a decoder must get back
+    levels: list[np.ndarray]     # every frame's quantised values: what a decoder must get back
 
 
 def check_in_bounds(levels: np.ndarray, bound: int, what: str) -> None:
@@ -179,11 +217,11 @@ def _first_face(tracker: CropTracker, frame: np.ndarray) -> TrackedFrame | None:
 
 def encode_video(source: str | Path, output: str | Path, config: CodecConfig, basis: FaceBasis,
                  max_frames: int | None = None, save_crop: str | Path | None = None,
-                 progress: bool = False, no_crop: bool = False) -> EncodeResult:
-    """Encode a video file (or raw `.rgb` sequence) into a stream file; `no_crop`: the input is
-    already the square crop at the coded size, taken as it is."""
+                 progress: bool = False, no_crop: bool = False, fmt: str = IFVC.name) -> EncodeResult:
+    """Encode a video file (or raw `.rgb` sequence) into a stream file of feature format `fmt`;
+    `no_crop`: the input is already the square crop at the coded size, taken as it is."""
+    encoder = FaceEncoder(config, basis, fmt)
     fps = probe_fps(source)
-    encoder = FaceEncoder(config, basis)
     tracker = WholeFrameTracker(config.size) if no_crop else CropTracker(config.size)
     levels: list[np.ndarray] = []
     lost = faceless = 0     # frames without the face after the key frame / before it
@@ -231,7 +269,7 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
     step = config.intra_interval
     for start in range(0, len(levels), step):
         chunk = levels[start:start + step]
-        payload = encode_segment(chunk, basis.num_params)
+        payload = encode_segment(chunk, encoder.num_values)
         out += write_record(RecordType.PARAM_SEGMENT, ParamSegment(start, len(chunk), payload).pack())
     Path(output).write_bytes(out)
     return EncodeResult(len(levels), lost, len(keyframe.record.picture), keyframe.qp, len(out), levels)

@@ -6,10 +6,11 @@ A file is the magic ``FCVC``, a version byte, then records::
 
 The same record payloads travel on the data channels of a live call (without the file
 magic and CRC; see docs/bitstream.md for the full tables).  Everything here is pure
-parsing and writing: truncated, corrupt or foreign input, and values past the bounds of
+parsing and writing: truncated, corrupt or foreign input, values past the bounds of
 `codec_core.format` (picture sides, frame rate, intra interval, frames per segment, picture
-and geometry bytes), raise `StreamError` with a message that says what is wrong, before
-anything is allocated for them.
+and geometry bytes), and a session header whose feature format, value count or step count
+does not agree with `format.FEATURE_FORMATS`, raise `StreamError` with a message that says
+what is wrong, before anything is allocated for them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from codec_core.format import (
-    FORMAT_NAMES,
+    FORMAT_BY_ID,
     KEYFRAME_CODEC_VVC,
     MAGIC,
     MAX_FPS,
@@ -32,8 +33,8 @@ from codec_core.format import (
     MAX_STEP,
     MIN_FPS,
     SIDES,
-    STEP_NAMES,
     STREAM_VERSION,
+    FeatureFormat,
 )
 
 _RECORD_HEAD = struct.Struct(">BI")
@@ -55,29 +56,39 @@ class RecordType(IntEnum):
 class SessionHeader:
     """What a receiver must know before anything else."""
 
-    format: int              # a key of format.FORMAT_NAMES
+    format: int              # a feature format id (format.FORMAT_BY_ID)
     width: int
     height: int
     fps_num: int
     fps_den: int
     frame_count: int         # 0 for a live session
     basis_version: str       # face basis asset, e.g. "v1"
-    num_params: int
+    num_params: int          # values per frame: the format's count
     intra_interval: int
-    steps: tuple[float, ...]  # in format.STEP_NAMES order
+    steps: tuple[float, ...]  # in the format's step_names order (its geometry step last)
 
     _FIXED = struct.Struct(">BHHHHIBH")
-    NUM_STEPS = len(STEP_NAMES)
 
     @property
     def fps(self) -> float:
         return self.fps_num / self.fps_den
 
+    @property
+    def feature_format(self) -> FeatureFormat:
+        """The stream's feature format (a header that unpacked names a known one)."""
+        return FORMAT_BY_ID[self.format]
+
+    @property
+    def geometry_step(self) -> float:
+        """The key frame's reference geometry step: the last of every format's steps."""
+        return self.steps[-1]
+
     def pack(self) -> bytes:
         version = self.basis_version.encode("ascii")
         return (self._FIXED.pack(self.format, self.width, self.height, self.fps_num, self.fps_den,
                                  self.frame_count, self.num_params, self.intra_interval)
-                + bytes([len(version)]) + version + struct.pack(f">{self.NUM_STEPS}f", *self.steps))
+                + bytes([len(version)]) + version + bytes([len(self.steps)])
+                + struct.pack(f">{len(self.steps)}f", *self.steps))
 
     @classmethod
     def unpack(cls, data: bytes) -> SessionHeader:
@@ -85,17 +96,26 @@ class SessionHeader:
         if len(data) < n + 1:
             raise StreamError("session header is truncated")
         fmt, w, h, fn, fd, count, nparams, intra = cls._FIXED.unpack_from(data)
+        feature_format = FORMAT_BY_ID.get(fmt)
+        if feature_format is None:
+            raise StreamError(f"session header names unknown feature format {fmt} (known: "
+                              + ", ".join(f"{f.id} {f.name}" for f in FORMAT_BY_ID.values()) + ")")
         vlen = data[n]
-        end = n + 1 + vlen + 4 * cls.NUM_STEPS
+        steps_at = n + 1 + vlen + 1
+        if len(data) < steps_at:
+            raise StreamError("session header is truncated")
+        num_steps = data[steps_at - 1]
+        if num_steps != len(feature_format.step_names):
+            raise StreamError(f"session header has {num_steps} quantisation steps; format "
+                              f"{feature_format.name} has {len(feature_format.step_names)}")
+        end = steps_at + 4 * num_steps
         if len(data) != end:
             raise StreamError(f"session header has {len(data)} bytes, expected {end}")
         try:
             version = data[n + 1:n + 1 + vlen].decode("ascii")
         except UnicodeDecodeError:
             raise StreamError("session header: basis version is not ASCII") from None
-        steps = struct.unpack_from(f">{cls.NUM_STEPS}f", data, n + 1 + vlen)
-        if fmt not in FORMAT_NAMES:
-            raise StreamError(f"unknown parameter format {fmt}")
+        steps = struct.unpack_from(f">{num_steps}f", data, steps_at)
         if w != h or w not in SIDES:
             raise StreamError(f"session header: the picture is {w}x{h}; only square "
                               f"{' or '.join(map(str, SIDES))} pictures are allowed")
@@ -103,8 +123,9 @@ class SessionHeader:
             raise StreamError(f"session header: frame rate {fn}/{fd} is outside {MIN_FPS}..{MAX_FPS} fps")
         if not 1 <= intra <= MAX_INTRA_INTERVAL:
             raise StreamError(f"session header: intra interval {intra} is outside 1..{MAX_INTRA_INTERVAL}")
-        if nparams == 0:
-            raise StreamError("session header holds impossible values")
+        if nparams != feature_format.count:
+            raise StreamError(f"session header has {nparams} values per frame; format {feature_format.name} "
+                              f"has {feature_format.count}")
         if not all(0 < s < MAX_STEP for s in steps):
             raise StreamError("session header holds invalid quantisation steps")
         return cls(fmt, w, h, fn, fd, count, version, nparams, intra, tuple(float(s) for s in steps))
@@ -207,7 +228,8 @@ def read_records(data: bytes) -> list[tuple[RecordType, bytes]]:
     if len(data) < len(MAGIC) + 1 or data[:len(MAGIC)] != MAGIC:
         raise StreamError("not a face-call stream (bad magic)")
     if data[len(MAGIC)] != STREAM_VERSION:
-        raise StreamError(f"unsupported stream version {data[len(MAGIC)]}")
+        raise StreamError(f"unsupported stream version {data[len(MAGIC)]} (this decoder reads version "
+                          f"{STREAM_VERSION})")
     pos, out = len(MAGIC) + 1, []
     while pos < len(data):
         if pos + _RECORD_HEAD.size > len(data):

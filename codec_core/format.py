@@ -9,15 +9,15 @@ The tables in docs/bitstream.md describe the same numbers.  Pure: numpy only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 # -- stream identity -----------------------------------------------------------------------
 MAGIC = b"FCVC"
-STREAM_VERSION = 1
-FORMAT_MESH478 = 1                      # the session header's format byte
-FORMAT_NAMES = {FORMAT_MESH478: "mesh478"}
+STREAM_VERSION = 2                      # 2: feature formats (the header's format byte, step count)
+FORMAT_IFVC = 1                         # the session header's format byte of format "ifvc" (below)
 KEYFRAME_CODEC_VVC = 1
 
 # -- the parameter vector, one frame ------------------------------------------------------------
@@ -43,7 +43,8 @@ def param_names(num_expression: int) -> tuple[str, ...]:
 
 
 # -- quantisation steps ---------------------------------------------------------------------
-# The session header carries the steps as float32 in this order.
+# An ifvc session header carries the steps as float32 in this order (other formats: their
+# `FeatureFormat.step_names`, below).
 STEP_NAMES = ("angle", "translation", "log_scale", "eye", "gaze", "expression", "geometry")
 # the step of each fixed parameter (the expression coefficients all take "expression")
 FIXED_STEPS = ("angle",) * 3 + ("translation",) * 2 + ("log_scale",) + ("eye",) * 2 + ("gaze",) * 2
@@ -110,3 +111,90 @@ MAX_STEP = 1e3                # quantisation steps lie in (0, MAX_STEP)
 MAX_EG_VALUE = 1 << 24        # an Exp-Golomb suffix beyond this is corrupt
 MAX_LEVEL = 1 << 20           # a decoded parameter level beyond this is corrupt
 MAX_SHAPE_LEVEL = 4096        # a reference shape or pose level beyond this is corrupt
+
+
+# -- feature formats (docs/bitstream.md, "Feature formats") ----------------------------------
+# What one frame's numbers are in each format.  The session header's format byte is `id`;
+# its steps are `step_names`, in that order, the key frame's geometry step always last (the
+# KEYFRAME record and its reference geometry are the same in every format: both ends derive
+# each format's key-frame values from it).  `value_steps` names the step group of each value.
+# ifvc's values are the parameter vector above, with the expression count of face basis v1
+# (the only basis so far).  What each value means geometrically: docs/formats.md.
+
+
+@dataclass(frozen=True)
+class FeatureFormat:
+    id: int
+    name: str
+    step_names: tuple[str, ...]         # the header's steps, in order; "geometry" last
+    value_names: tuple[str, ...]        # one per number per frame, in stream order
+    value_steps: tuple[str, ...]        # the step group (a name of `step_names`) of each value
+
+    def __post_init__(self) -> None:
+        assert self.step_names[-1] == "geometry" and "geometry" not in self.value_steps, self.name
+        assert len(self.value_steps) == len(self.value_names), self.name
+        assert set(self.value_steps) == set(self.step_names[:-1]), self.name
+
+    @property
+    def count(self) -> int:
+        """Numbers per frame."""
+        return len(self.value_names)
+
+    @property
+    def frame_step_names(self) -> tuple[str, ...]:
+        """The step groups of the per-frame values (every step but the key frame's geometry)."""
+        return self.step_names[:-1]
+
+    def step_vector(self, steps: Sequence[float]) -> np.ndarray:
+        """Quantisation step of every value of a frame; `steps` in `step_names` order, rounded
+        to float32 as the session header carries them (both ends use identical steps)."""
+        by_name = dict(zip(self.step_names, steps, strict=True))
+        return np.array([by_name[n] for n in self.value_steps], dtype=np.float32).astype(np.float64)
+
+
+def _fomm() -> FeatureFormat:
+    kp = tuple(f"kp{k}_{a}" for k in range(10) for a in "xy")
+    jac = tuple(f"jac{k}_{ij}" for k in range(10) for ij in ("00", "01", "10", "11"))
+    return FeatureFormat(2, "fomm", ("keypoint", "jacobian", "geometry"), kp + jac,
+                         ("keypoint",) * 20 + ("jacobian",) * 40)
+
+
+def _fv2v() -> FeatureFormat:
+    delta = tuple(f"delta{k}_{a}" for k in range(15) for a in "xyz")
+    return FeatureFormat(3, "fv2v", ("angle", "translation", "log_scale", "delta", "geometry"),
+                         POSE_NAMES + delta,
+                         ("angle",) * 3 + ("translation",) * 2 + ("log_scale",) + ("delta",) * 45)
+
+
+def _cfte() -> FeatureFormat:
+    return FeatureFormat(4, "cfte", ("feature", "geometry"), tuple(f"f{i}" for i in range(16)), ("feature",) * 16)
+
+
+IFVC = FeatureFormat(FORMAT_IFVC, "ifvc", STEP_NAMES, param_names(EXPRESSION_COUNT["v1"]),
+                     FIXED_STEPS + ("expression",) * EXPRESSION_COUNT["v1"])
+FEATURE_FORMATS = {f.name: f for f in (IFVC, _fomm(), _fv2v(), _cfte())}
+FORMAT_BY_ID = {f.id: f for f in FEATURE_FORMATS.values()}
+
+
+# -- the key frame's own ifvc levels in every format ------------------------------------------
+# The reference geometry carries the key frame's pose as levels in ifvc's pose steps, and both
+# ends derive the key frame's eye levels in ifvc's eye and gaze steps (models/reference.py).
+# A format whose header has a step of that name (ifvc all of them, fv2v the pose's) uses the
+# header's; the others use these fixed steps, so that a decoder needs nothing but the stream.
+KEY_LEVEL_STEPS = {"angle": 0.25, "translation": 0.001, "log_scale": 0.002, "eye": 0.03, "gaze": 0.03,
+                   "expression": 0.09}
+
+
+def reference_steps(feature_format: FeatureFormat, steps: Sequence[float]) -> tuple[float, ...]:
+    """The ifvc steps (STEP_NAMES order) that the key frame's reference of a stream of
+    `feature_format` with header steps `steps` is coded and read with."""
+    by_name = {**KEY_LEVEL_STEPS, **dict(zip(feature_format.step_names, steps, strict=True))}
+    return tuple(float(by_name[name]) for name in STEP_NAMES)
+
+
+def format_named(name: str) -> FeatureFormat:
+    """The format called `name`; ValueError with one line naming the known ones."""
+    try:
+        return FEATURE_FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown feature format {name!r}: choose one of {', '.join(FEATURE_FORMATS)}") from None

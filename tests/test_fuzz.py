@@ -128,20 +128,27 @@ def session_headers(draw, frame_count: int | None = None) -> bytes:
     real = (FIXTURES / "session_header.bin").read_bytes()
     n = struct.calcsize(HEADER_FIELDS)
     fields = list(struct.unpack_from(HEADER_FIELDS, real))
-    version, steps = real[n + 1:len(real) - 28], list(struct.unpack_from(">7f", real, len(real) - 28))
+    num_steps = real[-1 - 4 * 7]
+    assert num_steps == 7, "the fixture is an ifvc header (7 steps)"
+    version, steps = real[n + 1:len(real) - 29], list(struct.unpack_from(">7f", real, len(real) - 28))
     widths = {"B": u8, "H": u16, "I": u32}
     for _ in range(draw(st.integers(0, 3))):
         i = draw(st.integers(0, len(fields) + 1))
         if i < len(fields):
-            fields[i] = draw(st.sampled_from((512,)) | widths[HEADER_FIELDS[1 + i]]) if i in (1, 2) else \
+            special = {0: (1, 2, 3, 4), 1: (512,), 2: (512,)}.get(i, ())     # any feature format id, or a size
+            fields[i] = draw(st.sampled_from(special) | widths[HEADER_FIELDS[1 + i]]) if special else \
                 draw(widths[HEADER_FIELDS[1 + i]])
         elif i == len(fields):
             version = draw(st.binary(max_size=8))
-        else:
-            steps[draw(st.integers(0, 6))] = draw(f32)
+        elif steps and draw(st.booleans()):
+            steps[draw(st.integers(0, len(steps) - 1))] = draw(f32)
+        else:       # another step count: fewer or more steps, a count that does not match them
+            steps = draw(st.lists(f32, max_size=9))
+            num_steps = draw(st.sampled_from((len(steps),)) | u8)
     if frame_count is not None:
         fields[5] = frame_count
-    return struct.pack(HEADER_FIELDS, *fields) + bytes([len(version)]) + version + struct.pack(">7f", *steps)
+    return (struct.pack(HEADER_FIELDS, *fields) + bytes([len(version)]) + version + bytes([num_steps])
+            + struct.pack(f">{len(steps)}f", *steps))
 
 
 def record(rtype: int, payload: bytes) -> bytes:

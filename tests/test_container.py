@@ -1,0 +1,229 @@
+"""Our streams in a standard VVC bitstream (codec_core/container.py, docs/bitstream.md "VVC container").
+
+Native streams of all four formats (20 frames of dpe__d, coded as they are) go to `.266` and
+back bit for bit; the `.266` decodes in PyAV as one picture, the key frame, sample for
+sample; fomm's and fv2v's levels travel in the face feature SEI's fields; the fixtures of
+tests/fixtures/container/ (made by its make_fixtures.py) are refused with one line each.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import FIXTURES, clip
+
+from codec.cli import main
+from codec_core.bitstream import StreamError
+from codec_core.container import (
+    CONTAINER_UUID,
+    FACE_FEATURE_SEI,
+    FIELD_LAYOUTS,
+    USER_DATA_UNREGISTERED,
+    decode_levels,
+    native_to_vvc,
+    read_face_features,
+    split_native,
+    vvc_to_native,
+)
+from codec_core.format import FEATURE_FORMATS
+from codec_core.sei import BitReader, BitWriter, escape, read_sei_nal, split_annexb, unescape
+
+CONTAINER = FIXTURES / "container"
+sys.path.insert(0, str(CONTAINER))
+from make_fixtures import BROKEN  # noqa: E402
+
+FRAMES = 20
+
+
+@pytest.fixture(scope="module")
+def streams(tmp_path_factory) -> dict[str, Path]:
+    """A native stream of each format: the first 20 frames of dpe__d with --no-crop."""
+    src, out = clip("dpe__d.mp4"), tmp_path_factory.mktemp("container")
+    paths = {}
+    for name in FEATURE_FORMATS:
+        paths[name] = out / f"{name}.fcv"
+        assert main(["encode", str(src), "-o", str(paths[name]), "--frames", str(FRAMES), "--no-crop",
+                     "--format", name]) == 0
+    return paths
+
+
+def sei_messages(vvc: bytes) -> list:
+    return [m for u in split_annexb(vvc) if u.nal_unit_type == 23 for m in read_sei_nal(u.data)]
+
+
+def decoded_planes(data: bytes | Path) -> list[list[np.ndarray]]:
+    """Every picture PyAV decodes from a .266 file (or raw bytes), as its Y, U, V planes."""
+    if isinstance(data, Path):
+        with av.open(str(data)) as container:
+            assert container.streams.video[0].codec_context.name == "vvc"
+            frames = list(container.decode(video=0))
+    else:
+        codec = av.CodecContext.create("vvc", "r")
+        frames = [f for p in [*codec.parse(data), *codec.parse(None)] for f in codec.decode(p)]
+        frames += list(codec.decode(None))
+    return [[np.array(plane, copy=True) for plane in (np.frombuffer(p, np.uint8) for p in f.planes)]
+            for f in frames]
+
+
+@pytest.mark.parametrize("name", list(FEATURE_FORMATS))
+def test_round_trip_is_exact(streams, name):
+    native = streams[name].read_bytes()
+    vvc = native_to_vvc(native)
+    assert vvc_to_native(vvc) == native
+    assert native_to_vvc(native) == vvc                     # deterministic
+    key = split_native(native).keyframe.picture
+    # the key frame's own NAL units are all there, unchanged and in order
+    ours = [u for u in split_annexb(vvc) if u.nal_unit_type == 23]
+    rest = bytearray(vvc)
+    for u in reversed(ours):
+        del rest[u.start:u.end]
+    assert bytes(rest) == key
+
+
+@pytest.mark.parametrize("name", list(FEATURE_FORMATS))
+def test_pyav_shows_the_key_frame(streams, name, tmp_path):
+    native = streams[name].read_bytes()
+    path = tmp_path / f"{name}.266"
+    path.write_bytes(native_to_vvc(native))
+    shown = decoded_planes(path)
+    key = decoded_planes(split_native(native).keyframe.picture)
+    assert len(shown) == 1 and len(key) == 1
+    for a, b in zip(shown[0], key[0], strict=True):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["fomm", "fv2v"])
+def test_fomm_and_fv2v_travel_in_fields(streams, name):
+    """Their frames are face feature SEI fields, not our coded bytes; the fields read back
+    give the levels of the native segments."""
+    native = streams[name].read_bytes()
+    parts = split_native(native)
+    messages = sei_messages(native_to_vvc(native))
+    fields = [m for m in messages if m.payload_type == FACE_FEATURE_SEI]
+    assert len(fields) == len(parts.segments)
+    expected = 0
+    for m, seg in zip(fields, parts.segments, strict=True):
+        seg_back = read_face_features(m.payload, parts.header, expected)
+        assert np.array_equal(decode_levels(seg_back, parts.header.num_params),
+                              decode_levels(seg, parts.header.num_params))
+        expected += seg.frame_count
+    # the first field after format, first_frame and frame count: the key points
+    layout = FIELD_LAYOUTS[name]
+    r = BitReader(fields[0].payload[4:], "test")          # after its CRC-32
+    assert (r.u(8), r.ue(), r.ue() + 1, r.ue() + 1) == (parts.header.format, 0, parts.segments[0].frame_count,
+                                                        layout.coordinates.shape[0])
+    assert [m.payload_type for m in messages].count(USER_DATA_UNREGISTERED) == 2    # session, key frame
+
+
+@pytest.mark.parametrize("name", ["ifvc", "cfte"])
+def test_ifvc_and_cfte_travel_as_coded_bytes(streams, name):
+    native = streams[name].read_bytes()
+    parts = split_native(native)
+    messages = sei_messages(native_to_vvc(native))
+    assert all(m.payload_type == USER_DATA_UNREGISTERED and m.payload.startswith(CONTAINER_UUID) for m in messages)
+    assert [m.payload[20] for m in messages] == [1, 2] + [3] * len(parts.segments)
+    assert messages[2].payload[21:] == parts.segments[0].pack()
+
+
+def test_bits_and_emulation_prevention():
+    w = BitWriter()
+    values = [0, 1, 2, 3, 7, 255, 1 << 20, (1 << 32) - 2]
+    for v in values:
+        w.ue(v)
+        w.abs_sign(-v)
+    w.align_payload()
+    r = BitReader(w.to_bytes(), "test")
+    assert [(r.ue(), r.abs_sign()) for _ in values] == [(v, -v) for v in values]
+    r.end_payload()
+    for rbsp in (b"\x00\x00\x00\x00\x01", b"\x00\x00", b"\x00\x00\x03\x00\x00\x02\x01", bytes(range(4)) * 3):
+        escaped = escape(rbsp)
+        assert b"\x00\x00\x00" not in escaped and b"\x00\x00\x01" not in escaped and b"\x00\x00\x02" not in escaped
+        assert unescape(escaped) == rbsp
+    with pytest.raises(StreamError, match="leading zeros"):
+        BitReader(bytes(5) + b"\x80", "test").ue()
+
+
+def test_fixture_is_a_real_stream():
+    """fomm.266 of the fixtures is fomm.fcv, and PyAV shows its key frame."""
+    assert vvc_to_native((CONTAINER / "fomm.266").read_bytes()) == (CONTAINER / "fomm.fcv").read_bytes()
+    assert len(decoded_planes(CONTAINER / "fomm.266")) == 1
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_fixtures_are_refused_in_one_line(name):
+    with pytest.raises(StreamError) as err:
+        vvc_to_native((CONTAINER / name).read_bytes())
+    message = str(err.value)
+    assert BROKEN[name][1] in message and "\n" not in message
+
+
+def test_byte_flips_are_refused():
+    """Flipping any one of a sample of bytes (SEI and picture alike) is a one-line StreamError:
+    every SEI message and the key frame's NAL units carry a CRC-32, as the native records do."""
+    vvc = (CONTAINER / "fomm.266").read_bytes()
+    positions = range(4, len(vvc), 7)
+    read = []
+    for pos in positions:
+        broken = bytearray(vvc)
+        broken[pos] ^= 0xA5
+        try:
+            vvc_to_native(bytes(broken))
+            read.append(pos)
+        except StreamError as exc:
+            assert "\n" not in str(exc)
+    assert read == []
+
+
+# -- the command line: encode --container vvc, decode and info of .266 files --------------------
+
+def test_encode_container_vvc_writes_the_converted_stream(streams, tmp_path):
+    out = tmp_path / "fv2v.266"
+    assert main(["encode", str(clip("dpe__d.mp4")), "-o", str(out), "--frames", str(FRAMES), "--no-crop",
+                 "--format", "fv2v", "--container", "vvc"]) == 0
+    assert out.read_bytes() == native_to_vvc(streams["fv2v"].read_bytes())    # the encoder is deterministic
+
+
+def test_decoder_gets_the_native_frames_from_the_266(tmp_path):
+    """The acceptance line: our decoder gets exactly the frames of the native stream."""
+    from codec.cli import read_stream_file
+    from codec.decoder import decode_frames, read_stream
+
+    native = list(decode_frames(read_stream(CONTAINER / "fomm.fcv")))
+    carried = list(decode_frames(read_stream_file(str(CONTAINER / "fomm.266"))))
+    assert len(native) == len(carried) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(native, carried, strict=True))
+    renamed = tmp_path / "fomm.bin"                 # found by its start code, whatever its name
+    renamed.write_bytes((CONTAINER / "fomm.266").read_bytes())
+    assert read_stream_file(str(renamed)).segments == read_stream(CONTAINER / "fomm.fcv").segments
+
+
+def test_info_and_errors_of_266_files(capsys, tmp_path):
+    assert main(["info", str(CONTAINER / "fomm.266")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["format"], info["frames"], info["file_bytes"]) == ("fomm", 8, (CONTAINER / "fomm.266").stat().st_size)
+    for argv in (["info", str(CONTAINER / "sei_size.266")],
+                 ["decode", str(CONTAINER / "unknown_uuid.266"), "-o", str(tmp_path / "x.mp4")]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_codeword_our_encoder_would_not_make_is_refused():
+    """A fomm segment with a byte after its codeword decodes natively, but its fields could not
+    give it back: native_to_vvc says so in one line (ifvc's bytes travel as they are)."""
+    from dataclasses import replace
+
+    from codec_core.container import join_native
+
+    parts = split_native((CONTAINER / "fomm.fcv").read_bytes())
+    padded = replace(parts.segments[0], payload=parts.segments[0].payload + b"\x00")
+    odd = join_native(replace(parts, segments=(padded, *parts.segments[1:])))
+    with pytest.raises(StreamError, match="not coded as our encoder codes its levels"):
+        native_to_vvc(odd)
