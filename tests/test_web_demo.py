@@ -616,11 +616,10 @@ def test_voice_in_the_browser(demo_url, browsers):
     loud_after = [(t, level) for t, _, level in after if level >= 0.01]
     quiet_from = (loud_after[-1][0] if loud_after else t_mute) - t_mute
     print(f"voice level on B: up to {loud:.3f} before A muted; below 0.01 for good {quiet_from:.0f} ms after")
-    # the voice crosses two call ends on the server (three aiortc jitter buffers in all): on a
-    # busy 2-core machine running both browsers and the server it was quiet 0.9-2.5 s after the
-    # click (the issue asks for 1 s; docs/web_demo.md)
-    assert all(level < 0.01 for t, _, level in after if t - t_mute > 3000), after
-    assert quiet_from < 3000, quiet_from
+    # the server's end towards B stops playing A's voice when A's `muted` message arrives
+    # (docs/web_demo.md): what is left is B's jitter buffer and Chromium's level decay
+    assert all(level < 0.01 for t, _, level in after if t - t_mute > 1000), after
+    assert quiet_from < 1000, f"B still heard A {quiet_from:.0f} ms after A muted (a second is asked)"
     b.screenshot(path=ARTIFACTS / "voice_b.png")
     a.click("#mute")                     # unmuted: B hears A again
     deadline = time.monotonic() + 10
