@@ -12,7 +12,10 @@ vector p of the key frame's face model (docs/formats.md, "Translators"):
                warm-started from the previous frame's p (the first frame: the key frame's);
   X -> Y       through the fitted p.
 
-Method "learned" (small networks through a shared latent) is not built yet.
+Method "learned" goes through small networks and a shared latent (models.translator_nets,
+trained by `python -m models.train_translators`): src's encoder maps the frame's values and
+the key frame's own src values to the latent, dst's decoder maps the latent and the key frame's
+own dst values to dst values.  Stateless, one frame at a time.
 """
 
 from __future__ import annotations
@@ -156,8 +159,37 @@ def make_translator(src: str, dst: str, reference: Reference, method: str = "geo
     if src == dst:
         return IdentityTranslator(src)
     if method == "learned":
-        raise TranslatorError("no learned translators yet")
+        return LearnedTranslator(src, dst, reference)
     return GeometryTranslator(src, dst, reference)
+
+
+class LearnedTranslator:
+    """src -> shared latent -> dst through the trained networks, for one key frame."""
+
+    def __init__(self, src: str, dst: str, reference: Reference) -> None:
+        import torch
+
+        from models.feature_formats import key_features
+        from models.translator_nets import TranslatorWeightsError, load_nets
+
+        self.src, self.dst = src, dst
+        try:
+            self.nets = load_nets(counts={f: FEATURE_FORMATS[f].count for f in (src, dst)})
+        except TranslatorWeightsError as exc:
+            raise TranslatorError(str(exc)) from None
+        self._torch = torch
+        self.key_src = torch.from_numpy(key_features(src, reference).astype(np.float32))[None]
+        self.key_dst = torch.from_numpy(key_features(dst, reference).astype(np.float32))[None]
+
+    def translate(self, values_src: np.ndarray) -> np.ndarray:
+        values = np.asarray(values_src, dtype=np.float32)
+        count = FEATURE_FORMATS[self.src].count
+        if values.shape != (count,):
+            raise TranslatorError(f"{self.src} values have shape {values.shape}, not ({count},)")
+        with self._torch.no_grad():
+            out = self.nets.translate(self.src, self.dst, self._torch.from_numpy(values)[None], self.key_src,
+                                      self.key_dst)
+        return out[0].numpy().astype(np.float64)
 
 
 assert NUM_FIXED == len(PARAM_SCALE_FIXED)

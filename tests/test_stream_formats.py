@@ -238,12 +238,15 @@ def test_decoder_choices_that_cannot_play_are_one_line(streams, tmp_path, capsys
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_a_pair_without_a_translator_is_one_line(streams, tmp_path, capsys):
-    """The `learned` translators are not built yet: asking for one is a one-line error."""
+def test_a_pair_without_a_translator_is_one_line(streams, tmp_path, capsys, monkeypatch):
+    """Without the learned translators' weights a pair has no `learned` translator: asking for
+    one is a one-line error, and no output file is left."""
+    import models.translator_nets
     from codec.translation import TRANSLATOR_METHODS as OURS
     from models.translators import TRANSLATOR_METHODS
 
     assert tuple(TRANSLATOR_METHODS) == OURS
+    monkeypatch.setattr(models.translator_nets, "TRANSLATORS_ASSET", tmp_path / "no-translators.pt")
     error = one_line_error(["decode", str(streams["ifvc"]), "-o", str(tmp_path / "x.mp4"), "--decoder-format",
                             "fomm", "--translator", "learned"], capsys)
     assert error.startswith("error: ") and not (tmp_path / "x.mp4").exists()
