@@ -93,8 +93,8 @@ def run_clip(clip: Path, work: Path, frames: int, formats: list[str], methods: l
     streams: dict[str, dict] = {}
     for fmt in formats:
         path = work / f"{clip.stem}_{fmt}.fcv"
-        encode_video(clip, path, config, basis, max_frames=frames, save_crop=crop_path, fmt=fmt)
-        streams[fmt] = {"path": path, "parsed": read_stream(path)}
+        coded = encode_video(clip, path, config, basis, max_frames=frames, save_crop=crop_path, fmt=fmt)
+        streams[fmt] = {"path": path, "parsed": read_stream(path), "coded": coded.levels}
     reference = np.stack(list(read_frames(crop_path)))
     landmarks = [t.landmarks for t in track_video(clip, frames, config.size)]
     result: dict = {"clip": clip.stem, "frames": len(reference), "version": VERSION, "streams": {}, "decodings": []}
@@ -105,6 +105,9 @@ def run_clip(clip: Path, work: Path, frames: int, formats: list[str], methods: l
         info = stream_info(parsed)
         result["streams"][fmt] = {k: info[k] for k in ("param_kbps", "total_kbps", "param_bytes", "keyframe_bytes")}
         stream["levels"] = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.num_params)]
+        # the round trip: the levels decoded from the file are the encoder's, bit for bit
+        result["streams"][fmt]["levels_exact"] = (len(stream["levels"]) == len(stream["coded"]) and all(
+            np.array_equal(a, b) for a, b in zip(stream["levels"], stream["coded"], strict=True)))
     for s, d, method in _combinations(formats, methods):
         parsed, levels = streams[s]["parsed"], streams[s]["levels"]
         decoder = FaceDecoder(parsed.header, basis, decoder_format=None if s == d else d,
@@ -201,12 +204,14 @@ def relative_lpips(results: list[dict], formats: list[str], method: str) -> tupl
 def summarise(results: list[dict], formats: list[str], methods: list[str]) -> str:
     clips = ", ".join(f"{r['clip']} ({r['frames']} frames)" for r in results)
     out = [f"Clips: {clips}. Means over clips; the diagonal (*italic*) is the native decoding.", ""]
-    out += ["## Rates (kbps, means over clips)", "", "| stream format | parameters | total (key frame included) |",
-            "|---|---|---|"]
+    out += ["## Rates (kbps, means over clips) and the round trip", "",
+            "| stream format | parameters | total (key frame included) | clips whose decoded levels equal the "
+            "encoder's, bit for bit |", "|---|---|---|---|"]
     for f in formats:
         p = np.mean([r["streams"][f]["param_kbps"] for r in results if f in r["streams"]])
         t = np.mean([r["streams"][f]["total_kbps"] for r in results if f in r["streams"]])
-        out.append(f"| {f} | {p:.2f} | {t:.1f} |")
+        exact = [r["streams"][f].get("levels_exact") for r in results if f in r["streams"]]
+        out.append(f"| {f} | {p:.2f} | {t:.1f} | {sum(e is True for e in exact)} / {len(exact)} |")
     for method in methods:
         out += ["", f"## Translator `{method}`", "", "LPIPS-alex against the source crops:", ""]
         out += matrix(results, formats, method, "lpips", ".4f")

@@ -5,13 +5,16 @@ sees the other.
     python -m call --signaling ws://HOST:PORT --room NAME --source webcam[:INDEX]|FILE [--loop]
                    [--frames N] [--size 256|512] [--output OUT.mp4] [--window] [--stats STATS.json]
                    [--sender-stats FILE.json] [--device cpu|cuda] [--wait-peer SECONDS]
+                   [--format FORMAT] [--decoder-format FORMAT] [--translator geometry|learned]
                    [--ice-server URL ... --ice-username U --ice-credential C] [--log-level INFO]
 
 Either side may start first, leave, and come back.  It ends (status 0, output closed,
 final stats written) on Ctrl-C / SIGTERM or when the window is closed; when its own
 source has ended (file without --loop) and the other side's stream has ended or the other
 side has left; or when the other side left and has not come back within --wait-peer
-seconds.  Status 1 with a one-line message for the errors of `python -m sender` and
+seconds.  `--format` is the feature format this end sends, `--decoder-format` how it plays
+what it receives (default: the other side's own format; docs/call.md, "Feature formats in a
+call").  Status 1 with a one-line message for the errors of `python -m sender` and
 `python -m receiver`.  Started and stopped by `live.runner` (docs/call.md has the
 shutdown order).
 """

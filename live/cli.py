@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from codec_core.format import format_named
 from live.peer import IceServer
 from signaling.protocol import ROOM_PATTERN
 from signaling.tls import TLSConfigError, trust
@@ -24,6 +25,15 @@ class CallError(Exception):
 
 class SetupError(CallError):
     """The end cannot start as asked (no display for a window, no CUDA, a bad config file)."""
+
+
+def feature_format(option: str, name: str) -> str:
+    """`name` when it names a feature format (codec_core.format: ifvc, fomm, fv2v, cfte), else
+    SetupError in one line naming `option` (status 1, as the other bad set-ups)."""
+    try:
+        return format_named(name).name
+    except ValueError as exc:
+        raise SetupError(f"{option}: {exc}") from None
 
 
 def _room(text: str) -> str:

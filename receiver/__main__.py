@@ -2,6 +2,7 @@
 
     python -m receiver --signaling ws://HOST:PORT --room NAME [--output OUT.mp4] [--window]
                        [--stats STATS.json] [--device cpu|cuda] [--threads N] [--wait-peer SECONDS]
+                       [--decoder-format ifvc|fomm|fv2v|cfte] [--translator geometry|learned]
                        [--dump-levels FILE.jsonl] [--trace FILE.jsonl] [--dump-keyframes DIR]
                        [--ice-server URL ... --ice-username U --ice-credential C] [--log-level INFO]
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from live.cli import SetupError
+from codec.decoder import DecoderFormatError, check_decoder_choice
+from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
+from codec_core.format import FEATURE_FORMATS, format_named
+from live.cli import SetupError, feature_format
 from live.config import DEFAULT, LiveConfig
 from models.face_model import FaceBasis
 from models.synthesizers import add_synthesis_options, synthesis_from_args
 from receiver.half import ReceiverHalf
 from receiver.playback import Latencies, open_player
-from receiver.render import RenderWorker
+from receiver.render import DecoderChoice, RenderWorker
 from receiver.sinks import Sink, WindowSink, display_available
 from receiver.voicefile import VoiceFileSink
 
@@ -32,6 +35,13 @@ def add_receiver_options(parser: argparse.ArgumentParser, live: LiveConfig = DEF
     parser.add_argument("--window", action="store_true", help="show the received video in a window (q or Esc ends)")
     parser.add_argument("--stats", metavar="STATS.json", help="receiver numbers, rewritten every second, final at exit")
     add_synthesis_options(parser)
+    parser.add_argument("--decoder-format", metavar="FORMAT",
+                        help=f"the feature format whose synthesizer makes the pictures: {', '.join(FEATURE_FORMATS)} "
+                             "(default: the sender's own; another one translates the sender's values; the window's "
+                             "edits need ifvc)")
+    parser.add_argument("--translator", default=DEFAULT_TRANSLATOR, metavar="METHOD",
+                        help=f"how another format's values are translated to the decoder format: "
+                             f"{', '.join(TRANSLATOR_METHODS)} (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=live.render_threads,
                         help="torch threads for synthesis (default: %(default)s)")
     parser.add_argument("--wait-peer", type=_seconds, default=live.peer_wait_s, metavar="SECONDS",
@@ -51,15 +61,31 @@ def check_receiver_args(args: argparse.Namespace) -> None:
     if args.threads < 1:
         raise SetupError("--threads must be at least 1")
     try:
-        synthesis_from_args(args)
+        synthesis = synthesis_from_args(args)
     except ValueError as exc:
         raise SetupError(str(exc)) from None
+    choice = decoder_choice(args)
+    if choice.decoder_format is not None:
+        try:
+            check_decoder_choice(format_named(choice.decoder_format), synthesis, choice.translator)
+        except DecoderFormatError as exc:
+            raise SetupError(str(exc)) from None
+
+
+def decoder_choice(args: argparse.Namespace) -> DecoderChoice:
+    """--decoder-format and --translator, checked (SetupError in one line for unknown names)."""
+    fmt = None if args.decoder_format is None else feature_format("--decoder-format", args.decoder_format)
+    if args.translator not in TRANSLATOR_METHODS:
+        raise SetupError(f"--translator: unknown translator {args.translator!r}: choose one of "
+                         f"{', '.join(TRANSLATOR_METHODS)}")
+    return DecoderChoice(fmt, args.translator)
 
 
 def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> ReceiverHalf:
     """The receiver half with its synthesis thread and sinks (call on the event loop)."""
     basis = FaceBasis.load()
-    half = ReceiverHalf(basis, live, args.dump_levels, args.trace, args.dump_keyframes)
+    choice = decoder_choice(args)
+    half = ReceiverHalf(basis, live, args.dump_levels, args.trace, args.dump_keyframes, choice)
     sinks: list[Sink] = []
     if args.output:
         sinks.append(VoiceFileSink(args.output, half.voice, live.max_gap_fill_s))
@@ -67,7 +93,8 @@ def build_receiver(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> Rece
     if window:
         sinks.append(window)
     worker = RenderWorker(asyncio.get_running_loop(), half.events(), sinks, basis,
-                          synthesis_from_args(args), args.threads, max_setup=live.max_queued_setup_jobs)
+                          synthesis_from_args(args), args.threads, max_setup=live.max_queued_setup_jobs,
+                          choice=choice)
     if window:
         window.on_edits = worker.set_edits
     half.window = window

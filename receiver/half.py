@@ -29,6 +29,13 @@ after a gap (a few) are kept here until it fills or the window passes.  Session 
 key frames the synthesis thread has no room for (`max_queued_setup_jobs`) are dropped,
 logged and counted.
 
+Feature formats: a session header of any known format is taken (its `num_params` is that
+format's count, which `SessionHeader.unpack` checks, and sizes the packet decoder); one that
+names an unknown format, or another face basis, is dropped as malformed.  The synthesis
+thread plays it with this receiver's `DecoderChoice` (translating when the formats differ);
+when that cannot play it (no translator for the pair), one line says so and no key frame is
+asked for until the sender sends another header or a new session starts.
+
 Anything malformed (from a buggy or hostile peer) is dropped with a log line; the first
 few are logged, then one in a hundred.
 """
@@ -42,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader, StreamError
+from codec_core.format import IFVC
 from codec_core.param_coding import PacketParamDecoder, ParamDecodeError, check_levels
 from live.clock import unwrap, wall_ms
 from live.config import DEFAULT, LiveConfig
@@ -64,7 +72,7 @@ from models.face_model import FaceBasis
 from receiver.audio import VoiceReceiver
 from receiver.chain import PredictionChain, Verdict
 from receiver.playback import DevicePlayer
-from receiver.render import Rendered, RenderEvents, RenderJob, RenderWorker
+from receiver.render import NATIVE, DecoderChoice, Rendered, RenderEvents, RenderJob, RenderWorker
 from receiver.sinks import WindowSink
 from receiver.stats import ReceiverStats
 
@@ -79,9 +87,11 @@ class EndMark:
 
 class ReceiverHalf(ReceivingHalf):
     def __init__(self, basis: FaceBasis, live: LiveConfig = DEFAULT, dump_levels: str | None = None,
-                 trace: str | None = None, dump_keyframes: str | None = None) -> None:
+                 trace: str | None = None, dump_keyframes: str | None = None,
+                 choice: DecoderChoice = NATIVE) -> None:
         self.basis = basis
         self.live = live
+        self.choice = choice
         self.chain = PredictionChain(live.loss_report_interval_s, window=live.reorder_window_frames)
         self.pieces = PieceAssembler(live.keyframe_piece_timeout_s)
         self.voice = VoiceReceiver()
@@ -97,6 +107,7 @@ class ReceiverHalf(ReceivingHalf):
         self._unknown_key_since: float | None = None
         self._last_request = float("-inf")
         self._request_due: str | None = None     # a key frame request waiting for the interval
+        self._cannot_play: str | None = None     # why the decoder choice cannot play this session's stream
         self._held: dict[int, tuple[ParamPacket, float]] = {}   # frame -> packet, arrival: held by the chain
         self._dump = JsonLines(dump_levels)
         self._trace = JsonLines(trace)
@@ -111,7 +122,8 @@ class ReceiverHalf(ReceivingHalf):
         self.voice.flush = player.flush if player is not None else None
 
     def events(self) -> RenderEvents:
-        return RenderEvents(self._rendered, self._keyframe_ready, self._keyframe_failed, self._skipped, self._quit)
+        return RenderEvents(self._rendered, self._keyframe_ready, self._keyframe_failed, self._skipped, self._quit,
+                            self._unplayable)
 
     async def finalise(self, timeout: float) -> None:
         """Render what is queued and close the output files (on the synthesis thread, at
@@ -128,7 +140,12 @@ class ReceiverHalf(ReceivingHalf):
 
     def summary(self) -> str:
         s = self.stats.snapshot()
-        return (f"received {s['frames_received']} frames, rendered {s['frames_rendered']}, lost {s['frames_lost']}; "
+        played = ""
+        if s["stream_format"] is not None:
+            played = f"{s['stream_format']} stream" + (
+                f" played as {s['decoder_format']} ({s['translator']} translator)" if s["translator"] else "") + "; "
+        return (played + f"received {s['frames_received']} frames, rendered {s['frames_rendered']}, "
+                f"lost {s['frames_lost']}; "
                 f"latency median {s['latency_ms']['median']} ms, p95 {s['latency_ms']['p95']} ms; "
                 f"params {s['param_kbps']} kbps"
                 + (f"; voice {s['audio']['seconds']} s, latency median {s['audio']['latency_ms']['median']} ms"
@@ -139,7 +156,7 @@ class ReceiverHalf(ReceivingHalf):
     def session_opened(self, session: Session) -> None:
         self.session = session
         self.header, self._decoder, self.end = None, None, None
-        self._unknown_key_since, self._request_due = None, None
+        self._unknown_key_since, self._request_due, self._cannot_play = None, None, None
         self._held.clear()
         self.pieces.discard("new session")
         self.chain.new_session()
@@ -248,10 +265,16 @@ class ReceiverHalf(ReceivingHalf):
             log.warning("cannot keep the key frame in %s: %s", self._keyframe_dir, exc)
 
     def _on_header(self, header: SessionHeader) -> None:
-        if header.basis_version != self.basis.version or header.num_params != self.basis.num_params:
+        """A session header of any known feature format (unpacking refused unknown ones, and a
+        count of values that is not its format's)."""
+        if header.basis_version != self.basis.version:
             self._bad("session header", StreamError(
-                f"the sender uses face basis {header.basis_version!r} with {header.num_params} parameters, "
-                f"this receiver has {self.basis.version!r} with {self.basis.num_params}"))
+                f"the sender uses face basis {header.basis_version!r}, this receiver has {self.basis.version!r}"))
+            return
+        if header.feature_format is IFVC and header.num_params != self.basis.num_params:
+            self._bad("session header", StreamError(
+                f"the sender's ifvc stream has {header.num_params} parameters, face basis {self.basis.version} "
+                f"has {self.basis.num_params}"))
             return
         if header != self.header:
             if self.worker.set_header(header) is False:
@@ -259,11 +282,16 @@ class ReceiverHalf(ReceivingHalf):
                                                         f"{self.live.max_queued_setup_jobs} jobs waiting already"))
                 return
             self.header = header
-            self._decoder = PacketParamDecoder(header.num_params)
+            self._decoder = PacketParamDecoder(header.num_params)      # the values of its format
             self.chain.key_id = None
+            self._cannot_play = None
             self.stats.fps = header.fps
-            log.info("session header: %dx%d at %.2f fps, %d parameters, intra every %d frames",
-                     header.width, header.height, header.fps, header.num_params, header.intra_interval)
+            played = self.choice.describe(header.feature_format)
+            self.stats.set_formats(**played)
+            log.info("session header: %dx%d at %.2f fps, format %s (%d values), intra every %d frames; "
+                     "played as %s%s", header.width, header.height, header.fps, played["stream_format"],
+                     header.num_params, header.intra_interval, played["decoder_format"],
+                     f" through the {played['translator']} translator" if played["translator"] else "")
 
     # -- params channel ------------------------------------------------------------------
 
@@ -326,6 +354,8 @@ class ReceiverHalf(ReceivingHalf):
         return True
 
     def _maybe_request_keyframe(self) -> None:
+        if self._cannot_play is not None:
+            return          # a key frame would fail the same way
         now = time.monotonic()
         if self._unknown_key_since is None:
             self._unknown_key_since = now
@@ -334,7 +364,10 @@ class ReceiverHalf(ReceivingHalf):
             self._request_keyframe("parameters arrive for a key frame this receiver does not have")
 
     def _ask_for_keyframe(self, why: str) -> None:
-        """Ask for the key frame now, or with the first packet after the request interval."""
+        """Ask for the key frame now, or with the first packet after the request interval
+        (not while the decoder choice cannot play the stream: it would fail the same way)."""
+        if self._cannot_play is not None:
+            return
         if time.monotonic() - self._last_request >= self.live.keyframe_request_interval_s:
             self._request_keyframe(why)
         else:
@@ -391,6 +424,15 @@ class ReceiverHalf(ReceivingHalf):
         self.stats.frames_skipped += 1
         if job.key_id == self.chain.key_id:
             self._ask_for_keyframe(f"the synthesis thread has no key frame {job.key_id}")
+
+    def _unplayable(self, why: str) -> None:
+        """This receiver's decoder choice cannot play the sender's stream: one line (once per
+        reason and header), and no key frame requests for it."""
+        self.stats.keyframes_failed += 1
+        if why != self._cannot_play:
+            log.error("cannot play the sender's stream: %s", why)
+        self._cannot_play = self.stats.unplayable = why
+        self._request_due = None
 
     def _quit(self) -> None:
         self.quit_requested = True

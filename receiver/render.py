@@ -24,6 +24,14 @@ key frame switches the decoder over only once it has decoded whole (picture, ref
 synthesizer: `FaceDecoder.use_keyframe`); one that fails changes nothing, and a copy of a
 key id sent again that fails leaves the copy before it in use (`keyframe_failed(..., kept=True)`).
 
+Feature formats (docs/call.md, "Feature formats in a call"): the decoder plays a stream of
+any format with the synthesizer of its `DecoderChoice.decoder_format` (None: the stream's
+own), translating the values when the two differ (`codec.decoder.FaceDecoder`).  A choice
+that cannot play the stream (no translator for the pair, `--synth learned` with a format
+other than ifvc) is `unplayable`: one line, and the receiver stops asking for key frames
+that would fail the same way.  The viewer's edits (models/editing.py) work on ifvc
+parameters: with another decoder format they are refused with one log line per change.
+
 The thread sets torch's thread count (`LiveConfig.render_threads`, the receiver's
 --threads) itself, first thing: the count is process-wide, but torch applies it to a
 thread when that thread first uses torch, so setting it on this thread is what makes
@@ -42,8 +50,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec.decoder import DecodedKeyframe, FaceDecoder
+from codec.decoder import DecodedKeyframe, DecoderFormatError, FaceDecoder
+from codec.translation import DEFAULT_TRANSLATOR
 from codec_core.bitstream import Keyframe, SessionHeader, StreamError
+from codec_core.format import IFVC, FeatureFormat, format_named
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
 from live.clock import wall_ms
@@ -57,6 +67,29 @@ log = logging.getLogger(__name__)
 MAX_KEYFRAMES = 4      # key frames kept (the current one and the newest that came after it)
 MAX_DECODES = MAX_KEYFRAMES + 1   # key frames waiting for or in the key frame thread
 KEYFRAME_ERRORS = (KeyframeError, StreamError, ParamDecodeError, ValueError)
+
+
+@dataclass(frozen=True)
+class DecoderChoice:
+    """How this receiver plays what it receives: the feature format whose synthesizer makes
+    the pictures (None: each stream's own) and how other formats' values are translated to
+    it (codec.translation.TRANSLATOR_METHODS)."""
+
+    decoder_format: str | None = None
+    translator: str = DEFAULT_TRANSLATOR
+
+    def format_for(self, stream: FeatureFormat) -> FeatureFormat:
+        """The decoder format used for a stream of format `stream`."""
+        return stream if self.decoder_format is None else format_named(self.decoder_format)
+
+    def describe(self, stream: FeatureFormat) -> dict[str, str | None]:
+        """The stream's format, the decoder's, and the translator method when they differ."""
+        decoder = self.format_for(stream)
+        return {"stream_format": stream.name, "decoder_format": decoder.name,
+                "translator": self.translator if decoder is not stream else None}
+
+
+NATIVE = DecoderChoice()     # each stream played with its own format's synthesizer
 
 
 @dataclass
@@ -157,17 +190,20 @@ class RenderEvents:
     keyframe_failed: Callable[..., None]   # key id (None: the session header), why[, kept: an earlier copy stays]
     skipped: Callable[[RenderJob], None]
     quit: Callable[[], None]          # the user closed the window
+    # the decoder choice cannot play this stream (why); None: reported as keyframe_failed
+    unplayable: Callable[[str], None] | None = None
 
 
 class RenderWorker:
     def __init__(self, loop, events: RenderEvents, sinks: list[Sink], basis: FaceBasis | None = None,
                  synthesis: Synthesis = Synthesis(), threads: int = 1,
-                 max_setup: int = DEFAULT.max_queued_setup_jobs) -> None:
+                 max_setup: int = DEFAULT.max_queued_setup_jobs, choice: DecoderChoice = NATIVE) -> None:
         self._loop = loop
         self._events = events
         self._sinks = sinks
         self._basis = basis or FaceBasis.load()
         self._synthesis = synthesis
+        self._choice = choice
         self._threads = threads
         self.queue = JobQueue(max_setup)
         self._decoder: FaceDecoder | None = None
@@ -180,6 +216,8 @@ class RenderWorker:
         self._decode_slots = threading.BoundedSemaphore(MAX_DECODES)
         self._edits = None            # models.editing.Edits applied before synthesis (None: none)
         self._editor = None           # its ExpressionEditor, made per key frame when first needed
+        self._edits_refused = None    # the edits last refused (decoder format not ifvc): logged once
+        self._unplayable: SessionHeader | None = None   # a header this decoder choice cannot play
         self._thread = threading.Thread(target=self._run, name="synthesis", daemon=True)
         self._thread.start()
 
@@ -292,9 +330,20 @@ class RenderWorker:
         if exc is None:
             self._post(self._events.keyframe_ready, key)
             return
+        if isinstance(exc, DecoderFormatError):
+            self._cannot_play(key, str(exc))
+            return
         if not isinstance(exc, KEYFRAME_ERRORS):
             log.error("key frame %d failed", key, exc_info=exc)
         self._post(self._events.keyframe_failed, key, str(exc), key in self._earlier)
+
+    def _cannot_play(self, key: int | None, why: str) -> None:
+        """The decoder choice cannot play this stream (the header's, key None, or a key frame's
+        translator): `unplayable` on the event loop (without one: `keyframe_failed`)."""
+        if self._events.unplayable is not None:
+            self._post(self._events.unplayable, why)
+        else:
+            self._post(self._events.keyframe_failed, key, why)
 
     def _use_key(self, key: int) -> bool:
         """Make key frame `key` the one the decoder animates (waiting for its decoding if
@@ -333,10 +382,15 @@ class RenderWorker:
         if isinstance(job, HeaderJob):
             if self._decoder is None or self._decoder.header != job.header:
                 self._forget_keys()
+                self._decoder = self._unplayable = None
                 try:
-                    self._decoder = FaceDecoder(job.header, self._basis, self._synthesis)
+                    self._decoder = FaceDecoder(job.header, self._basis, self._synthesis,
+                                                self._choice.decoder_format, self._choice.translator)
+                except DecoderFormatError as exc:
+                    self._unplayable = job.header
+                    self._cannot_play(None, str(exc))
+                    return
                 except StreamError as exc:
-                    self._decoder = None
                     self._post(self._events.keyframe_failed, None, str(exc))
                     return
                 for sink in self._sinks:
@@ -344,6 +398,8 @@ class RenderWorker:
         elif isinstance(job, KeyframeJob):
             if self._decoder is not None:
                 self._add_key(self._decoder, job.record)
+            elif self._unplayable is not None:
+                log.debug("key frame %d of a stream this decoder cannot play: not decoded", job.record.key_id)
             else:
                 self._post(self._events.keyframe_failed, job.record.key_id & 0xFF, "no usable session header")
         elif isinstance(job, RenderJob):
@@ -353,7 +409,13 @@ class RenderWorker:
             start = wall_ms()
             params = self._decoder.params(job.levels)
             edits = self._edits
-            if edits is not None:
+            if edits is not None and self._decoder.decoder_format is not IFVC:
+                if edits is not self._edits_refused:
+                    self._edits_refused = edits
+                    log.warning("edits refused: they work on ifvc parameters, and this receiver plays decoder "
+                                "format %s (start it with --decoder-format ifvc to edit any stream)",
+                                self._decoder.decoder_format.name)
+            elif edits is not None:
                 from models.editing import ExpressionEditor, apply_edits
 
                 if self._editor is None:
@@ -380,8 +442,9 @@ def _decoded(future: Future) -> bool:
 
 
 def _prepare(decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:
-    """(key frame thread) Decode a key frame and render one throw-away picture with it, so
+    """(key frame thread) Decode a key frame (its synthesizer, and translator when the formats
+    differ) and render one throw-away picture of its own values in the decoder's format, so
     that the first real frame does not pay for warm-up."""
     decoded = decoder.decode_keyframe(record)
-    decoded.synth.render(decoder.params(decoded.reference.reference_levels()))
+    decoded.synth.render(decoded.key_params)
     return decoded

@@ -26,6 +26,10 @@ Updated on the event loop only.  `snapshot()` is what `--stats FILE.json` holds:
 | keyframe_bytes_total | all of them together; keyframe_kbps: as kbit/s over the call (seconds as param_kbps) |
 | sharp_after_first_ms | wall ms from the first picture synthesized to the first from a sharp key frame |
 | face_payload_kbps | parameter packets and key frames together, per second of frames |
+| stream_format | the feature format of the sender's stream (docs/formats.md), None before a header |
+| decoder_format | the format whose synthesizer makes the pictures (the stream's own unless --decoder-format) |
+| translator | the translator method when the two differ (geometry, learned), else None |
+| unplayable | why this receiver cannot play the stream (no translator for the pair), else None |
 | audio | the voice: frames, seconds, latency_ms (a frame's first sample captured to decoded), |
 | | packets, packets_lost, payload_bytes / payload_kbps, wire_kbps (payload + RTP/SRTP headers), peer_muted |
 """
@@ -78,11 +82,20 @@ class ReceiverStats:
     keyframes_failed: int = 0
     keyframes_dropped: int = 0
     bad_messages: int = 0
+    stream_format: str | None = None
+    decoder_format: str | None = None
+    translator: str | None = None      # the method, when the decoder format is not the stream's
+    unplayable: str | None = None
     first_packet_t: float | None = None
     last_packet_t: float | None = None
     latency: Samples = field(default_factory=Samples)
     stages: dict[str, Samples] = field(default_factory=lambda: {
         name: Samples() for name in ("capture_to_arrival", "decoding", "queue", "synthesis")})
+
+    def set_formats(self, stream_format: str, decoder_format: str, translator: str | None) -> None:
+        """A session header was taken: what it sends and how it is played."""
+        self.stream_format, self.decoder_format, self.translator = stream_format, decoder_format, translator
+        self.unplayable = None
 
     def packet(self, nbytes: int) -> None:
         now = time.monotonic()
@@ -134,6 +147,10 @@ class ReceiverStats:
         seconds = self.param_seconds()
         return {
             "state": self.state,
+            "stream_format": self.stream_format,
+            "decoder_format": self.decoder_format,
+            "translator": self.translator,
+            "unplayable": self.unplayable,
             "duration_s": round(time.monotonic() - self.started, 3),
             "sessions": self.sessions,
             "frames_received": c.received,

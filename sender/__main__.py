@@ -1,7 +1,8 @@
 """`python -m sender`: the sending end of a one-way call.
 
     python -m sender --signaling ws://HOST:PORT --room NAME --source webcam[:INDEX]|FILE [--loop]
-                     [--frames N] [--config FILE.yaml] [--size 256|512] [--drop-params P --seed N]
+                     [--frames N] [--config FILE.yaml] [--size 256|512] [--format ifvc|fomm|fv2v|cfte]
+                     [--drop-params P --seed N]
                      [--sender-stats FILE.json] [--dump-sent FILE.jsonl] [--trace-sender FILE.jsonl]
                      [--ice-server URL ... --ice-username U --ice-credential C] [--log-level INFO]
 

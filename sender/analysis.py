@@ -1,6 +1,7 @@
 """The sender's picture analysis: face crop, key frames and parameter levels, off the event loop.
 
-`Analyser` owns the crop tracker (MediaPipe) and the codec's `FaceEncoder`.  Its methods
+`Analyser` owns the crop tracker (MediaPipe) and the codec's `FaceEncoder` (levels in the
+feature format it was made for: ifvc, fomm, fv2v or cfte, docs/formats.md).  Its methods
 block (MediaPipe takes ~5-15 ms a frame, a VVC key frame ~0.3-1.5 s), so the sender calls
 them on one worker thread; key frames after the first are coded on a second thread while
 tracking goes on:
@@ -41,6 +42,7 @@ import numpy as np
 
 from codec.encoder import CodedKeyframe, FaceEncoder
 from codec_core.config import CodecConfig
+from codec_core.format import IFVC, FeatureFormat, format_named
 from live.config import DEFAULT, LiveConfig
 from models.crop import CropBox, apply_crop, crop_around_face, face_inside
 from models.face_model import FaceBasis
@@ -104,9 +106,13 @@ def _face_box(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 class Analyser:
-    def __init__(self, config: CodecConfig, basis: FaceBasis, live: LiveConfig = DEFAULT) -> None:
+    def __init__(self, config: CodecConfig, basis: FaceBasis, live: LiveConfig = DEFAULT,
+                 fmt: str = IFVC.name) -> None:
+        """`fmt`: the feature format of the levels (a name of format.FEATURE_FORMATS; ValueError
+        for another)."""
         self.config = config
         self.basis = basis
+        self.format: FeatureFormat = format_named(fmt)
         self.live = live
         self.tracker = CropTracker(config.size)
         self.encoder: FaceEncoder | None = None
@@ -128,6 +134,11 @@ class Analyser:
         self._stranger: tuple[np.ndarray, np.ndarray] | None = None   # someone else's face in the crop
 
     @property
+    def num_values(self) -> int:
+        """Values per frame of the format sent (what the parameter packets carry)."""
+        return self.format.count
+
+    @property
     def keyframe(self) -> CodedKeyframe | None:
         return self.encoder.keyframe if self.encoder else None
 
@@ -140,7 +151,7 @@ class Analyser:
         if tracked.landmarks is None:
             self.tracker.box = None
             return None
-        encoder = FaceEncoder(self.config, self.basis)
+        encoder = FaceEncoder(self.config, self.basis, self.format.name)
         encoder.new_keyframe(tracked.crop, tracked.landmarks)
         self.encoder = encoder
         self.person = Likeness(signature(tracked.crop, tracked.landmarks))

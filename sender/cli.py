@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from codec_core.config import SIZES, CodecConfig, ConfigError, check_size, load_config
+from codec_core.format import FEATURE_FORMATS, IFVC
 from live.audio import DEFAULT_BITRATE, MAX_BITRATE, MIN_BITRATE
-from live.cli import SetupError
+from live.cli import SetupError, feature_format
 from live.config import DEFAULT, LiveConfig
 from models.face_model import FaceBasis
 from sender.analysis import Analyser
@@ -48,6 +49,9 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="codec settings (YAML, any keys of codec_core/defaults.yaml)")
     parser.add_argument("--size", type=int, choices=SIZES,
                         help="crop and picture side in pixels (default: the codec configuration's, 256)")
+    parser.add_argument("--format", default=IFVC.name, metavar="FORMAT",
+                        help=f"the feature format of the face parameters sent: {', '.join(FEATURE_FORMATS)} "
+                             "(default: %(default)s; docs/formats.md)")
     parser.add_argument("--audio-source", default="auto", metavar="auto|default|DEVICE|FILE|none",
                         help="the voice: auto (a file's own audio track, a camera's default microphone), "
                              "default or an ALSA DEVICE (hw:1, plughw:1,0), an audio FILE, none (default: auto)")
@@ -76,14 +80,15 @@ def sender_config(args: argparse.Namespace) -> CodecConfig:
 
 def build_sender(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> SenderHalf:
     """Open the source and its voice and load the models (raises SetupError for a bad
-    --config, --size or --audio-source FILE, SourceError)."""
+    --config, --size, --format or --audio-source FILE, SourceError)."""
     config = sender_config(args)
+    fmt = feature_format("--format", args.format)
     source = open_source(args.source, args.loop, args.frames, live.camera_fail_s, live.camera_fps,
                          live.camera_close_timeout_s)
     audio = None
     try:
         audio = open_audio(args.audio_source, args.source, args.loop, args.frames, source.fps)
-        analyser = Analyser(config, FaceBasis.load(), live)
+        analyser = Analyser(config, FaceBasis.load(), live, fmt)
     except BaseException:
         source.close()
         if audio is not None:

@@ -94,6 +94,7 @@ class SenderStats:
     keyframe_answers: int = 0          # requests answered (the others were folded into a later answer)
     keyframe_answers_deferred: int = 0  # answers that waited for the rate limit or a full channel
     sessions: int = 0
+    format: str | None = None          # the feature format sent (docs/formats.md)
     wire_bytes_sent: int | None = None   # DTLS bytes sent on the current session (all channels)
     first_sent_t: float | None = None    # wall ms of the first and last packet sent
     last_sent_t: float | None = None
@@ -141,7 +142,7 @@ class SenderHalf(SendingHalf):
         self.analyser = analyser
         self.options = options
         self.live = live
-        self.stats = SenderStats()
+        self.stats = SenderStats(format=analyser.format.name)
         self.session: Session | None = None
         self.first_session = asyncio.Event()
         self.peer_ready = asyncio.Event()      # the receiver has the key frame and can synthesize
@@ -151,7 +152,7 @@ class SenderHalf(SendingHalf):
         self._answers = AnswerLimiter(live.keyframe_answer_rate_bytes_s, live.keyframe_answer_max_buffered_bytes)
         self._answer_task: asyncio.Task | None = None     # a key frame request waiting to be answered
         self._ready = False           # header and key frame went out on this session
-        self._coder = PacketParamEncoder(analyser.basis.num_params)
+        self._coder = PacketParamEncoder(analyser.num_values)     # the values of its feature format
         self._intra = IntraPolicy(analyser.config.intra_interval)
         self._frame = 0               # next frame number (unwrapped)
         self._rng = random.Random(options.seed)
@@ -203,7 +204,8 @@ class SenderHalf(SendingHalf):
         self.set_muted(not (self.audio is not None and self.audio.muted))
 
     def summary(self) -> str:
-        line = f"sent {self.stats.frames_sent} frames and {self.stats.keyframes_sent} key frames"
+        line = (f"sent {self.stats.frames_sent} frames ({self.stats.format}) and {self.stats.keyframes_sent} "
+                "key frames")
         voice = self.stats.audio.snapshot()
         if voice["packets"]:
             line += f"; voice {voice['packets'] * self.audio_frame_ms / 1000:.1f} s at {voice['payload_kbps']} kbps"

@@ -404,6 +404,7 @@ def test_key_frame_requests_over_a_real_connection_are_answered_at_a_bounded_rat
 
     from codec.encoder import CodedKeyframe
     from codec_core.config import load_config
+    from codec_core.format import IFVC
     from live.config import LiveConfig
     from live.peer import Half, PeerLink
     from live.wire import KeyframePiece, KeyframeRequest, unpack_stream_record
@@ -420,6 +421,7 @@ def test_key_frame_requests_over_a_real_connection_are_answered_at_a_bounded_rat
     class Fake:
         def __init__(self) -> None:
             self.basis, self.config, self.name, self.live = FaceBasis.load(), load_config(), "fake", True
+            self.format, self.num_values = IFVC, IFVC.count
 
         def code_sharp(self, _small) -> Future:
             future: Future = Future()

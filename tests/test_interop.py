@@ -16,6 +16,7 @@ def test_interop_smoke(tmp_path):
                          ("ifvc", "fomm", "learned"), ("fomm", "ifvc", "geometry"), ("fomm", "ifvc", "learned")}
     assert all(0 < e["lpips"] < 1 for e in results[0]["decodings"])
     assert set(results[0]["streams"]) == {"ifvc", "fomm"}
+    assert all(stream["levels_exact"] is True for stream in results[0]["streams"].values())
     report = (tmp_path / "report.md").read_text()
     assert "Translator `learned`" in report and "Translator `geometry`" in report
     assert (tmp_path / "interop.png").stat().st_size > 0

@@ -24,6 +24,7 @@ from codec.decoder import FaceDecoder
 from codec.encoder import CodedKeyframe, FaceEncoder
 from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader
 from codec_core.config import load_config
+from codec_core.format import IFVC
 from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import PacketParamEncoder
 from live.config import LiveConfig
@@ -215,6 +216,7 @@ class FakeSender:
         basis = FaceBasis.load()
         self.basis, self.config, self.sharp = basis, load_config(), sharp
         self.name, self.live = "fake", True
+        self.format, self.num_values = IFVC, IFVC.count
 
     def code_sharp(self, small: CodedKeyframe) -> Future:
         future: Future = Future()
