@@ -42,6 +42,7 @@ from tqdm import tqdm
 from benchmarks.metrics import LPIPS
 from benchmarks.rd import geodesic_deg
 from codec.decoder import FaceDecoder, decode_segment, read_stream, stream_info
+from codec.translation import TRANSLATOR_METHODS
 from codec_core.config import load_config
 from codec_core.format import FEATURE_FORMATS
 from codec_core.video import read_frames
@@ -49,7 +50,7 @@ from codec_core.video import read_frames
 log = logging.getLogger("benchmarks.interop")
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 DEFAULT_CLIPS = ("rt__3", "lp__d6")
-METHODS = ("geometry", "learned")
+METHODS = TRANSLATOR_METHODS          # every translator method the decoder has
 NATIVE = "native"
 POSE_FORMATS = ("ifvc", "fv2v")        # decoder formats whose first three values are yaw, pitch, roll
 VERSION = 1                            # of the per-clip results (others are recomputed)

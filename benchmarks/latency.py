@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from live.audio import RTP_OVERHEAD_BYTES
+from live.config import LiveConfig
 from live.stats import summary
 
 log = logging.getLogger("benchmarks.latency")
@@ -378,8 +379,8 @@ def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_e
         "",
         "Face latency: from the sender's capture of a frame to the moment the receiver has the picture "
         "(ours: synthesized, before any lip-sync hold; VP8: decoded to RGB), on this machine's wall clock.  "
-        "Voice latency: from the capture of a 20 ms frame's first sample to the receiver having it decoded "
-        "(20 ms framing, network, aiortc's 80 ms jitter buffer).",
+        "Voice latency: from the capture of a voice packet's first sample to the receiver having it decoded "
+        f"({LiveConfig().voice_frame_ms} ms packets, network, the voice jitter buffer's 80 ms: `live/jitter.py`).",
         "",
         "| | ours (face + voice) | ours, no voice | VP8 + Opus call |",
         "|---|---|---|---|",

@@ -14,7 +14,7 @@ software's conventions (docs/bitstream.md, "GFVC conventions").  `--format` is t
 feature format; `decode --decoder-format` plays it with another format's synthesizer, its
 values translated (docs/bitstream.md, "Feature formats").  `--container vvc` writes the stream
 as one VVC bitstream (`.266`, its features in SEI messages; docs/bitstream.md, "VVC
-container"); `decode` and `info` read both kinds of file.
+container"); `decode` and `info` read both kinds of file, told apart by their first bytes.
 
 Errors end with one line on stderr and exit status 1 (2 for bad usage).
 """
@@ -27,7 +27,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
 from codec_core.bitstream import StreamError
@@ -51,47 +50,23 @@ def cmd_encode(args) -> int:
     check_size(cfg.size)
     start = time.perf_counter()
     res = encode_video(args.input, args.output, cfg, FaceBasis.load(), args.frames, args.save_crop,
-                       progress=sys.stderr.isatty(), no_crop=args.no_crop, fmt=fmt)
+                       progress=sys.stderr.isatty(), no_crop=args.no_crop, fmt=fmt, container=args.container)
     took = time.perf_counter() - start
-    file_bytes = res.file_bytes
-    if args.container == "vvc":         # the native stream, converted in place (docs/bitstream.md, "VVC container")
-        from codec_core.container import native_to_vvc
-
-        vvc = native_to_vvc(Path(args.output).read_bytes())
-        Path(args.output).write_bytes(vvc)
-        file_bytes = len(vvc)
     log.info("encoded %d frames in %.1f s (%.1f fps): key frame %d bytes (QP %d), file %d bytes%s",
-             res.frames, took, res.frames / took, res.keyframe_bytes, res.keyframe_qp, file_bytes,
+             res.frames, took, res.frames / took, res.keyframe_bytes, res.keyframe_qp, res.file_bytes,
              f", face lost in {res.lost_frames} frames" if res.lost_frames else "")
     return 0
 
 
-def read_stream_file(path: str):
-    """A native stream file, or a VVC bitstream (`.266`, or anything that starts with an
-    Annex-B start code) made by `encode --container vvc`, parsed (file_bytes: the file's)."""
-    from dataclasses import replace
-
-    from codec.decoder import parse_stream
-    from codec_core.container import is_vvc, vvc_to_native
-
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise StreamError(f"cannot read {path}: {exc.strerror}") from None
-    if not (is_vvc(data) or Path(path).suffix == ".266"):
-        return parse_stream(data)
-    return replace(parse_stream(vvc_to_native(data)), total_bytes=len(data))
-
-
 def cmd_decode(args) -> int:
-    from codec.decoder import decode_frames
+    from codec.decoder import decode_frames, read_stream
     from codec_core.video import VideoWriter
     from models.editing import Edits
 
     edits = Edits.parse(args.edit)
     synthesis = synthesis_from_args(args)
     decoder_format = None if args.decoder_format is None else format_named(args.decoder_format).name
-    parsed = read_stream_file(args.stream)
+    parsed = read_stream(args.stream)
     frames = decode_frames(parsed, synthesis, edits, decoder_format, args.translator)
     first = next(frames, None)          # the decoder is set up (or refused) before the output is opened
     start, n = time.perf_counter(), 0
@@ -105,9 +80,9 @@ def cmd_decode(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from codec.decoder import stream_info
+    from codec.decoder import read_stream, stream_info
 
-    print(json.dumps(stream_info(read_stream_file(args.stream))))
+    print(json.dumps(stream_info(read_stream(args.stream))))
     return 0
 
 

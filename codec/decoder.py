@@ -5,7 +5,8 @@ shared by the file decoder and the live receiver.  It plays a stream of any feat
 with the synthesizer of its own format, the decoder format (the stream's unless told):
 when they differ, each key frame gets a translator (models.translators) that every frame's
 dequantised values go through before synthesis.  `parse_stream` reads and checks a
-whole stream file; `decode_frames` is the offline decoder behind `python -m codec_core
+whole stream file, `read_stream` one from disk, native or in a VVC bitstream (told apart by
+their first bytes, never by the file's name); `decode_frames` is the offline decoder behind `python -m codec_core
 decode`, `stream_info` the numbers behind `info`.
 """
 
@@ -13,18 +14,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
-from codec_core.arith import ArithmeticDecoder
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, StreamError, read_records
+from codec_core.container import is_vvc, vvc_to_native
 from codec_core.format import IFVC, FeatureFormat, format_named, reference_steps, step_vector
 from codec_core.keyframe import decode_keyframe
-from codec_core.param_coding import ParamFrameDecoder, check_levels, dequantise
+from codec_core.param_coding import decode_segment, dequantise
 from models.face_model import FaceBasis
 from models.reference import Reference
 from models.synthesizers import Synth, Synthesis
@@ -162,11 +163,6 @@ class FaceDecoder:
         return self._synth.render(params)
 
 
-def decode_segment(segment: ParamSegment, num_params: int) -> list[np.ndarray]:
-    coder, dec = ParamFrameDecoder(num_params), ArithmeticDecoder(segment.payload)
-    return [check_levels(coder.decode(dec, intra=(i == 0))) for i in range(segment.frame_count)]
-
-
 @dataclass
 class ParsedStream:
     header: SessionHeader
@@ -211,10 +207,15 @@ def parse_stream(data: bytes) -> ParsedStream:
 
 
 def read_stream(path: str | Path) -> ParsedStream:
+    """A stream file, parsed: a native one (it starts with the magic), or a VVC bitstream made
+    by `encode --container vvc` (it starts with an Annex-B start code), whatever its name;
+    `total_bytes` is the file's."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise StreamError(f"cannot read {path}: {exc.strerror}") from None
+    if is_vvc(data):
+        return replace(parse_stream(vvc_to_native(data)), total_bytes=len(data))
     return parse_stream(data)
 
 

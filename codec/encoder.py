@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from codec_core.arith import ArithmeticEncoder
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, write_file_start, write_record
 from codec_core.config import MAX_QP, CodecConfig, ConfigError
+from codec_core.container import native_to_vvc
 from codec_core.format import (
     IFVC,
     KEYFRAME_CODEC_VVC,
@@ -32,11 +33,14 @@ from codec_core.format import (
     step_vector,
 )
 from codec_core.keyframe import decode_keyframe, encode_keyframe
-from codec_core.param_coding import ParamFrameEncoder, quantise
+from codec_core.param_coding import encode_segment, quantise
 from codec_core.video import VideoWriter, probe_fps, read_frames
 from models.face_model import FaceBasis, FaceModel
 from models.reference import Reference
 from models.tracking import CropTracker, NoFaceError, TrackedFrame, WholeFrameTracker
+
+if TYPE_CHECKING:
+    from models.feature_formats import FormatGeometry
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,7 @@ class FaceEncoder:
         self.reference_steps = step_vector(reference_steps(self.format, self.header_steps), basis.num_params)
         self.keyframe: CodedKeyframe | None = None
         self._model: FaceModel | None = None
+        self._geometry: FormatGeometry | None = None   # the key frame's, for formats other than ifvc
         self._previous: np.ndarray | None = None
         self._next_key_id = 0     # taken when a key frame is coded (one coding thread at a time)
 
@@ -147,8 +152,9 @@ class FaceEncoder:
         if self.format is IFVC:
             self._previous = coded.reference.reference_levels()
         else:
-            from models.feature_formats import key_features
+            from models.feature_formats import FormatGeometry, key_features
 
+            self._geometry = FormatGeometry.of(coded.reference)
             self._previous = quantise(key_features(self.format.name, coded.reference), self.steps)
 
     def new_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
@@ -168,18 +174,9 @@ class FaceEncoder:
             else:
                 from models.feature_formats import analyse
 
-                values = analyse(self.format.name, landmarks, self.keyframe.reference)
+                values = analyse(self.format.name, landmarks, self.keyframe.reference, self._geometry)
             self._previous = quantise(values, self.steps, self._previous, self.config.hysteresis)
         return self._previous.copy()
-
-
-def encode_segment(levels: list[np.ndarray], num_params: int) -> bytes:
-    """Frames of `num_params` values as one arithmetic codeword: the first intra, the others
-    predicted."""
-    coder, enc = ParamFrameEncoder(num_params), ArithmeticEncoder()
-    for i, q in enumerate(levels):
-        coder.encode(enc, q, intra=(i == 0))
-    return enc.finish()
 
 
 @dataclass
@@ -217,9 +214,14 @@ def _first_face(tracker: CropTracker, frame: np.ndarray) -> TrackedFrame | None:
 
 def encode_video(source: str | Path, output: str | Path, config: CodecConfig, basis: FaceBasis,
                  max_frames: int | None = None, save_crop: str | Path | None = None,
-                 progress: bool = False, no_crop: bool = False, fmt: str = IFVC.name) -> EncodeResult:
+                 progress: bool = False, no_crop: bool = False, fmt: str = IFVC.name,
+                 container: str = "native") -> EncodeResult:
     """Encode a video file (or raw `.rgb` sequence) into a stream file of feature format `fmt`;
-    `no_crop`: the input is already the square crop at the coded size, taken as it is."""
+    `no_crop`: the input is already the square crop at the coded size, taken as it is;
+    `container` "vvc": the stream as one VVC bitstream (codec_core.container), converted
+    before anything is written (a stream that cannot be converted leaves no file)."""
+    if container not in ("native", "vvc"):
+        raise ValueError(f"unknown container {container!r}: native or vvc")
     encoder = FaceEncoder(config, basis, fmt)
     fps = probe_fps(source)
     tracker = WholeFrameTracker(config.size) if no_crop else CropTracker(config.size)
@@ -271,5 +273,7 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
         chunk = levels[start:start + step]
         payload = encode_segment(chunk, encoder.num_values)
         out += write_record(RecordType.PARAM_SEGMENT, ParamSegment(start, len(chunk), payload).pack())
+    if container == "vvc":
+        out = bytearray(native_to_vvc(bytes(out)))
     Path(output).write_bytes(out)
     return EncodeResult(len(levels), lost, len(keyframe.record.picture), keyframe.qp, len(out), levels)

@@ -145,6 +145,11 @@ class Keyframe:
     def pack(self) -> bytes:
         return self._FIXED.pack(self.key_id, self.codec, len(self.picture)) + self.picture + self.geometry
 
+    @property
+    def packed_size(self) -> int:
+        """len(self.pack()), without packing it."""
+        return self._FIXED.size + len(self.picture) + len(self.geometry)
+
     @classmethod
     def unpack(cls, data: bytes) -> Keyframe:
         n = cls._FIXED.size

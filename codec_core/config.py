@@ -68,11 +68,6 @@ class Steps(_FormatSteps):
     expression: float
     geometry: float
 
-    def divided(self, factor: float) -> Steps:
-        """The GFVC quantisation factor for ifvc: every per-frame step divided by `factor`
-        (2 halves them); the key frame's geometry step stays."""
-        return self.with_factor(factor)
-
 
 @dataclass(frozen=True)
 class FommSteps(_FormatSteps):

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder
 from codec_core.bitstream import (
     Keyframe,
     ParamSegment,
@@ -45,7 +44,7 @@ from codec_core.bitstream import (
     write_record,
 )
 from codec_core.format import FEATURE_FORMATS, MAX_LEVEL, MAX_SEGMENT_FRAMES, STREAM_VERSION, FeatureFormat
-from codec_core.param_coding import ParamDecodeError, ParamFrameDecoder, ParamFrameEncoder, check_levels
+from codec_core.param_coding import ParamDecodeError, decode_segment, encode_segment
 from codec_core.sei import (
     PH_NUT,
     PREFIX_SEI_NUT,
@@ -247,24 +246,16 @@ def read_face_features(payload: bytes, header: SessionHeader, expected_first: in
         levels[f, order] = coded
         previous = coded
     r.end_payload()
-    return ParamSegment(first_frame, num_frames, encode_levels(list(levels), fmt.count))
+    return ParamSegment(first_frame, num_frames, encode_segment(list(levels), fmt.count))
 
 
 # -- parameter segments as levels -------------------------------------------------------------
 
-def encode_levels(levels: list[np.ndarray], num_params: int) -> bytes:
-    """Frames of levels as one PARAM_SEGMENT codeword (the first intra), as the encoder codes them."""
-    coder, enc = ParamFrameEncoder(num_params), ArithmeticEncoder()
-    for i, q in enumerate(levels):
-        coder.encode(enc, q, intra=(i == 0))
-    return enc.finish()
-
-
 def decode_levels(segment: ParamSegment, num_params: int) -> np.ndarray:
-    """The levels of a PARAM_SEGMENT (frames x values)."""
-    coder, dec = ParamFrameDecoder(num_params), ArithmeticDecoder(segment.payload)
+    """The levels of a PARAM_SEGMENT (frames x values); a StreamError when they do not decode.
+    (Coded as the encoder codes them: codec_core.param_coding.encode_segment.)"""
     try:
-        return np.array([check_levels(coder.decode(dec, intra=(i == 0))) for i in range(segment.frame_count)])
+        return np.array(decode_segment(segment, num_params))
     except ParamDecodeError as exc:
         raise StreamError(f"parameter segment at frame {segment.first_frame}: {exc}") from None
 
@@ -332,7 +323,7 @@ def _messages(parts: NativeParts) -> list[SeiMessage]:
             out.append(_user_data(KIND_SEGMENT, seg.pack()))
             continue
         levels = decode_levels(seg, fmt.count)
-        if encode_levels(list(levels), fmt.count) != seg.payload:
+        if encode_segment(list(levels), fmt.count) != seg.payload:
             raise StreamError(f"parameter segment at frame {seg.first_frame} is not coded as our encoder codes its "
                               "levels: it cannot travel as face feature SEI fields")
         out.append(SeiMessage(FACE_FEATURE_SEI, write_face_features(layout, parts.header, seg.first_frame, levels)))
@@ -352,7 +343,11 @@ def native_to_vvc(stream: bytes) -> bytes:
 
 
 def _ours(message: SeiMessage) -> bool:
-    return message.payload_type == FACE_FEATURE_SEI or message.payload_type == USER_DATA_UNREGISTERED
+    """A face feature SEI, or user data with our UUID (user data of others, which the key
+    frame's own bitstream may carry, is part of its picture)."""
+    if message.payload_type == USER_DATA_UNREGISTERED:
+        return message.payload[:len(CONTAINER_UUID)] == CONTAINER_UUID
+    return message.payload_type == FACE_FEATURE_SEI
 
 
 def vvc_to_native(data: bytes) -> bytes:

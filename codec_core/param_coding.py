@@ -15,9 +15,12 @@ from the basis mean shape, each point predicted from the nearest point coded bef
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder, ContextSet
+from codec_core.bitstream import ParamSegment
 from codec_core.format import (
     EG_ORDER_GEOMETRY,
     EG_ORDER_INTRA,
@@ -148,6 +151,24 @@ def check_levels(levels: np.ndarray) -> np.ndarray:
     if np.abs(levels).max(initial=0) > MAX_LEVEL:
         raise ParamDecodeError("parameter values out of range (corrupt payload)")
     return levels
+
+
+# -- parameter segments (stream files) ----------------------------------------------------
+
+def encode_segment(levels: Sequence[np.ndarray], num_params: int) -> bytes:
+    """Frames of `num_params` levels as one PARAM_SEGMENT codeword: the first intra, the
+    others predicted."""
+    coder, enc = ParamFrameEncoder(num_params), ArithmeticEncoder()
+    for i, q in enumerate(levels):
+        coder.encode(enc, q, intra=(i == 0))
+    return enc.finish()
+
+
+def decode_segment(segment: ParamSegment, num_params: int) -> list[np.ndarray]:
+    """The levels of every frame of a PARAM_SEGMENT; ParamDecodeError when they are beyond
+    any face (corrupt input)."""
+    coder, dec = ParamFrameDecoder(num_params), ArithmeticDecoder(segment.payload)
+    return [check_levels(coder.decode(dec, intra=(i == 0))) for i in range(segment.frame_count)]
 
 
 # -- reference geometry ------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 KEEP = 256            # samples kept (10 s of parameter packets)
+BASE_WINDOW_S = 10.0  # the base RTT: the least one measured in the last this many seconds
 _HOOKED = "_facecall_rtt_probe"
 _warned = False
 
@@ -36,20 +37,31 @@ class Sample:
 
 @dataclass
 class RttProbe:
-    """The newest RTT samples of one association and the least RTT seen on it."""
+    """The newest RTT samples of one association and its base RTT (`min_ms`): the least
+    RTT measured in the last `window_s` seconds, so that a route that became longer (a base
+    RTT that rose for good) is the new base once the window has passed."""
 
     samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=KEEP))
+    window_s: float = BASE_WINDOW_S
     min_ms: float | None = None
     count: int = 0
+    # (measured at, rtt ms) of the window's samples that no later one beat: RTTs rise front to back
+    _lows: deque[tuple[float, float]] = field(default_factory=deque)
 
     def add(self, now: float, rtt_s: float) -> None:
         rtt_ms = rtt_s * 1000.0
         self.samples.append(Sample(now - rtt_s, rtt_ms))
-        self.min_ms = rtt_ms if self.min_ms is None else min(self.min_ms, rtt_ms)
+        lows = self._lows
+        while lows and lows[-1][1] >= rtt_ms:
+            lows.pop()
+        lows.append((now, rtt_ms))
+        while lows[0][0] < now - self.window_s:
+            lows.popleft()
+        self.min_ms = lows[0][1]
         self.count += 1
 
     def queue_ms(self, sample: Sample) -> float:
-        """How much longer than the least RTT `sample` took: the queue it met."""
+        """How much longer than the base RTT `sample` took: the queue it met."""
         return sample.rtt_ms - (self.min_ms if self.min_ms is not None else sample.rtt_ms)
 
     def since(self, sent_at: float) -> list[Sample]:

@@ -207,13 +207,17 @@ class FormatGeometry:
         raise FormatError(f"format {fmt!r} has no batched geometry analysis")
 
 
-def analyse(fmt: str, landmarks: np.ndarray, reference: Reference) -> np.ndarray:
+def analyse(fmt: str, landmarks: np.ndarray, reference: Reference,
+            geometry: FormatGeometry | None = None) -> np.ndarray:
     """One frame's values of format `fmt` (FEATURE_FORMATS[fmt].count,) float64, unquantised, in
-    the registry's order, from its (478, 3) landmarks in crop pixels."""
+    the registry's order, from its (478, 3) landmarks in crop pixels.  `geometry`: the key
+    frame's FormatGeometry.of(reference), from a caller that analyses many frames against the
+    same key frame (the encoder keeps one per key frame); None: made here."""
     check_format(fmt)
     if fmt == "ifvc":
         return reference.face_model().analyse(landmarks)
-    return FormatGeometry.of(reference).values(fmt, np.asarray(landmarks, np.float64)[None])[0]
+    geometry = FormatGeometry.of(reference) if geometry is None else geometry
+    return geometry.values(fmt, np.asarray(landmarks, np.float64)[None])[0]
 
 
 def key_features(fmt: str, reference: Reference) -> np.ndarray:

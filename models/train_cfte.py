@@ -5,14 +5,20 @@ the crop fixed around the first face), takes every `--stride`-th frame with a fa
 the 68 cfte landmarks (models.feature_formats.CFTE_POINTS) in [-1, 1] crop coordinates,
 adds `--jitter` copies of each under a small random 2D similarity (so that the projection
 also spans head motion that the training clips lack), and keeps the top 16 principal
-components: f = P^T (x - mean).  Writes models/assets/cfte_v1.npz (a few kB, its version
+components: f = P^T (x - mean).  Writes out/cfte/cfte_v1.npz (`--out`; a few kB, its version
 string inside) and logs how much of the variance the 16 components keep.
+
+`--install` also copies it to models/assets/cfte_v1.npz, the asset the codec reads.  It refuses
+to replace an asset of the same version (unless `--force`): cfte streams coded with the old
+projection would decode wrongly with a new one, so a new projection needs a new CFTE_VERSION
+(models/feature_formats.py).  The check comes before the minutes of tracking.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,21 @@ from models.tracking import track_video
 
 log = logging.getLogger(__name__)
 TRAIN_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+OUT = Path("out") / "cfte" / CFTE_ASSET.name
 SIZE = 256
+
+
+def check_install(asset: Path, force: bool) -> None:
+    """SystemExit (one line) when `--install` would replace `asset` holding this code's
+    CFTE_VERSION, without `--force`."""
+    if force or not asset.exists():
+        return
+    with np.load(asset) as saved:
+        version = str(saved["version"]) if "version" in saved.files else None
+    if version == CFTE_VERSION:
+        raise SystemExit(f"python -m models.train_cfte: error: {asset} is already {CFTE_VERSION}: cfte streams "
+                         f"coded with it would decode wrongly with a new projection; bump CFTE_VERSION "
+                         f"(models/feature_formats.py) when the projection changes, or pass --force")
 
 
 def collect(clips: list[Path], max_frames: int, stride: int) -> np.ndarray:
@@ -59,16 +79,24 @@ def fit(points: np.ndarray, dim: int = CFTE_DIM) -> tuple[CfteProjection, float]
     return CfteProjection(CFTE_VERSION, mean, vt[:dim].T), kept
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m models.train_cfte", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=TRAIN_DIR, help="training clips (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=CFTE_ASSET, help="asset to write (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=OUT, help="projection to write (default: %(default)s)")
+    p.add_argument("--install", action="store_true", help=f"also copy it to {CFTE_ASSET}, the asset the codec reads")
+    p.add_argument("--force", action="store_true", help="with --install: replace an asset of the same version")
     p.add_argument("--max-frames", type=int, default=600, help="frames tracked per clip (default: %(default)s)")
     p.add_argument("--stride", type=int, default=2, help="keep every n-th tracked frame (default: %(default)s)")
     p.add_argument("--jitter", type=int, default=2, help="random similarity copies per frame (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.install:
+        check_install(CFTE_ASSET, args.force)
     clips = sorted(args.data.glob("*.mp4"))
     if not clips:
         raise SystemExit(f"no training clips (*.mp4) in {args.data}")
@@ -77,10 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     projection, kept = fit(data)
     rebuilt = projection.rebuild(projection.project(points))
     err = np.linalg.norm(rebuilt - points, axis=-1).mean() * SIZE / 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     projection.save(args.out)
     log.info("%d frames (%d with jitter) from %d clips; %d components keep %.2f%% of the variance; "
              "mean point error %.2f px at %d; wrote %s", len(points), len(data), len(clips), CFTE_DIM,
              100 * kept, err, SIZE, args.out)
+    if args.install:
+        shutil.copyfile(args.out, CFTE_ASSET)
+        log.info("installed as %s", CFTE_ASSET)
 
 
 if __name__ == "__main__":

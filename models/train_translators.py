@@ -1,6 +1,6 @@
 """Train the learned translators between feature formats (models.translator_nets).
 
-    python -m models.train_translators [--config models/translators.yaml] [--fresh]
+    python -m models.train_translators [--config models/translators.yaml] [--fresh] [--install]
 
 Data (prepared once, cached in `out`/data.npz, rebuilt when its settings change): every
 training clip of ../shared/data/train is tracked as the encoder tracks (models.tracking,
@@ -22,7 +22,10 @@ dequantised values), encodes every format, decodes every format from every forma
 squared error in each destination's normalised units, plus `align` x the spread of the four
 latents of the same row around their mean (pulls the formats' latents together).  Adam.
 Clips named in `validation` (by identity) are held out; the weights of the best validation
-step (mean error over the 12 cross pairs) go to `weights` with the version string.
+step (mean error over the 12 cross pairs) go to `weights` (default `out`/translators_v1.pt)
+with the version string; `--install` copies them, once training is over, to
+models/assets/translators_v1.pt, the shipped weights that receivers load (never before: a run
+stopped half way leaves the shipped weights as they were).
 Progress bar, JSON-lines log (`out`/log.jsonl) and a resumable checkpoint (`out`/checkpoint.pt).
 """
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -61,7 +65,7 @@ class TranslatorTrainConfig:
     clips: list[str] | None = None           # clip stems to use (None: every *.mp4 in `data`)
     validation: list[str] = field(default_factory=lambda: ["lp__d14", "lp__s29"])
     out: Path = Path("out/translators")
-    weights: Path = TRANSLATORS_ASSET
+    weights: Path | None = None              # the best step's weights (None: `out`/translators_v1.pt)
     max_frames: int = 300
     stride: int = 2
     keys: int = 3
@@ -80,6 +84,10 @@ class TranslatorTrainConfig:
     validate_every: int = 250
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            self.weights = self.out / TRANSLATORS_ASSET.name
+
     @classmethod
     def load(cls, path: Path | None) -> TranslatorTrainConfig:
         data = yaml.safe_load(Path(path).read_text()) if path else {}
@@ -87,7 +95,7 @@ class TranslatorTrainConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown translator training settings: {sorted(unknown)}")
-        paths = {k: Path(v) for k, v in data.items() if k in ("data", "out", "weights")}
+        paths = {k: Path(v) for k, v in data.items() if k in ("data", "out", "weights") and v is not None}
         return cls(**{**data, **paths})
 
     def data_settings(self) -> dict:
@@ -369,11 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.train_translators", description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, help="training settings (YAML; see models/translators.yaml)")
     ap.add_argument("--fresh", action="store_true", help="start over instead of resuming from the checkpoint")
+    ap.add_argument("--install", action="store_true",
+                    help=f"once trained, copy the weights to {TRANSLATORS_ASSET}, the ones receivers load")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = TranslatorTrainConfig.load(args.config)
         summary = train(config, args.fresh)
+        if args.install:
+            shutil.copyfile(config.weights, TRANSLATORS_ASSET)
+            log.info("installed %s as %s", config.weights, TRANSLATORS_ASSET)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"python -m models.train_translators: error: {exc}", file=sys.stderr)
         return 1

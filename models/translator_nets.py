@@ -101,7 +101,7 @@ def load_nets(path: Path | None = None, counts: dict[str, int] | None = None) ->
     nets = _load(str(path))
     if counts is not None and any(nets.counts.get(f) != n for f, n in counts.items()):
         raise TranslatorWeightsError(f"learned translators {path} were trained for other formats "
-                                     f"({nets.counts}); retrain with `python -m models.train_translators`")
+                                     f"({nets.counts}); retrain with `python -m models.train_translators --install`")
     return nets
 
 
@@ -109,7 +109,7 @@ def load_nets(path: Path | None = None, counts: dict[str, int] | None = None) ->
 def _load(path: str) -> TranslatorNets:
     if not Path(path).exists():
         raise TranslatorWeightsError(f"no learned translators at {path}: train them with "
-                                     "`python -m models.train_translators`")
+                                     "`python -m models.train_translators --install`")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

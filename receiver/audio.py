@@ -4,8 +4,10 @@ kept per session (for the output file) and handed to the playback device, number
 A mute of the other side takes effect here at once: its `muted` control message comes on
 the reliable control channel, ahead of the voice that was still on the way (jitter
 buffers, packets in flight: 0.3-0.5 s in the browser demo's two call ends); from then on
-nothing is played until it unmutes, and what the player still holds is dropped.  The
-output file keeps everything that was received.
+nothing is played until it unmutes, and what the player still holds is dropped.  A mute
+lasts as long as its session: when the session closes it is forgotten (the sender says
+`muted` with its state at the start of every session).  The output file keeps everything
+that was received.
 
 Each session's audio is a `VoiceSegment`: the decoded mono PCM by pts, the session's
 `AudioClock` mappings (`live.lipsync.ClockMap`) and the capture times of the frames that
@@ -138,9 +140,11 @@ class VoiceReceiver:
             self._current.add_frame(frame, capture_stamp)
 
     def seal(self) -> None:
-        """The current session's voice is complete: keep it for the file sink."""
+        """The current session's voice is complete: keep it for the file sink.  The other
+        side's mute ends with its session (a new one says again if it is muted)."""
         seg, self._current = self._current, None
         self._early = []
+        self.stats.peer_muted = False
         if seg is not None:
             with self._lock:
                 self._sealed.append(seg)

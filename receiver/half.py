@@ -21,8 +21,8 @@ key frame in use sent again that fails leaves the earlier copy in use.
 Key frames come in pieces (KEYFRAME_PIECE, live.wire): `PieceAssembler` puts them back
 together, all or nothing; a piece it refuses (a duplicate, one out of range or out of
 order) is dropped with a log line, and a partial key frame is given up when the next key
-frame starts or no piece has come for `keyframe_piece_timeout_s`.  A whole KEYFRAME
-message is read as before.
+frame starts (the sender cancelled it: normal, an INFO line) or no piece has come for
+`keyframe_piece_timeout_s` (a WARNING).  A whole KEYFRAME message is read as before.
 
 Parameter packets go through `receiver.chain` with its reorder window: the packets held
 after a gap (a few) are kept here until it fills or the window passes.  Session headers and
@@ -33,8 +33,10 @@ Feature formats: a session header of any known format is taken (its `num_params`
 format's count, which `SessionHeader.unpack` checks, and sizes the packet decoder); one that
 names an unknown format, or another face basis, is dropped as malformed.  The synthesis
 thread plays it with this receiver's `DecoderChoice` (translating when the formats differ);
-when that cannot play it (no translator for the pair), one line says so and no key frame is
-asked for until the sender sends another header or a new session starts.
+when that cannot play it (`--synth learned` with another format, the learned translator
+without its weights), one line says so and no key frame is asked for until the sender sends
+another header or a new session starts (the synthesis thread says which header it could not
+play, so a late word about an earlier header changes nothing).
 
 Anything malformed (from a buggy or hostile peer) is dropped with a log line; the first
 few are logged, then one in a hundred.
@@ -65,7 +67,6 @@ from live.wire import (
     Muted,
     PieceAssembler,
     Ready,
-    pack_stream_record,
     unpack_stream_record,
 )
 from models.face_model import FaceBasis
@@ -169,7 +170,7 @@ class ReceiverHalf(ReceivingHalf):
             return
         self.session = None
         self.stats.state = "ended" if self.end else "peer gone"
-        self.voice.seal()
+        self.voice.seal()           # and forgets the other side's mute: the next session says it again
         self.worker.session_break()
 
     def on_audio(self, session: Session, track) -> None:
@@ -220,22 +221,27 @@ class ReceiverHalf(ReceivingHalf):
             self._on_header(record)
         else:
             if self.pieces.discard(f"a whole key frame {record.key_id} came"):
-                log.warning("%s", self.pieces.discarded)
+                log.info("%s", self.pieces.discarded)       # the sender gave it up: normal
             self._on_keyframe(record, len(data))
 
     def _on_piece(self, piece: KeyframePiece) -> None:
-        """A piece of a key frame: the key frame once it is complete."""
+        """A piece of a key frame: the key frame once it is complete.  A partial key frame
+        that a new one replaces (the sender cancelled it) is an INFO line; one that timed out,
+        or that a refused piece broke, a WARNING."""
         pieces = self.pieces
+        now = time.monotonic()
+        if pieces.expire(now):
+            log.warning("%s", pieces.discarded)
         discarded = pieces.discarded
         try:
-            record = pieces.add(piece, time.monotonic())
+            record, refused = pieces.add(piece, now), False
         except StreamError as exc:
             self._bad("key frame piece", exc)
-            record = None
+            record, refused = None, True
         if pieces.discarded is not discarded and pieces.discarded is not None:
-            log.warning("%s", pieces.discarded)
+            (log.warning if refused else log.info)("%s", pieces.discarded)
         if record is not None:
-            self._on_keyframe(record, len(pack_stream_record(record)))
+            self._on_keyframe(record, 1 + record.packed_size)       # as one KEYFRAME message: type byte and record
 
     def _on_keyframe(self, record: Keyframe, nbytes: int) -> None:
         """A whole key frame (`nbytes`: as one KEYFRAME message) for the synthesis thread."""
@@ -425,9 +431,13 @@ class ReceiverHalf(ReceivingHalf):
         if job.key_id == self.chain.key_id:
             self._ask_for_keyframe(f"the synthesis thread has no key frame {job.key_id}")
 
-    def _unplayable(self, why: str) -> None:
-        """This receiver's decoder choice cannot play the sender's stream: one line (once per
-        reason and header), and no key frame requests for it."""
+    def _unplayable(self, header: SessionHeader, why: str) -> None:
+        """This receiver's decoder choice cannot play the stream of `header`: one line (once
+        per reason and header), and no key frame requests for it.  Said about a header that
+        is no longer the current one (a new one came meanwhile): ignored."""
+        if header != self.header:
+            log.debug("the synthesis thread could not play an earlier session header (%s): ignored", why)
+            return
         self.stats.keyframes_failed += 1
         if why != self._cannot_play:
             log.error("cannot play the sender's stream: %s", why)

@@ -27,9 +27,10 @@ key id sent again that fails leaves the copy before it in use (`keyframe_failed(
 Feature formats (docs/call.md, "Feature formats in a call"): the decoder plays a stream of
 any format with the synthesizer of its `DecoderChoice.decoder_format` (None: the stream's
 own), translating the values when the two differ (`codec.decoder.FaceDecoder`).  A choice
-that cannot play the stream (no translator for the pair, `--synth learned` with a format
-other than ifvc) is `unplayable`: one line, and the receiver stops asking for key frames
-that would fail the same way.  The viewer's edits (models/editing.py) work on ifvc
+that cannot play the stream (the learned translator without its weights, `--synth learned`
+with a format other than ifvc) is `unplayable`, with the header it is about: one line, and
+the receiver stops asking for key frames that would fail the same way (unless a newer header
+came meanwhile).  The viewer's edits (models/editing.py) work on ifvc
 parameters: with another decoder format they are refused with one log line per change.
 
 The thread sets torch's thread count (`LiveConfig.render_threads`, the receiver's
@@ -190,8 +191,9 @@ class RenderEvents:
     keyframe_failed: Callable[..., None]   # key id (None: the session header), why[, kept: an earlier copy stays]
     skipped: Callable[[RenderJob], None]
     quit: Callable[[], None]          # the user closed the window
-    # the decoder choice cannot play this stream (why); None: reported as keyframe_failed
-    unplayable: Callable[[str], None] | None = None
+    # the decoder choice cannot play the stream of this header (header, why); None: reported as
+    # keyframe_failed.  The header says which one: the receiver ignores word about an earlier one.
+    unplayable: Callable[[SessionHeader, str], None] | None = None
 
 
 class RenderWorker:
@@ -310,7 +312,7 @@ class RenderWorker:
         future = self._prep.submit(self._decode, key, mine, decoder, record)
         self._keys[key] = future            # before `mine` holds it: the thread checks both (`_Displaced`)
         mine.append(future)
-        future.add_done_callback(lambda done: self._prepared(key, done))
+        future.add_done_callback(lambda done: self._prepared(key, done, decoder.header))
 
     def _decode(self, key: int, mine: list[Future], decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:
         """(key frame thread) `_prepare` a key frame, unless it was displaced meanwhile."""
@@ -321,9 +323,9 @@ class RenderWorker:
         finally:
             self._decode_slots.release()
 
-    def _prepared(self, key: int, future: Future) -> None:
-        """(key frame thread) A key frame is decoded, or failed; tell the event loop unless
-        it was superseded meanwhile."""
+    def _prepared(self, key: int, future: Future, header: SessionHeader) -> None:
+        """(key frame thread) A key frame of the stream of `header` is decoded, or failed; tell
+        the event loop unless it was superseded meanwhile."""
         if self._keys.get(key) is not future or future.cancelled() or isinstance(future.exception(), _Displaced):
             return
         exc = future.exception()
@@ -331,17 +333,18 @@ class RenderWorker:
             self._post(self._events.keyframe_ready, key)
             return
         if isinstance(exc, DecoderFormatError):
-            self._cannot_play(key, str(exc))
+            self._cannot_play(header, key, str(exc))
             return
         if not isinstance(exc, KEYFRAME_ERRORS):
             log.error("key frame %d failed", key, exc_info=exc)
         self._post(self._events.keyframe_failed, key, str(exc), key in self._earlier)
 
-    def _cannot_play(self, key: int | None, why: str) -> None:
-        """The decoder choice cannot play this stream (the header's, key None, or a key frame's
-        translator): `unplayable` on the event loop (without one: `keyframe_failed`)."""
+    def _cannot_play(self, header: SessionHeader, key: int | None, why: str) -> None:
+        """The decoder choice cannot play the stream of `header` (the header itself, key None,
+        or a key frame's translator): `unplayable` on the event loop (without one:
+        `keyframe_failed`)."""
         if self._events.unplayable is not None:
-            self._post(self._events.unplayable, why)
+            self._post(self._events.unplayable, header, why)
         else:
             self._post(self._events.keyframe_failed, key, why)
 
@@ -388,7 +391,7 @@ class RenderWorker:
                                                 self._choice.decoder_format, self._choice.translator)
                 except DecoderFormatError as exc:
                     self._unplayable = job.header
-                    self._cannot_play(None, str(exc))
+                    self._cannot_play(job.header, None, str(exc))
                     return
                 except StreamError as exc:
                     self._post(self._events.keyframe_failed, None, str(exc))

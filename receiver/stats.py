@@ -29,7 +29,7 @@ Updated on the event loop only.  `snapshot()` is what `--stats FILE.json` holds:
 | stream_format | the feature format of the sender's stream (docs/formats.md), None before a header |
 | decoder_format | the format whose synthesizer makes the pictures (the stream's own unless --decoder-format) |
 | translator | the translator method when the two differ (geometry, learned), else None |
-| unplayable | why this receiver cannot play the stream (no translator for the pair), else None |
+| unplayable | why this receiver cannot play the stream (e.g. no weights for the learned translator), else None |
 | audio | the voice: frames, seconds, latency_ms (a frame's first sample captured to decoded), |
 | | packets, packets_lost, payload_bytes / payload_kbps, wire_kbps (payload + RTP/SRTP headers), peer_muted |
 """

@@ -223,8 +223,7 @@ class SenderHalf(SendingHalf):
         if self.audio is not None:
             if self.source.live:
                 self.audio.start(wall_ms())      # a camera's voice runs from the first session on
-            if self.audio.muted:
-                session.send_control(Muted(True))
+            session.send_control(Muted(self.audio.muted))     # the other end forgot the last session's
             pending, self._pending_clock = self._pending_clock, None
             if pending is not None and pending[0] is session:
                 self._clock(session, pending[1])
@@ -278,12 +277,12 @@ class SenderHalf(SendingHalf):
     # -- key frame requests ------------------------------------------------------------
 
     def _stream_buffered(self) -> int:
-        """Bytes the `stream` channel of the current session holds unsent, its paced key
-        frame pieces included (0 without one)."""
+        """Bytes the `stream` channel of the current session holds unsent (0 without one).
+        Key frame pieces still queued in the pacer do not count: the answer cancels them and
+        sends the key frames again."""
         channels = getattr(self.session, "channels", None) or {}
         channel = channels.get(STREAM.label)
-        paced = self._pacer.pending_bytes if self._pacer is not None else 0
-        return (channel.bufferedAmount if channel is not None else 0) + paced
+        return channel.bufferedAmount if channel is not None else 0
 
     def _on_keyframe_request(self) -> None:
         if self._answer_task is not None and not self._answer_task.done():

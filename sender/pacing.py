@@ -11,8 +11,9 @@ messages (live.wire) of `keyframe_piece_bytes`, in *rounds*:
 - the next round waits until the link has drained: every piece of the round has been
   acknowledged (`live.rtt.stream_unacked`), and then a chunk sent after that (a parameter
   packet, usually the next one) came back with a round-trip time at most `pace_drained_ms`
-  above the least one seen (`live.rtt.RttProbe`: SCTP measures one per acknowledgement),
-  or the newest RTT measured, of the round's own pieces when nothing else is sent, did;
+  above the least one of the last 10 s (`live.rtt.RttProbe`: SCTP measures one per
+  acknowledgement), or the newest RTT measured, of the round's own pieces when nothing else
+  is sent, did;
 - the window doubles after a round that raised no queue (a fast link: a sharp key frame
   goes in a few round trips), halves after one that raised it more than `pace_shrink_ms`,
   and stays otherwise (a slow link: one piece a round, one piece's worth of queue);
@@ -53,10 +54,6 @@ class Transfer:
     sent: int = 0
     started: float | None = None       # monotonic time of its first piece
 
-    @property
-    def left(self) -> int:
-        return sum(len(p) for p in self.pieces[self.sent:])
-
 
 @dataclass
 class PacingStats:
@@ -90,11 +87,6 @@ class PiecePacer:
     _task: asyncio.Task | None = None
     _round_start: float | None = None                      # clock() when the last round (or burst) went
     _adjust: bool = False                                  # whether that round may change the window
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of pieces queued and not yet sent."""
-        return sum(t.left for t in self._queue)
 
     @property
     def busy(self) -> bool:

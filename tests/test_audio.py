@@ -309,3 +309,46 @@ def test_a_mute_silences_playback_at_once_and_drops_what_waits():
     assert while_muted == 0
     assert flushes == 1
     assert len(played) == 10                                # 5 before, 5 after the unmute
+
+
+def test_a_mute_ends_with_its_session():
+    """A mutes, the link drops, A unmutes before it comes back: B must not stay silent for the
+    whole next session.  B's receiver forgets the mute when the session closes (one that came
+    early, before the next session is open here, still counts), and A's sender says its state,
+    muted or not, at the start of every session."""
+    from types import SimpleNamespace
+
+    from test_receiver_input import FakeSession, FakeWorker
+
+    from codec_core.format import IFVC
+    from models.face_model import FaceBasis
+    from receiver.half import ReceiverHalf
+    from sender.half import SenderHalf, SenderOptions
+
+    receiver = ReceiverHalf(FaceBasis.load())
+    receiver.attach(FakeWorker())
+    first = FakeSession()
+    receiver.session_opened(first)
+    receiver.on_control(Muted(True))
+    assert receiver.voice.stats.peer_muted
+    receiver.session_closed(first, "the link dropped")
+    assert not receiver.voice.stats.peer_muted
+    receiver.on_control(Muted(True))                        # early: before the session is open here
+    receiver.session_opened(FakeSession())
+    assert receiver.voice.stats.peer_muted
+
+    analyser = SimpleNamespace(format=IFVC, num_values=IFVC.count, config=SimpleNamespace(intra_interval=50))
+    source = SimpleNamespace(name="fake", live=False)
+    sender = SenderHalf(source, analyser, SenderOptions(), audio=_Feed(0))   # type: ignore[arg-type]
+
+    class Session(FakeSession):
+        def send_stream(self, data: bytes) -> bool:
+            return True
+
+    one, two = Session(), Session()
+    sender.session_opened(one)
+    assert one.sent == [Muted(False)]                       # not muted: said too
+    sender.set_muted(True)
+    sender.session_closed(one, "the link dropped")
+    sender.session_opened(two)
+    assert one.sent == [Muted(False), Muted(True)] and two.sent == [Muted(True)]

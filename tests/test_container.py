@@ -190,16 +190,64 @@ def test_encode_container_vvc_writes_the_converted_stream(streams, tmp_path):
 
 def test_decoder_gets_the_native_frames_from_the_266(tmp_path):
     """The acceptance line: our decoder gets exactly the frames of the native stream."""
-    from codec.cli import read_stream_file
     from codec.decoder import decode_frames, read_stream
 
     native = list(decode_frames(read_stream(CONTAINER / "fomm.fcv")))
-    carried = list(decode_frames(read_stream_file(str(CONTAINER / "fomm.266"))))
+    carried = list(decode_frames(read_stream(CONTAINER / "fomm.266")))
     assert len(native) == len(carried) == 8
     assert all(np.array_equal(a, b) for a, b in zip(native, carried, strict=True))
-    renamed = tmp_path / "fomm.bin"                 # found by its start code, whatever its name
+
+
+def test_streams_are_told_apart_by_their_content_not_their_name(tmp_path):
+    """`read_stream` (decode, info, tests, benchmarks) reads a VVC bitstream by its start code
+    and a native stream by its magic, whatever the file is called."""
+    from codec.decoder import read_stream
+
+    native = read_stream(CONTAINER / "fomm.fcv")
+    renamed = tmp_path / "fomm.bin"
     renamed.write_bytes((CONTAINER / "fomm.266").read_bytes())
-    assert read_stream_file(str(renamed)).segments == read_stream(CONTAINER / "fomm.fcv").segments
+    carried = read_stream(renamed)
+    assert carried.segments == native.segments and carried.total_bytes == renamed.stat().st_size
+    misnamed = tmp_path / "native.266"                     # a native stream named .266
+    misnamed.write_bytes((CONTAINER / "fomm.fcv").read_bytes())
+    assert read_stream(misnamed) == native
+    assert main(["info", str(misnamed)]) == 0
+
+
+def test_a_stream_that_cannot_be_converted_leaves_no_file(tmp_path, capsys, monkeypatch):
+    """`encode --container vvc` converts in memory: when that fails, one error line and no
+    native stream left behind at the output path."""
+    import codec.encoder
+
+    def refuse(stream: bytes) -> bytes:
+        raise StreamError("the key frame's VVC picture holds no coded slice")
+
+    monkeypatch.setattr(codec.encoder, "native_to_vvc", refuse)
+    out = tmp_path / "s.266"
+    assert main(["encode", str(clip("dpe__d.mp4")), "-o", str(out), "--frames", "2", "--no-crop",
+                 "--container", "vvc"]) == 1
+    assert "error: the key frame's VVC picture holds no coded slice" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_foreign_user_data_sei_of_the_key_frame_stays_in_its_picture():
+    """A key frame whose own bitstream carries a user data SEI (another UUID, before its
+    slices) goes to .266 and back bit for bit: that SEI is the picture's, not ours."""
+    from dataclasses import replace
+
+    from codec_core.container import join_native
+    from codec_core.sei import PH_NUT, VCL_TYPES, SeiMessage, sei_nal
+
+    parts = split_native((CONTAINER / "fomm.fcv").read_bytes())
+    picture = parts.keyframe.picture
+    first_vcl = next(u for u in split_annexb(picture) if u.nal_unit_type in VCL_TYPES or u.nal_unit_type == PH_NUT)
+    foreign_uuid = bytes(b ^ 0xFF for b in CONTAINER_UUID)
+    foreign = b"\x00\x00\x00\x01" + sei_nal([SeiMessage(USER_DATA_UNREGISTERED, foreign_uuid + b"x264 options")])
+    picture = picture[:first_vcl.start] + foreign + picture[first_vcl.start:]
+    native = join_native(replace(parts, keyframe=replace(parts.keyframe, picture=picture)))
+    vvc = native_to_vvc(native)
+    assert vvc_to_native(vvc) == native
+    assert [m.payload[:16] for m in sei_messages(vvc)].count(foreign_uuid) == 1
 
 
 def test_info_and_errors_of_266_files(capsys, tmp_path):

@@ -165,3 +165,25 @@ def test_cfte_fit_keeps_what_lies_in_its_span():
     projection, kept = fit(points)
     assert kept > 1 - 1e-9
     assert np.allclose(projection.rebuild(projection.project(points)), points, atol=1e-9)
+
+
+def test_cfte_training_writes_under_out_and_installs_only_a_new_version(tmp_path, monkeypatch):
+    """`python -m models.train_cfte` writes under out/ by default; `--install` copies to the
+    shipped asset, and refuses (one line, before any tracking) to replace an asset of the
+    same version unless `--force`: cfte streams coded with it would decode wrongly."""
+    import models.train_cfte as train_cfte
+    from models.feature_formats import CFTE_ASSET
+
+    out = train_cfte.parser().parse_args([]).out
+    assert out.parts[0] == "out" and out.resolve() != CFTE_ASSET.resolve()
+    empty = tmp_path / "no-clips"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as refused:
+        train_cfte.main(["--install", "--data", str(empty)])          # the shipped cfte_v1 is there
+    message = str(refused.value)
+    assert "is already cfte_v1" in message and "bump CFTE_VERSION" in message and "\n" not in message
+    with pytest.raises(SystemExit, match="no training clips"):          # --force: on to the (missing) clips
+        train_cfte.main(["--install", "--force", "--data", str(empty)])
+    other = tmp_path / "cfte_v1.npz"
+    CfteProjection("cfte_v0", load_cfte().mean, load_cfte().basis).save(other)
+    train_cfte.check_install(other, force=False)                       # another version: may be replaced

@@ -133,7 +133,7 @@ def test_the_receiver_takes_a_key_frame_in_pieces(caplog):
                            (0.5, 0.002, 0.004, 0.03, 0.03, 0.06, 0.01))
     half.on_stream(pack_stream_record(header))
     messages = split_keyframe(KEY, 1000)
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.INFO, logger="receiver.half")
     half.on_stream(messages[0])
     half.on_stream(messages[0])                                          # a duplicate of the first: restarts
     half.on_stream(messages[1])
@@ -143,11 +143,24 @@ def test_the_receiver_takes_a_key_frame_in_pieces(caplog):
     assert half.chain.key_id == 5 and half.stats.keyframes_received == 1
     assert half.stats.keyframe_record_bytes == len(pack_stream_record(KEY))
     assert half.stats.bad_messages == 1
-    assert sum("came twice" in r.message for r in caplog.records) == 1
+    assert sum("came twice" in r.getMessage() for r in caplog.records) == 1
+    assert discards(caplog) == [(logging.INFO, "key frame 5 discarded after 1 of 3 pieces: key frame 5 started")]
+    caplog.clear()
     half.on_stream(messages[0])
     half.on_stream(pack_stream_record(Keyframe(6, 1, b"whole", b"")))    # a whole KEYFRAME still reads
-    assert half.chain.pending == [6]
-    assert any("discarded after 1 of 3 pieces" in r.message for r in caplog.records)
+    assert half.chain.pending == [6] and not half.pieces.partial         # and the partial key 5 is gone
+    # the sender gave key 5 up for a newer one: normal operation, an INFO line
+    assert discards(caplog) == [(logging.INFO, "key frame 5 discarded after 1 of 3 pieces: a whole key frame 6 came")]
+    caplog.clear()
+    half.on_stream(messages[0])
+    half.pieces.timeout = 0.0                                            # the next piece comes too late
+    half.on_stream(messages[1])
+    assert discards(caplog) == [(logging.WARNING, "key frame 5 discarded after 1 of 3 pieces: no piece for 0 s")]
+
+
+def discards(caplog) -> list[tuple[int, str]]:
+    """(level, message) of each line that says a partial key frame was discarded."""
+    return [(r.levelno, r.getMessage()) for r in caplog.records if "discarded after" in r.getMessage()]
 
 
 # -- the sender's pacing ---------------------------------------------------------------------
@@ -257,6 +270,25 @@ def test_cancel_drops_what_is_queued():
         return sent
 
     assert asyncio.run(main()) == [b"a"]
+
+
+def test_the_base_rtt_is_the_least_of_the_last_10_s():
+    """A route that became longer (the base RTT up from 20 to 80 ms for good) is the new base
+    once 10 s have passed: rounds can be drained again (the least RTT of the whole call would
+    see 60 ms of queue in every sample from then on)."""
+    probe = RttProbe()
+    for i in range(100):                               # 4 s at 20 ms, a sample every 40 ms
+        probe.add(1000.0 + 0.04 * i, 0.020)
+    start = 1000.0 + 0.04 * 100
+    for i in range(300):                               # then 12 s at 80 ms
+        probe.add(start + 0.04 * i, 0.080)
+        if 0.04 * i < 9.9:                             # the 20 ms samples are still in the window
+            assert probe.min_ms == pytest.approx(20)
+    assert probe.min_ms == pytest.approx(80) and probe.queue_ms(probe.samples[-1]) == pytest.approx(0)
+    pacer = PiecePacer(Link(lambda d: True, probe), LiveConfig(), clock=lambda: start + 12.0)
+    assert pacer._drained(probe, acked_at=start + 11.0)
+    probe.add(start + 12.0, 0.050)                     # a lower one is the base at once
+    assert probe.min_ms == pytest.approx(50)
 
 
 def test_the_rtt_hook_and_the_unacked_check():

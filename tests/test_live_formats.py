@@ -200,7 +200,9 @@ def test_the_receiver_refuses_an_unknown_format_in_one_line(caplog):
 
 def test_a_stream_the_decoder_choice_cannot_play_is_one_line_and_no_key_frame_requests(caplog):
     """The real synthesis thread with `--synth learned` (ifvc only) meets a fomm stream played
-    natively: one error line, and packets for it do not make the receiver ask for key frames."""
+    natively: one error line, and packets for it do not make the receiver ask for key frames.
+    The same header sent again is dropped by the half before the synthesis thread; the thread
+    saying it again (as it does for each key frame a translator cannot take) is no new line."""
     from models.synthesizers import Synthesis
     from receiver.render import RenderWorker
 
@@ -214,12 +216,14 @@ def test_a_stream_the_decoder_choice_cannot_play_is_one_line_and_no_key_frame_re
         session = FakeSession()
         half.session_opened(session)
         try:
-            for _ in range(2):                              # sent again: still one line
+            for _ in range(2):                              # sent again: the same header, dropped
                 half.on_stream(pack_stream_record(header_of("fomm", basis)))
                 for _ in range(100):
                     await asyncio.sleep(0.02)
                     if half.stats.unplayable:
                         break
+            assert half.stats.keyframes_failed == 1         # the thread said it once
+            half.events().unplayable(half.header, half.stats.unplayable)    # said again: no second line
             coder = PacketParamEncoder(60)
             for f in range(5):
                 half.on_params(ParamPacket(f, 0, 0, f == 0, coder.encode_packet(np.zeros(60, np.int64), f == 0)).pack())
@@ -233,6 +237,29 @@ def test_a_stream_the_decoder_choice_cannot_play_is_one_line_and_no_key_frame_re
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "cannot play the sender's stream" in errors[0] and "--synth learned" in errors[0]
     assert half.stats.snapshot()["unplayable"] and session.sent == []
+
+
+def test_word_about_an_earlier_header_does_not_stop_key_frame_requests():
+    """The synthesis thread's `unplayable` names its header: one about a header that a newer
+    one has replaced meanwhile (it came late) changes nothing, and the receiver still asks for
+    the key frame of the new stream; one about the current header stops the requests."""
+    from live.wire import KeyframeRequest
+
+    basis = FaceBasis.load()
+    half, _ = open_half(DecoderChoice())
+    session = half.session
+    old, new = header_of("fomm", basis), header_of("cfte", basis)
+    half.on_stream(pack_stream_record(old))
+    half.on_stream(pack_stream_record(new))
+    half.events().unplayable(old, "no translator for the old stream")       # late, about `old`
+    assert half.stats.unplayable is None and half.stats.keyframes_failed == 0
+    half._ask_for_keyframe("parameters for a key frame this receiver does not have")
+    assert [type(m) for m in session.sent] == [KeyframeRequest]
+    half.events().unplayable(new, "cannot play cfte")                      # about the current one
+    assert half.stats.unplayable == "cannot play cfte"
+    half._last_request = float("-inf")
+    half._ask_for_keyframe("again")
+    assert [type(m) for m in session.sent] == [KeyframeRequest]           # no second request
 
 
 class Shown:

@@ -286,6 +286,34 @@ def keyframes(session) -> list[int]:
     return [r.key_id for r in session.sent if isinstance(r, Keyframe)]
 
 
+def test_a_key_frame_request_is_answered_while_a_sharp_key_frame_is_held_back():
+    """A sharp key frame of 40 kB queued in the pacer (more than `keyframe_answer_max_buffered_bytes`)
+    does not hold back the answer to a key frame request: the answer cancels those pieces and
+    sends both key frames again.  Only what the channel itself holds unsent counts."""
+    small, sharp = coded(0, b"small"), coded(1, bytes(range(256)) * 160)
+    fake = FakeSender(sharp)
+    live = LiveConfig(pace_round_wait_max_s=30.0)      # no link to measure: the pieces wait
+
+    class Session(FakeSession):
+        def send_stream(self, data: bytes) -> bool:
+            return True
+
+    async def main() -> SenderHalf:
+        half, session = SenderHalf(fake, fake, SenderOptions(), live), Session()
+        half._header = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.25,) * 7)
+        half.session_opened(session)
+        half._use_keyframe(small, header=False)
+        await asyncio.sleep(0.05)                       # the sharp one "codes" and is queued
+        assert half._pacer is not None and half._pacer.busy
+        assert len(sharp.record.picture) > live.keyframe_answer_max_buffered_bytes
+        half.on_control(KeyframeRequest())
+        half.session_closed(session, "done")
+        return half
+
+    snap = asyncio.run(main()).stats.snapshot()
+    assert snap["keyframe_answers"] == 1 and snap["keyframe_answers_deferred"] == 0
+
+
 # -- real calls ------------------------------------------------------------------------
 
 def run_call(p: Processes, url: str, name: str, frames: int, *sender_args: str) -> dict:

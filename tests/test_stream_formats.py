@@ -250,6 +250,7 @@ def test_a_pair_without_a_translator_is_one_line(streams, tmp_path, capsys, monk
     error = one_line_error(["decode", str(streams["ifvc"]), "-o", str(tmp_path / "x.mp4"), "--decoder-format",
                             "fomm", "--translator", "learned"], capsys)
     assert error.startswith("error: ") and not (tmp_path / "x.mp4").exists()
+    assert f"no learned translators at {tmp_path / 'no-translators.pt'}" in error, error
 
 
 def test_encode_refuses_an_unknown_format(tmp_path, capsys):
@@ -264,3 +265,32 @@ def test_session_header_fixture_is_an_ifvc_version_2_header():
     header = SessionHeader.unpack(data)
     assert header.feature_format.name == "ifvc" and header.num_params == 30
     assert struct.unpack_from(">B", data, len(data) - 29)[0] == 7
+
+
+def test_the_encoder_builds_a_key_frame_s_format_geometry_once(monkeypatch):
+    """FaceEncoder keeps the key frame's FormatGeometry (made in use_keyframe) for every frame's
+    analysis instead of rebuilding it per frame; the values are those of `analyse` without it."""
+    from codec.encoder import CodedKeyframe, FaceEncoder
+    from codec_core.bitstream import Keyframe
+    from codec_core.param_coding import quantise
+    from models.face_model import FaceBasis
+    from models.feature_formats import FormatGeometry, analyse
+    from models.reference import Reference
+
+    basis = FaceBasis.load()
+    encoder = FaceEncoder(load_config(), basis, "fomm")
+    record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
+    ref = Reference.unpack(record.geometry, basis, 256, encoder.header_steps[-1], encoder.reference_steps)
+    made = []
+    of = FormatGeometry.of
+    monkeypatch.setattr(FormatGeometry, "of", classmethod(lambda cls, reference: made.append(1) or of(reference)))
+    encoder.use_keyframe(CodedKeyframe(record, np.zeros((256, 256, 3), np.uint8), ref, 30,
+                                       np.zeros((256, 256, 3), np.uint8)))
+    made.clear()
+    key = ref.face_model().landmarks(ref.reference_params())
+    frames = [key + np.array([3.0 * i, -2.0 * i, 0.0]) for i in range(1, 5)]
+    got = [encoder.levels(lm) for lm in frames]
+    assert made == []                                   # no FormatGeometry per frame
+    assert np.array_equal(got[-1], quantise(analyse("fomm", frames[-1], ref), encoder.steps, got[-2],
+                                            encoder.config.hysteresis))
+    assert len(made) == 1                               # (`analyse` alone makes one each time)

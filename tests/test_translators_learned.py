@@ -76,3 +76,33 @@ def test_training_runs_two_steps_and_resumes(tmp_path):
     assert [r["step"] for r in log if "step" in r] == [1, 2, 3]
     nets = load_nets(config.weights)
     assert nets.latent == 8
+
+
+def test_training_writes_under_out_and_installs_only_when_asked(tmp_path, monkeypatch):
+    """Neither the defaults nor models/translators.yaml write the shipped weights: a --fresh run
+    would overwrite them at its first validation.  `--install` copies the trained weights there
+    once training is over."""
+    from pathlib import Path
+
+    import models.train_translators as train_translators
+
+    assert TranslatorTrainConfig().weights == Path("out/translators") / TRANSLATORS_ASSET.name
+    shipped = TranslatorTrainConfig.load(Path(__file__).parents[1] / "models" / "translators.yaml")
+    assert shipped.weights.resolve() != TRANSLATORS_ASSET.resolve() and shipped.weights.parts[0] == "out"
+    assert TranslatorTrainConfig(out=tmp_path / "run").weights == tmp_path / "run" / TRANSLATORS_ASSET.name
+
+    def fake_train(config, fresh=False, progress=True):
+        config.weights.parent.mkdir(parents=True, exist_ok=True)
+        config.weights.write_bytes(b"trained")
+        return {"steps_run": 0}
+
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(f"out: {tmp_path / 'run'}\n")
+    installed = tmp_path / "assets" / "translators_v1.pt"
+    installed.parent.mkdir()
+    monkeypatch.setattr(train_translators, "train", fake_train)
+    monkeypatch.setattr(train_translators, "TRANSLATORS_ASSET", installed)
+    assert train_translators.main(["--config", str(settings)]) == 0
+    assert not installed.exists()
+    assert train_translators.main(["--config", str(settings), "--install"]) == 0
+    assert installed.read_bytes() == b"trained"
