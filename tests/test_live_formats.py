@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import clip
 from liveproc import Processes, landmark_error, read_json, read_jsonl, sender_crops, video_frames
+from test_receiver_input import FakeSession
 
 from codec_core.bitstream import ParamPacket, SessionHeader
 from codec_core.config import load_config
@@ -21,6 +22,7 @@ from live.wire import pack_stream_record
 from models.face_model import FaceBasis
 from receiver.half import ReceiverHalf
 from receiver.render import DecoderChoice
+from receiver.sinks import Sink
 
 CLIP = "rt__3.mp4"
 
@@ -135,15 +137,6 @@ class FakeWorker:
 
     def session_break(self) -> None:
         pass
-
-
-class FakeSession:
-    def __init__(self) -> None:
-        self.sent: list = []
-
-    def send_control(self, message) -> bool:
-        self.sent.append(message)
-        return True
 
 
 def header_of(name: str, basis: FaceBasis) -> SessionHeader:
@@ -262,30 +255,15 @@ def test_word_about_an_earlier_header_does_not_stop_key_frame_requests():
     assert [type(m) for m in session.sent] == [KeyframeRequest]           # no second request
 
 
-class Shown:
+class Shown(Sink):
     """A sink that keeps the pictures."""
 
     def __init__(self) -> None:
         self.pictures: list[np.ndarray] = []
 
-    def set_fps(self, fps) -> None:
-        pass
-
     def show(self, frame, picture) -> bool:
         self.pictures.append(picture)
         return True
-
-    def idle(self) -> bool:
-        return True
-
-    def pending(self) -> bool:
-        return False
-
-    def session_break(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize("decoder_format", ["fomm", "ifvc"])
