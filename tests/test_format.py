@@ -11,7 +11,7 @@ from codec_core.bitstream import SessionHeader
 from codec_core.config import Steps, load_config
 
 SYNTAX_MODULES = ("codec_core.format", "codec_core.bitstream", "codec_core.arith", "codec_core.param_coding",
-                  "codec_core.reference")
+                  "codec_core.reference", "codec_core.container", "codec_core.sei")
 HEAVY = ("torch", "cv2", "scipy", "mediapipe", "models")
 
 
