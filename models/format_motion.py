@@ -36,6 +36,10 @@ from models.reference import Reference
 BACKGROUND = 0.02          # weight of the identity (background) term against the Gaussians
 SIGMA_SHARE = {"fomm": 0.20, "fv2v": 0.20, "cfte": 0.10}   # sigma / RMS spread of the key frame's key points
 MIN_DET = 1e-6             # a fomm Jacobian with a smaller |det| is taken as this (a corrupt or coarse one)
+# fomm: the local linear motion (M_key - M) M^-1 of a key point is scaled down to this Frobenius
+# norm at most: a shut eye's group is flat, its Jacobian nearly singular, and unbounded, the inverse
+# swept colours from far away (flag, shirt) over the eyes in a blink.
+MAX_LOCAL = 0.5
 
 
 class KeypointMotion(torch.nn.Module):
@@ -60,7 +64,9 @@ class FommMotion(KeypointMotion):
         det = a * d - b * c
         det = torch.where(det.abs() < MIN_DET, torch.full_like(det, MIN_DET), det)
         inv = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], -2) / det[..., None, None]
-        return (m_key - m) @ inv
+        local = (m_key - m) @ inv
+        norm = torch.sqrt((local * local).sum((-2, -1)) + 1e-12)
+        return local * torch.clamp(MAX_LOCAL / norm, max=1.0)[..., None, None]
 
 
 class Fv2vMotion(KeypointMotion):

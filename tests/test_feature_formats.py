@@ -187,3 +187,18 @@ def test_cfte_training_writes_under_out_and_installs_only_a_new_version(tmp_path
     other = tmp_path / "cfte_v1.npz"
     CfteProjection("cfte_v0", load_cfte().mean, load_cfte().basis).save(other)
     train_cfte.check_install(other, force=False)                       # another version: may be replaced
+
+
+def test_a_flat_fomm_jacobian_does_not_sweep_far_colours_in(session):
+    """A shut eye makes its fomm group flat and its Jacobian nearly singular: the local motion
+    is bounded, so the field moves no pixel further than a few key-point spreads would (before
+    the bound, a blink on rt__3 sampled the flag and the shirt into the eyes)."""
+    key, ref, _ = session
+    synth = build_format_synth("fomm", key, ref)
+    values = key_features("fomm", ref).copy()
+    for k in (2, 3):                                    # both eye groups (FOMM_GROUPS order)
+        jac = values[20 + 4 * k:24 + 4 * k].reshape(2, 2)
+        jac[1] *= 1e-3                                  # the eye shut: no height left
+        values[20 + 4 * k:24 + 4 * k] = jac.reshape(-1)
+    moved = (synth.field(values)[0] - identity_grid(256)).abs().max()
+    assert moved < 0.5, f"a shut eye moves pixels by {float(moved):.2f} (in [-1, 1] units)"
