@@ -2,8 +2,9 @@
 
 Native streams of all four formats (20 frames of dpe__d, coded as they are) go to `.266` and
 back bit for bit; the `.266` decodes in PyAV as one picture, the key frame, sample for
-sample; fomm's and fv2v's levels travel in the face feature SEI's fields; the fixtures of
-tests/fixtures/container/ (made by its make_fixtures.py) are refused with one line each.
+sample; fomm's and fv2v's levels travel in the face feature SEI's fields; the broken files
+that tests/fixtures/container/make_fixtures.py makes from a real clip when the tests run
+are refused with one line each.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ from codec_core.container import (
 from codec_core.format import FEATURE_FORMATS
 from codec_core.sei import BitReader, BitWriter, escape, read_sei_nal, split_annexb, unescape
 
-CONTAINER = FIXTURES / "container"
-sys.path.insert(0, str(CONTAINER))
-from make_fixtures import BROKEN  # noqa: E402
+sys.path.insert(0, str(FIXTURES / "container"))
+from make_fixtures import BROKEN, write_fixtures  # noqa: E402
 
 FRAMES = 20
 
@@ -50,6 +50,15 @@ def streams(tmp_path_factory) -> dict[str, Path]:
         assert main(["encode", str(src), "-o", str(paths[name]), "--frames", str(FRAMES), "--no-crop",
                      "--format", name]) == 0
     return paths
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory) -> Path:
+    """The container fixtures (fomm.fcv, fomm.266 and the broken .266 files), made from 8
+    frames of dpe__d."""
+    out = tmp_path_factory.mktemp("container_fixtures")
+    write_fixtures(out, clip("dpe__d.mp4"))
+    return out
 
 
 def sei_messages(vvc: bytes) -> list:
@@ -148,24 +157,24 @@ def test_bits_and_emulation_prevention():
         BitReader(bytes(5) + b"\x80", "test").ue()
 
 
-def test_fixture_is_a_real_stream():
+def test_fixture_is_a_real_stream(container):
     """fomm.266 of the fixtures is fomm.fcv, and PyAV shows its key frame."""
-    assert vvc_to_native((CONTAINER / "fomm.266").read_bytes()) == (CONTAINER / "fomm.fcv").read_bytes()
-    assert len(decoded_planes(CONTAINER / "fomm.266")) == 1
+    assert vvc_to_native((container / "fomm.266").read_bytes()) == (container / "fomm.fcv").read_bytes()
+    assert len(decoded_planes(container / "fomm.266")) == 1
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
-def test_broken_fixtures_are_refused_in_one_line(name):
+def test_broken_fixtures_are_refused_in_one_line(container, name):
     with pytest.raises(StreamError) as err:
-        vvc_to_native((CONTAINER / name).read_bytes())
+        vvc_to_native((container / name).read_bytes())
     message = str(err.value)
     assert BROKEN[name][1] in message and "\n" not in message
 
 
-def test_byte_flips_are_refused():
+def test_byte_flips_are_refused(container):
     """Flipping any one of a sample of bytes (SEI and picture alike) is a one-line StreamError:
     every SEI message and the key frame's NAL units carry a CRC-32, as the native records do."""
-    vvc = (CONTAINER / "fomm.266").read_bytes()
+    vvc = (container / "fomm.266").read_bytes()
     positions = range(4, len(vvc), 7)
     read = []
     for pos in positions:
@@ -188,28 +197,28 @@ def test_encode_container_vvc_writes_the_converted_stream(streams, tmp_path):
     assert out.read_bytes() == native_to_vvc(streams["fv2v"].read_bytes())    # the encoder is deterministic
 
 
-def test_decoder_gets_the_native_frames_from_the_266(tmp_path):
+def test_decoder_gets_the_native_frames_from_the_266(container, tmp_path):
     """The acceptance line: our decoder gets exactly the frames of the native stream."""
     from codec.decoder import decode_frames, read_stream
 
-    native = list(decode_frames(read_stream(CONTAINER / "fomm.fcv")))
-    carried = list(decode_frames(read_stream(CONTAINER / "fomm.266")))
+    native = list(decode_frames(read_stream(container / "fomm.fcv")))
+    carried = list(decode_frames(read_stream(container / "fomm.266")))
     assert len(native) == len(carried) == 8
     assert all(np.array_equal(a, b) for a, b in zip(native, carried, strict=True))
 
 
-def test_streams_are_told_apart_by_their_content_not_their_name(tmp_path):
+def test_streams_are_told_apart_by_their_content_not_their_name(container, tmp_path):
     """`read_stream` (decode, info, tests, benchmarks) reads a VVC bitstream by its start code
     and a native stream by its magic, whatever the file is called."""
     from codec.decoder import read_stream
 
-    native = read_stream(CONTAINER / "fomm.fcv")
+    native = read_stream(container / "fomm.fcv")
     renamed = tmp_path / "fomm.bin"
-    renamed.write_bytes((CONTAINER / "fomm.266").read_bytes())
+    renamed.write_bytes((container / "fomm.266").read_bytes())
     carried = read_stream(renamed)
     assert carried.segments == native.segments and carried.total_bytes == renamed.stat().st_size
     misnamed = tmp_path / "native.266"                     # a native stream named .266
-    misnamed.write_bytes((CONTAINER / "fomm.fcv").read_bytes())
+    misnamed.write_bytes((container / "fomm.fcv").read_bytes())
     assert read_stream(misnamed) == native
     assert main(["info", str(misnamed)]) == 0
 
@@ -230,7 +239,7 @@ def test_a_stream_that_cannot_be_converted_leaves_no_file(tmp_path, capsys, monk
     assert not out.exists()
 
 
-def test_a_foreign_user_data_sei_of_the_key_frame_stays_in_its_picture():
+def test_a_foreign_user_data_sei_of_the_key_frame_stays_in_its_picture(container):
     """A key frame whose own bitstream carries a user data SEI (another UUID, before its
     slices) goes to .266 and back bit for bit: that SEI is the picture's, not ours."""
     from dataclasses import replace
@@ -238,7 +247,7 @@ def test_a_foreign_user_data_sei_of_the_key_frame_stays_in_its_picture():
     from codec_core.container import join_native
     from codec_core.sei import PH_NUT, VCL_TYPES, SeiMessage, sei_nal
 
-    parts = split_native((CONTAINER / "fomm.fcv").read_bytes())
+    parts = split_native((container / "fomm.fcv").read_bytes())
     picture = parts.keyframe.picture
     first_vcl = next(u for u in split_annexb(picture) if u.nal_unit_type in VCL_TYPES or u.nal_unit_type == PH_NUT)
     foreign_uuid = bytes(b ^ 0xFF for b in CONTAINER_UUID)
@@ -250,12 +259,12 @@ def test_a_foreign_user_data_sei_of_the_key_frame_stays_in_its_picture():
     assert [m.payload[:16] for m in sei_messages(vvc)].count(foreign_uuid) == 1
 
 
-def test_info_and_errors_of_266_files(capsys, tmp_path):
-    assert main(["info", str(CONTAINER / "fomm.266")]) == 0
+def test_info_and_errors_of_266_files(container, capsys, tmp_path):
+    assert main(["info", str(container / "fomm.266")]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert (info["format"], info["frames"], info["file_bytes"]) == ("fomm", 8, (CONTAINER / "fomm.266").stat().st_size)
-    for argv in (["info", str(CONTAINER / "sei_size.266")],
-                 ["decode", str(CONTAINER / "unknown_uuid.266"), "-o", str(tmp_path / "x.mp4")]):
+    assert (info["format"], info["frames"], info["file_bytes"]) == ("fomm", 8, (container / "fomm.266").stat().st_size)
+    for argv in (["info", str(container / "sei_size.266")],
+                 ["decode", str(container / "unknown_uuid.266"), "-o", str(tmp_path / "x.mp4")]):
         assert main(argv) == 1
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("error:")]
@@ -263,14 +272,14 @@ def test_info_and_errors_of_266_files(capsys, tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_a_codeword_our_encoder_would_not_make_is_refused():
+def test_a_codeword_our_encoder_would_not_make_is_refused(container):
     """A fomm segment with a byte after its codeword decodes natively, but its fields could not
     give it back: native_to_vvc says so in one line (ifvc's bytes travel as they are)."""
     from dataclasses import replace
 
     from codec_core.container import join_native
 
-    parts = split_native((CONTAINER / "fomm.fcv").read_bytes())
+    parts = split_native((container / "fomm.fcv").read_bytes())
     padded = replace(parts.segments[0], payload=parts.segments[0].payload + b"\x00")
     odd = join_native(replace(parts, segments=(padded, *parts.segments[1:])))
     with pytest.raises(StreamError, match="not coded as our encoder codes its levels"):
