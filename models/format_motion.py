@@ -111,16 +111,18 @@ class WarpField(torch.nn.Module):
     def __init__(self, motion: KeypointMotion, key_values: torch.Tensor, size: int, sigma_share: float) -> None:
         super().__init__()
         self.motion = motion
-        self.register_buffer("key_values", key_values)
         c = pixel_centres(size, key_values.device)
         self.register_buffer("zx", c.view(1, 1, 1, size).expand(1, 1, size, size).contiguous())
         self.register_buffer("zy", c.view(1, 1, size, 1).expand(1, 1, size, size).contiguous())
-        kp, _ = motion.points(key_values)
-        spread = float(torch.sqrt(((kp - kp.mean(1, keepdim=True)) ** 2).sum(-1).mean()))
+        with torch.no_grad():                    # the key frame's side, once per key frame
+            kp_key, m_key = motion.points(key_values)
+        self.register_buffer("kp_key", kp_key)
+        self.register_buffer("m_key", m_key)     # None (cfte: translation only) registers nothing
+        spread = float(torch.sqrt(((kp_key - kp_key.mean(1, keepdim=True)) ** 2).sum(-1).mean()))
         self.sigma = sigma_share * spread
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        kp_key, m_key = self.motion.points(self.key_values)
+        kp_key, m_key = self.kp_key, self.m_key
         kp, m = self.motion.points(values)
         n = kp.shape[1]
         kx, ky = kp[..., 0].view(1, n, 1, 1), kp[..., 1].view(1, n, 1, 1)
