@@ -399,8 +399,8 @@ def _real_session() -> tuple[bytes, bytes, list[bytes]]:
     from live.wire import pack_stream_record
 
     parsed = parse_stream(fixture("short.fcv"))
-    levels = [q for s in parsed.segments for q in decode_segment(s, parsed.header.num_params)]
-    enc = PacketParamEncoder(parsed.header.num_params)
+    levels = [q for s in parsed.segments for q in decode_segment(s, parsed.header.values_per_frame)]
+    enc = PacketParamEncoder(parsed.header.values_per_frame)
     packets = []
     for f, q in enumerate(levels):
         intra = f % parsed.header.intra_interval == 0
@@ -412,7 +412,7 @@ def _parse_stream_file(data: bytes) -> object:
     from codec.decoder import decode_segment, parse_stream
 
     parsed = parse_stream(data)
-    return [decode_segment(s, parsed.header.num_params) for s in parsed.segments]
+    return [decode_segment(s, parsed.header.values_per_frame) for s in parsed.segments]
 
 
 def _parse_header(data: bytes) -> object:
@@ -431,10 +431,11 @@ def _parse_packet(data: bytes) -> object:
     """A packet decoded as the receiver does, after the fixture's intra packet (so a
     predicted packet has a frame to predict from)."""
     from codec_core.bitstream import ParamPacket
+    from codec_core.format import GLOBAL_MOTION_COUNT
     from codec_core.param_coding import PacketParamDecoder, check_levels
 
     first = ParamPacket.unpack(_real_session()[2][0])
-    dec = PacketParamDecoder(_basis().num_params)
+    dec = PacketParamDecoder(_basis().num_params + GLOBAL_MOTION_COUNT)    # ifvc's values, then the global motion
     dec.decode_packet(first.payload, first.intra)
     packet = ParamPacket.unpack(data)
     return check_levels(dec.decode_packet(packet.payload, packet.intra))
@@ -444,9 +445,10 @@ def _parse_payload(data: bytes) -> object:
     """A parameter codeword as a segment carries it: an intra frame, then predicted ones,
     read until the codeword's bits and some implied zeros are used up."""
     from codec_core.arith import ArithmeticDecoder
+    from codec_core.format import GLOBAL_MOTION_COUNT
     from codec_core.param_coding import ParamFrameDecoder, check_levels
 
-    coder, dec = ParamFrameDecoder(_basis().num_params), ArithmeticDecoder(data)
+    coder, dec = ParamFrameDecoder(_basis().num_params + GLOBAL_MOTION_COUNT), ArithmeticDecoder(data)
     frames = [check_levels(coder.decode(dec, intra=True))]
     while len(frames) < 64 and dec.bits_read <= 8 * len(data) + 64:
         frames.append(check_levels(coder.decode(dec, intra=False)))

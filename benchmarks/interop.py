@@ -105,7 +105,7 @@ def run_clip(clip: Path, work: Path, frames: int, formats: list[str], methods: l
         parsed = stream["parsed"]
         info = stream_info(parsed)
         result["streams"][fmt] = {k: info[k] for k in ("param_kbps", "total_kbps", "param_bytes", "keyframe_bytes")}
-        stream["levels"] = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.num_params)]
+        stream["levels"] = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.values_per_frame)]
         # the round trip: the levels decoded from the file are the encoder's, bit for bit
         result["streams"][fmt]["levels_exact"] = (len(stream["levels"]) == len(stream["coded"]) and all(
             np.array_equal(a, b) for a, b in zip(stream["levels"], stream["coded"], strict=True)))
@@ -120,7 +120,7 @@ def run_clip(clip: Path, work: Path, frames: int, formats: list[str], methods: l
             v = decoder.params(lv)
             seconds += time.perf_counter() - start
             values.append(v)
-            out.append(decoder.render(v))
+            out.append(decoder.render(v, decoder.motion(lv)))
         decoded = np.stack(out)
         n = min(len(decoded), len(reference))
         from models.feature_formats import key_features

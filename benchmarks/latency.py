@@ -1,6 +1,6 @@
 """Latency benchmark of a live call on this machine: ours against a plain VP8 + Opus WebRTC call.
 
-    python -m benchmarks.latency --source FILE [--seconds 10] --out DIR [--save-video]
+    python -m benchmarks.latency --source FILE [--seconds 10] --out DIR [--save-video] [--skip-vp8]
 
 In one run, one after the other, over real aiortc on this machine (each end its own
 process, a signaling server in a third):
@@ -8,10 +8,21 @@ process, a signaling server in a third):
 1. ours: `python -m receiver` and `python -m sender --source FILE --frames N` (N = seconds
    x the file's frame rate; the file loops when it is shorter), with the file's voice
    (Opus, 12 kbit/s, on the same peer connection);
-2. ours again with `--audio-source none`: the face's latency without the voice beside it;
-3. the baseline: `python -m benchmarks.vp8_call` receive and send, a VP8 video call of the
+2. ours again with only the small key frame (`--config` with `call_keyframe_qp: null`: no
+   sharp key frame, as calls were before it), the voice on: the first picture's delay
+   with and without the sharp key frame; then `--first-picture-pairs` (2) more such pairs
+   of 1 s calls, the order swapped from pair to pair (one pair alone is noisy);
+3. ours again with `--audio-source none`: the face's latency without the voice beside it;
+4. the baseline: `python -m benchmarks.vp8_call` receive and send, a VP8 video call of the
    same 256x256 crop at the same frame rate with the file's sound (aiortc's Opus), capture
    stamps on a data channel.
+
+The key frames of calls 1 and 2 (docs/call.md, "Key frames: a small one, then a sharp
+one"): each one the receiver got, decoded, against the captured crop the sender coded it
+from (PSNR, LPIPS-alex at the call's 256x256; `benchmarks.call_keyframes`), and the first
+picture's delay after the first key frame went out; checked against issue 10's lines (the
+sharp key frame's LPIPS at most 0.005; the first picture, median over the pairs, at most
+100 ms later than with the small key frame alone).
 
 Face and voice are reported apart (latency; payload and on-the-wire bitrate), and the
 whole call's bitrate beside the plain call's.
@@ -25,7 +36,7 @@ and for ours a per-stage breakdown from the per-frame traces of both ends (captu
 analysis, coding, network, decoding, queue, synthesis).
 
 Writes DIR/report.md, DIR/results.json, DIR/latency.png, and the raw traces and stats of
-every process in DIR/raw/.
+every process in DIR/raw/ (with the key frame records and crops of calls 1 and 2).
 """
 
 from __future__ import annotations
@@ -36,15 +47,27 @@ import logging
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.call_keyframes import (
+    KeyframeCheckError,
+    KeyframeQuality,
+    first_of,
+    first_picture,
+    first_picture_pairs,
+    keyframe_quality,
+    sender_qps,
+)
 from live.audio import RTP_OVERHEAD_BYTES
 from live.config import LiveConfig
 from live.stats import summary
@@ -54,6 +77,11 @@ REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {"median_ms": 80.0, "p95_ms": 150.0, "rendered": 0.95}
 STAGES = ("capture", "analysis", "coding", "network", "decoding", "queue", "synthesis")
+#: issue 10: the sharp key frame's LPIPS against its crop, and the first picture's delay over
+#: a call with the small key frame alone
+KEYFRAME_TARGETS = {"sharp_lpips": 0.005, "first_picture_extra_ms": 100.0}
+NO_SHARP_CONFIG = "call_keyframe_qp: null\n"
+PAIR_SECONDS = 1.0      # the short calls of --first-picture-pairs
 
 
 # -- processes and CPU -------------------------------------------------------------------
@@ -168,22 +196,32 @@ def read_jsonl(path: Path) -> list[dict]:
 
 # -- the two calls -----------------------------------------------------------------------
 
+def keyframe_dirs(raw: Path, prefix: str) -> tuple[Path, Path]:
+    """Where a call keeps its key frames: the receiver's records, the sender's crops."""
+    return raw / f"{prefix}_keyframes", raw / f"{prefix}_keyframe_crops"
+
+
 def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler: CpuSampler,
-             save_video: bool, timeout: float, synth: str = "warp", voice: bool = True, prefix: str = "ours") -> dict:
+             save_video: bool, timeout: float, synth: str = "warp", voice: bool = True, prefix: str = "ours",
+             sender_options: Sequence[str] = ()) -> dict:
     """Our call; with the file's voice (12 kbit/s Opus on the same connection) or without
-    (`--audio-source none`)."""
+    (`--audio-source none`); `sender_options`: more options of the sender (`--config`)."""
     run = Run(raw, sampler, prefix)
     room = f"{prefix}-{os.getpid()}"
+    records, crops = keyframe_dirs(raw, prefix)
+    for folder in (records, crops):
+        shutil.rmtree(folder, ignore_errors=True)      # no key frames of an earlier run
     try:
         recv_args = ["receiver", "--signaling", url, "--room", room, "--stats", str(raw / f"{prefix}_receiver.json"),
                      "--trace", str(raw / f"{prefix}_receiver_trace.jsonl"), "--synth", synth,
-                     "--audio-output", "none"]
+                     "--audio-output", "none", "--dump-keyframes", str(records)]
         if save_video:
             recv_args += ["--output", str(raw.parent / f"{prefix}.mp4")]
         run.start("receiver", *recv_args)
         send_args = ["sender", "--signaling", url, "--room", room, "--source", str(source), "--frames", str(frames),
                      "--sender-stats", str(raw / f"{prefix}_sender.json"), "--trace-sender",
-                     str(raw / f"{prefix}_sender_trace.jsonl")] + (["--loop"] if loop else [])
+                     str(raw / f"{prefix}_sender_trace.jsonl"), "--dump-keyframe-crops", str(crops),
+                     *sender_options] + (["--loop"] if loop else [])
         if not voice:
             send_args += ["--audio-source", "none"]
         run.start("sender", *send_args)
@@ -240,6 +278,11 @@ def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler
         "keyframe_bytes": rstats["keyframe_bytes"],
         "keyframe_record_bytes": rstats["keyframe_record_bytes"],
         "keyframe_bytes_total": rstats["keyframe_bytes_total"],
+        "keyframe_bytes_small": rstats.get("keyframe_bytes_small"),
+        "keyframe_bytes_sharp": rstats.get("keyframe_bytes_sharp"),
+        "first_picture_ms": asdict(first_picture(sstats, sent, got)),
+        "sharp_after_first_ms": rstats.get("sharp_after_first_ms"),
+        "sharp_switches": sstats.get("sharp_switches"),
         "payload_kbps": round(app_bytes * 8 / 1000 / seconds, 2),
         "wire_kbps": (round(sstats["wire_bytes_sent"] * 8 / 1000 / seconds, 2)
                       if sstats.get("wire_bytes_sent") else None),
@@ -298,6 +341,57 @@ def run_vp8(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler:
     }
 
 
+# -- the key frames of calls 1 and 2 ------------------------------------------------------
+
+def measure_keyframes(raw: Path, pairs: list[tuple[dict, dict]]) -> dict:
+    """Every key frame the receivers of `ours` and `no_sharp` got, against the sender's crop
+    (PSNR, LPIPS-alex), the first small and sharp ones apart; and the first picture's delay
+    after the first key frame went out, with the sharp key frame and without, over `pairs`
+    of calls (with, without; the first pair: `ours`, `no_sharp`)."""
+    from benchmarks.metrics import LPIPS
+
+    out: dict = {"errors": []}
+    lpips = None
+    try:
+        lpips = LPIPS()
+    except (FileNotFoundError, OSError, RuntimeError) as exc:
+        out["errors"].append(f"no LPIPS-alex weights: {exc}")
+    for prefix in ("ours", "no_sharp"):
+        records, crops = keyframe_dirs(raw, prefix)
+        sender_log = raw / f"{prefix}_sender.log"
+        qps = sender_qps(sender_log.read_text()) if sender_log.exists() else {}
+        quality: list[KeyframeQuality] = []
+        try:
+            quality = keyframe_quality(records, crops, lpips, qps)
+        except KeyframeCheckError as exc:
+            out["errors"].append(f"{prefix}: {exc}")
+        out[prefix] = [asdict(q) for q in quality]
+        for kind in ("small", "sharp"):
+            first = first_of(quality, kind)
+            out[f"{prefix}_{kind}"] = asdict(first) if first is not None else None
+    out["first_picture_ms"] = first_picture_pairs([(a["first_picture_ms"]["after_keyframe_ms"],
+                                                     b["first_picture_ms"]["after_keyframe_ms"]) for a, b in pairs])
+    return out
+
+
+def first_picture_calls(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler: CpuSampler,
+                        timeout: float, synth: str, no_sharp: Path, count: int) -> list[tuple[dict, dict]]:
+    """`count` more pairs of short calls (`frames` frames, the voice on), with the sharp key
+    frame and without, the order swapped from pair to pair: (with, without) each."""
+    pairs = []
+    for i in range(count):
+        got = {}
+        for kind in (("small", "sharp") if i % 2 == 0 else ("sharp", "small")):
+            options = ("--config", str(no_sharp)) if kind == "small" else ()
+            got[kind] = run_ours(url, source, frames, loop, raw, sampler, False, timeout, synth,
+                                 prefix=f"pair{i + 2}_{kind}", sender_options=options)
+        log.info("pair %d: first picture %s ms with the sharp key frame, %s ms without", i + 2,
+                 got["sharp"]["first_picture_ms"]["after_keyframe_ms"],
+                 got["small"]["first_picture_ms"]["after_keyframe_ms"])
+        pairs.append((got["sharp"], got["small"]))
+    return pairs
+
+
 # -- report ------------------------------------------------------------------------------
 
 def _f(x, nd: int = 1) -> str:
@@ -314,6 +408,92 @@ def acceptance(ours: dict) -> list[tuple[str, str, str, bool]]:
         ("frames rendered", f">= {100 * TARGETS['rendered']:.0f} %", f"{100 * ours['delivered']:.1f} %",
          ours["delivered"] >= TARGETS["rendered"]),
     ]
+
+
+def keyframe_acceptance(keys: dict | None) -> list[tuple[str, str, str, bool]]:
+    """Issue 10's two lines, from `measure_keyframes`."""
+    if keys is None:
+        return []
+    sharp, small = keys.get("ours_sharp"), keys.get("ours_small")
+    lp = sharp["lpips"] if sharp else None
+    if sharp is None:
+        measured = "no sharp key frame received"
+    else:
+        measured = f"{_f(lp, 4)} (the small one: {_f(small['lpips'] if small else None, 4)})"
+    fp = keys["first_picture_ms"]
+    extra = fp["extra"]
+    return [
+        ("sharp key frame LPIPS-alex against its crop (256)", f"<= {KEYFRAME_TARGETS['sharp_lpips']}", measured,
+         lp is not None and lp <= KEYFRAME_TARGETS["sharp_lpips"]),
+        ("first picture after the first key frame went out", "<= small key frame only + "
+         f"{KEYFRAME_TARGETS['first_picture_extra_ms']:.0f} ms",
+         f"{_f(fp['with_sharp'], 0)} ms vs {_f(fp['small_only'], 0)} ms: {_f(extra, 0)} ms "
+         f"(median of {len(fp['pairs'])} pair(s); largest {_f(fp['extra_max'], 0)} ms)",
+         extra is not None and extra <= KEYFRAME_TARGETS["first_picture_extra_ms"]),
+    ]
+
+
+def keyframe_section(keys: dict, ours: dict, small_only: dict) -> list[str]:
+    """The report's lines on the key frames of calls 1 and 2."""
+    def kf(name: str, field: str, nd: int = 1) -> str:
+        x = (keys.get(name) or {}).get(field)
+        return "n/a" if x is None else (str(x) if isinstance(x, int) else _f(x, nd))
+
+    def fp(res: dict, field: str) -> str:
+        return _f(res["first_picture_ms"][field], 0)
+
+    cols = ("ours_small", "ours_sharp", "no_sharp_small")
+    lines = [
+        "## Key frames: the small one, then the sharp one (issue 10)", "",
+        "Each key frame as the receiver got it (`--dump-keyframes`), decoded, against the crop the sender "
+        "coded it from (`--dump-keyframe-crops`, lossless), at the call's size.  Call 1 is ours above; "
+        "call 2 the same call with the small key frame only (`call_keyframe_qp: null`, as calls were "
+        "before the sharp one), with the voice, run right after it.", "",
+        "| | small key frame | sharp key frame | small key frame only (call 2) |",
+        "|---|---|---|---|",
+        "| key id | " + " | ".join(kf(c, "key_id") for c in cols) + " |",
+        "| QP (sender's log) | " + " | ".join(kf(c, "qp") for c in cols) + " |",
+        "| bytes (KEYFRAME message) | " + " | ".join(kf(c, "message_bytes") for c in cols) + " |",
+        "| size (pixels) | " + " | ".join(kf(c, "size") for c in cols) + " |",
+        "| PSNR against its crop (dB) | " + " | ".join(kf(c, "psnr_db", 2) for c in cols) + " |",
+        "| LPIPS-alex against its crop | " + " | ".join(kf(c, "lpips", 4) for c in cols) + " |",
+        "",
+        "| first picture, calls 1 and 2 (ms) | with the sharp key frame | small key frame only |",
+        "|---|---|---|",
+        f"| after the first key frame went out | {fp(ours, 'after_keyframe_ms')} | "
+        f"{fp(small_only, 'after_keyframe_ms')} |",
+        f"| after the sender's session opened | {fp(ours, 'after_session_ms')} | "
+        f"{fp(small_only, 'after_session_ms')} |",
+        f"| after the capture of the first frame sent | {fp(ours, 'after_capture_ms')} | "
+        f"{fp(small_only, 'after_capture_ms')} |",
+        f"| that capture, after the first key frame went out | {fp(ours, 'capture_after_keyframe_ms')} | "
+        f"{fp(small_only, 'capture_after_keyframe_ms')} |",
+        f"| face latency median / p95 (ms) | {_f(ours['latency_ms']['median'])} / {_f(ours['latency_ms']['p95'])} | "
+        f"{_f(small_only['latency_ms']['median'])} / {_f(small_only['latency_ms']['p95'])} |",
+        f"| frames delivered | {ours['frames_rendered']} | {small_only['frames_rendered']} |",
+        "",
+        "The first key frame goes out when the session is open and the small key frame is coded (the "
+        "later of the two); the sharp one is coded right after the small one (VVenC, on the sender's key "
+        "frame thread) and follows it, paced.  A file sender captures its first frame when the receiver says "
+        "`ready` for the small key frame, so the first picture's delay is that wait plus the first "
+        "frame's latency.  "
+        f"The first picture from the sharp key frame came {_f(ours.get('sharp_after_first_ms'), 0)} ms "
+        "after the first picture.",
+        "",
+        f"The first picture after the first key frame went out, per pair of calls (pair 1: calls 1 and 2; "
+        f"the others: {PAIR_SECONDS:.0f} s calls with the voice, `--first-picture-pairs`, the order swapped "
+        "from pair to pair; one pair alone moves by hundreds of ms on a busy machine):",
+        "",
+        "| pair | with the sharp key frame (ms) | small key frame only (ms) | difference (ms) |",
+        "|---|---|---|---|",
+    ]
+    fp_all = keys["first_picture_ms"]
+    lines += [f"| {i} | {_f(r['with_sharp'], 0)} | {_f(r['small_only'], 0)} | {_f(r['extra'], 0)} |"
+              for i, r in enumerate(fp_all["pairs"], 1)]
+    lines += [f"| median | {_f(fp_all['with_sharp'], 0)} | {_f(fp_all['small_only'], 0)} | "
+              f"{_f(fp_all['extra'], 0)} |", ""]
+    lines += [f"**Key frame check:** {e}" for e in keys.get("errors") or []]
+    return lines
 
 
 def plot(path: Path, ours: dict, vp8: dict | None, silent: dict | None = None) -> None:
@@ -346,7 +526,7 @@ def plot(path: Path, ours: dict, vp8: dict | None, silent: dict | None = None) -
 
 
 def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_error: str | None,
-                 silent: dict | None = None) -> None:
+                 silent: dict | None = None, small_only: dict | None = None, keys: dict | None = None) -> None:
     v = vp8 or {}
     q = silent or {}
     cols = (ours, q, v)
@@ -374,7 +554,8 @@ def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_e
         f"Run {settings['date']} on {settings['machine']}; source `{settings['source']}` "
         f"({settings['fps']:.2f} fps), {settings['frames']} frames ({settings['seconds']} s), 256x256 crop, "
         "each end a separate process on this machine, aiortc over the machine's network interface, "
-        "one call after the other: ours with the file's voice, ours with `--audio-source none`, then VP8 + Opus.",
+        "one call after the other: ours with the file's voice, ours with the small key frame only (below), "
+        "ours with `--audio-source none`, then VP8 + Opus.",
         f"Load average before the run: {settings['load_before']}.",
         "",
         "Face latency: from the sender's capture of a frame to the moment the receiver has the picture "
@@ -417,17 +598,20 @@ def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_e
         lines += [f"**The VP8 call failed:** {vp8_error}", ""]
     lines += ["## Acceptance (ours, 25 fps, 256x256, this machine)", "", "| check | target | measured | |",
               "|---|---|---|---|"]
-    lines += [f"| {n} | {t} | {m} | {'met' if ok else 'NOT MET'} |" for n, t, m, ok in acceptance(ours)]
+    lines += [f"| {n} | {t} | {m} | {'met' if ok else 'NOT MET'} |"
+              for n, t, m, ok in acceptance(ours) + keyframe_acceptance(keys)]
+    if keys is not None and small_only is not None:
+        lines += [""] + keyframe_section(keys, ours, small_only)
     lines += ["", "## Where our latency goes (per frame, ms)", "", "| stage | median | p95 | what |",
               "|---|---|---|---|"]
     what = {
         "capture": "paced frame taken from the source until analysis starts",
-        "analysis": "face tracking (MediaPipe) and face parameters, sender worker thread",
+        "analysis": "face tracking (MediaPipe), face parameters and global motion, sender worker thread",
         "coding": "quantised levels to a parameter packet, sent on the data channel",
         "network": "data channel, sender process to receiver process",
         "decoding": "packet parsing, prediction-chain check, arithmetic decoding",
         "queue": "waiting for the synthesis thread",
-        "synthesis": "mesh warp of the key frame (torch, CPU, 1 thread)",
+        "synthesis": "the receiver's synthesizer (v1: mesh warp; v2: warp and generator; torch, CPU, 1 thread)",
     }
     for k in STAGES:
         s = ours["stages_ms"][k]
@@ -440,6 +624,13 @@ def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_e
 
 # -- main --------------------------------------------------------------------------------
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True, type=Path, help="video file with a face")
@@ -449,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-vp8", action="store_true", help="only ours")
     parser.add_argument("--synth", default="warp", choices=("warp", "learned"),
                         help="the receiver's synthesizer (default: %(default)s)")
+    parser.add_argument("--first-picture-pairs", type=_count, default=2, metavar="N",
+                        help=f"N more pairs of {PAIR_SECONDS:.0f} s calls with and without the sharp key frame: the "
+                             "first picture's delay is the median over all pairs (default: %(default)s)")
     return parser
 
 
@@ -484,6 +678,18 @@ def main(argv: list[str] | None = None) -> int:
         log.info("ours: %d frames of %s", frames, args.source)
         ours = run_ours(url, args.source, frames, loop, raw, sampler, args.save_video, timeout, args.synth)
         log.info("ours: latency median %s ms, p95 %s ms", ours["latency_ms"]["median"], ours["latency_ms"]["p95"])
+        no_sharp_config = raw / "no_sharp.yaml"
+        no_sharp_config.write_text(NO_SHARP_CONFIG)
+        log.info("ours with the small key frame only: %d frames", frames)
+        small_only = run_ours(url, args.source, frames, loop, raw, sampler, False, timeout, args.synth,
+                              prefix="no_sharp", sender_options=("--config", str(no_sharp_config)))
+        log.info("ours with the small key frame only: first picture %s ms after the key frame went out "
+                 "(with the sharp one: %s ms)", small_only["first_picture_ms"]["after_keyframe_ms"],
+                 ours["first_picture_ms"]["after_keyframe_ms"])
+        pair_frames = max(1, round(fps * PAIR_SECONDS))
+        pairs = [(ours, small_only)] + first_picture_calls(
+            url, args.source, pair_frames, pair_frames > length, raw, sampler, timeout, args.synth, no_sharp_config,
+            args.first_picture_pairs)
         log.info("ours without the voice: %d frames", frames)
         silent = run_ours(url, args.source, frames, loop, raw, sampler, False, timeout, args.synth, voice=False,
                           prefix="silent")
@@ -507,12 +713,15 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             signaling.kill()
         sampler.close()
-    results = {"settings": settings, "targets": TARGETS, "ours": ours, "ours_no_voice": silent, "vp8": vp8,
-               "vp8_error": vp8_error,
-               "acceptance": [{"check": n, "target": t, "measured": m, "met": ok} for n, t, m, ok in acceptance(ours)]}
+    keys = measure_keyframes(raw, pairs)
+    checks = acceptance(ours) + keyframe_acceptance(keys)
+    results = {"settings": settings, "targets": {**TARGETS, **KEYFRAME_TARGETS}, "ours": ours,
+               "ours_small_keyframe_only": small_only, "ours_no_voice": silent, "vp8": vp8, "vp8_error": vp8_error,
+               "keyframes": keys,
+               "acceptance": [{"check": n, "target": t, "measured": m, "met": ok} for n, t, m, ok in checks]}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     plot(args.out / "latency.png", ours, vp8, silent)
-    write_report(args.out / "report.md", settings, ours, vp8, vp8_error, silent)
+    write_report(args.out / "report.md", settings, ours, vp8, vp8_error, silent, small_only, keys)
     print((args.out / "report.md").read_text())
     return 0
 

@@ -67,13 +67,14 @@ def time_one(stream: Path, synthesis: Synthesis) -> tuple[dict, np.ndarray]:
     t0 = time.perf_counter()
     decoder.set_keyframe(parsed.keyframe)
     setup = time.perf_counter() - t0
-    params = [decoder.params(lv) for seg in parsed.segments for lv in decode_segment(seg, parsed.header.num_params)]
-    for p in params[:WARMUP]:
-        decoder.render(p)
+    levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.values_per_frame)]
+    params = [(decoder.params(lv), decoder.motion(lv)) for lv in levels]
+    for p, m in params[:WARMUP]:
+        decoder.render(p, m)
     times, frames = [], []
-    for p in params:
+    for p, m in params:
         t = time.perf_counter()
-        frames.append(decoder.render(p))
+        frames.append(decoder.render(p, m))
         if synthesis.device == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t) * 1000)

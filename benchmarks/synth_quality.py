@@ -1,5 +1,10 @@
 """Picture quality of the synthesizers on the same streams: v1 (warp), v2 (learned), freeze.
 
+v1 is scored twice: as it was when synthesizer v2 was asked for (`warp`: the key frame's
+background held still, the stream's global picture motion ignored) and as it is now
+(`warp_gm`: following the global motion, as v2 does), so that the report separates what
+the global motion brings from what the generator brings.
+
     python -m benchmarks.synth_quality [CLIPS...] --out DIR [--frames 250]
 
 Each clip (default: all of ../shared/data/clips) is encoded once with the codec's default
@@ -16,7 +21,7 @@ clip: LPIPS-alex, PSNR, the mean absolute difference between consecutive output 
 Boxes come from the decoded geometry (the same for every method), resized to 64x64 for
 LPIPS.  The identity split (models/assets/synth_split.yaml) says which clips are
 validation.  Writes DIR/report.md, DIR/results.json and a picture grid per clip
-(source | v1 | v2 on the frames with the largest eye and mouth change).
+(source | v1 | v1 with global motion | v2 on the frames with the largest eye and mouth change).
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from models.train_data import load_split
 
 log = logging.getLogger("benchmarks.synth_quality")
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
-METHODS = ("warp", "learned")
+METHODS = ("warp", "warp_gm", "learned")          # v1 without, v1 with the global motion; v2
 SHUT = 0.6              # an eye below this share of its key-frame openness is shut or closing
 LIPS_APART = 0.02       # inner lip gap over the crop side
 REGION = 64
@@ -90,13 +95,15 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
         encode_video(clip, stream, config, basis, max_frames=frames, save_crop=crop)
     parsed = read_stream(stream)
     reference = np.stack(list(read_frames(crop)))
-    levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.num_params)]
+    levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.values_per_frame)]
     result: dict = {"clip": clip.stem, "frames": len(levels)}
     outputs, decoders = {}, {}
     for method in METHODS:
-        decoder = decoders[method] = FaceDecoder(parsed.header, basis, Synthesis(method))
+        decoder = decoders[method] = FaceDecoder(parsed.header, basis, Synthesis(method.removesuffix("_gm")))
         decoder.set_keyframe(parsed.keyframe)
-        outputs[method] = np.stack([decoder.render(decoder.params(lv)) for lv in levels])
+        still = method == "warp"           # v1 as it was: the global motion ignored
+        outputs[method] = np.stack([decoder.render(decoder.params(lv), None if still else decoder.motion(lv))
+                                    for lv in levels])
     assert decoder.reference is not None and decoder.keyframe is not None
     outputs["freeze"] = np.repeat(decoder.keyframe[None], len(levels), 0)
     model = decoder.reference.face_model()
@@ -120,25 +127,26 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
 
 def write_grid(path: Path, reference: np.ndarray, outputs: dict, params: np.ndarray, boxes: dict) -> None:
     """Rows: the frame with the most shut eye, the widest mouth, the largest yaw each way
-    (source | v1 | v2)."""
+    (source | v1 | v1 with the global motion | v2)."""
     picks = {int(np.argmin(params[:, I_EYE_L] + params[:, I_EYE_R])), int(np.argmax(params[:, 0])),
              int(np.argmin(params[:, 0]))}
     if boxes["mouth"]:
         picks.add(boxes["mouth"][len(boxes["mouth"]) // 2][0])
-    rows = [np.concatenate([reference[f], outputs["warp"][f], outputs["learned"][f]], 1) for f in sorted(picks)]
+    rows = [np.concatenate([reference[f]] + [outputs[m][f] for m in METHODS], 1) for f in sorted(picks)]
     cv2.imwrite(str(path), np.concatenate(rows, 0)[..., ::-1])
 
 
 def summarise(results: list[dict], validation: set[str]) -> str:
-    lines = ["| clip | side | LPIPS freeze | LPIPS v1 | LPIPS v2 | v2/v1 | eyes v1 | eyes v2 | mouth v1 | mouth v2 "
-             "| flicker v1 | flicker v2 | key PSNR v2 |", "|" + "---|" * 13]
+    lines = ["| clip | side | LPIPS freeze | LPIPS v1 | LPIPS v1+gm | LPIPS v2 | v2/v1 | v2/(v1+gm) | eyes v1 "
+             "| eyes v2 | mouth v1 | mouth v2 | flicker v1 | flicker v2 | key PSNR v2 |", "|" + "---|" * 15]
     for r in results:
         side = "val" if r["clip"] in validation else "train"
-        v1, v2, fr = r["warp"], r["learned"], r["freeze"]
-        lines.append(f"| {r['clip']} | {side} | {fr['lpips']:.4f} | {v1['lpips']:.4f} | {v2['lpips']:.4f} | "
-                     f"{v2['lpips'] / v1['lpips']:.3f} | {v1['eyes_lpips']:.4f} | {v2['eyes_lpips']:.4f} | "
-                     f"{v1['mouth_lpips']:.4f} | {v2['mouth_lpips']:.4f} | {v1['flicker']:.2f} | "
-                     f"{v2['flicker']:.2f} | {r['key_psnr_learned']:.1f} |")
+        v1, gm, v2, fr = r["warp"], r["warp_gm"], r["learned"], r["freeze"]
+        lines.append(f"| {r['clip']} | {side} | {fr['lpips']:.4f} | {v1['lpips']:.4f} | {gm['lpips']:.4f} | "
+                     f"{v2['lpips']:.4f} | {v2['lpips'] / v1['lpips']:.3f} | {v2['lpips'] / gm['lpips']:.3f} | "
+                     f"{v1['eyes_lpips']:.4f} | {v2['eyes_lpips']:.4f} | {v1['mouth_lpips']:.4f} | "
+                     f"{v2['mouth_lpips']:.4f} | {v1['flicker']:.2f} | {v2['flicker']:.2f} | "
+                     f"{r['key_psnr_learned']:.1f} |")
     for side, keep in (("validation", True), ("training", False)):
         rs = [r for r in results if (r["clip"] in validation) == keep]
         if not rs:
@@ -147,14 +155,19 @@ def summarise(results: list[dict], validation: set[str]) -> str:
         def mean(method: str, key: str, rs: list[dict] = rs) -> float:
             return float(np.nanmean([r[method][key] for r in rs]))
 
-        lines.append("")
-        lines.append(f"**{side}** ({len(rs)} clips): mean LPIPS v1 {mean('warp', 'lpips'):.4f}, v2 "
-                     f"{mean('learned', 'lpips'):.4f} ({1 - mean('learned', 'lpips') / mean('warp', 'lpips'):+.1%} "
-                     f"below v1), freeze {mean('freeze', 'lpips'):.4f}; eyes v1 {mean('warp', 'eyes_lpips'):.4f} v2 "
-                     f"{mean('learned', 'eyes_lpips'):.4f}; mouth v1 {mean('warp', 'mouth_lpips'):.4f} v2 "
-                     f"{mean('learned', 'mouth_lpips'):.4f}; v2 below v1 on "
-                     f"{sum(r['learned']['lpips'] < r['warp']['lpips'] for r in rs)}/{len(rs)}, below freeze on "
-                     f"{sum(r['learned']['lpips'] < r['freeze']['lpips'] for r in rs)}/{len(rs)}")
+        def below(method: str, than: str, rs: list[dict] = rs) -> str:
+            return f"{sum(r[method]['lpips'] < r[than]['lpips'] for r in rs)}/{len(rs)}"
+
+        v1, gm, v2 = mean("warp", "lpips"), mean("warp_gm", "lpips"), mean("learned", "lpips")
+        lines += ["", f"**{side}** ({len(rs)} clips): mean LPIPS v1 {v1:.4f}, v1+gm {gm:.4f}, v2 {v2:.4f} "
+                  f"({1 - v2 / v1:+.1%} below v1, {1 - v2 / gm:+.1%} below v1+gm), "
+                  f"freeze {mean('freeze', 'lpips'):.4f}; "
+                  f"eyes v1 {mean('warp', 'eyes_lpips'):.4f} v1+gm {mean('warp_gm', 'eyes_lpips'):.4f} v2 "
+                  f"{mean('learned', 'eyes_lpips'):.4f}; mouth v1 {mean('warp', 'mouth_lpips'):.4f} v1+gm "
+                  f"{mean('warp_gm', 'mouth_lpips'):.4f} v2 {mean('learned', 'mouth_lpips'):.4f}; v2 below v1 on "
+                  f"{below('learned', 'warp')}, below v1+gm on {below('learned', 'warp_gm')}, below freeze on "
+                  f"{below('learned', 'freeze')}; flicker v1 {mean('warp', 'flicker'):.2f} v1+gm "
+                  f"{mean('warp_gm', 'flicker'):.2f} v2 {mean('learned', 'flicker'):.2f}"]
     return "\n".join(lines)
 
 

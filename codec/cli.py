@@ -1,7 +1,7 @@
 """Command line of the offline codec: encode, decode and inspect stream files.
 
     python -m codec_core encode INPUT -o STREAM [--format ifvc|fomm|fv2v|cfte] [--qp|--iframe-qp N]
-                                [--size 256|512] [--frames N] [--no-crop] [--quantization-factor F]
+                                [--size 256|512] [--frames N] [--no-crop] [--quantization-factor F] [--global-step S]
                                 [--save-crop CROP.mp4] [--config FILE.yaml] [--container native|vvc]
     python -m codec_core decode STREAM -o OUT.mp4 [--decoder-format FORMAT] [--translator geometry|learned]
                                 [--synth warp|learned] [--backend torch|onnx] [--device cpu|cuda]
@@ -45,7 +45,7 @@ def cmd_encode(args) -> int:
     from models.face_model import FaceBasis
 
     fmt = format_named(args.format).name
-    cfg = load_config(args.config).with_overrides(keyframe_qp=args.qp, size=args.size)
+    cfg = load_config(args.config).with_overrides(keyframe_qp=args.qp, size=args.size, global_step=args.global_step)
     cfg = cfg.with_quantization_factor(args.quantization_factor, fmt)
     check_size(cfg.size)
     start = time.perf_counter()
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantization-factor", type=float, metavar="F",
                    help="GFVC's quantisation factor: ifvc divides its per-frame steps by F, fomm, fv2v and cfte "
                         "quantise value * F (step 1/F); default: the configured steps (docs/bitstream.md)")
+    e.add_argument("--global-step", type=float, metavar="S",
+                   help="step of every frame's global picture motion, normalised crop units (default from the "
+                        "configuration, 0.004; --quantization-factor leaves it)")
     e.add_argument("--container", choices=("native", "vvc"), default="native",
                    help="native: our stream file; vvc: one Annex-B VVC bitstream (.266), the features in SEI "
                         "messages (default: %(default)s)")

@@ -4,7 +4,9 @@
 shared by the file decoder and the live receiver.  It plays a stream of any feature format
 with the synthesizer of its own format, the decoder format (the stream's unless told):
 when they differ, each key frame gets a translator (models.translators) that every frame's
-dequantised values go through before synthesis.  `parse_stream` reads and checks a
+dequantised values go through before synthesis; the frame's global picture motion (the four
+values after the format's, docs/bitstream.md "Global motion") goes to the synthesizer as it
+is, whatever the formats.  `parse_stream` reads and checks a
 whole stream file, `read_stream` one from disk, native or in a VVC bitstream (told apart by
 their first bytes, never by the file's name); `decode_frames` is the offline decoder behind `python -m codec_core
 decode`, `stream_info` the numbers behind `info`.
@@ -23,7 +25,7 @@ import numpy as np
 from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, StreamError, read_records
 from codec_core.container import is_vvc, vvc_to_native
-from codec_core.format import IFVC, FeatureFormat, format_named, reference_steps, step_vector
+from codec_core.format import GLOBAL_MOTION_COUNT, IFVC, FeatureFormat, format_named, reference_steps, step_vector
 from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import decode_segment, dequantise
 from models.face_model import FaceBasis
@@ -88,6 +90,7 @@ class FaceDecoder:
         self.synthesis = synthesis
         self.translator_method = translator
         self.steps = self.stream_format.step_vector(header.steps)      # the step of each value of a frame
+        self.global_steps = np.full(GLOBAL_MOTION_COUNT, np.float32(header.global_step), np.float64)
         self.reference_steps = step_vector(reference_steps(self.stream_format, header.steps), basis.num_params)
         self.reference: Reference | None = None
         self.keyframe: np.ndarray | None = None
@@ -124,7 +127,8 @@ class FaceDecoder:
             from models.translators import TranslatorError, make_translator
 
             try:
-                translator = make_translator(self.stream_format.name, name, reference, self.translator_method)
+                translator = make_translator(self.stream_format.name, name, reference, self.translator_method,
+                                             steps=self.steps)
             except TranslatorError as exc:
                 raise DecoderFormatError(str(exc)) from None
         return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator)
@@ -142,8 +146,19 @@ class FaceDecoder:
         self.use_keyframe(self.decode_keyframe(record))
 
     def values(self, levels: np.ndarray) -> np.ndarray:
-        """A frame's dequantised values in the stream's format."""
-        return dequantise(levels, self.steps)
+        """A frame's dequantised values in the stream's format (`levels`: the frame's levels, its
+        global motion after them, or the format's alone)."""
+        return dequantise(np.asarray(levels)[:self.header.num_params], self.steps)
+
+    def motion(self, levels: np.ndarray) -> np.ndarray:
+        """A frame's global picture motion (tx, ty, log_scale, angle: format.GLOBAL_MOTION_NAMES),
+        dequantised: what `render` takes as `motion`."""
+        n = self.header.num_params
+        group = np.asarray(levels)[n:n + GLOBAL_MOTION_COUNT]
+        if len(group) != GLOBAL_MOTION_COUNT:
+            raise StreamError(f"a frame of {len(levels)} levels has no global motion (expected "
+                              f"{self.header.values_per_frame})")
+        return dequantise(group, self.global_steps)
 
     def params(self, levels: np.ndarray) -> np.ndarray:
         """A frame's values in the decoder's format, what `render` takes: dequantised and, when
@@ -156,11 +171,12 @@ class FaceDecoder:
             raise StreamError("parameters arrived before any key frame")
         return np.asarray(self._translator.translate(values), dtype=np.float64)
 
-    def render(self, params: np.ndarray) -> np.ndarray:
-        """The synthesized frame (H, W, 3 uint8) for a frame's values in the decoder's format."""
+    def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
+        """The synthesized frame (H, W, 3 uint8) for a frame's values in the decoder's format and
+        its global motion (`motion`; None: the picture does not move)."""
         if self._synth is None:
             raise StreamError("parameters arrived before any key frame")
-        return self._synth.render(params)
+        return self._synth.render(params, motion)
 
 
 @dataclass
@@ -235,14 +251,30 @@ def decode_frames(parsed: ParsedStream, synthesis: Synthesis = Synthesis(), edit
 
         editor = ExpressionEditor.from_model(decoder.reference.face_model())
     for seg in parsed.segments:
-        for levels in decode_segment(seg, parsed.header.num_params):
+        for levels in decode_segment(seg, parsed.header.values_per_frame):
             params = decoder.params(levels)
             if edits and editor is not None:
                 params = apply_edits(params, edits, editor)
-            yield decoder.render(params)
+            yield decoder.render(params, decoder.motion(levels))
+
+
+def global_motion_extent(parsed: ParsedStream) -> dict[str, float]:
+    """How far the stream's global motion goes: the largest translation (pixels of the picture),
+    scale change (percent) and rotation (degrees) of any frame; the segments are decoded."""
+    h = parsed.header
+    step = float(np.float32(h.global_step))
+    shift = log_scale = angle = 0.0
+    for seg in parsed.segments:
+        for levels in decode_segment(seg, h.values_per_frame):
+            tx, ty, ls, an = (float(v) * step for v in levels[h.num_params:])
+            shift, log_scale, angle = max(shift, float(np.hypot(tx, ty))), max(log_scale, abs(ls)), max(angle, abs(an))
+    return {"global_max_translation_px": round(shift * h.width / 2, 2),     # normalised units: width / 2 pixels
+            "global_max_scale_percent": round(float(np.expm1(log_scale) * 100), 2),
+            "global_max_angle_deg": round(float(np.degrees(angle)), 2)}
 
 
 def stream_info(parsed: ParsedStream) -> dict:
+    """The numbers behind `info` (the parameter segments are decoded for the global motion's extent)."""
     h = parsed.header
     seconds = parsed.frame_count / h.fps if parsed.frame_count else 0.0
     param_bytes = sum(len(s.payload) for s in parsed.segments)
@@ -253,9 +285,11 @@ def stream_info(parsed: ParsedStream) -> dict:
         "width": h.width,
         "height": h.height,
         "format": h.feature_format.name,
-        "values_per_frame": h.num_params,
+        "values_per_frame": h.values_per_frame,
         "steps": {name: float(str(np.float32(step))) for name, step in      # as float32 prints them
                   zip(h.feature_format.step_names, h.steps, strict=True)},
+        "global_step": float(str(np.float32(h.global_step))),
+        **global_motion_extent(parsed),
         "basis_version": h.basis_version,
         "num_params": h.num_params,
         "intra_interval": h.intra_interval,

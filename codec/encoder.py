@@ -3,7 +3,9 @@
 `FaceEncoder` is the per-session state that a file encoder and the live sender share:
 it codes a key frame (VVC, decoded back: the closed loop), derives the reference geometry
 from it, and turns each frame's landmarks into quantised levels of its feature format
-(ifvc's parameters, or fomm's, fv2v's or cfte's values: docs/bitstream.md, "Feature formats").
+(ifvc's parameters, or fomm's, fv2v's or cfte's values: docs/bitstream.md, "Feature formats"),
+followed by the frame's global picture motion since the key frame, measured on its crop
+(models.global_motion; docs/bitstream.md, "Global motion").
 `encode_video` is the offline encoder behind `python -m codec_core encode`: a video file
 or a raw GFVC sequence in, cropped around the face or taken as it is (`--no-crop`).
 """
@@ -24,6 +26,7 @@ from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHead
 from codec_core.config import MAX_QP, CodecConfig, ConfigError
 from codec_core.container import native_to_vvc
 from codec_core.format import (
+    GLOBAL_MOTION_COUNT,
     IFVC,
     KEYFRAME_CODEC_VVC,
     MAX_LEVEL,
@@ -36,6 +39,7 @@ from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import encode_segment, quantise
 from codec_core.video import VideoWriter, probe_fps, read_frames
 from models.face_model import FaceBasis, FaceModel
+from models.global_motion import GlobalMotion
 from models.reference import Reference
 from models.tracking import CropTracker, NoFaceError, TrackedFrame, WholeFrameTracker
 
@@ -52,6 +56,7 @@ class CodedKeyframe:
     reference: Reference
     qp: int
     crop: np.ndarray         # the captured crop it was coded from
+    landmarks: np.ndarray    # that crop's face landmarks (crop pixels): global motion is measured against them
 
     @property
     def size(self) -> int:
@@ -79,22 +84,27 @@ class FaceEncoder:
         self.steps = self.format.step_vector(self.header_steps)       # the step of each value of a frame
         # the key frame's own ifvc levels (its pose in the reference geometry, its eyes) use these
         self.reference_steps = step_vector(reference_steps(self.format, self.header_steps), basis.num_params)
+        # the global-motion group's step, rounded to float32 as the header carries it
+        self.global_steps = np.full(GLOBAL_MOTION_COUNT, np.float32(config.global_step), np.float64)
         self.keyframe: CodedKeyframe | None = None
         self._model: FaceModel | None = None
         self._geometry: FormatGeometry | None = None   # the key frame's, for formats other than ifvc
         self._previous: np.ndarray | None = None
+        self._motion: GlobalMotion | None = None       # the key frame's global motion estimator
+        self._global = np.zeros(GLOBAL_MOTION_COUNT, np.int64)   # the last global-motion levels
         self._next_key_id = 0     # taken when a key frame is coded (one coding thread at a time)
 
     @property
     def num_values(self) -> int:
-        """Values per frame (the format's count)."""
-        return self.format.count
+        """Levels per coded frame: the format's count, then the global-motion group
+        (SessionHeader.values_per_frame)."""
+        return self.format.count + GLOBAL_MOTION_COUNT
 
     def header(self, fps: Fraction, frame_count: int = 0) -> SessionHeader:
         fps = Fraction(fps).limit_denominator(1001)
         return SessionHeader(self.format.id, self.config.size, self.config.size, fps.numerator, fps.denominator,
                              frame_count, self.basis.version, self.format.count, self.config.intra_interval,
-                             self.header_steps)
+                             self.header_steps, self.config.global_step)
 
     def code_keyframe(self, crop: np.ndarray, landmarks: np.ndarray) -> CodedKeyframe:
         """Code `crop` as a key frame without switching to it (slow: VVenC, segmentation);
@@ -109,7 +119,8 @@ class FaceEncoder:
                                                  self.reference_steps, person=person_probability(picture))
             return reference, reference.pack()
 
-        return self._code(crop, cfg.keyframe_qp, MAX_QP, cfg.keyframe_max_bytes, cfg.keyframe_preset, reference_of)
+        return self._code(crop, landmarks, cfg.keyframe_qp, MAX_QP, cfg.keyframe_max_bytes, cfg.keyframe_preset,
+                          reference_of)
 
     def code_sharp(self, small: CodedKeyframe) -> CodedKeyframe | None:
         """The sharp twin of `small` for a live call (VVenC, 0.1-3 s): the same crop at
@@ -121,15 +132,15 @@ class FaceEncoder:
         if cfg.call_keyframe_qp is None or cfg.call_keyframe_qp >= small.qp:
             return None
         same_geometry: ReferenceOf = lambda picture: (small.reference, small.record.geometry)
-        sharp = self._code(small.crop, cfg.call_keyframe_qp, small.qp - 1, cfg.call_keyframe_max_bytes,
+        sharp = self._code(small.crop, small.landmarks, cfg.call_keyframe_qp, small.qp - 1, cfg.call_keyframe_max_bytes,
                            cfg.call_keyframe_preset, same_geometry)
         if cfg.call_keyframe_max_bytes is not None and sharp.size > cfg.call_keyframe_max_bytes:
             log.warning("no sharp key frame fits %d bytes below QP %d", cfg.call_keyframe_max_bytes, small.qp)
             return None
         return sharp
 
-    def _code(self, crop: np.ndarray, qp: int, max_qp: int, max_bytes: int | None, preset: str,
-              reference_of: ReferenceOf) -> CodedKeyframe:
+    def _code(self, crop: np.ndarray, landmarks: np.ndarray, qp: int, max_qp: int, max_bytes: int | None,
+              preset: str, reference_of: ReferenceOf) -> CodedKeyframe:
         """VVC-code `crop` from `qp` up, until picture and geometry fit `max_bytes` or `max_qp`
         is reached; it takes the next key id."""
         while True:
@@ -143,11 +154,15 @@ class FaceEncoder:
             qp += 1
         key_id, self._next_key_id = self._next_key_id, (self._next_key_id + 1) & 0xFFFF
         record = Keyframe(key_id, KEYFRAME_CODEC_VVC, data, geometry)
-        return CodedKeyframe(record, picture, reference, qp, crop)
+        return CodedKeyframe(record, picture, reference, qp, crop, landmarks)
 
     def use_keyframe(self, coded: CodedKeyframe) -> None:
-        """Switch to a key frame from `code_keyframe`: parameters from now on animate it."""
+        """Switch to a key frame from `code_keyframe`: parameters from now on animate it, and
+        global motion is measured against its crop (starting at zero).  A sharp twin
+        (`code_sharp`) is the same crop: switching the receiver to it changes nothing here."""
         self.keyframe = coded
+        self._motion = GlobalMotion(coded.crop, coded.landmarks)
+        self._global = np.zeros(GLOBAL_MOTION_COUNT, np.int64)
         self._model = coded.reference.face_model()
         if self.format is IFVC:
             self._previous = coded.reference.reference_levels()
@@ -163,11 +178,17 @@ class FaceEncoder:
         self.use_keyframe(coded)
         return coded
 
-    def levels(self, landmarks: np.ndarray | None) -> np.ndarray:
-        """Quantised values of one frame in the stream's format; a frame without a face holds
-        the last ones."""
-        if self._model is None or self._previous is None or self.keyframe is None:
+    def levels(self, landmarks: np.ndarray | None, crop: np.ndarray | None = None) -> np.ndarray:
+        """Quantised values of one frame: the stream format's, then its global motion against
+        the key frame measured on `crop` (the frame's crop, the key frame's size).  A frame
+        without a face holds the last levels, all of them; one without a crop holds the last
+        global-motion levels."""
+        if self._model is None or self._previous is None or self.keyframe is None or self._motion is None:
             raise RuntimeError("no key frame yet")
+        if landmarks is not None and crop is not None:
+            motion = self._motion.estimate(crop, landmarks)
+            if np.all(np.isfinite(motion)):          # (a degenerate fit says nothing: hold)
+                self._global = quantise(motion, self.global_steps, self._global, self.config.hysteresis)
         if landmarks is not None:
             if self.format is IFVC:
                 values = self._model.analyse(landmarks)
@@ -176,7 +197,7 @@ class FaceEncoder:
 
                 values = analyse(self.format.name, landmarks, self.keyframe.reference, self._geometry)
             self._previous = quantise(values, self.steps, self._previous, self.config.hysteresis)
-        return self._previous.copy()
+        return np.concatenate([self._previous, self._global])
 
 
 @dataclass
@@ -244,7 +265,7 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
                 tracked = tracker.track(frame)
             if tracked.landmarks is None:
                 lost += 1
-            levels.append(encoder.levels(tracked.landmarks))
+            levels.append(encoder.levels(tracked.landmarks, tracked.crop))
             check_in_bounds(levels[-1], MAX_LEVEL, "parameter")
             # frames before the first face show it, as frames after a loss show the last one
             for _ in range(faceless if len(levels) == 1 else 0):

@@ -11,6 +11,10 @@ parsing and writing: truncated, corrupt or foreign input, values past the bounds
 and geometry bytes), and a session header whose feature format, value count or step count
 does not agree with `format.FEATURE_FORMATS`, raise `StreamError` with a message that says
 what is wrong, before anything is allocated for them.
+
+Version 3: every frame's values are the format's, then the global-motion group
+(`format.GLOBAL_MOTION_NAMES`) with the session header's one `global_step`;
+`SessionHeader.values_per_frame` is how many levels a coded frame holds.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from enum import IntEnum
 
 from codec_core.format import (
     FORMAT_BY_ID,
+    GLOBAL_MOTION_COUNT,
     KEYFRAME_CODEC_VVC,
     MAGIC,
     MAX_FPS,
@@ -63,9 +68,10 @@ class SessionHeader:
     fps_den: int
     frame_count: int         # 0 for a live session
     basis_version: str       # face basis asset, e.g. "v1"
-    num_params: int          # values per frame: the format's count
+    num_params: int          # the format's values per frame (its count), without the global motion
     intra_interval: int
     steps: tuple[float, ...]  # in the format's step_names order (its geometry step last)
+    global_step: float       # the step of the four global-motion values of every frame
 
     _FIXED = struct.Struct(">BHHHHIBH")
 
@@ -83,12 +89,17 @@ class SessionHeader:
         """The key frame's reference geometry step: the last of every format's steps."""
         return self.steps[-1]
 
+    @property
+    def values_per_frame(self) -> int:
+        """Levels of one coded frame: the format's values, then the global-motion group."""
+        return self.num_params + GLOBAL_MOTION_COUNT
+
     def pack(self) -> bytes:
         version = self.basis_version.encode("ascii")
         return (self._FIXED.pack(self.format, self.width, self.height, self.fps_num, self.fps_den,
                                  self.frame_count, self.num_params, self.intra_interval)
                 + bytes([len(version)]) + version + bytes([len(self.steps)])
-                + struct.pack(f">{len(self.steps)}f", *self.steps))
+                + struct.pack(f">{len(self.steps)}f", *self.steps) + struct.pack(">f", self.global_step))
 
     @classmethod
     def unpack(cls, data: bytes) -> SessionHeader:
@@ -108,7 +119,7 @@ class SessionHeader:
         if num_steps != len(feature_format.step_names):
             raise StreamError(f"session header has {num_steps} quantisation steps; format "
                               f"{feature_format.name} has {len(feature_format.step_names)}")
-        end = steps_at + 4 * num_steps
+        end = steps_at + 4 * num_steps + 4      # the steps, then global_step
         if len(data) != end:
             raise StreamError(f"session header has {len(data)} bytes, expected {end}")
         try:
@@ -116,6 +127,7 @@ class SessionHeader:
         except UnicodeDecodeError:
             raise StreamError("session header: basis version is not ASCII") from None
         steps = struct.unpack_from(f">{num_steps}f", data, steps_at)
+        (global_step,) = struct.unpack_from(">f", data, end - 4)
         if w != h or w not in SIDES:
             raise StreamError(f"session header: the picture is {w}x{h}; only square "
                               f"{' or '.join(map(str, SIDES))} pictures are allowed")
@@ -128,7 +140,11 @@ class SessionHeader:
                               f"has {feature_format.count}")
         if not all(0 < s < MAX_STEP for s in steps):
             raise StreamError("session header holds invalid quantisation steps")
-        return cls(fmt, w, h, fn, fd, count, version, nparams, intra, tuple(float(s) for s in steps))
+        if not 0 < global_step < MAX_STEP:
+            raise StreamError(f"session header holds an invalid global step ({global_step:g}; it must lie in "
+                              f"(0, {MAX_STEP:g}))")
+        return cls(fmt, w, h, fn, fd, count, version, nparams, intra, tuple(float(s) for s in steps),
+                   float(global_step))
 
 
 @dataclass(frozen=True)

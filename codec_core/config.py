@@ -122,6 +122,7 @@ class CodecConfig:
     call_keyframe_preset: str              # its VVenC preset
     intra_interval: int
     hysteresis: float
+    global_step: float                     # the global-motion group's step, every format (docs/bitstream.md)
     format_steps: FormatSteps              # defaults.yaml `steps:`
 
     @property
@@ -134,7 +135,10 @@ class CodecConfig:
         return self.format_steps.of(fmt).values()
 
     def with_overrides(self, **kw) -> CodecConfig:
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+        """These settings replaced (None: kept); ConfigError for a global step outside (0, MAX_STEP)."""
+        cfg = replace(self, **{k: v for k, v in kw.items() if v is not None})
+        check_global_step(cfg.global_step)
+        return cfg
 
     def with_quantization_factor(self, factor: float | None, fmt: str = "ifvc") -> CodecConfig:
         """Format `fmt`'s per-frame steps under GFVC quantisation factor `factor` (None: as
@@ -153,6 +157,12 @@ class CodecConfig:
         data = asdict(self)
         data["steps"] = data.pop("format_steps")
         return data
+
+
+def check_global_step(step: float, what: str = "global_step") -> None:
+    """ConfigError unless `step` lies in (0, format.MAX_STEP) as the session header carries it (float32)."""
+    if not 0 < np.float32(step) < MAX_STEP:
+        raise ConfigError(f"{what} must lie in (0, {MAX_STEP:g}), not {step}")
 
 
 def check_size(size: int, what: str = "--size") -> None:
@@ -193,10 +203,12 @@ def load_config(path: str | Path | None = None) -> CodecConfig:
         table = data["steps"]
         steps = FormatSteps(_read_steps(Steps, table["ifvc"]), _read_steps(FommSteps, table["fomm"]),
                             _read_steps(Fv2vSteps, table["fv2v"]), _read_steps(CfteSteps, table["cfte"]))
-        cfg = CodecConfig(**{k: v for k, v in data.items() if k != "steps"}, format_steps=steps)
+        cfg = CodecConfig(**{k: v for k, v in data.items() if k not in ("steps", "global_step")},
+                          global_step=float(data["global_step"]), format_steps=steps)
     except (TypeError, ValueError, KeyError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
     check_size(cfg.size, "size")
+    check_global_step(cfg.global_step)
     if cfg.call_keyframe_qp is not None and not 0 <= cfg.call_keyframe_qp <= MAX_QP:
         raise ConfigError(f"call_keyframe_qp must be in 0..{MAX_QP} or null, not {cfg.call_keyframe_qp}")
     if not 1 <= cfg.intra_interval <= MAX_INTRA_INTERVAL:

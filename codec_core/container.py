@@ -12,7 +12,8 @@ sets and before its first VCL NAL unit:
 * for `fomm` and `fv2v`, a *face feature SEI* (payloadType `FACE_FEATURE_SEI`) shaped after
   JVET's generative face video SEI: per frame the key points' coordinates and the matrices
   as integer levels (absolute, or predicted from the previous frame), Exp-Golomb coded, with
-  their quantisation steps.  Reading re-codes the levels with our arithmetic coder into
+  their quantisation steps; the frame's global motion is one more matrix (type
+  `GLOBAL_MOTION_TYPE`, 1 x 4, the header's global step).  Reading re-codes the levels with our arithmetic coder into
   PARAM_SEGMENTs; the coder being deterministic, that gives back the native bytes.
 
 Every message carries a CRC-32, and the key frame message the CRC-32 of the picture's NAL
@@ -43,7 +44,14 @@ from codec_core.bitstream import (
     write_file_start,
     write_record,
 )
-from codec_core.format import FEATURE_FORMATS, MAX_LEVEL, MAX_SEGMENT_FRAMES, STREAM_VERSION, FeatureFormat
+from codec_core.format import (
+    FEATURE_FORMATS,
+    GLOBAL_MOTION_NAMES,
+    MAX_LEVEL,
+    MAX_SEGMENT_FRAMES,
+    STREAM_VERSION,
+    FeatureFormat,
+)
 from codec_core.param_coding import ParamDecodeError, decode_segment, encode_segment
 from codec_core.sei import (
     PH_NUT,
@@ -70,6 +78,8 @@ STEP_BITS = 32                  # a quantisation step travels as its IEEE-754 bi
 MATRIX_TYPE_BITS = 6
 PER_KEYPOINT_TYPES = (0, 1)     # matrix types with one matrix per key point (GFV's 0 and 1)
 SIZED_TYPES = (2, 3)            # one matrix of the size given; types >= 7 give their count too
+GLOBAL_MOTION_TYPE = 8          # one 1 x 4 matrix: the frame's global motion (format.GLOBAL_MOTION_NAMES)
+GLOBAL_STEP = "global"          # the step name of the global-motion group (the header's global_step)
 MAX_MATRIX_SIDE = 1 << 10       # GFV's bound on matrix counts and sides
 _KEY_HEAD = struct.Struct(">HBI")        # key_id, codec, CRC-32 of the picture's NAL units
 _CRC = struct.Struct(">I")
@@ -80,7 +90,8 @@ _CRC = struct.Struct(">I")
 @dataclass(frozen=True)
 class MatrixGroup:
     """One matrix type of the face feature SEI: its type index, the header step its elements
-    use, and the value index of every element (matrices x height x width)."""
+    use (a name of the format's steps, or GLOBAL_STEP), and the index of every element in the
+    frame's levels (matrices x height x width)."""
 
     type_idx: int
     step: str
@@ -96,14 +107,24 @@ class FieldLayout:
     coordinates: np.ndarray          # value index of each key point's x, y (, z): num_kps x dims
     matrices: tuple[MatrixGroup, ...]
 
+    @property
+    def values_per_frame(self) -> int:
+        """Levels of a frame: the format's values, then the global-motion group."""
+        return self.format.count + len(GLOBAL_MOTION_NAMES)
+
     def describe(self) -> tuple:
         """What the SEI's layout fields say (compared with what a message declares)."""
         return (self.coordinates.shape, tuple((m.type_idx, m.indices.shape) for m in self.matrices))
 
 
 def _indices(fmt: FeatureFormat, names: list[list[list[str]]] | list[list[str]]) -> np.ndarray:
-    where = {name: i for i, name in enumerate(fmt.value_names)}
+    """Where each named value sits in a frame's levels (the format's values, then the global motion)."""
+    where = {name: i for i, name in enumerate(fmt.value_names + GLOBAL_MOTION_NAMES)}
     return np.vectorize(where.__getitem__, otypes=[np.int64])(np.array(names))
+
+
+def _global(fmt: FeatureFormat) -> MatrixGroup:
+    return MatrixGroup(GLOBAL_MOTION_TYPE, GLOBAL_STEP, _indices(fmt, [[list(GLOBAL_MOTION_NAMES)]]))
 
 
 def _layouts() -> dict[str, FieldLayout]:
@@ -111,15 +132,17 @@ def _layouts() -> dict[str, FieldLayout]:
     fomm_layout = FieldLayout(
         fomm, "keypoint", _indices(fomm, [[f"kp{k}_{a}" for a in "xy"] for k in range(10)]),
         (MatrixGroup(0, "jacobian", _indices(fomm, [[[f"jac{k}_{i}{j}" for j in "01"] for i in "01"]
-                                                     for k in range(10)])),))
+                                                     for k in range(10)])),
+         _global(fomm)))
     fv2v_layout = FieldLayout(
         fv2v, "delta", _indices(fv2v, [[f"delta{k}_{a}" for a in "xyz"] for k in range(15)]),
         (MatrixGroup(2, "angle", _indices(fv2v, [[["yaw", "pitch", "roll"]]])),
          MatrixGroup(3, "translation", _indices(fv2v, [[["tx", "ty"]]])),
-         MatrixGroup(7, "log_scale", _indices(fv2v, [[["log_scale"]]]))))
-    for layout in (fomm_layout, fv2v_layout):      # every value once
+         MatrixGroup(7, "log_scale", _indices(fv2v, [[["log_scale"]]])),
+         _global(fv2v)))
+    for layout in (fomm_layout, fv2v_layout):      # every level of a frame once
         used = np.concatenate([layout.coordinates.ravel()] + [m.indices.ravel() for m in layout.matrices])
-        assert sorted(used.tolist()) == list(range(layout.format.count)), layout.format.name
+        assert sorted(used.tolist()) == list(range(layout.values_per_frame)), layout.format.name
     return {"fomm": fomm_layout, "fv2v": fv2v_layout}
 
 
@@ -135,13 +158,18 @@ def _step_bits(step: float) -> int:
     return struct.unpack(">I", struct.pack(">f", step))[0]
 
 
+def _header_steps(header: SessionHeader) -> dict[str, float]:
+    """Every step of a session header by name: the format's, and GLOBAL_STEP."""
+    return {**dict(zip(header.feature_format.step_names, header.steps, strict=True)), GLOBAL_STEP: header.global_step}
+
+
 # -- the face feature SEI -----------------------------------------------------------------------
 
 def write_face_features(layout: FieldLayout, header: SessionHeader, first_frame: int,
                         levels: np.ndarray) -> bytes:
-    """The face feature SEI payload of frames first_frame.. (levels: frames x values): the
-    first frame absolute, the others predicted from the frame before."""
-    steps = dict(zip(layout.format.step_names, header.steps, strict=True))
+    """The face feature SEI payload of frames first_frame.. (levels: frames x values per frame):
+    the first frame absolute, the others predicted from the frame before."""
+    steps = _header_steps(header)
     w = BitWriter()
     w.u(layout.format.id, 8)
     w.ue(first_frame)
@@ -199,7 +227,7 @@ def read_face_features(payload: bytes, header: SessionHeader, expected_first: in
     num_frames = r.ue() + 1
     if num_frames > MAX_SEGMENT_FRAMES:
         raise StreamError(f"face feature SEI claims {num_frames} frames (at most {MAX_SEGMENT_FRAMES})")
-    steps = dict(zip(fmt.step_names, header.steps, strict=True))
+    steps = _header_steps(header)
     num_kps = r.ue() + 1
     dims = 3 if r.u(1) else 2
     declared_steps = [r.u(STEP_BITS)]
@@ -229,7 +257,7 @@ def read_face_features(payload: bytes, header: SessionHeader, expected_first: in
         raise StreamError("face feature SEI's quantisation steps differ from the session header's")
     order = _value_order(layout)
     n_coords = layout.coordinates.size
-    levels = np.zeros((num_frames, fmt.count), np.int64)
+    levels = np.zeros((num_frames, header.values_per_frame), np.int64)
     previous: np.ndarray | None = None
     for f in range(num_frames):
         coded = np.zeros(len(order), np.int64)
@@ -246,16 +274,17 @@ def read_face_features(payload: bytes, header: SessionHeader, expected_first: in
         levels[f, order] = coded
         previous = coded
     r.end_payload()
-    return ParamSegment(first_frame, num_frames, encode_segment(list(levels), fmt.count))
+    return ParamSegment(first_frame, num_frames, encode_segment(list(levels), header.values_per_frame))
 
 
 # -- parameter segments as levels -------------------------------------------------------------
 
-def decode_levels(segment: ParamSegment, num_params: int) -> np.ndarray:
-    """The levels of a PARAM_SEGMENT (frames x values); a StreamError when they do not decode.
-    (Coded as the encoder codes them: codec_core.param_coding.encode_segment.)"""
+def decode_levels(segment: ParamSegment, values_per_frame: int) -> np.ndarray:
+    """The levels of a PARAM_SEGMENT (frames x values_per_frame: SessionHeader.values_per_frame);
+    a StreamError when they do not decode.  (Coded as the encoder codes them:
+    codec_core.param_coding.encode_segment.)"""
     try:
-        return np.array(decode_segment(segment, num_params))
+        return np.array(decode_segment(segment, values_per_frame))
     except ParamDecodeError as exc:
         raise StreamError(f"parameter segment at frame {segment.first_frame}: {exc}") from None
 
@@ -322,8 +351,8 @@ def _messages(parts: NativeParts) -> list[SeiMessage]:
         if layout is None:
             out.append(_user_data(KIND_SEGMENT, seg.pack()))
             continue
-        levels = decode_levels(seg, fmt.count)
-        if encode_segment(list(levels), fmt.count) != seg.payload:
+        levels = decode_levels(seg, parts.header.values_per_frame)
+        if encode_segment(list(levels), parts.header.values_per_frame) != seg.payload:
             raise StreamError(f"parameter segment at frame {seg.first_frame} is not coded as our encoder codes its "
                               "levels: it cannot travel as face feature SEI fields")
         out.append(SeiMessage(FACE_FEATURE_SEI, write_face_features(layout, parts.header, seg.first_frame, levels)))

@@ -16,7 +16,8 @@ import numpy as np
 
 # -- stream identity -----------------------------------------------------------------------
 MAGIC = b"FCVC"
-STREAM_VERSION = 2                      # 2: feature formats (the header's format byte, step count)
+STREAM_VERSION = 3                      # 2: feature formats (the header's format byte, step count)
+                                        # 3: the global-motion group after every frame's values
 FORMAT_IFVC = 1                         # the session header's format byte of format "ifvc" (below)
 KEYFRAME_CODEC_VVC = 1
 
@@ -40,6 +41,15 @@ def num_params(basis_version: str) -> int:
 
 def param_names(num_expression: int) -> tuple[str, ...]:
     return POSE_NAMES + EYE_NAMES + tuple(f"expr_{i}" for i in range(num_expression))
+
+
+# -- global picture motion (models/global_motion.py; docs/bitstream.md) ---------------------------
+# Shared by every feature format: after a frame's format values come these four, a
+# similarity of the whole picture since the key frame in normalised crop coordinates
+# (x_n = 2 x / size - 1): G(p) = exp(log_scale) R(angle) p + (tx, ty), angle in radians.
+# All four take the session header's one `global_step`.  Zero for the key frame itself.
+GLOBAL_MOTION_NAMES = ("global_tx", "global_ty", "global_log_scale", "global_angle")
+GLOBAL_MOTION_COUNT = len(GLOBAL_MOTION_NAMES)
 
 
 # -- quantisation steps ---------------------------------------------------------------------

@@ -40,7 +40,8 @@ from codec_core.format import MAX_GEOMETRY_BYTES, MAX_PICTURE_BYTES
 from signaling.schema import Message, Refused, Schema
 
 #: The version of this wire (docs/wire.md).  2: key frames in KEYFRAME_PIECE messages.
-WIRE_VERSION = 2
+#: 3: the session header and parameter packets of stream version 3 (the global-motion group).
+WIRE_VERSION = 3
 
 
 class WireError(ValueError):

@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from codec_core.format import NUM_FIXED, NUM_RING_POINTS, POSE, RING_WEIGHT_MAX
+from codec_core.format import GLOBAL_MOTION_COUNT, NUM_FIXED, NUM_RING_POINTS, POSE, RING_WEIGHT_MAX
 from models.face_model import FaceBasis, FaceModel, eye_measures
 from models.generator import WORK, Generator
 from models.learned import ASSET, SynthGraph, build_graph, load_generator
@@ -70,6 +70,7 @@ SIZES = (256, 512)
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO / "out" / "onnx"
 PARAMS = "params"
+MOTION = "motion"            # the frame's global picture motion (codec_core.format GLOBAL_MOTION_NAMES)
 OUTPUT = "picture"
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 # buffers of SynthGraph that are the same for every key frame of a size: kept in the graph
@@ -140,11 +141,11 @@ class PerFrame(torch.nn.Module):
         self.graph = graph
         self.names = key_buffer_names(graph)
 
-    def forward(self, params: torch.Tensor, *key: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: torch.Tensor, motion: torch.Tensor, *key: torch.Tensor) -> torch.Tensor:
         # torch.func.functional_call refuses to run under the tracer: swap the buffers by hand
         saved = {name: self._swap(name, value) for name, value in zip(self.names, key, strict=True)}
         try:
-            return self.graph(params)
+            return self.graph(params, motion)
         finally:
             for name, value in saved.items():
                 self._swap(name, value)
@@ -200,6 +201,7 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET)
     graph = example_graph(generator, size)
     key = key_inputs(graph)
     params = np.zeros((1, NUM_FIXED + graph.geometry.expression.shape[0]), np.float32)
+    motion = np.zeros((1, GLOBAL_MOTION_COUNT), np.float32)
     module = PerFrame(graph).eval()
     register_symbolics(opset)
     out = Path(out)
@@ -210,15 +212,17 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)     # len(tensor): batch 1 is the export's
             warnings.filterwarnings("ignore", "(.*legacy TorchScript-based ONNX export|The feature will be removed)",
                                     DeprecationWarning)                  # the exporter chosen on purpose
-            torch.onnx.export(module, (torch.from_numpy(params), *(torch.from_numpy(a) for a in key.values())),
-                              str(staged), input_names=[PARAMS, *key], output_names=[OUTPUT], opset_version=opset,
-                              dynamo=False, do_constant_folding=True, external_data=False)
+            torch.onnx.export(module, (torch.from_numpy(params), torch.from_numpy(motion),
+                                       *(torch.from_numpy(a) for a in key.values())),
+                              str(staged), input_names=[PARAMS, MOTION, *key], output_names=[OUTPUT],
+                              opset_version=opset, dynamo=False, do_constant_folding=True, external_data=False)
         onnx.checker.check_model(str(staged), full_check=True)
         picture = {OUTPUT: np.zeros((1, 3, size, size), np.float32)}
         meta = {"generator_version": Generator.VERSION, "weights_sha256": weights_fingerprint(generator),
                 "code_sha256": code_fingerprint(),
                 "size": size, "work_size": WORK, "opset": opset, "exporter": EXPORTER, "torch": torch.__version__,
-                "onnx": onnx.__version__, "inputs": _shapes({PARAMS: params, **key}), "outputs": _shapes(picture)}
+                "onnx": onnx.__version__, "inputs": _shapes({PARAMS: params, MOTION: motion, **key}),
+                "outputs": _shapes(picture)}
         meta_staged = Path(tmp) / "meta.json"
         meta_staged.write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(staged, out)

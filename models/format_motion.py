@@ -158,8 +158,10 @@ class FormatSynth:
         with torch.no_grad():
             return self.field_model(torch.as_tensor(v, dtype=torch.float32, device=self.device)[None])
 
-    def render(self, values: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB: the key frame warped along the field of `values`."""
+    def render(self, values: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB: the key frame warped along the field of `values`.  The native
+        motion models of fomm, fv2v and cfte do not use the global picture motion yet (`motion`
+        is accepted and ignored: the key frame's background stays still)."""
         grid = self.field(values)
         with torch.no_grad():
             out = F.grid_sample(self._image, grid, mode="bilinear", padding_mode="border", align_corners=False)

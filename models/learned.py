@@ -32,6 +32,7 @@ from models.motion import (
     SourceMesh,
     dense_motion,
     exact_points,
+    global_field,
     heat_maps,
     identity_grid,
     normalised,
@@ -101,13 +102,15 @@ class SynthGraph(torch.nn.Module):
         for i, f in enumerate(features):
             self.register_buffer(f"feature{i}", f)
 
-    def forward(self, params: torch.Tensor) -> torch.Tensor:
-        """Pictures (B, 3, S, S) in [0, 1]: the full-size warp plus the upsampled correction."""
-        target, landmarks = self.geometry.points(params)
+    def forward(self, params: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """Pictures (B, 3, S, S) in [0, 1] for parameters (B, P) and global motions (B, 4):
+        the full-size warp plus the upsampled correction."""
+        target, landmarks = self.geometry.points(params, motion)
         target = frame_points(target, self.size)
         features = [getattr(self, f"feature{i}") for i in range(self.levels)]
         _, correction, disp = correct(self.generator, self.key_work, features, self.mesh_index, self.mesh_weight,
-                                      self.source, self.exact, target, normalised(landmarks[..., :2], self.size))
+                                      self.source, self.exact, target, normalised(landmarks[..., :2], self.size),
+                                      motion)
         grid = sampling_grid(disp, self.full_grid)
         full, free = (F.grid_sample(picture.expand(len(params), -1, -1, -1), grid, mode="bilinear",
                                     padding_mode="border", align_corners=False)
@@ -135,15 +138,20 @@ def sampling_grid(disp: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
 
 def correct(generator: Generator, key_work: torch.Tensor, features: list[torch.Tensor], mesh_index: torch.Tensor,
             mesh_weight: torch.Tensor, source: torch.Tensor, exact: torch.Tensor, target: torch.Tensor,
-            landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            landmarks: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The working-size frame (B, 3, WORK, WORK), its correction over the plain warp, and the
     displacement field (B, 2, WORK, WORK); all positions normalised.  Shared by the per-frame
-    graph and training, which runs it on batches of different key frames."""
-    disp, moved = dense_motion(mesh_index, mesh_weight, source, target, exact, WORK)
+    graph and training, which runs it on batches of different key frames.  The gate opens
+    where the picture moves other than the global motion moves it (the face, hair, what a
+    turn uncovers) and where the picture samples outside the key frame (what a moving camera
+    brings into view)."""
+    disp, _ = dense_motion(mesh_index, mesh_weight, source, target, exact, WORK)
     grid = sampling_grid(disp, identity_grid(WORK, key_work.device))
     warped = F.grid_sample(key_work.expand(len(target), -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                            align_corners=False)
-    gate = 1.0 - torch.exp(-moved / GATE_SCALE)
+    moved = (disp - global_field(motion, WORK)).norm(dim=1, keepdim=True)
+    outside = (grid.abs() - 1.0).clamp(min=0.0).sum(-1)[:, None]
+    gate = 1.0 - torch.exp(-(moved + outside) / GATE_SCALE)
     conditions = torch.cat([heat_maps(landmarks, WORK), gate, warped], 1)
     correction = gate * generator.decoder(warp_features(features, grid), conditions)
     return (warped + correction).clamp(0.0, 1.0), correction, disp
@@ -172,7 +180,9 @@ class LearnedSynthesizer:
                                  ring_weights, self.device)
 
     @torch.inference_mode()
-    def render(self, params: np.ndarray) -> np.ndarray:
+    def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         p = torch.as_tensor(np.asarray(params, np.float32), device=self.device)[None]
-        picture = self.graph(p)[0].permute(1, 2, 0) * 255.0
+        m = torch.as_tensor(np.zeros(4, np.float32) if motion is None else np.asarray(motion, np.float32),
+                            device=self.device)[None]
+        picture = self.graph(p, m)[0].permute(1, 2, 0) * 255.0
         return picture.round().to(torch.uint8).cpu().numpy()

@@ -135,22 +135,53 @@ class KeyGeometry(torch.nn.Module):
         canonical = self.reference + delta.view(len(params), -1, 3)
         return self._place(params, canonical)
 
-    def points(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def points(self, params: torch.Tensor, motion: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Control points of the frames (B, V, 3) in pixels, x, y and depth (larger: farther),
-        and their landmarks (B, 478, 3).  Order: the landmarks without the irises, the head
-        rings, the border (the rings and border at the depth of the face's farthest point)."""
+        and their landmarks (B, 478, 3), for parameters (B, P) and global motions (B, 4)
+        (None: none).  Order: the landmarks without the irises, the head rings, the border
+        (the rings and border at the depth of the face's farthest point).  The border and
+        the part of each ring point that does not follow the head move with the global motion."""
         lm = self.landmarks(params)
+        if motion is None:
+            motion = torch.zeros(len(params), 4, dtype=params.dtype, device=params.device)
         ring = self._place(params, self.ring_canonical[None].expand(len(params), -1, -1))[..., :2]
         outline = lm[:, self.ring_anchor, :2]
         own = outline - self._place(params, self.reference[self.ring_anchor][None].expand(len(params), -1, -1))[..., :2]
         w = self.ring_weights[:, None]
-        ring = w * ring + (1 - w) * self.ring_source + self.ring_follow[:, None] * own
-        border = self.border[None].expand(len(params), -1, -1)
+        ring_still = self.ring_source + global_shift(self.ring_source, motion, self.size)
+        ring = w * ring + (1 - w) * ring_still + self.ring_follow[:, None] * own
+        border = self.border + global_shift(self.border, motion, self.size)
         face = lm[:, self.moving]
         far = face[..., 2:].amax(1, keepdim=True)
         rest = torch.cat([ring, border], 1)
         rest = torch.cat([rest, far.expand(-1, rest.shape[1], -1)], -1)
         return torch.cat([face, rest], 1), lm
+
+
+def move_normalised(points: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+    """Normalised points (B or 1, N, 2) moved by global motions (B, 4) (models.global_motion)."""
+    scale = torch.exp(motion[:, 2:3])
+    c, n = scale * torch.cos(motion[:, 3:4]), scale * torch.sin(motion[:, 3:4])
+    x, y = points[..., 0], points[..., 1]
+    return torch.stack([c * x - n * y + motion[:, 0:1], n * x + c * y + motion[:, 1:2]], -1)
+
+
+def global_shift(pixels: torch.Tensor, motion: torch.Tensor, size: int) -> torch.Tensor:
+    """How far (B, N, 2) the global motions (B, 4) move crop-pixel points (N, 2): exactly
+    zero for a zero motion."""
+    p = normalised(pixels, size)[None]
+    return (move_normalised(p, motion) - p) * (size / 2.0)
+
+
+def global_field(motion: torch.Tensor, size: int) -> torch.Tensor:
+    """The backward displacement (B, 2, size, size) of the global motions alone (normalised):
+    every output pixel samples the key frame at G^-1(p); exactly zero for a zero motion."""
+    p = identity_grid(size, motion.device).reshape(1, -1, 2)
+    scale = torch.exp(-motion[:, 2:3])
+    c, n = scale * torch.cos(motion[:, 3:4]), scale * torch.sin(motion[:, 3:4])
+    x, y = p[..., 0] - motion[:, 0:1], p[..., 1] - motion[:, 1:2]
+    back = torch.stack([c * x + n * y, -n * x + c * y], -1)
+    return (back - p).view(len(motion), size, size, 2).permute(0, 3, 1, 2)
 
 
 def normalised(pixels: torch.Tensor, size: int) -> torch.Tensor:

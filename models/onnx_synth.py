@@ -1,5 +1,5 @@
 """Synthesizer v2 on ONNX Runtime: `OnnxSynthesizer`, with the interface of
-`models.learned.LearnedSynthesizer` (`render(params) -> uint8 H x W x 3`).
+`models.learned.LearnedSynthesizer` (`render(params, motion) -> uint8 H x W x 3`).
 
 The graph is the per-frame graph of `models.export`, one file per set of weights and
 picture size whose inputs are the parameters and the key frame's prepared tensors.  At
@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.export import OUTPUT, PARAMS, cpu_copy, default_path, export, key_inputs, matches, read_metadata
+from codec_core.format import GLOBAL_MOTION_COUNT
+from models.export import MOTION, OUTPUT, PARAMS, cpu_copy, default_path, export, key_inputs, matches, read_metadata
 from models.face_model import FaceModel
 from models.generator import Generator
 from models.learned import build_graph, load_generator
@@ -114,15 +115,18 @@ class OnnxSynthesizer:
         for name, value in self._key.items():
             self._binding.bind_ortvalue_input(name, value)
 
-    def picture(self, params: np.ndarray) -> np.ndarray:
+    def picture(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         """The frame (1, 3, S, S) float32 in [0, 1], as the torch graph's output."""
         p = np.ascontiguousarray(np.asarray(params, np.float32).reshape(1, -1))
+        m = np.zeros((1, GLOBAL_MOTION_COUNT), np.float32) if motion is None else \
+            np.ascontiguousarray(np.asarray(motion, np.float32).reshape(1, -1))
         self._binding.bind_cpu_input(PARAMS, p)
+        self._binding.bind_cpu_input(MOTION, m)
         self._binding.bind_output(OUTPUT, "cpu")
         self.session.run_with_iobinding(self._binding)
         return self._binding.copy_outputs_to_cpu()[0]
 
-    def render(self, params: np.ndarray) -> np.ndarray:
+    def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         """The frame as uint8 H x W x 3 (rounded half to even, as the torch backend)."""
-        picture = self.picture(params)[0].transpose(1, 2, 0) * np.float32(255.0)
+        picture = self.picture(params, motion)[0].transpose(1, 2, 0) * np.float32(255.0)
         return np.rint(picture).astype(np.uint8)

@@ -6,7 +6,9 @@ The warp mesh is built once per key frame from its reference landmarks:
     rigidly with the head pose, each by a weight in {0, 1/3, 2/3, 1} that the sender
     derives from a person segmentation of the key frame and sends along (so that hair
     moves with the head while the background next to it stays);
-  * points along the picture border, which never move.
+  * points along the picture border and a coarse frame of points well outside it, which
+    move only with the global picture motion (models/global_motion.py: a moving camera),
+    so that the mesh still covers the picture when it moves.
 Each output frame is a backward warp: target triangles are rasterised (folded ones first,
 then far to near, so that visible surface covers folded surface), every pixel takes its
 source position from its triangle's barycentric coordinates, and that displacement field
@@ -60,6 +62,7 @@ RING_FOLLOW = (0.7, 0.4, 0.15)
 assert len(RING_SCALES) == len(RING_FOLLOW) == RING_COUNT, "one scale and one follow share per ring of the format"
 
 BORDER_SPACING = 16
+OUTER = 0.5                  # the outer frame of points lies this share of the picture outside it
 SMOOTH_SIGMA = 4.0           # of the displacement field outside the face, in pixels of a 256 frame
 SLIVER = 2.0                 # pixels: a triangle thinner than this clamps its pixels into itself
 MOVED = 1e-3                 # pixels: a smaller displacement leaves the picture as it is
@@ -105,13 +108,28 @@ def default_ring_weights(lower: np.ndarray, person: np.ndarray | None = None) ->
     return np.clip(np.rint(w * RING_WEIGHT_MAX), 0, RING_WEIGHT_MAX).astype(np.int64)
 
 
+def _square(lo: float, hi: float, spacing: float) -> np.ndarray:
+    t = np.arange(lo, hi, spacing, dtype=np.float64)
+    t = np.append(t[t < hi], hi)
+    return np.concatenate([np.stack([t, np.full_like(t, lo)], 1), np.stack([t, np.full_like(t, hi)], 1),
+                           np.stack([np.full_like(t, lo), t], 1), np.stack([np.full_like(t, hi), t], 1)])
+
+
 def border_points(size: int) -> np.ndarray:
-    s = size - 1
-    t = np.arange(0, size, BORDER_SPACING, dtype=np.float64)
-    t = np.append(t[t < s], s)
-    xy = np.concatenate([np.stack([t, np.zeros_like(t)], 1), np.stack([t, np.full_like(t, s)], 1),
-                         np.stack([np.zeros_like(t), t], 1), np.stack([np.full_like(t, s), t], 1)])
-    return np.unique(xy, axis=0)
+    """Points on the picture border (every BORDER_SPACING pixels) and on a square OUTER
+    times the picture's size around it, in pixels: what only the global motion moves."""
+    margin = OUTER * size
+    outer = _square(-margin, size - 1 + margin, (size - 1 + 2 * margin) / 4)
+    return np.unique(np.concatenate([_square(0, size - 1, BORDER_SPACING), outer]), axis=0)
+
+
+def move_pixels(points: np.ndarray, motion: np.ndarray | None, size: int) -> np.ndarray:
+    """Crop-pixel points (N, 2) moved by a global motion (models.global_motion), None: unmoved."""
+    if motion is None or not np.any(motion):
+        return points
+    from models.global_motion import apply_motion
+
+    return (apply_motion((points + 0.5) * (2.0 / size) - 1.0, motion) + 1.0) * (size / 2.0) - 0.5
 
 
 @dataclass
@@ -389,8 +407,9 @@ class Synthesizer:
         self._vertex_exact = exact
         self._kernel = _gaussian_kernel(SMOOTH_SIGMA * n / 256)
 
-    def target_vertices(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Target positions (V, 2) and depths (V,) of the mesh vertices for `params`."""
+    def target_vertices(self, params: np.ndarray, motion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Target positions (V, 2) and depths (V,) of the mesh vertices for `params` and the
+        global picture motion `motion` (None: none)."""
         m = self.mesh
         lm = self.model.landmarks(params)
         pose = pose_to_similarity(params[POSE], self.size)
@@ -401,8 +420,9 @@ class Synthesizer:
         target[:nl] = lm[:, :2]
         outline = lm[m.ring_anchor, :2]
         own_motion = outline - pose.apply(self.model.reference[m.ring_anchor])[:, :2]
-        target[nl:nl + nr] = (w * ring[:, :2] + (1 - w) * m.source[nl:nl + nr]
-                              + m.ring_follow[:, None] * own_motion)
+        still = move_pixels(m.source[nl:], motion, self.size)
+        target[nl:nl + nr] = w * ring[:, :2] + (1 - w) * still[:nr] + m.ring_follow[:, None] * own_motion
+        target[nl + nr:] = still[nr:]
         depth = m.depth.copy()
         depth[:nl] = lm[:, 2]
         depth[nl:nl + nr] = ring[:, 2]
@@ -479,8 +499,8 @@ class Synthesizer:
         w = (2 * smooth[2] - 1).clamp(0, 1)
         return w * fields[:2] + (1 - w) * smooth[:2]
 
-    def render(self, params: np.ndarray) -> np.ndarray:
-        target, depth = self.target_vertices(params)
+    def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
+        target, depth = self.target_vertices(params, motion)
         moved_vertex = np.abs(target - self.mesh.source).max(axis=1) > 1e-9
         if not moved_vertex.any():
             return self.keyframe.copy()

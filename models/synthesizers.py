@@ -25,7 +25,10 @@ DEVICES = ("cpu", "cuda")
 
 
 class Synth(Protocol):
-    def render(self, params: np.ndarray) -> np.ndarray: ...
+    def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
+        """The picture for one frame's values and its global motion (codec_core.format
+        GLOBAL_MOTION_NAMES; None: the picture does not move)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ CHECKPOINT = "checkpoint.pt"
 REGION_GROUPS = 6            # the first heat-map groups: eye lids, irises, inner and outer lips
 GRAD_CLIP = 1.0
 MIRROR = np.array([-1.0, 1.0, 1.0], np.float32)   # normalised x, y, depth: x -> -x mirrors the picture
+MIRROR_MOTION = np.array([-1.0, 1.0, 1.0, -1.0], np.float32)   # global tx, ty, log_scale, angle, mirrored
 
 
 def _mirrored_landmarks() -> np.ndarray:
@@ -114,6 +115,7 @@ class Clip:
             self.sources = z["sources"]
             self.targets = z["targets"]
             self.landmarks = z["landmarks"]
+            self.motions = z["motions"]
         # the key frames' meshes, as they are and mirrored (the mirrored key frame's own mesh)
         meshes = [[SourceMesh.build(source * side, WORK) for source in self.sources] for side in (1.0, MIRROR[:2])]
         self.mesh_index = [np.stack([m.index.astype(np.int32) for m in ms]) for ms in meshes]
@@ -125,15 +127,17 @@ class Clip:
         j = int(self.keys[k]) if rng.random() < identity_share else int(rng.choice(self.frames))
         key, crop = self.key_images[k], self.crops[j]
         source, target = self.sources[k], self.targets[k, j].astype(np.float32)
-        landmarks = self.landmarks[k, j].astype(np.float32)
+        landmarks, motion = self.landmarks[k, j].astype(np.float32), self.motions[k, j]
         m = 1 if rng.random() < flip else 0
         if m:
             key, crop = key[:, ::-1], crop[:, ::-1]
             source, target = source * MIRROR[:2], target * MIRROR
             landmarks = (landmarks * MIRROR[:2])[MIRROR_LANDMARKS]
+            motion = motion * MIRROR_MOTION
         gain = np.array([1.0 + rng.uniform(-colour, colour) for _ in range(3)], np.float32)
         key, crop = (np.clip(picture * gain, 0, 255).astype(np.uint8) for picture in (key, crop))
-        return key, source, self.mesh_index[m][k].astype(np.int64), self.mesh_weight[m][k], target, landmarks, crop
+        return (key, source, self.mesh_index[m][k].astype(np.int64), self.mesh_weight[m][k], target, landmarks,
+                motion, crop)
 
 
 class Pairs:
@@ -152,7 +156,7 @@ class Pairs:
         for _ in range(size):
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
             items.append(clip.pair(self.rng, self.identity_share, self.flip, self.colour))
-        key, source, mesh_index, mesh_weight, target, landmarks, crop = (np.stack(x) for x in zip(*items))
+        key, source, mesh_index, mesh_weight, target, landmarks, motion, crop = (np.stack(x) for x in zip(*items))
 
         def picture(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
@@ -160,7 +164,7 @@ class Pairs:
         return {"key": picture(key), "source": torch.from_numpy(source), "mesh_index": torch.from_numpy(mesh_index),
                 "mesh_weight": torch.from_numpy(mesh_weight),
                 "exact": torch.from_numpy(exact_points(source.shape[1]))[None], "target": torch.from_numpy(target),
-                "landmarks": torch.from_numpy(landmarks), "picture": picture(crop)}
+                "landmarks": torch.from_numpy(landmarks), "motion": torch.from_numpy(motion), "picture": picture(crop)}
 
 
 def load_clips(config: TrainConfig, side: str) -> dict[str, list[Clip]]:
@@ -206,7 +210,7 @@ class Trainer:
         """v2's working-size pictures of a batch, and the plain warp (no correction)."""
         features = self.generator.key_encoder(b["key"])
         out, correction, _ = correct(self.generator, b["key"], features, b["mesh_index"], b["mesh_weight"], b["source"],
-                                     b["exact"], b["target"], b["landmarks"])
+                                     b["exact"], b["target"], b["landmarks"], b["motion"])
         return out, (out - correction).clamp(0.0, 1.0)
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

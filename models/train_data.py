@@ -16,6 +16,8 @@ network needs per (key frame, frame) pair is stored at the working size (128):
     targets    (K, N, V, 3) float16     every frame's control points against each key frame:
                                         normalised x, y and depth (models.learned.frame_points)
     landmarks  (K, N, 478, 2) float16   every frame's decoded landmarks, normalised
+    motions    (K, N, 4) float32        every frame's decoded global motion against each key
+                                        frame (models.global_motion, quantised as the encoder does)
 
     python -m models.train_data [--out out/train_cache] [--split models/assets/synth_split.yaml]
 """
@@ -39,6 +41,7 @@ from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import dequantise, quantise
 from models.face_model import FaceBasis
 from models.generator import WORK
+from models.global_motion import GlobalMotion
 from models.learned import frame_points
 from models.motion import KeyConstants, KeyGeometry, normalised
 from models.reference import Reference
@@ -92,6 +95,17 @@ def coded_params(reference: Reference, marks: list[np.ndarray | None], config: C
     return np.stack(out)
 
 
+def coded_motions(key_crop: np.ndarray, key_marks: np.ndarray, crops: list[np.ndarray],
+                  marks: list[np.ndarray | None], config: CodecConfig) -> np.ndarray:
+    """Every frame's decoded global motion (N, 4) float32 against one key frame, quantised
+    with the stream's global step (a frame without a face: measured all the same, its
+    picture is there)."""
+    estimator = GlobalMotion(key_crop, key_marks)
+    step = np.full(4, config.global_step)
+    return np.stack([dequantise(quantise(estimator.estimate(c, m), step), step)
+                     for c, m in zip(crops, marks)]).astype(np.float32)
+
+
 def prepare_clip(path: Path, basis: FaceBasis, max_frames: int = MAX_FRAMES,
                  keys_per_clip: int = KEYS_PER_CLIP) -> dict[str, np.ndarray]:
     """The cache arrays of one clip (see the module docstring)."""
@@ -103,21 +117,23 @@ def prepare_clip(path: Path, basis: FaceBasis, max_frames: int = MAX_FRAMES,
         raise NoFaceError(f"{path}: a face in only {valid.sum()} frames")
     candidates = np.flatnonzero(valid)
     keys = candidates[np.linspace(0, len(candidates) - 1, keys_per_clip).round().astype(int)]
-    key_images, sources, targets, landmarks = [], [], [], []
+    key_images, sources, targets, landmarks, motions = [], [], [], [], []
     for k, qp in zip(keys, KEY_QPS * keys_per_clip):
         picture, ref = code_key(crops[k], marks[k], qp, basis, config)
         params = coded_params(ref, marks, config)
+        motion = coded_motions(crops[k], marks[k], crops, marks, config)
         geometry = KeyGeometry(KeyConstants.from_model(ref.face_model(), ref.reference_params(), ref.ring_weights))
         with torch.no_grad():
             src, _ = geometry.points(torch.as_tensor(ref.reference_params(), dtype=torch.float32)[None])
-            tgt, lm = geometry.points(torch.as_tensor(params, dtype=torch.float32))
+            tgt, lm = geometry.points(torch.as_tensor(params, dtype=torch.float32), torch.from_numpy(motion))
+        motions.append(motion)
         key_images.append(_small(picture))
         sources.append(normalised(src[0, :, :2], config.size).numpy())
         targets.append(frame_points(tgt, config.size).numpy().astype(np.float16))
         landmarks.append(normalised(lm[..., :2], config.size).numpy().astype(np.float16))
     return {"crops": np.stack([_small(c) for c in crops]), "valid": valid, "keys": keys,
             "key_images": np.stack(key_images), "sources": np.stack(sources), "targets": np.stack(targets),
-            "landmarks": np.stack(landmarks)}
+            "landmarks": np.stack(landmarks), "motions": np.stack(motions)}
 
 
 def prepare(out: Path = CACHE, split_path: Path = SPLIT, data: Path = DATA, max_frames: int = MAX_FRAMES,

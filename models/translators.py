@@ -6,10 +6,14 @@ vector p of the key frame's face model (docs/formats.md, "Translators"):
 
   ifvc -> X    X's analysis of the landmarks p describes: analyse(X, model.landmarks(p));
   X -> ifvc    p fitted by least squares (scipy.optimize.least_squares, Levenberg-Marquardt)
-               so that analyse(X, model.landmarks(p)) matches the values, each value in units
-               of VALUE_SCALE, with a weak pull (PRIOR) towards the key frame's own parameters
-               that settles what X does not observe (gaze; most of ifvc for cfte's 16 numbers);
-               warm-started from the previous frame's p (the first frame: the key frame's);
+               so that analyse(X, model.landmarks(p)) matches the values, warm-started from the
+               previous frame's p (the first frame: the key frame's).  fomm and cfte (2D formats
+               that confuse a head turn with an expression): a maximum a posteriori fit, the
+               misfit weighted by the measured noise of real faces against the face model plus
+               the quantisation noise, a Gaussian prior on p - p_key with the spread real faces
+               move (models.translator_prior's asset).  fv2v, which carries the pose: each value
+               in units of VALUE_SCALE, a weak pull (PRIOR) towards the key frame's parameters
+               for what it does not observe (gaze);
   X -> Y       through the fitted p.
 
 Method "learned" goes through small networks and a shared latent (models.translator_nets,
@@ -29,6 +33,7 @@ from scipy.spatial.transform import Rotation
 from codec_core.format import EXPRESSION, EYES, FEATURE_FORMATS, NUM_FIXED
 from models.feature_formats import CFTE_POINTS, FOMM_GROUPS, FV2V_GROUPS, FormatGeometry, load_cfte
 from models.reference import Reference
+from models.translator_prior import NOISE_FORMATS, PriorError, load_prior
 
 TRANSLATOR_METHODS = ("geometry", "learned")
 # what one unit of least-squares residual is, per step group of each format (docs/formats.md)
@@ -36,7 +41,8 @@ VALUE_SCALE = {"keypoint": 0.005, "jacobian": 0.02, "angle": 0.5, "translation":
                "delta": 0.005, "feature": 0.005}
 # the size of one unit of the fitted variable, per ifvc parameter (expression: the basis's spread)
 PARAM_SCALE_FIXED = np.array([5.0, 5.0, 5.0, 0.02, 0.02, 0.02, 0.1, 0.1, 0.1, 0.1])
-PRIOR = 0.05             # weight of the pull towards the key frame's parameters, in fitted units
+PRIOR = 0.05             # weight of the pull towards the key frame's parameters, in fitted units (fv2v)
+NOISE_SHRINK = 0.5       # the measured noise matrix is pulled this far towards its diagonal (docs/formats.md)
 FD_STEP = 1e-4           # forward-difference step of the Jacobian, in fitted units
 
 
@@ -62,7 +68,10 @@ class IdentityTranslator:
 class GeometryTranslator:
     """src -> ifvc parameters -> dst, for one key frame; keeps the last fitted parameters."""
 
-    def __init__(self, src: str, dst: str, reference: Reference) -> None:
+    def __init__(self, src: str, dst: str, reference: Reference, steps: np.ndarray | None = None,
+                 measured: bool = True) -> None:
+        """`steps`: the src values' quantisation steps (None: the default configuration's);
+        `measured` False: fomm and cfte fitted as fv2v is (the plain weighting, for comparison)."""
         self.src, self.dst = src, dst
         self.size = reference.size
         self.model = reference.face_model()
@@ -81,8 +90,7 @@ class GeometryTranslator:
         if "cfte" in (src, dst):
             load_cfte()                                      # fail now, not on the first frame
         if src != "ifvc":
-            fmt = FEATURE_FORMATS[src]
-            self._value_scale = np.array([VALUE_SCALE[g] for g in fmt.value_steps])
+            self._whiten, self._pull = fit_weights(src, self.param_scale, steps, measured)
 
     # -- the forward model, batched --------------------------------------------------------------
 
@@ -120,7 +128,7 @@ class GeometryTranslator:
 
         def residuals(u: np.ndarray) -> np.ndarray:       # u (B, 30) -> (B, count + 30)
             v = self.geometry.values(self.src, self.landmarks(params_of(u), only_read=True))
-            return np.concatenate([(v - target) / self._value_scale, PRIOR * u], 1)
+            return np.concatenate([(v - target) @ self._whiten, self._pull * u], 1)
 
         def fun(u: np.ndarray) -> np.ndarray:
             return residuals(u[None])[0]
@@ -143,14 +151,44 @@ class GeometryTranslator:
         return self.from_params(params)
 
 
+def fit_weights(src: str, param_scale: np.ndarray, steps: np.ndarray | None,
+                measured: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """How the X -> ifvc fit weighs its residuals: the (n, n) symmetric matrix W the value misfit
+    is multiplied by, and the (30,) weights of the fitted variable u = (p - p_key) / param_scale.
+    fomm, cfte (measured): W = S^-1/2, S = the measured model-mismatch noise (its off-diagonal
+    part scaled by 1 - NOISE_SHRINK) + step^2 / 12; weights param_scale / motion_rms (a Gaussian
+    prior on p - p_key).  Otherwise: W = diag(1 / VALUE_SCALE), weights PRIOR."""
+    fmt = FEATURE_FORMATS[src]
+    if not (measured and src in NOISE_FORMATS):
+        return np.diag([1.0 / VALUE_SCALE[g] for g in fmt.value_steps]), np.full(len(param_scale), PRIOR)
+    try:
+        prior = load_prior()
+    except PriorError as exc:
+        raise TranslatorError(str(exc)) from None
+    if steps is None:
+        from codec_core.config import load_config
+
+        steps = fmt.step_vector(load_config().steps_of(src))
+    steps = np.asarray(steps, dtype=np.float64)
+    if steps.shape != (fmt.count,):
+        raise TranslatorError(f"{src} steps have shape {steps.shape}, not ({fmt.count},)")
+    noise = prior.noise[src]
+    noise = (1 - NOISE_SHRINK) * noise + NOISE_SHRINK * np.diag(np.diag(noise)) + np.diag(steps ** 2 / 12)
+    eigenvalues, vectors = np.linalg.eigh(noise)
+    whiten = (vectors / np.sqrt(eigenvalues)) @ vectors.T
+    return whiten, param_scale / prior.motion_rms
+
+
 def points_read(fmt: str, geometry: FormatGeometry) -> np.ndarray:
     """The landmark indices the analysis of `fmt` (not ifvc) reads, sorted."""
     groups = {"fomm": FOMM_GROUPS, "fv2v": FV2V_GROUPS + (tuple(geometry.rigid),), "cfte": (CFTE_POINTS,)}[fmt]
     return np.array(sorted({i for g in groups for i in g}), dtype=np.int64)
 
 
-def make_translator(src: str, dst: str, reference: Reference, method: str = "geometry") -> Translator:
-    """A translator of `src` values to `dst` values for the key frame `reference`."""
+def make_translator(src: str, dst: str, reference: Reference, method: str = "geometry",
+                    steps: np.ndarray | None = None) -> Translator:
+    """A translator of `src` values to `dst` values for the key frame `reference`; `steps`: the
+    stream's quantisation step of each src value (None: the default configuration's)."""
     for fmt in (src, dst):
         if fmt not in FEATURE_FORMATS:
             raise TranslatorError(f"unknown feature format {fmt!r}: choose one of {', '.join(FEATURE_FORMATS)}")
@@ -160,7 +198,7 @@ def make_translator(src: str, dst: str, reference: Reference, method: str = "geo
         return IdentityTranslator(src)
     if method == "learned":
         return LearnedTranslator(src, dst, reference)
-    return GeometryTranslator(src, dst, reference)
+    return GeometryTranslator(src, dst, reference, steps)
 
 
 class LearnedTranslator:

@@ -288,7 +288,7 @@ class ReceiverHalf(ReceivingHalf):
                                                         f"{self.live.max_queued_setup_jobs} jobs waiting already"))
                 return
             self.header = header
-            self._decoder = PacketParamDecoder(header.num_params)      # the values of its format
+            self._decoder = PacketParamDecoder(header.values_per_frame)   # its format's values, then global motion
             self.chain.key_id = None
             self._cannot_play = None
             self.stats.fps = header.fps

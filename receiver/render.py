@@ -26,7 +26,8 @@ key id sent again that fails leaves the copy before it in use (`keyframe_failed(
 
 Feature formats (docs/call.md, "Feature formats in a call"): the decoder plays a stream of
 any format with the synthesizer of its `DecoderChoice.decoder_format` (None: the stream's
-own), translating the values when the two differ (`codec.decoder.FaceDecoder`).  A choice
+own), translating the values when the two differ (`codec.decoder.FaceDecoder`); each frame's
+global motion (the levels after the format's) goes to the synthesizer as it is.  A choice
 that cannot play the stream (the learned translator without its weights, `--synth learned`
 with a format other than ifvc) is `unplayable`, with the header it is about: one line, and
 the receiver stops asking for key frames that would fail the same way (unless a newer header
@@ -424,7 +425,7 @@ class RenderWorker:
                 if self._editor is None:
                     self._editor = ExpressionEditor.from_model(self._decoder.reference.face_model())
                 params = apply_edits(params, edits, self._editor)
-            picture = self._decoder.render(params)
+            picture = self._decoder.render(params, self._decoder.motion(job.levels))
             ready = wall_ms()
             self._post(self._events.rendered, Rendered(job, start, ready))
             if not all([sink.show(job.frame, picture) for sink in self._sinks]):

@@ -9,7 +9,8 @@ tracking goes on:
 - `first_keyframe(picture)`: find the face in the whole picture (the most prominent one
   when there are several), fix the crop, code the first key frame (blocking; None while
   there is no face);
-- `process(picture)`: this frame's levels.  When the face is lost or leaves the crop, the
+- `process(picture)`: this frame's levels (its format's values, then its global motion
+  measured on the crop: codec.encoder.FaceEncoder.levels).  When the face is lost or leaves the crop, the
   last levels are held (the receiver keeps showing the last face) and, every
   `face_search_interval_s`, the whole picture is searched; a face found away from the
   crop gets a new crop and a new key frame, coded in the background.  Until it is ready
@@ -42,7 +43,7 @@ import numpy as np
 
 from codec.encoder import CodedKeyframe, FaceEncoder
 from codec_core.config import CodecConfig
-from codec_core.format import IFVC, FeatureFormat, format_named
+from codec_core.format import GLOBAL_MOTION_COUNT, IFVC, FeatureFormat, format_named
 from live.config import DEFAULT, LiveConfig
 from models.crop import CropBox, apply_crop, crop_around_face, face_inside
 from models.face_model import FaceBasis
@@ -58,7 +59,7 @@ _JUMP = 0.25            # the face box moved this fraction of its size in one fr
 
 @dataclass
 class Analysis:
-    levels: np.ndarray               # quantised parameters of this frame
+    levels: np.ndarray               # quantised values of this frame, its global motion last
     face: bool                       # the face was tracked in this frame (else: levels held)
     keyframe: CodedKeyframe | None   # a new key frame that takes over with this frame
     key_id: int                      # the key frame these levels animate
@@ -135,8 +136,9 @@ class Analyser:
 
     @property
     def num_values(self) -> int:
-        """Values per frame of the format sent (what the parameter packets carry)."""
-        return self.format.count
+        """Levels per frame that the parameter packets carry: the format's values, then the
+        global-motion group (SessionHeader.values_per_frame)."""
+        return self.format.count + GLOBAL_MOTION_COUNT
 
     @property
     def keyframe(self) -> CodedKeyframe | None:
@@ -173,7 +175,7 @@ class Analyser:
             self.others += 1
         if landmarks is not None and self._pending is None:
             self._seen(landmarks)
-            levels = self.encoder.levels(landmarks)
+            levels = self.encoder.levels(landmarks, tracked.crop)
         else:
             levels = self.encoder.levels(None)
             if landmarks is None:

@@ -66,6 +66,8 @@ def add_sender_options(parser: argparse.ArgumentParser) -> None:
                         help="debug: the levels of every frame sent, one JSON line each")
     parser.add_argument("--trace-sender", dest="trace_sender", metavar="FILE.jsonl",
                         help="debug: per-frame stage times of the sender (wall-clock ms)")
+    parser.add_argument("--dump-keyframe-crops", dest="dump_keyframe_crops", metavar="DIR",
+                        help="debug: the captured crop of every key frame coded, DIR/key-ID-small|sharp-crop.png")
 
 
 def sender_config(args: argparse.Namespace) -> CodecConfig:
@@ -94,5 +96,6 @@ def build_sender(args: argparse.Namespace, live: LiveConfig = DEFAULT) -> Sender
         if audio is not None:
             audio.close()
         raise
-    options = SenderOptions(args.frames, args.drop_params, args.seed, args.dump_sent, args.trace_sender)
+    options = SenderOptions(args.frames, args.drop_params, args.seed, args.dump_sent, args.trace_sender,
+                            args.dump_keyframe_crops)
     return SenderHalf(source, analyser, options, live, audio, args.audio_bitrate)

@@ -27,7 +27,9 @@ import random
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from codec.encoder import CodedKeyframe
@@ -73,6 +75,7 @@ class SenderOptions:
     seed: int | None = None
     dump_levels: str | None = None     # JSON lines: frame, key_id, intra, dropped, levels
     trace: str | None = None           # JSON lines: per-frame stage times (wall ms)
+    dump_keyframe_crops: str | None = None   # folder: the captured crop of every key frame coded (PNG)
 
 
 @dataclass
@@ -96,6 +99,8 @@ class SenderStats:
     sessions: int = 0
     format: str | None = None          # the feature format sent (docs/formats.md)
     wire_bytes_sent: int | None = None   # DTLS bytes sent on the current session (all channels)
+    first_session_t: float | None = None    # wall ms: the first session opened
+    first_keyframe_t: float | None = None   # wall ms: the first key frame went out (small, at once)
     first_sent_t: float | None = None    # wall ms of the first and last packet sent
     last_sent_t: float | None = None
     fps: float | None = None
@@ -218,6 +223,7 @@ class SenderHalf(SendingHalf):
         self.session = session
         self._pacer = self._new_pacer(session)
         self.stats.sessions += 1
+        self.stats.first_session_t = self.stats.first_session_t or wall_ms()
         self.first_session.set()
         self._send_setup(header=True)
         if self.audio is not None:
@@ -355,6 +361,7 @@ class SenderHalf(SendingHalf):
             if not pacer.burst(pieces):
                 return 0
             self.stats.keyframe_sent(nbytes, sharp)
+            self.stats.first_keyframe_t = self.stats.first_keyframe_t or wall_ms()
             return nbytes
         key_id = coded.record.key_id
 
@@ -370,6 +377,7 @@ class SenderHalf(SendingHalf):
         and start coding its sharp twin."""
         self._pair = KeyframePair(small)
         self.stats.keyframes_coded += 1
+        self._dump_crop(small, sharp=False)
         self.stats.keyframe_bytes = len(small.record.picture)
         self._send_setup(header)
         if self._sharp_task is not None:
@@ -389,10 +397,26 @@ class SenderHalf(SendingHalf):
             return
         pair.sharp = sharp
         self.stats.keyframes_coded += 1
+        self._dump_crop(sharp, sharp=True)
         log.info("sharp key frame %d: %d bytes (QP %d), same geometry as key frame %d", sharp.record.key_id,
                  len(sharp.record.picture), sharp.qp, pair.small.record.key_id)
         if self._ready:
             self._send_keyframe(sharp, sharp=True)
+
+    def _dump_crop(self, coded: CodedKeyframe, sharp: bool) -> None:
+        """(debug) Keep the captured crop key frame `coded` was coded from, as a lossless
+        picture: DIR/key-ID-small|sharp-crop.png (`benchmarks.latency` measures the key
+        frames the receiver got against it)."""
+        folder = self.options.dump_keyframe_crops
+        if folder is None:
+            return
+        path = Path(folder) / f"key-{coded.record.key_id}-{'sharp' if sharp else 'small'}-crop.png"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), coded.crop[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                raise OSError("the picture could not be written")
+        except (OSError, cv2.error) as exc:
+            log.warning("cannot keep the key frame's crop in %s: %s", folder, exc)
 
     # -- the capture loop ----------------------------------------------------------------
 

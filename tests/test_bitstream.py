@@ -83,14 +83,14 @@ def test_packet_with_unknown_flags():
 
 def test_packet_fixture_decodes_after_its_intra_frame():
     parsed = parse_stream(fixture("short.fcv"))
-    levels = decode_segment(parsed.segments[0], 30)
+    levels = decode_segment(parsed.segments[0], 34)    # ifvc 30, then 4 of global motion
     packet = ParamPacket.unpack(fixture("param_packet.bin"))
     assert (packet.frame, packet.capture_ms, packet.intra) == (1, 123456, False)
-    dec = PacketParamDecoder(30)
+    dec = PacketParamDecoder(34)
     with pytest.raises(ParamDecodeError):  # a stranger's predicted packet, no intra frame yet
         dec.decode_packet(packet.payload, packet.intra)
     from codec_core.param_coding import PacketParamEncoder
-    intra = PacketParamEncoder(30).encode_packet(levels[0], True)
+    intra = PacketParamEncoder(34).encode_packet(levels[0], True)
     dec.decode_packet(intra, True)
     assert np.array_equal(dec.decode_packet(packet.payload, False), levels[1])
 
@@ -98,7 +98,7 @@ def test_packet_fixture_decodes_after_its_intra_frame():
 def test_stream_file_parses():
     parsed = parse_stream(fixture("short.fcv"))
     assert parsed.frame_count == 12 and [s.first_frame for s in parsed.segments] == [0, 5, 10]
-    all_levels = [lv for s in parsed.segments for lv in decode_segment(s, 30)]
+    all_levels = [lv for s in parsed.segments for lv in decode_segment(s, 34)]
     assert len(all_levels) == 12
 
 

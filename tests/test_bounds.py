@@ -21,10 +21,12 @@ from codec_core.bitstream import Keyframe, ParamPacket, ParamSegment, SessionHea
 FIXTURES = Path(__file__).parent / "fixtures"
 STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 STEPS = (0.25, 0.001, 0.002, 0.03, 0.03, 0.09, 0.01)
+GLOBAL_STEP = 0.002
+VALUES = 34                   # levels per frame of an ifvc stream: 30 values, then 4 of global motion
 
 
 def header(width: int = 256, height: int = 256, fps: int = 25, intra: int = 50) -> SessionHeader:
-    return SessionHeader(1, width, height, fps, 1, 0, "v1", 30, intra, STEPS)
+    return SessionHeader(1, width, height, fps, 1, 0, "v1", 30, intra, STEPS, GLOBAL_STEP)
 
 
 # -- the stream syntax ---------------------------------------------------------------------
@@ -161,8 +163,8 @@ def test_a_flood_of_key_frames_is_dropped_and_counted_and_the_newest_decodes():
         # the receiver still works: the next key frame is decoded, and a frame naming it renders
         half.on_stream(b"\x02" + Keyframe(1000, 1, real.picture, b"another crop").pack())
         await until(lambda: Ready(1000 & 0xFF) in session.sent, "the key frame after the flood to be ready")
-        coder = PacketParamEncoder(basis.num_params)
-        levels = np.zeros(basis.num_params, np.int64)
+        coder = PacketParamEncoder(VALUES)
+        levels = np.zeros(VALUES, np.int64)
         for frame in range(3):
             payload = coder.encode_packet(levels, frame == 0)
             half.on_params(ParamPacket(frame, 0, 1000 & 0xFF, frame == 0, payload).pack())
@@ -268,8 +270,8 @@ def test_a_key_frame_that_fails_leaves_the_one_in_use_and_asks_for_a_new_one():
 
     async def main() -> None:
         half, worker, session = open_receiver(basis, shown)
-        coder = PacketParamEncoder(basis.num_params)
-        levels = real_levels(basis.num_params)
+        coder = PacketParamEncoder(VALUES)
+        levels = real_levels(VALUES)
         frame = 0
 
         async def frames(key: int, n: int) -> list[int]:
@@ -311,12 +313,12 @@ def test_a_key_frame_that_fails_leaves_the_one_in_use_and_asks_for_a_new_one():
     asyncio.run(main())
 
 
-def real_levels(num_params: int) -> list[np.ndarray]:
-    """The parameter levels of the fixture stream (a real face, 12 frames)."""
+def real_levels(values_per_frame: int) -> list[np.ndarray]:
+    """The levels of the fixture stream (a real face, 12 frames)."""
     from codec.decoder import decode_segment, read_stream
 
     parsed = read_stream(FIXTURES / "short.fcv")
-    return [lv for seg in parsed.segments for lv in decode_segment(seg, num_params)]
+    return [lv for seg in parsed.segments for lv in decode_segment(seg, values_per_frame)]
 
 
 # -- the reorder window ---------------------------------------------------------------------
@@ -367,8 +369,8 @@ def test_the_receiver_decodes_reordered_packets_as_if_they_came_in_order():
             pass
 
     basis = FaceBasis.load()
-    levels = real_levels(basis.num_params)
-    coder = PacketParamEncoder(basis.num_params)
+    levels = real_levels(VALUES)
+    coder = PacketParamEncoder(VALUES)
     packets = [ParamPacket(f, 0, 0, f == 0, coder.encode_packet(levels[f], f == 0)).pack() for f in range(12)]
     half, worker = ReceiverHalf(basis), Worker()
     half.attach(worker)
@@ -414,14 +416,15 @@ def test_key_frame_requests_over_a_real_connection_are_answered_at_a_bounded_rat
 
     rng = np.random.default_rng(1)
     coded = lambda key, n: CodedKeyframe(Keyframe(key, 1, rng.bytes(n), b"geometry"),  # noqa: E731
-                                         np.zeros((2, 2, 3), np.uint8), None, 30, np.zeros((2, 2, 3), np.uint8))
+                                         np.zeros((2, 2, 3), np.uint8), None, 30, np.zeros((2, 2, 3), np.uint8),
+                                         np.zeros((478, 2)))
     small, sharp = coded(0, 4000), coded(1, 20000)
     live = LiveConfig(session_open_timeout_s=10.0, keyframe_answer_rate_bytes_s=16_000)
 
     class Fake:
         def __init__(self) -> None:
             self.basis, self.config, self.name, self.live = FaceBasis.load(), load_config(), "fake", True
-            self.format, self.num_values = IFVC, IFVC.count
+            self.format, self.num_values = IFVC, VALUES
 
         def code_sharp(self, _small) -> Future:
             future: Future = Future()

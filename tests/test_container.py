@@ -118,8 +118,8 @@ def test_fomm_and_fv2v_travel_in_fields(streams, name):
     expected = 0
     for m, seg in zip(fields, parts.segments, strict=True):
         seg_back = read_face_features(m.payload, parts.header, expected)
-        assert np.array_equal(decode_levels(seg_back, parts.header.num_params),
-                              decode_levels(seg, parts.header.num_params))
+        assert np.array_equal(decode_levels(seg_back, parts.header.values_per_frame),
+                              decode_levels(seg, parts.header.values_per_frame))
         expected += seg.frame_count
     # the first field after format, first_frame and frame count: the key points
     layout = FIELD_LAYOUTS[name]

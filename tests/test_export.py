@@ -63,7 +63,7 @@ def test_the_export_is_a_checked_model_with_its_json(exported, synths, generator
     assert saved["outputs"] == [{"name": "picture", "shape": [1, 3, 256, 256], "dtype": "float32"}]
     # the key frame is an input, not a constant of the file: every prepared tensor is fed
     graph_inputs = [i.name for i in onnx.load(str(path)).graph.input]
-    assert graph_inputs == ["params", *key_inputs(synths[0].graph)] == list(shapes)
+    assert graph_inputs == ["params", "motion", *key_inputs(synths[0].graph)] == list(shapes)
 
 
 def test_onnx_runtime_matches_torch_on_real_frames(key, synths):
@@ -73,12 +73,16 @@ def test_onnx_runtime_matches_torch_on_real_frames(key, synths):
     turned = ref.reference_params().copy()
     turned[I_YAW] += 15
     frames = [model.analyse(tracked[i].landmarks) for i in FRAMES] + [turned]
-    for params in frames:
+    # a global picture motion on some frames (a camera drifting right and zooming in)
+    motions = [np.zeros(4)] * 2 + [np.array([0.02 * i, -0.01, 0.01 * i, 0.005]) for i in range(1, len(frames) - 1)]
+    for params, motion in zip(frames, motions, strict=True):
         with torch.inference_mode():
-            ours = torch_synth.graph(torch.tensor(params, dtype=torch.float32)[None]).numpy()
-        theirs = onnx_synth.picture(params)
+            ours = torch_synth.graph(torch.tensor(params, dtype=torch.float32)[None],
+                                     torch.tensor(motion, dtype=torch.float32)[None]).numpy()
+        theirs = onnx_synth.picture(params, motion)
         assert np.abs(ours - theirs).max() * 255 <= 1.0
-        assert np.abs(torch_synth.render(params).astype(int) - onnx_synth.render(params).astype(int)).max() <= 1
+        assert np.abs(torch_synth.render(params, motion).astype(int)
+                      - onnx_synth.render(params, motion).astype(int)).max() <= 1
     # and the frames did move: the comparison is not of key frames
     assert np.abs(onnx_synth.render(frames[-1]).astype(int) - tracked[0].crop.astype(int)).mean() > 2
 

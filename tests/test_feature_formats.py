@@ -21,7 +21,7 @@ from models.feature_formats import (
 from models.format_motion import Fv2vMotion, build_format_synth
 from models.motion import identity_grid
 from models.train_cfte import fit
-from models.translators import TranslatorError, make_translator
+from models.translators import GeometryTranslator, TranslatorError, make_translator
 
 NATIVE = ("fomm", "fv2v", "cfte")
 
@@ -103,10 +103,13 @@ def test_fomm_key_points_move_with_a_translated_face(session):
 @pytest.mark.parametrize("fmt,pose_tol,expr_tol", [("fomm", 0.05, 0.05), ("fv2v", 0.05, 0.05), ("cfte", 2.0, 2.0)])
 def test_geometry_round_trip_through_a_format(session, fmt, pose_tol, expr_tol):
     """ifvc -> X -> ifvc: pose within `pose_tol` degrees, expression within `expr_tol` (RMS over the
-    coefficients, in units of the basis's spread); cfte's 16 numbers cannot hold all of ifvc's 30."""
+    coefficients, in units of the basis's spread); cfte's 16 numbers cannot hold all of ifvc's 30.
+    With the plain weighting: the default for fomm and cfte weighs the fit by the noise of real
+    faces and trades this exactness on model-drawn faces for accuracy on real ones
+    (tests/test_translators_geometry.py)."""
     _, ref, frames = session
     model, std = ref.face_model(), ref.basis.expression_std
-    there, back = make_translator("ifvc", fmt, ref), make_translator(fmt, "ifvc", ref)
+    there, back = make_translator("ifvc", fmt, ref), GeometryTranslator(fmt, "ifvc", ref, measured=False)
     pose, expr = [], []
     for f in frames:
         p = model.analyse(f.landmarks)

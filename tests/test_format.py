@@ -33,7 +33,7 @@ def test_the_parameter_layout_is_named():
 def test_steps_travel_in_the_format_order():
     steps = load_config().steps
     assert tuple(f for f in Steps.__dataclass_fields__) == fmt.STEP_NAMES == fmt.IFVC.step_names
-    header = SessionHeader(fmt.IFVC.id, 256, 256, 25, 1, 0, "v1", fmt.IFVC.count, 50, steps.values())
+    header = SessionHeader(fmt.IFVC.id, 256, 256, 25, 1, 0, "v1", fmt.IFVC.count, 50, steps.values(), 0.002)
     assert SessionHeader.unpack(header.pack()).steps == tuple(float(np.float32(s)) for s in steps.values())
     v = fmt.step_vector(steps.values(), fmt.NUM_FIXED + 2)
     assert v[fmt.I_ROLL] == np.float32(steps.angle) and v[fmt.I_TY] == np.float32(steps.translation)

@@ -124,22 +124,25 @@ HEADER_FIELDS = ">BHHHHIBH"
 @st.composite
 def session_headers(draw, frame_count: int | None = None) -> bytes:
     """A SESSION_HEADER payload: the real one with a few fields set to any value of their
-    width (or to 512, the other picture size)."""
+    width (or to 512, the other picture size); its 7 steps, then its global step."""
     real = (FIXTURES / "session_header.bin").read_bytes()
     n = struct.calcsize(HEADER_FIELDS)
     fields = list(struct.unpack_from(HEADER_FIELDS, real))
-    num_steps = real[-1 - 4 * 7]
+    num_steps = real[-5 - 4 * 7]
     assert num_steps == 7, "the fixture is an ifvc header (7 steps)"
-    version, steps = real[n + 1:len(real) - 29], list(struct.unpack_from(">7f", real, len(real) - 28))
+    version, steps = real[n + 1:len(real) - 33], list(struct.unpack_from(">7f", real, len(real) - 32))
+    (global_step,) = struct.unpack_from(">f", real, len(real) - 4)
     widths = {"B": u8, "H": u16, "I": u32}
     for _ in range(draw(st.integers(0, 3))):
-        i = draw(st.integers(0, len(fields) + 1))
+        i = draw(st.integers(0, len(fields) + 2))
         if i < len(fields):
             special = {0: (1, 2, 3, 4), 1: (512,), 2: (512,)}.get(i, ())     # any feature format id, or a size
             fields[i] = draw(st.sampled_from(special) | widths[HEADER_FIELDS[1 + i]]) if special else \
                 draw(widths[HEADER_FIELDS[1 + i]])
         elif i == len(fields):
             version = draw(st.binary(max_size=8))
+        elif i == len(fields) + 1:
+            global_step = draw(f32)
         elif steps and draw(st.booleans()):
             steps[draw(st.integers(0, len(steps) - 1))] = draw(f32)
         else:       # another step count: fewer or more steps, a count that does not match them
@@ -148,7 +151,7 @@ def session_headers(draw, frame_count: int | None = None) -> bytes:
     if frame_count is not None:
         fields[5] = frame_count
     return (struct.pack(HEADER_FIELDS, *fields) + bytes([len(version)]) + version + bytes([num_steps])
-            + struct.pack(f">{len(steps)}f", *steps))
+            + struct.pack(f">{len(steps)}f", *steps) + struct.pack(">f", global_step))
 
 
 def record(rtype: int, payload: bytes) -> bytes:

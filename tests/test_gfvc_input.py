@@ -42,7 +42,7 @@ def make_raw(mp4: Path, directory: Path, name: str, fps: int, frames: int) -> Pa
 
 def levels_of(stream: Path) -> list[np.ndarray]:
     parsed = read_stream(stream)
-    return [q for seg in parsed.segments for q in decode_segment(seg, parsed.header.num_params)]
+    return [q for seg in parsed.segments for q in decode_segment(seg, parsed.header.values_per_frame)]
 
 
 def one_line_error(argv: list[str], capsys) -> str:
@@ -133,7 +133,7 @@ def test_iplap_30fps_raw_sequence(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert (info["fps"], info["frames"], info["width"]) == (30, IPLAP_FRAMES, 256)
     assert (tmp_path / "raw.fcv").read_bytes() == (tmp_path / "mp4.fcv").read_bytes()
-    assert levels_of(tmp_path / "raw.fcv")[0].shape == (30,)
+    assert levels_of(tmp_path / "raw.fcv")[0].shape == (34,)      # ifvc 30, then the global motion
 
 
 def test_quantization_factor_halves_the_steps(dpe):

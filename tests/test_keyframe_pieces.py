@@ -130,7 +130,7 @@ def test_the_receiver_takes_a_key_frame_in_pieces(caplog):
     half.attach(worker)
     half.session_opened(FakeSession())
     header = SessionHeader(1, 256, 256, 25, 1, 0, basis.version, basis.num_params, 50,
-                           (0.5, 0.002, 0.004, 0.03, 0.03, 0.06, 0.01))
+                           (0.5, 0.002, 0.004, 0.03, 0.03, 0.06, 0.01), 0.002)
     half.on_stream(pack_stream_record(header))
     messages = split_keyframe(KEY, 1000)
     caplog.set_level(logging.INFO, logger="receiver.half")

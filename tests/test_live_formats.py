@@ -62,7 +62,7 @@ def test_a_fomm_sender_is_played_translated_to_ifvc_and_natively(tmp_path):
         assert read_json(tmp_path / f"{room}-sender.json")["format"] == "fomm"
         sent, got = read_jsonl(tmp_path / f"{room}-sent.jsonl"), read_jsonl(tmp_path / f"{room}-got.jsonl")
         assert sorted(got) == list(range(n))
-        assert all(len(got[f]["levels"]) == FEATURE_FORMATS["fomm"].count for f in got)
+        assert all(len(got[f]["levels"]) == FEATURE_FORMATS["fomm"].count + 4 for f in got)   # and the global motion
         assert all(got[f]["levels"] == sent[f]["levels"] for f in got)
         frames = video_frames(tmp_path / f"{room}.mp4")
         assert len(frames) == n and frames[0].shape == (256, 256, 3)
@@ -141,7 +141,8 @@ class FakeWorker:
 
 def header_of(name: str, basis: FaceBasis) -> SessionHeader:
     fmt = FEATURE_FORMATS[name]
-    header = SessionHeader(fmt.id, 256, 256, 25, 1, 0, basis.version, fmt.count, 50, load_config().steps_of(name))
+    header = SessionHeader(fmt.id, 256, 256, 25, 1, 0, basis.version, fmt.count, 50, load_config().steps_of(name),
+                           load_config().global_step)
     return SessionHeader.unpack(header.pack())        # its steps as float32, as the receiver gets them
 
 
@@ -166,7 +167,7 @@ def test_the_receiver_takes_a_header_of_every_format_and_decodes_its_packets(nam
     assert (snapshot["stream_format"], snapshot["decoder_format"]) == (name, "ifvc")
     assert snapshot["translator"] == (None if name == "ifvc" else "geometry")
     half.chain.new_key(0)
-    count = FEATURE_FORMATS[name].count
+    count = header.values_per_frame                 # the format's values, then the global motion
     coder = PacketParamEncoder(count)
     sent = [np.arange(count, dtype=np.int64) - count // 2 + f for f in range(4)]
     for f, levels in enumerate(sent):
@@ -217,9 +218,9 @@ def test_a_stream_the_decoder_choice_cannot_play_is_one_line_and_no_key_frame_re
                         break
             assert half.stats.keyframes_failed == 1         # the thread said it once
             half.events().unplayable(half.header, half.stats.unplayable)    # said again: no second line
-            coder = PacketParamEncoder(60)
+            coder = PacketParamEncoder(64)              # fomm's 60 values, then the global motion
             for f in range(5):
-                half.on_params(ParamPacket(f, 0, 0, f == 0, coder.encode_packet(np.zeros(60, np.int64), f == 0)).pack())
+                half.on_params(ParamPacket(f, 0, 0, f == 0, coder.encode_packet(np.zeros(64, np.int64), f == 0)).pack())
                 await asyncio.sleep(0.05)
         finally:
             await asyncio.get_running_loop().run_in_executor(None, worker.stop, 5.0)
@@ -283,6 +284,7 @@ def test_edits_apply_with_the_ifvc_decoder_format_only(decoder_format, caplog):
     keyframe = Keyframe.unpack((Path(__file__).parent / "fixtures" / "keyframe.bin").read_bytes())
     decoder = FaceDecoder(header, basis)
     levels = np.round(decoder.decode_keyframe(keyframe).key_params / decoder.steps).astype(np.int64)
+    levels = np.concatenate([levels, np.zeros(4, np.int64)])     # no global motion
 
     async def main() -> list[np.ndarray]:
         loop = asyncio.get_running_loop()

@@ -30,7 +30,7 @@ from receiver.stats import ReceiverStats
 from sender.analysis import boxes_differ
 from sender.intra import IntraPolicy
 
-HEADER = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.5, 0.002, 0.004, 0.03, 0.03, 0.06, 0.01))
+HEADER = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.5, 0.002, 0.004, 0.03, 0.03, 0.06, 0.01), 0.002)
 
 
 # -- clocks ------------------------------------------------------------------------------

@@ -53,14 +53,14 @@ def test_garbage_is_dropped_and_good_packets_still_decode():
         half.on_stream(data)
         half.on_params(data)
     header = SessionHeader(1, 256, 256, 25, 1, 0, basis.version, basis.num_params, 50,
-                           (0.5, 0.002, 0.004, 0.03, 0.03, 0.06, 0.01))
+                           (0.5, 0.002, 0.004, 0.03, 0.03, 0.06, 0.01), 0.002)
     half.on_stream(pack_stream_record(SessionHeader.unpack(header.pack())))
     half.on_stream(pack_stream_record(Keyframe(0, 1, b"not really vvc", b"")))
     for data in junk:                                   # with a header and key frame 0
         half.on_stream(data if not data or data[0] not in (1, 2) else b"\x07" + data)
         half.on_params(data)
     half.on_stream(b"\x01" + b"\xff" * 60)              # a broken header
-    half.on_stream(pack_stream_record(SessionHeader(1, 256, 256, 25, 1, 0, "v0", 3, 50, header.steps)))
+    half.on_stream(pack_stream_record(SessionHeader(1, 256, 256, 25, 1, 0, "v0", 3, 50, header.steps, 0.002)))
     assert half.stats.bad_messages > 0
     # junk that parses may have moved the frame numbers anywhere; a new session with a
     # real stream decodes every packet, in order
@@ -68,8 +68,8 @@ def test_garbage_is_dropped_and_good_packets_still_decode():
     half.session_opened(FakeSession())
     half.on_stream(pack_stream_record(SessionHeader.unpack(header.pack())))
     half.on_stream(pack_stream_record(Keyframe(0, 1, b"not really vvc", b"")))
-    coder = PacketParamEncoder(basis.num_params)
-    levels = np.arange(basis.num_params, dtype=np.int64)
+    coder = PacketParamEncoder(header.values_per_frame)
+    levels = np.arange(header.values_per_frame, dtype=np.int64)
     before = len([j for j in worker.jobs if j[0] == "render"])
     base = 1000
     for f in range(base, base + 5):

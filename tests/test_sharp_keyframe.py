@@ -24,7 +24,7 @@ from codec.decoder import FaceDecoder
 from codec.encoder import CodedKeyframe, FaceEncoder
 from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader
 from codec_core.config import load_config
-from codec_core.format import IFVC
+from codec_core.format import GLOBAL_MOTION_COUNT, IFVC
 from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import PacketParamEncoder
 from live.config import LiveConfig
@@ -112,10 +112,11 @@ def test_the_receiver_half_animates_the_small_key_frame_until_the_sharp_one_is_n
     half, worker, session = ReceiverHalf(basis), FakeWorker(), FakeSession()
     half.attach(worker)
     half.session_opened(session)
-    half.on_stream(pack_stream_record(SessionHeader(1, 256, 256, 25, 1, 0, basis.version, basis.num_params, 50,
-                                                    (0.25, 0.001, 0.002, 0.03, 0.03, 0.09, 0.01))))
+    header = SessionHeader(1, 256, 256, 25, 1, 0, basis.version, basis.num_params, 50,
+                           (0.25, 0.001, 0.002, 0.03, 0.03, 0.09, 0.01), 0.002)
+    half.on_stream(pack_stream_record(header))
     small, sharp = Keyframe(0, 1, b"small", b"geometry"), Keyframe(1, 1, b"a sharper picture", b"geometry")
-    coder, levels = PacketParamEncoder(basis.num_params), np.zeros(basis.num_params, np.int64)
+    coder, levels = PacketParamEncoder(header.values_per_frame), np.zeros(header.values_per_frame, np.int64)
 
     def packet(frame: int, key_id: int, intra: bool) -> None:
         half.on_params(ParamPacket(frame, 0, key_id, intra, coder.encode_packet(levels, intra)).pack())
@@ -172,7 +173,7 @@ def test_synthesis_goes_on_while_the_sharp_key_frame_is_decoded(monkeypatch):
 
     decoder = FaceDecoder(header)
     decoder.set_keyframe(small)
-    levels = decoder.reference.reference_levels()
+    levels = np.concatenate([decoder.reference.reference_levels(), np.zeros(GLOBAL_MOTION_COUNT, np.int64)])
 
     async def main() -> tuple[list[int], list[int]]:
         loop = asyncio.get_running_loop()
@@ -216,7 +217,7 @@ class FakeSender:
         basis = FaceBasis.load()
         self.basis, self.config, self.sharp = basis, load_config(), sharp
         self.name, self.live = "fake", True
-        self.format, self.num_values = IFVC, IFVC.count
+        self.format, self.num_values = IFVC, IFVC.count + GLOBAL_MOTION_COUNT
 
     def code_sharp(self, small: CodedKeyframe) -> Future:
         future: Future = Future()
@@ -229,7 +230,7 @@ class FakeSender:
 
 def coded(key_id: int, picture: bytes) -> CodedKeyframe:
     return CodedKeyframe(Keyframe(key_id, 1, picture, b"geometry"), np.zeros((2, 2, 3), np.uint8), None, 30,
-                         np.zeros((2, 2, 3), np.uint8))
+                         np.zeros((2, 2, 3), np.uint8), np.zeros((478, 2)))
 
 
 def test_sender_sends_small_then_sharp_and_switches_on_ready():
@@ -254,7 +255,7 @@ def test_sender_sends_small_then_sharp_and_switches_on_ready():
 
     async def main() -> tuple[SenderHalf, Session]:
         half, session = SenderHalf(fake, fake, SenderOptions(), live), Session()
-        half._header = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.25,) * 7)
+        half._header = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.25,) * 7, 0.002)
         half.session_opened(session)
         half._use_keyframe(small, header=False)
         assert keyframes(session) == [0]            # the small one at once
@@ -300,7 +301,7 @@ def test_a_key_frame_request_is_answered_while_a_sharp_key_frame_is_held_back():
 
     async def main() -> SenderHalf:
         half, session = SenderHalf(fake, fake, SenderOptions(), live), Session()
-        half._header = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.25,) * 7)
+        half._header = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.25,) * 7, 0.002)
         half.session_opened(session)
         half._use_keyframe(small, header=False)
         await asyncio.sleep(0.05)                       # the sharp one "codes" and is queued

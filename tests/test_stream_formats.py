@@ -1,6 +1,7 @@
-"""Stream version 2 and its feature formats (issue 11): the session header of every format, its
-refusals, `encode --format`, `info`, `decode` natively and with another `--decoder-format`
-(the stream's values translated), the per-format `--quantization-factor`, one-line errors.
+"""Stream version 2 and its feature formats (issue 11; version 3 adds the global motion after
+their values): the session header of every format, its refusals, `encode --format`, `info`,
+`decode` natively and with another `--decoder-format` (the stream's values translated), the
+per-format `--quantization-factor`, one-line errors.
 
 Streams are 10 frames of the 256x256 clip dpe__d coded with --no-crop, one per format.
 """
@@ -30,7 +31,8 @@ FORMATS = tuple(FEATURE_FORMATS)
 def header_of(name: str, **changes) -> SessionHeader:
     fmt = FEATURE_FORMATS[name]
     fields = dict(format=fmt.id, width=256, height=256, fps_num=25, fps_den=1, frame_count=0, basis_version="v1",
-                  num_params=fmt.count, intra_interval=50, steps=load_config().steps_of(name))
+                  num_params=fmt.count, intra_interval=50, steps=load_config().steps_of(name),
+                  global_step=load_config().global_step)
     return SessionHeader(**{**fields, **changes})
 
 
@@ -52,10 +54,11 @@ def test_header_round_trip_of_every_format(name):
     data = header.pack()
     back = SessionHeader.unpack(data)
     assert back.pack() == data and back.steps == tuple(float(np.float32(s)) for s in header.steps)
-    assert back == header_of(name, steps=back.steps)
-    assert back.feature_format is fmt and back.num_params == fmt.count
-    # num_steps u8, then that many f32 in the format's step order, the geometry step last
-    assert data[-1 - 4 * len(fmt.step_names)] == len(fmt.step_names)
+    assert back == header_of(name, steps=back.steps, global_step=back.global_step)
+    assert back.feature_format is fmt and back.num_params == fmt.count and back.values_per_frame == fmt.count + 4
+    # num_steps u8, then that many f32 in the format's step order, the geometry step last, then global_step
+    assert data[-5 - 4 * len(fmt.step_names)] == len(fmt.step_names)
+    assert back.global_step == float(np.float32(load_config().global_step))
     assert back.geometry_step == pytest.approx(load_config().steps_of(name)[-1])
     assert fmt.step_names[-1] == "geometry" and FORMAT_BY_ID[fmt.id] is fmt
 
@@ -72,7 +75,7 @@ def test_header_refuses_a_count_or_step_count_that_does_not_match_its_format(nam
             SessionHeader.unpack(header_of(name, steps=wrong_steps).pack())
     # a step count byte that does not match the steps that follow: a length error, not a misread
     data = bytearray(header_of(name).pack())
-    data[-1 - 4 * len(steps)] += 1
+    data[-5 - 4 * len(steps)] += 1
     with pytest.raises(StreamError):
         SessionHeader.unpack(bytes(data))
 
@@ -86,7 +89,7 @@ def test_header_refuses_an_unknown_format_id(fmt_id):
 
 def test_a_version_1_stream_is_refused_naming_its_version(tmp_path, capsys):
     data = bytearray((FIXTURES / "short.fcv").read_bytes())
-    assert data[len(MAGIC)] == STREAM_VERSION == 2
+    assert data[len(MAGIC)] == STREAM_VERSION == 3
     data[len(MAGIC)] = 1
     with pytest.raises(StreamError, match="unsupported stream version 1 "):
         read_records(bytes(data))
@@ -167,13 +170,13 @@ def test_encode_format_then_info(streams, name, capsys):
     capsys.readouterr()
     assert main(["info", str(streams[name])]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert (info["format"], info["values_per_frame"], info["frames"]) == (name, fmt.count, FRAMES)
+    assert (info["format"], info["values_per_frame"], info["frames"]) == (name, fmt.count + 4, FRAMES)
     assert list(info["steps"]) == list(fmt.step_names)
     configured = zip(fmt.step_names, load_config().steps_of(name), strict=True)
     assert info["steps"] == {k: pytest.approx(v, rel=1e-6) for k, v in configured}
     parsed = read_stream(streams[name])
-    levels = [q for s in parsed.segments for q in decode_segment(s, parsed.header.num_params)]
-    assert len(levels) == FRAMES and all(q.shape == (fmt.count,) for q in levels)
+    levels = [q for s in parsed.segments for q in decode_segment(s, parsed.header.values_per_frame)]
+    assert len(levels) == FRAMES and all(q.shape == (fmt.count + 4,) for q in levels)
     assert any(not np.array_equal(levels[0], q) for q in levels[1:])         # the face moves
 
 
@@ -187,7 +190,7 @@ def test_the_decoder_reads_back_the_encoders_levels_bit_for_bit(streams, tmp_pat
                        max_frames=FRAMES, no_crop=True, fmt="fv2v")
     assert (tmp_path / "fv2v.fcv").read_bytes() == streams["fv2v"].read_bytes()
     parsed = read_stream(streams["fv2v"])
-    decoded = [q for s in parsed.segments for q in decode_segment(s, parsed.header.num_params)]
+    decoded = [q for s in parsed.segments for q in decode_segment(s, parsed.header.values_per_frame)]
     assert all(np.array_equal(d, e) for d, e in zip(decoded, res.levels, strict=True))
 
 
@@ -203,7 +206,7 @@ def test_every_decoder_format_plays_every_stream(streams, src):
     """All 12 ordered pairs: the stream's values go through a translator into the decoder
     format's synthesizer (in process, without writing video)."""
     parsed = read_stream(streams[src])
-    levels = [q for s in parsed.segments for q in decode_segment(s, parsed.header.num_params)]
+    levels = [q for s in parsed.segments for q in decode_segment(s, parsed.header.values_per_frame)]
     for dst in FORMATS:
         if dst == src:
             continue
@@ -212,7 +215,7 @@ def test_every_decoder_format_plays_every_stream(streams, src):
         decoder.set_keyframe(parsed.keyframe)
         params = [decoder.params(q) for q in levels]
         assert all(p.shape == (FEATURE_FORMATS[dst].count,) and np.isfinite(p).all() for p in params)
-        pictures = [decoder.render(p) for p in params[-1:]]
+        pictures = [decoder.render(p, decoder.motion(q)) for p, q in zip(params[-1:], levels[-1:], strict=True)]
         assert all(p.shape == (256, 256, 3) and p.dtype == np.uint8 for p in pictures)
 
 
@@ -260,11 +263,11 @@ def test_encode_refuses_an_unknown_format(tmp_path, capsys):
     assert not (tmp_path / "s.fcv").exists()
 
 
-def test_session_header_fixture_is_an_ifvc_version_2_header():
+def test_session_header_fixture_is_an_ifvc_version_3_header():
     data = (FIXTURES / "session_header.bin").read_bytes()
     header = SessionHeader.unpack(data)
-    assert header.feature_format.name == "ifvc" and header.num_params == 30
-    assert struct.unpack_from(">B", data, len(data) - 29)[0] == 7
+    assert header.feature_format.name == "ifvc" and header.num_params == 30 and header.values_per_frame == 34
+    assert struct.unpack_from(">B", data, len(data) - 33)[0] == 7      # num_steps, 7 steps, global_step
 
 
 def test_the_encoder_builds_a_key_frame_s_format_geometry_once(monkeypatch):
@@ -284,13 +287,15 @@ def test_the_encoder_builds_a_key_frame_s_format_geometry_once(monkeypatch):
     made = []
     of = FormatGeometry.of
     monkeypatch.setattr(FormatGeometry, "of", classmethod(lambda cls, reference: made.append(1) or of(reference)))
-    encoder.use_keyframe(CodedKeyframe(record, np.zeros((256, 256, 3), np.uint8), ref, 30,
-                                       np.zeros((256, 256, 3), np.uint8)))
-    made.clear()
     key = ref.face_model().landmarks(ref.reference_params())
+    encoder.use_keyframe(CodedKeyframe(record, np.zeros((256, 256, 3), np.uint8), ref, 30,
+                                       np.zeros((256, 256, 3), np.uint8), key))
+    made.clear()
     frames = [key + np.array([3.0 * i, -2.0 * i, 0.0]) for i in range(1, 5)]
     got = [encoder.levels(lm) for lm in frames]
     assert made == []                                   # no FormatGeometry per frame
-    assert np.array_equal(got[-1], quantise(analyse("fomm", frames[-1], ref), encoder.steps, got[-2],
-                                            encoder.config.hysteresis))
+    n = encoder.format.count
+    assert np.array_equal(got[-1][:n], quantise(analyse("fomm", frames[-1], ref), encoder.steps, got[-2][:n],
+                                                encoder.config.hysteresis))
+    assert not got[-1][n:].any()                        # no crop: the global motion holds (zero)
     assert len(made) == 1                               # (`analyse` alone makes one each time)

@@ -143,7 +143,7 @@ class Portrait:
         header = encoder.header(Fraction(25))
         self.decoder = FaceDecoder(header, basis, synthesis)
         self.decoder.set_keyframe(coded.record)
-        self.params = self.decoder.params(encoder.levels(crop_landmarks))
+        self.params = self.decoder.params(encoder.levels(crop_landmarks))   # a still: no global motion
         self.crop = crop
         self.keyframe = self.decoder.keyframe
         self.keyframe_bytes = len(coded.record.picture)
@@ -160,4 +160,4 @@ class Portrait:
                 if self._editor is None:
                     self._editor = ExpressionEditor.from_model(self.decoder.reference.face_model())
                 params = apply_edits(params, edits, self._editor)
-            return self.decoder.render(params)
+            return self.decoder.render(params, None)
