@@ -25,6 +25,18 @@ needs_browser = pytest.mark.skipif(
     else "/usr/bin/chromium is missing (scripts/setup installs Debian's chromium when run as root)")
 
 
+def one_line_error(argv: list[str], capsys) -> str:
+    """Run `python -m codec_core` in process: it must fail with status 1 and exactly one
+    `error:` line, no traceback; that line."""
+    from codec.cli import main
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
 def clip(name: str) -> Path:
     path = CLIPS / name
     if not path.exists():

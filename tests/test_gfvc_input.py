@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import clip
+from conftest import clip, one_line_error
 
 from codec.cli import main
 from codec.decoder import decode_segment, read_stream, stream_info
@@ -44,14 +44,6 @@ def levels_of(stream: Path) -> list[np.ndarray]:
     parsed = read_stream(stream)
     return [q for seg in parsed.segments for q in decode_segment(seg, parsed.header.values_per_frame)]
 
-
-def one_line_error(argv: list[str], capsys) -> str:
-    """Run the command line in process; it must fail with exactly one `error:` line."""
-    assert main(argv) != 0
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

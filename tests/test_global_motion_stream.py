@@ -14,7 +14,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, clip
+from conftest import FIXTURES, clip, one_line_error
 
 from codec.cli import main
 from codec.decoder import FaceDecoder, decode_frames, read_stream
@@ -61,13 +61,6 @@ def cfg_step() -> float:
 def stream_levels(parsed) -> list[np.ndarray]:
     return [q for s in parsed.segments for q in decode_levels(s, parsed.header.values_per_frame)]
 
-
-def one_line_error(argv: list[str], capsys) -> str:
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
 
 
 # -- the syntax -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES, clip
+from conftest import FIXTURES, clip, one_line_error
 
 from codec.cli import main
 from codec.decoder import FaceDecoder, decode_segment, parse_stream, read_stream
@@ -35,14 +35,6 @@ def header_of(name: str, **changes) -> SessionHeader:
                   global_step=load_config().global_step)
     return SessionHeader(**{**fields, **changes})
 
-
-def one_line_error(argv: list[str], capsys) -> str:
-    """Run the command line in process; it must fail with status 1 and exactly one `error:` line."""
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
 
 
 # -- the session header ----------------------------------------------------------------------
