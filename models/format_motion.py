@@ -6,8 +6,11 @@ crop coordinates, at the key frame (`kp_key`) and in the frame (`kp`), and a loc
 motion per key point (`D`, 2x2, zero for cfte).  The backward field, for every output pixel
 centre z, is
 
-    field(z) = z + sum_k w_k(z) [(kp_key_k - kp_k) + D_k (z - kp_k)] / (sum_k w_k(z) + BACKGROUND)
+    field(z) = z + (sum_k w_k(z) [(kp_key_k - kp_k) + D_k (z - kp_k)] + BACKGROUND g(z))
+                   / (sum_k w_k(z) + BACKGROUND)
     w_k(z)   = exp(-|z - kp_k|^2 / (2 sigma^2))
+    g(z)     = G^-1(z) - z, the backward displacement of the frame's global picture motion G
+               (models/global_motion.py; zero without one)
 
 FOMM's first-order motion kp_key + J_key J^-1 (z - kp) mixed by Gaussian heat maps around
 the frame's key points, with an identity background term; there is no learned dense-motion
@@ -15,8 +18,8 @@ network (the motion mask is the fixed Gaussian mixture).  D = (J_key - J) J^-1 (
 the top-left 2x2 of (M_key - M) M^-1 with M = s R the 3D pose (fv2v), 0 (cfte): written as
 differences, so that the key frame's own values give a field that is exactly the identity
 and a picture that is exactly the key frame.  Far from the face every w_k vanishes against
-BACKGROUND and the picture stays put.  sigma is a fixed share of the spread of the key
-frame's key points (so it scales with the face).
+BACKGROUND and the picture moves as the camera did (stays put without global motion).
+sigma is a fixed share of the spread of the key frame's key points (so it scales with the face).
 
 Torch, loop-free, no tensor of more than 4 dimensions and a 4-D grid_sample (ONNX-exportable
 later); CPU or CUDA.  ifvc keeps the synthesizers of models.synthesizers.
@@ -30,7 +33,7 @@ import torch.nn.functional as F
 
 from codec_core.format import FEATURE_FORMATS
 from models.feature_formats import FV2V_GROUPS, FormatError, FormatGeometry, check_format, load_cfte
-from models.motion import euler_yxz, pixel_centres
+from models.motion import euler_yxz, global_field, pixel_centres
 from models.reference import Reference
 
 BACKGROUND = 0.02          # weight of the identity (background) term against the Gaussians
@@ -121,7 +124,8 @@ class WarpField(torch.nn.Module):
         spread = float(torch.sqrt(((kp_key - kp_key.mean(1, keepdim=True)) ** 2).sum(-1).mean()))
         self.sigma = sigma_share * spread
 
-    def forward(self, values: torch.Tensor) -> torch.Tensor:
+    def forward(self, values: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        """The grid of (1, C) values and the frame's (1, 4) global motion (None: none)."""
         kp_key, m_key = self.kp_key, self.m_key
         kp, m = self.motion.points(values)
         n = kp.shape[1]
@@ -135,8 +139,12 @@ class WarpField(torch.nn.Module):
             mx = mx + d[..., 0, 0].view(1, n, 1, 1) * dx + d[..., 0, 1].view(1, n, 1, 1) * dy
             my = my + d[..., 1, 0].view(1, n, 1, 1) * dx + d[..., 1, 1].view(1, n, 1, 1) * dy
         norm = w.sum(1, keepdim=True) + BACKGROUND
-        gx = self.zx + (w * mx).sum(1, keepdim=True) / norm
-        gy = self.zy + (w * my).sum(1, keepdim=True) / norm
+        bx = by = 0.0
+        if motion is not None:
+            g = global_field(motion, self.zx.shape[-1]) * BACKGROUND
+            bx, by = g[:, 0:1], g[:, 1:2]
+        gx = self.zx + ((w * mx).sum(1, keepdim=True) + bx) / norm
+        gy = self.zy + ((w * my).sum(1, keepdim=True) + by) / norm
         return torch.cat([gx, gy], 1).permute(0, 2, 3, 1)
 
 
@@ -150,19 +158,21 @@ class FormatSynth:
         self.field_model = field.to(self.device)
         self._image = torch.from_numpy(np.ascontiguousarray(keyframe)).to(self.device).permute(2, 0, 1)[None].float()
 
-    def field(self, values: np.ndarray) -> torch.Tensor:
-        """The sampling grid (1, H, W, 2) of dequantised `values` (count,)."""
+    def field(self, values: np.ndarray, motion: np.ndarray | None = None) -> torch.Tensor:
+        """The sampling grid (1, H, W, 2) of dequantised `values` (count,) and the frame's global
+        motion (4,) (None: none)."""
         v = np.asarray(values, dtype=np.float64)
         if v.shape != (self.count,):
             raise FormatError(f"{self.fmt} values have shape {v.shape}, not ({self.count},)")
+        m = None if motion is None or not np.any(motion) else \
+            torch.as_tensor(np.asarray(motion, np.float32), device=self.device)[None]
         with torch.no_grad():
-            return self.field_model(torch.as_tensor(v, dtype=torch.float32, device=self.device)[None])
+            return self.field_model(torch.as_tensor(v, dtype=torch.float32, device=self.device)[None], m)
 
     def render(self, values: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
-        """(H, W, 3) uint8 RGB: the key frame warped along the field of `values`.  The native
-        motion models of fomm, fv2v and cfte do not use the global picture motion yet (`motion`
-        is accepted and ignored: the key frame's background stays still)."""
-        grid = self.field(values)
+        """(H, W, 3) uint8 RGB: the key frame warped along the field of `values`, its background
+        moved by the global picture motion `motion` (None: still)."""
+        grid = self.field(values, motion)
         with torch.no_grad():
             out = F.grid_sample(self._image, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()

@@ -70,3 +70,19 @@ def test_the_synthesizers_move_the_background_with_the_global_motion(key, synth_
     assert np.abs(out[corner] - expected[corner]).mean() < 4
     assert np.abs(tracked[0].crop[corner].astype(int) - expected[corner]).mean() > 3 * np.abs(
         out[corner] - expected[corner]).mean()
+
+
+@pytest.mark.parametrize("fmt", ["fomm", "fv2v", "cfte"])
+def test_the_native_motion_models_move_the_background_too(key, fmt):
+    from models.feature_formats import key_features
+    from models.format_motion import build_format_synth
+
+    tracked, ref = key
+    synth = build_format_synth(fmt, tracked[0].crop, ref)
+    values = key_features(fmt, ref)
+    assert np.array_equal(synth.render(values, np.zeros(4)), tracked[0].crop)
+    shift = np.array([0.1, 0.0, 0.0, 0.0])
+    out = synth.render(values, shift).astype(int)
+    expected = moved(tracked[0].crop, shift).astype(int)
+    corner = (slice(8, 40), slice(24, 56))
+    assert np.abs(out[corner] - expected[corner]).mean() < 4
