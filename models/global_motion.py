@@ -44,7 +44,7 @@ IRLS_STEPS = 4
 # does, with a continuous ramp between (no jump when a camera starts moving)
 DEAD_ZONE_PX = (2.5, 4.0)
 NO_MOTION = np.zeros(4)
-PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM   # "fast" measured coarser: pcavs 00098 v1 LPIPS -17 % against -24 %
 
 
 def head_mask(landmarks: np.ndarray, crop_size: int, size: int = WORK) -> np.ndarray:

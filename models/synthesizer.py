@@ -54,6 +54,7 @@ from models.face_model import (
     Similarity,
     pose_to_similarity,
 )
+from models.global_motion import apply_motion
 
 RING_SCALES = (1.15, 1.4, 1.8)   # one per ring of the format (RING_COUNT), outline distance from the centre
 # share of the outline's own (expression) motion each ring takes: an opening jaw drags the
@@ -127,8 +128,6 @@ def move_pixels(points: np.ndarray, motion: np.ndarray | None, size: int) -> np.
     """Crop-pixel points (N, 2) moved by a global motion (models.global_motion), None: unmoved."""
     if motion is None or not np.any(motion):
         return points
-    from models.global_motion import apply_motion
-
     return (apply_motion((points + 0.5) * (2.0 / size) - 1.0, motion) + 1.0) * (size / 2.0) - 0.5
 
 
