@@ -177,6 +177,9 @@ class WindowSink(Sink):
         try:
             if not self._open:
                 cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE)
+                # where no window manager places it (a bare X server, as the tests run), the
+                # window could land partly or wholly off the screen: put it in the corner
+                cv2.moveWindow(self.title, 0, 0)
                 self._open = True
             cv2.imshow(self.title, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         except cv2.error as exc:

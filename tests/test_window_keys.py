@@ -121,8 +121,10 @@ def test_keys_in_the_window_on_a_display(tmp_path, display):
                     values.append(canonicalise(lm, basis, rgb.shape[1])[1][0])
                 time.sleep(0.2)
             cv2.imwrite(str(ARTIFACTS / f"window_{len(seen)}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            where = x("xdotool", "search", "--name", "facecall", "getwindowgeometry", "%@")
             assert len(values) >= needed, (f"a face in only {len(values)} window dumps within {seconds} s "
-                                           f"(last dump: {ARTIFACTS}/window_{len(seen)}.png)\n{p.tail('receiver')}")
+                                           f"(last dump: {ARTIFACTS}/window_{len(seen)}.png; window: {where})\n"
+                                           f"{p.tail('receiver')}")
             seen.append(float(np.median(values)))
             return seen[-1]
 
