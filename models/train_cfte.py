@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from models.asset_install import refuse_same_version
 from models.feature_formats import CFTE_ASSET, CFTE_DIM, CFTE_POINTS, CFTE_VERSION, CfteProjection, normalised
 from models.tracking import track_video
 
@@ -36,14 +37,9 @@ SIZE = 256
 def check_install(asset: Path, force: bool) -> None:
     """SystemExit (one line) when `--install` would replace `asset` holding this code's
     CFTE_VERSION, without `--force`."""
-    if force or not asset.exists():
-        return
-    with np.load(asset) as saved:
-        version = str(saved["version"]) if "version" in saved.files else None
-    if version == CFTE_VERSION:
-        raise SystemExit(f"python -m models.train_cfte: error: {asset} is already {CFTE_VERSION}: cfte streams "
-                         f"coded with it would decode wrongly with a new projection; bump CFTE_VERSION "
-                         f"(models/feature_formats.py) when the projection changes, or pass --force")
+    refuse_same_version(asset, CFTE_VERSION, force, "models.train_cfte",
+                        "cfte streams coded with it would decode wrongly with a new projection; bump CFTE_VERSION "
+                        "(models/feature_formats.py) when the projection changes")
 
 
 def collect(clips: list[Path], max_frames: int, stride: int) -> np.ndarray:

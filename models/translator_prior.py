@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from codec_core.format import FEATURE_FORMATS, IFVC
+from models.asset_install import refuse_same_version
 from models.feature_formats import CFTE_VERSION, FormatGeometry
 from models.reference import Reference
 
@@ -158,13 +159,8 @@ def track(paths: list[Path], max_frames: int) -> list[np.ndarray]:
 
 def check_install(asset: Path, force: bool) -> None:
     """SystemExit (one line) when `--install` would replace an asset of this VERSION without `--force`."""
-    if force or not asset.exists():
-        return
-    with np.load(asset) as saved:
-        version = str(saved["version"]) if "version" in saved.files else None
-    if version == VERSION:
-        raise SystemExit(f"python -m models.translator_prior: error: {asset} is already {VERSION}: translation "
-                         f"would change under the same version; bump VERSION or pass --force")
+    refuse_same_version(asset, VERSION, force, "models.translator_prior",
+                        "translation would change under the same version; bump VERSION")
 
 
 def parser() -> argparse.ArgumentParser:
