@@ -1,4 +1,4 @@
-"""Where the receiver's pictures go: a video file and an OpenCV window.
+"""Where the receiver's pictures go: a video file and a window on the screen.
 
 Both are driven from the synthesis thread (`receiver.render`).
 
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from codec_core.video import VideoWriter
+from receiver.screen import Screen, ScreenError, open_screen
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +118,12 @@ MUTE_KEY = "u"      # mute / unmute this end's voice
 
 
 class WindowSink(Sink):
-    """An OpenCV window; closing it or pressing q / Esc ends the call; the keys of
-    WINDOW_KEYS edit the face live through `on_edits`."""
+    """The receiver's window (receiver.screen); closing it or pressing q / Esc ends the call;
+    the keys of WINDOW_KEYS edit the face live through `on_edits`."""
 
     def __init__(self, title: str = "facecall", on_edits=None) -> None:
-        import cv2
-
-        self._cv2 = cv2
         self.title = title
-        self._open = False
+        self._screen: Screen | None = None
         self._failed = False
         self.on_edits = on_edits
         self.on_mute = None           # `u`: mute or unmute this end's own voice (python -m call)
@@ -173,17 +171,12 @@ class WindowSink(Sink):
         return self._display(due) if due is not None else self._keys()
 
     def _display(self, picture: np.ndarray) -> bool:
-        cv2 = self._cv2
         try:
-            if not self._open:
-                cv2.namedWindow(self.title, cv2.WINDOW_AUTOSIZE)
-                # where no window manager places it (a bare X server, as the tests run), the
-                # window could land partly or wholly off the screen: put it in the corner
-                cv2.moveWindow(self.title, 0, 0)
-                self._open = True
-            cv2.imshow(self.title, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-        except cv2.error as exc:
-            log.error("cannot show a window (%s); going on without it", str(exc).strip().splitlines()[-1])
+            if self._screen is None:
+                self._screen = open_screen(self.title)
+            self._screen.show(picture)
+        except ScreenError as exc:
+            log.error("cannot show a window (%s); going on without it", exc)
             self._failed = True
             return True
         return self._keys()
@@ -194,24 +187,17 @@ class WindowSink(Sink):
         return self._keys()
 
     def _keys(self) -> bool:
-        if not self._open or self._failed:
+        if self._screen is None or self._failed:
             return True
-        cv2 = self._cv2
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), 27):
-            return False
-        if key != 0xFF and (self.on_edits is not None or chr(key) == MUTE_KEY):
-            self._key(chr(key))
-        try:
-            return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
-        except cv2.error:
-            return False
+        still_open, keys = self._screen.poll()
+        for key in keys:
+            if key in ("q", "Escape"):
+                return False
+            if self.on_edits is not None or key == MUTE_KEY:
+                self._key(key)
+        return still_open
 
     def close(self) -> None:
-        if self._open:
-            try:
-                self._cv2.destroyWindow(self.title)
-                self._cv2.waitKey(1)
-            except self._cv2.error:
-                pass
-            self._open = False
+        if self._screen is not None:
+            self._screen.close()
+            self._screen = None

@@ -5,6 +5,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import time
 
 import cv2
@@ -30,6 +31,24 @@ def test_keys_nudge_controls_and_reset():
     assert not seen[-1]
     window._key("?")  # unbound keys do nothing
     assert len(seen) == 4
+
+
+def test_window_without_a_display_is_skipped_with_a_message(monkeypatch, caplog):
+    """No X display: the window cannot open; the sink says so once and the call goes on."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    window = WindowSink()
+    picture = np.zeros((64, 64, 3), np.uint8)
+    assert window.show(0, picture) and window.show(1, picture) and window.idle()
+    assert sum("cannot show a window" in r.message for r in caplog.records) == 1, caplog.text
+
+
+def test_opencv_window_where_tkinter_is_missing(monkeypatch):
+    from receiver import screen
+
+    monkeypatch.setitem(sys.modules, "tkinter", None)       # import tkinter raises ImportError
+    monkeypatch.setattr(screen, "CvScreen", lambda title: ("opencv", title))
+    assert screen.open_screen("facecall") == ("opencv", "facecall")
 
 
 def test_every_key_names_a_real_control():
