@@ -10,8 +10,9 @@ MediaPipe) needs no decoder.  `time` builds v2 (learned) and v1 (warp) on CUDA a
 CPU (1 thread), renders every frame at batch size 1 and prints one JSON line per setting:
 median and p95 ms of `render` (the picture copied back to the host included) and, for v2,
 of the graph alone; the largest difference between v2 on CUDA and on the CPU.  `--compile`
-also times v2 under `torch.compile(mode="reduce-overhead")` (CUDA graphs), whose compile
-time is reported: it is paid once per key frame as the graph is built today.
+also times v2 as `--compile` runs it (models.learned `compiled_frame_function`:
+torch.compile with CUDA graphs, the key frame an input): the compile time, paid once per
+process and size, and a second key frame's first frame, which reuses the compile.
 """
 
 from __future__ import annotations
@@ -70,7 +71,30 @@ def _row(**fields) -> dict:
     return fields
 
 
-def time_synthesis(inputs: Path, compile_graph: bool) -> list[dict]:
+def _compiled_fields(z, model, frames: list, eager: np.ndarray) -> dict:
+    """v2 as `--compile` runs it: the compile (paid by the first key frame of the process),
+    frame times, the largest difference from the eager pictures, and a second key frame
+    (the first one mirrored), whose first frame shows whether the compile is reused."""
+    from models.learned import LearnedSynthesizer
+
+    t0 = time.perf_counter()
+    fast = LearnedSynthesizer(z["keyframe"], model, z["ref_params"], z["ring_weights"], device="cuda", compiled=True)
+    _timed(fast.render, frames[:5], True)
+    fields: dict = {"compile_s": round(time.perf_counter() - t0, 1)}
+    fields["compiled_render_times"] = _timed(fast.render, frames, True)
+    fields["compiled_max_diff"] = int(np.abs(np.stack([fast.render(p, m) for p, m in frames]).astype(int)
+                                             - eager).max())
+    t0 = time.perf_counter()
+    second = LearnedSynthesizer(np.ascontiguousarray(z["keyframe"][:, ::-1]), model, z["ref_params"],
+                                z["ring_weights"], device="cuda", compiled=True)
+    _timed(second.render, frames[:1], True)
+    fields["second_keyframe_first_frame_s"] = round(time.perf_counter() - t0, 2)
+    fields["second_keyframe_render_times"] = _timed(second.render, frames, True)
+    return fields
+
+
+def time_synthesis(inputs: Path, compile_graph: bool, sizes: tuple[int, ...] = SIZES,
+                   with_cpu: bool = True) -> list[dict]:
     from models.face_model import FaceBasis, FaceModel
     from models.learned import LearnedSynthesizer
     from models.synthesizer import Synthesizer
@@ -78,12 +102,13 @@ def time_synthesis(inputs: Path, compile_graph: bool) -> list[dict]:
     torch.set_num_threads(1)
     rows = [_row(torch=torch.__version__, gpu=torch.cuda.get_device_name(0))]
     basis = FaceBasis.load()
-    for size in SIZES:
+    for size in sizes:
         z = np.load(inputs / f"inputs_{size}.npz")
         model = FaceModel(basis, z["reference"], size, z["reference_eyes"])
         frames = list(zip(z["params"], z["motions"]))
         pictures = {}
-        for cls, device in ((LearnedSynthesizer, "cuda"), (Synthesizer, "cuda"), (LearnedSynthesizer, "cpu")):
+        settings = [(LearnedSynthesizer, "cuda"), (Synthesizer, "cuda")] + [(LearnedSynthesizer, "cpu")] * with_cpu
+        for cls, device in settings:
             synth = cls(z["keyframe"], model, z["ref_params"], z["ring_weights"], device=device)
             _timed(synth.render, frames[:10], device == "cuda")                 # warm-up
             pictures[(cls, device)] = np.stack([synth.render(p, m) for p, m in frames])
@@ -94,17 +119,12 @@ def time_synthesis(inputs: Path, compile_graph: bool) -> list[dict]:
                             torch.as_tensor(m, dtype=torch.float32, device=device)[None]) for p, m in frames]
                 with torch.inference_mode():
                     fields["graph_times"] = _timed(synth.graph, tensors, device == "cuda")
-                    if compile_graph and device == "cuda":
-                        t0 = time.perf_counter()
-                        fast = torch.compile(synth.graph, mode="reduce-overhead")
-                        _timed(fast, tensors[:5], True)
-                        fields["compile_s"] = round(time.perf_counter() - t0, 1)
-                        fields["compiled_graph_times"] = _timed(fast, tensors, True)
-                        fields["compiled_max_diff"] = int(max(
-                            (fast(*a)[0] - synth.graph(*a)[0]).abs().max().item() for a in tensors[:20]) * 255 + 0.5)
+                if compile_graph and device == "cuda":
+                    fields.update(_compiled_fields(z, model, frames, pictures[(cls, device)]))
             rows.append(_row(**fields))
-        diff = np.abs(pictures[(LearnedSynthesizer, "cuda")].astype(int) - pictures[(LearnedSynthesizer, "cpu")])
-        rows.append(_row(size=size, parity_learned_cuda_vs_cpu_max=int(diff.max())))
+        if with_cpu:
+            diff = np.abs(pictures[(LearnedSynthesizer, "cuda")].astype(int) - pictures[(LearnedSynthesizer, "cpu")])
+            rows.append(_row(size=size, parity_learned_cuda_vs_cpu_max=int(diff.max())))
     return rows
 
 
@@ -112,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.synth_cuda", description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=("prepare", "time"))
     ap.add_argument("--out", "--inputs", dest="folder", type=Path, default=Path("out/gpu"))
-    ap.add_argument("--compile", action="store_true", help="also time v2 under torch.compile (reduce-overhead)")
+    ap.add_argument("--compile", action="store_true", help="also time v2 as --compile runs it (torch.compile)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), choices=SIZES)
+    ap.add_argument("--skip-cpu", action="store_true", help="no CPU rows (nor the CUDA-CPU parity)")
     args = ap.parse_args(argv)
     if args.step == "prepare":
         prepare(args.folder)
@@ -120,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("python -m benchmarks.synth_cuda: error: no CUDA device here", file=sys.stderr)
         return 1
-    rows = time_synthesis(args.folder, args.compile)
+    rows = time_synthesis(args.folder, args.compile, tuple(args.sizes), not args.skip_cpu)
     (args.folder / "cuda_results.json").write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 

@@ -60,7 +60,7 @@ import torch
 from codec_core.format import GLOBAL_MOTION_COUNT, NUM_FIXED, NUM_RING_POINTS, POSE, RING_WEIGHT_MAX
 from models.face_model import FaceBasis, FaceModel, eye_measures
 from models.generator import WORK, Generator
-from models.learned import ASSET, SynthGraph, build_graph, load_generator
+from models.learned import ASSET, SynthGraph, build_graph, key_buffers, load_generator
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,6 @@ PARAMS = "params"
 MOTION = "motion"            # the frame's global picture motion (codec_core.format GLOBAL_MOTION_NAMES)
 OUTPUT = "picture"
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
-# buffers of SynthGraph that are the same for every key frame of a size: kept in the graph
-CONSTANT_BUFFERS = ("full_grid",)
 
 
 def default_path(size: int) -> Path:
@@ -123,7 +121,7 @@ def input_name(buffer: str) -> str:
 
 def key_buffer_names(graph: SynthGraph) -> list[str]:
     """The SynthGraph buffers that depend on the key frame, in the graph's input order."""
-    return [name for name, _ in graph.named_buffers() if name not in CONSTANT_BUFFERS]
+    return list(key_buffers(graph))
 
 
 def key_inputs(graph: SynthGraph) -> dict[str, np.ndarray]:

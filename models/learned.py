@@ -12,10 +12,14 @@ own parameters) the output is the warp, which is the key frame itself.
 
 `LearnedSynthesizer` has the interface of synthesizer v1 (`models.synthesizer.Synthesizer`):
 built from a decoded key frame and its reference, `render(params)` gives a uint8 picture.
+On CUDA it can run under torch.compile with CUDA graphs (`compiled_frame_function`), the
+key frame's tensors as inputs so that one compile serves every key frame.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +44,8 @@ from models.motion import (
 
 ASSET = Path(__file__).resolve().parent / "assets" / "synth_v2.pt"
 GATE_SCALE = 0.004        # normalised motion at which the correction is 63 % on (0.5 px at 256)
+# buffers of SynthGraph that are the same for every key frame of a size (the rest are the key frame's)
+CONSTANT_BUFFERS = ("full_grid",)
 
 
 class WeightsError(Exception):
@@ -170,19 +176,55 @@ def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, re
     return SynthGraph(generator, geometry, tensor(keyframe), params, tensor(free)).eval()
 
 
+def key_buffers(graph: SynthGraph) -> dict[str, torch.Tensor]:
+    """The graph's buffers that depend on the key frame (name -> tensor), in the graph's order."""
+    return {name: b for name, b in graph.named_buffers() if name not in CONSTANT_BUFFERS}
+
+
+FrameFunction = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def frame_function(template: SynthGraph) -> FrameFunction:
+    """`template`'s forward with the key frame's buffers as an argument: (params, motion,
+    key_buffers(graph)) gives what `graph(params, motion)` gives, for any graph of the
+    template's size and generator."""
+    def frames(params: torch.Tensor, motion: torch.Tensor, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.func.functional_call(template, buffers, (params, motion))
+    return frames
+
+
+_COMPILED: dict[tuple[int, str, int], FrameFunction] = {}
+
+
+def compiled_frame_function(graph: SynthGraph) -> FrameFunction:
+    """`frame_function` under torch.compile with CUDA graphs ("reduce-overhead"), one per
+    process, size, device and generator: the key frame is an input, not a constant, so the
+    compile (about a minute) is paid once and every later key frame reuses it."""
+    key = (graph.size, str(graph.keyframe.device), id(graph.generator))
+    if key not in _COMPILED:
+        # a copy as the template: key buffers that alias the template's would be guarded on
+        # (one more compile when the next key frame's are not)
+        _COMPILED[key] = torch.compile(frame_function(copy.deepcopy(graph)), mode="reduce-overhead")
+    return _COMPILED[key]
+
+
 class LearnedSynthesizer:
-    """Renders frames of one key frame from decoded parameter vectors (synthesizer v2)."""
+    """Renders frames of one key frame from decoded parameter vectors (synthesizer v2);
+    `compiled` runs them through `compiled_frame_function` (CUDA)."""
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
-                 device: str = "cpu", generator: Generator | None = None) -> None:
+                 device: str = "cpu", generator: Generator | None = None, compiled: bool = False) -> None:
         self.device = torch.device(device)
         self.graph = build_graph(generator or load_generator(device=self.device), keyframe, model, ref_params,
                                  ring_weights, self.device)
+        self._compiled = compiled_frame_function(self.graph) if compiled else None
+        self._buffers = key_buffers(self.graph)
 
     @torch.inference_mode()
     def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         p = torch.as_tensor(np.asarray(params, np.float32), device=self.device)[None]
         m = torch.as_tensor(np.zeros(4, np.float32) if motion is None else np.asarray(motion, np.float32),
                             device=self.device)[None]
-        picture = self.graph(p, m)[0].permute(1, 2, 0) * 255.0
+        out = self.graph(p, m) if self._compiled is None else self._compiled(p, m, self._buffers)
+        picture = out[0].permute(1, 2, 0) * 255.0
         return picture.round().to(torch.uint8).cpu().numpy()

@@ -39,6 +39,7 @@ class Synthesis:
     backend: str = DEFAULT_BACKEND
     device: str = "cpu"
     onnx_model: Path | None = None
+    compiled: bool = False        # learned, torch, CUDA: torch.compile with CUDA graphs (models.learned)
 
     def check(self) -> None:
         """ValueError with a one-line reason when this choice cannot run here; loads nothing big."""
@@ -49,6 +50,9 @@ class Synthesis:
         if self.backend == "onnx" and self.synth != "learned":
             raise ValueError(f"the onnx backend runs the learned synthesizer only, not {self.synth!r}: "
                              "use --synth learned or --backend torch")
+        if self.compiled and (self.synth, self.backend, self.device) != ("learned", "torch", "cuda"):
+            raise ValueError("--compile runs the learned synthesizer on the torch backend on CUDA only: "
+                             "add --synth learned --backend torch --device cuda, or leave --compile out")
         if self.device == "cuda" and self.backend == "torch":
             import torch
 
@@ -77,11 +81,11 @@ class Synthesis:
                                    onnx_model=self.onnx_model)
         from models.learned import LearnedSynthesizer
 
-        return LearnedSynthesizer(keyframe, model, ref_params, ring_weights, self.device)
+        return LearnedSynthesizer(keyframe, model, ref_params, ring_weights, self.device, compiled=self.compiled)
 
 
 def add_synthesis_options(parser: argparse.ArgumentParser) -> None:
-    """--synth, --backend, --device and --onnx-model, as every command that makes pictures has them."""
+    """--synth, --backend, --device, --onnx-model and --compile, as every command that makes pictures has them."""
     parser.add_argument("--synth", default=DEFAULT_SYNTH, choices=SYNTHS,
                         help="synthesizer: warp (v1, no weights) or learned (v2) (default: %(default)s)")
     parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
@@ -89,10 +93,13 @@ def add_synthesis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", choices=DEVICES, help="synthesis device (default: %(default)s)")
     parser.add_argument("--onnx-model", type=Path, metavar="PATH",
                         help="the exported synthesizer for --backend onnx (default: out/onnx/, exported on first use)")
+    parser.add_argument("--compile", action="store_true",
+                        help="learned synthesizer on CUDA under torch.compile with CUDA graphs: the first key frame "
+                             "waits about a minute for the compile, every frame after it is several times faster")
 
 
 def synthesis_from_args(args: argparse.Namespace) -> Synthesis:
     """The choice the options name, checked (ValueError with a one-line reason)."""
-    choice = Synthesis(args.synth, args.backend, args.device, args.onnx_model)
+    choice = Synthesis(args.synth, args.backend, args.device, args.onnx_model, args.compile)
     choice.check()
     return choice

@@ -130,3 +130,30 @@ def test_cuda_without_onnxruntime_gpu_is_a_clear_error(key, generator):
     with pytest.raises(OnnxBackendError, match="onnxruntime-gpu"):
         OnnxSynthesizer(tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights,
                         device="cuda", generator=generator)
+
+
+def test_one_frame_function_serves_every_key_frame(key, synths, generator):
+    """What --compile compiles (models.learned.frame_function): the key frame's tensors are
+    arguments, so a function made from one key frame's graph draws another key frame's
+    frames exactly as that key frame's own graph does."""
+    from models.learned import frame_function, key_buffers
+
+    tracked, ref = key
+    other = LearnedSynthesizer(tracked[0].crop[:, ::-1].copy(), ref.face_model(), ref.reference_params(),
+                               ref.ring_weights, generator=generator)
+    frames = frame_function(synths[0].graph)
+    params = torch.tensor(ref.face_model().analyse(tracked[FRAMES[1]].landmarks), dtype=torch.float32)[None]
+    motion = torch.tensor([[0.02, -0.01, 0.01, 0.005]])
+    with torch.inference_mode():
+        theirs = other.graph(params, motion)
+        assert torch.equal(frames(params, motion, key_buffers(other.graph)), theirs)
+        assert not torch.equal(synths[0].graph(params, motion), theirs)     # the key frames differ
+
+
+def test_compile_is_for_the_learned_synthesizer_on_cuda_only(key):
+    tracked, ref = key
+    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
+    for choice in (Synthesis("learned", compiled=True), Synthesis("warp", device="cuda", compiled=True),
+                   Synthesis("learned", "onnx", "cuda", compiled=True)):
+        with pytest.raises(ValueError, match="--compile runs the learned synthesizer on the torch backend on CUDA"):
+            choice.build(*args)
