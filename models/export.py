@@ -157,7 +157,7 @@ class PerFrame(torch.nn.Module):
         return held
 
 
-def example_graph(generator: Generator, size: int) -> SynthGraph:
+def example_graph(generator: Generator, size: int, device: str | torch.device = "cpu") -> SynthGraph:
     """A SynthGraph of a made-up key frame (the basis' mean face on grey) to trace the export
     with: the traced operations do not depend on the values, only on the shapes."""
     basis = FaceBasis.load()
@@ -169,7 +169,7 @@ def example_graph(generator: Generator, size: int) -> SynthGraph:
     ramp = np.linspace(40, 220, size, dtype=np.float32)
     picture = np.stack([ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1),
                         np.full((size, size), 128, np.float32)], -1).astype(np.uint8)
-    return build_graph(generator, picture, model, ref_params, ring_weights, "cpu")
+    return build_graph(generator, picture, model, ref_params, ring_weights, device)
 
 
 def _deg2rad(g: Any, x: Any) -> Any:

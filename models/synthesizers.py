@@ -83,6 +83,24 @@ class Synthesis:
 
         return LearnedSynthesizer(keyframe, model, ref_params, ring_weights, self.device, compiled=self.compiled)
 
+    def warm_up(self, size: int) -> None:
+        """With `compiled`: pay the compile now, on a made-up key frame of `size` (the compile
+        serves every key frame of that size), as a receiver does while it waits for its peer."""
+        if not self.compiled:
+            return
+        import torch
+
+        from codec_core.format import GLOBAL_MOTION_COUNT, NUM_FIXED
+        from models.export import example_graph
+        from models.learned import compiled_frame_function, key_buffers, load_generator
+
+        device = torch.device(self.device)
+        graph = example_graph(load_generator(device=device), size, device)
+        with torch.inference_mode():        # as `LearnedSynthesizer.render` makes its inputs (a guard)
+            params = torch.zeros(1, NUM_FIXED + graph.geometry.expression.shape[0], device=device)
+            compiled_frame_function(graph)(params, torch.zeros(1, GLOBAL_MOTION_COUNT, device=device),
+                                            key_buffers(graph))
+
 
 def add_synthesis_options(parser: argparse.ArgumentParser) -> None:
     """--synth, --backend, --device, --onnx-model and --compile, as every command that makes pictures has them."""

@@ -55,6 +55,7 @@ import torch
 from codec.decoder import DecodedKeyframe, DecoderFormatError, FaceDecoder
 from codec.translation import DEFAULT_TRANSLATOR
 from codec_core.bitstream import Keyframe, SessionHeader, StreamError
+from codec_core.config import load_config
 from codec_core.format import IFVC, FeatureFormat, format_named
 from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
@@ -263,6 +264,7 @@ class RenderWorker:
 
     def _run(self) -> None:
         torch.set_num_threads(self._threads)
+        self._warm_up()
         try:
             while True:
                 job = self.queue.get(timeout=0.01 if any(s.pending() for s in self._sinks) else 0.05)
@@ -283,6 +285,19 @@ class RenderWorker:
                     sink.close()
                 except Exception as exc:
                     log.error("closing the output failed: %s", exc)
+
+    def _warm_up(self) -> None:
+        """--compile: compile the learned synthesizer for the default size before a peer comes."""
+        if not self._synthesis.compiled:
+            return
+        size = load_config().size
+        log.info("compiling the learned synthesizer for CUDA at %d (once, about a minute)", size)
+        try:
+            self._synthesis.warm_up(size)
+        except Exception:
+            log.exception("compiling ahead failed: the first key frame compiles instead")
+            return
+        log.info("compiled")
 
     # -- key frames ----------------------------------------------------------------------
 

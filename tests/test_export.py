@@ -157,3 +157,23 @@ def test_compile_is_for_the_learned_synthesizer_on_cuda_only(key):
                    Synthesis("learned", "onnx", "cuda", compiled=True)):
         with pytest.raises(ValueError, match="--compile runs the learned synthesizer on the torch backend on CUDA"):
             choice.build(*args)
+
+
+def test_warm_up_prepares_the_function_every_key_frame_of_the_size_reuses(monkeypatch):
+    """A receiver with --compile compiles before its peer comes (Synthesis.warm_up, on a
+    made-up key frame); torch.compile is replaced here (no CUDA on CI): what is checked is that
+    the warm-up runs the function and leaves it where the real key frames will find it."""
+    from models import learned
+
+    calls = []
+
+    def fake_compile(fn, mode):
+        assert mode == "reduce-overhead"
+        return lambda *args: calls.append(args) or fn(*args)
+
+    monkeypatch.setattr(learned.torch, "compile", fake_compile)
+    monkeypatch.setattr(learned, "_COMPILED", {})
+    Synthesis("learned", device="cpu", compiled=True).warm_up(256)
+    assert len(calls) == 1 and list(learned._COMPILED) == [(256, "cpu", id(learned.load_generator()))]
+    Synthesis("learned").warm_up(256)           # without --compile: nothing
+    assert len(calls) == 1
