@@ -112,8 +112,8 @@ def add_synthesis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx-model", type=Path, metavar="PATH",
                         help="the exported synthesizer for --backend onnx (default: out/onnx/, exported on first use)")
     parser.add_argument("--compile", action="store_true",
-                        help="learned synthesizer on CUDA under torch.compile with CUDA graphs: the first key frame "
-                             "waits about a minute for the compile, every frame after it is several times faster")
+                        help="learned synthesizer on CUDA under torch.compile with CUDA graphs, about ten times "
+                             "faster a frame; compiled once, in about a minute (a receiver does it at start)")
 
 
 def synthesis_from_args(args: argparse.Namespace) -> Synthesis:
