@@ -14,7 +14,10 @@ the key frame's prepared tensors are inputs of the graph, next to the parameters
     key_iris_free           (1, 3, S, S)        the key frame with its irises inpainted away
     key_landmarks           (1, 478, 2)         the key frame's landmarks, normalised
     source                  (1, V, 2)           the key frame's control points, normalised
-    mesh_index, mesh_weight (1, WORK*WORK, 3)   every working-size pixel's key-frame triangle
+    mesh_index, mesh_weight (1, WORK*WORK, 3)   every working-size pixel's key-frame triangle:
+    mesh_simplex            (1, WORK*WORK)      its corners, weights and row in mesh_triangles
+    mesh_triangles          (1, 2V-5, 3)        the key frame's triangles (padded rows unused)
+    mesh_neighbours         (1, 2V-5, 3)        each triangle's neighbour across each corner, -1 none
     exact                   (1, V)              where the motion field stays exact
     geometry_<name>         ...                 the KeyGeometry buffers (canonical shape, bases,
                                                 head rings, border, index lists)

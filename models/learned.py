@@ -33,6 +33,7 @@ from models.iris_layer import iris_free, lay_irises
 from models.motion import (
     KeyConstants,
     KeyGeometry,
+    MeshTensors,
     SourceMesh,
     dense_motion,
     exact_points,
@@ -94,14 +95,14 @@ class SynthGraph(torch.nn.Module):
             source = source[..., :2]
             key_work = resize(keyframe, WORK)
             features = generator.key_encoder(key_work)
-        mesh_index, mesh_weight = SourceMesh.build(normalised(source[0], size).cpu().numpy(), WORK).tensors(device)
+        mesh = SourceMesh.build(normalised(source[0], size).cpu().numpy(), WORK).tensors(device)
         self.register_buffer("keyframe", keyframe)
         self.register_buffer("key_iris_free", key_iris_free)
         self.register_buffer("key_landmarks", normalised(key_landmarks[..., :2], size))
         self.register_buffer("key_work", key_work)
         self.register_buffer("source", normalised(source, size))
-        self.register_buffer("mesh_index", mesh_index)
-        self.register_buffer("mesh_weight", mesh_weight)
+        for name, table in mesh._asdict().items():
+            self.register_buffer(f"mesh_{name}", table)
         self.register_buffer("exact", torch.from_numpy(exact_points(source.shape[1]))[None].to(device))
         self.register_buffer("full_grid", identity_grid(size, device))
         self.levels = len(features)
@@ -114,9 +115,9 @@ class SynthGraph(torch.nn.Module):
         target, landmarks = self.geometry.points(params, motion)
         target = frame_points(target, self.size)
         features = [getattr(self, f"feature{i}") for i in range(self.levels)]
-        _, correction, disp = correct(self.generator, self.key_work, features, self.mesh_index, self.mesh_weight,
-                                      self.source, self.exact, target, normalised(landmarks[..., :2], self.size),
-                                      motion)
+        mesh = MeshTensors(*(getattr(self, f"mesh_{name}") for name in MeshTensors._fields))
+        _, correction, disp = correct(self.generator, self.key_work, features, mesh, self.source, self.exact, target,
+                                      normalised(landmarks[..., :2], self.size), motion)
         grid = sampling_grid(disp, self.full_grid)
         full, free = (F.grid_sample(picture.expand(len(params), -1, -1, -1), grid, mode="bilinear",
                                     padding_mode="border", align_corners=False)
@@ -142,16 +143,16 @@ def sampling_grid(disp: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
     return identity + disp.permute(0, 2, 3, 1)
 
 
-def correct(generator: Generator, key_work: torch.Tensor, features: list[torch.Tensor], mesh_index: torch.Tensor,
-            mesh_weight: torch.Tensor, source: torch.Tensor, exact: torch.Tensor, target: torch.Tensor,
-            landmarks: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def correct(generator: Generator, key_work: torch.Tensor, features: list[torch.Tensor], mesh: MeshTensors,
+            source: torch.Tensor, exact: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor,
+            motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The working-size frame (B, 3, WORK, WORK), its correction over the plain warp, and the
     displacement field (B, 2, WORK, WORK); all positions normalised.  Shared by the per-frame
     graph and training, which runs it on batches of different key frames.  The gate opens
     where the picture moves other than the global motion moves it (the face, hair, what a
     turn uncovers) and where the picture samples outside the key frame (what a moving camera
     brings into view)."""
-    disp, _ = dense_motion(mesh_index, mesh_weight, source, target, exact, WORK)
+    disp, _ = dense_motion(mesh, source, target, exact, WORK)
     grid = sampling_grid(disp, identity_grid(WORK, key_work.device))
     warped = F.grid_sample(key_work.expand(len(target), -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                            align_corners=False)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -47,8 +48,10 @@ from models.face_model import (
 from models.synthesizer import RING_FOLLOW, RING_SCALES, SMOOTH_SIGMA, border_points, ring_layout
 
 INVERSION_STEPS = 4        # fixed-point steps that invert the forward field
-REFINE_STEPS = 3           # then exact (per-triangle) steps
+REFINE_STEPS = 1           # then exact (per-triangle) steps
 REACH = 0.5                # how far outside its triangle an exact step may reach (barycentric)
+WALK_STEPS = 4             # per exact step: moves to the neighbour triangle towards the pixel
+WALK_TOLERANCE = 1e-4      # barycentric: a pixel this close to its triangle stays in it
 IRIS_POINTS = RIGHT_IRIS + LEFT_IRIS
 # landmark groups drawn as heat maps for the generator: what it must draw at the target
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
@@ -209,11 +212,22 @@ def _gaussians(coords: torch.Tensor, axis: torch.Tensor, sigma: float) -> torch.
 @dataclass
 class SourceMesh:
     """The key frame's control points triangulated, looked up at every pixel centre of a
-    size x size grid (row-major): the corners of the pixel's triangle and its barycentric
-    weights.  Built once per key frame (numpy, scipy)."""
+    size x size grid (row-major): the pixel's triangle, its corners and its barycentric
+    weights; and the triangulation itself with every triangle's neighbours, for the walk
+    that finds an output pixel's triangle (`dense_motion`).  Built once per key frame (numpy,
+    scipy).  The triangle tables are padded to `max_triangles` rows (never referenced), so
+    their shape is the same for every key frame with the same number of points."""
 
-    index: np.ndarray     # (size*size, 3) int64 control-point indices
-    weight: np.ndarray    # (size*size, 3) float32, summing to 1
+    index: np.ndarray       # (size*size, 3) int64 control-point indices
+    weight: np.ndarray      # (size*size, 3) float32, summing to 1
+    simplex: np.ndarray     # (size*size,) int64: the pixel's triangle, a row of `triangles`
+    triangles: np.ndarray   # (max_triangles(V), 3) int64 corner indices
+    neighbours: np.ndarray  # (max_triangles(V), 3) int64: the triangle across from each corner, -1 none
+
+    @staticmethod
+    def max_triangles(num_points: int) -> int:
+        """The most triangles V points can make (a triangular hull: 2 V - 5)."""
+        return 2 * num_points - 5
 
     @classmethod
     def build(cls, source: np.ndarray, size: int) -> SourceMesh:
@@ -230,11 +244,28 @@ class SourceMesh:
         affine = tri.transform[simplex]
         bary = np.einsum("nij,nj->ni", affine[:, :2], query - affine[:, 2])
         weight = np.concatenate([bary, 1.0 - bary.sum(1, keepdims=True)], 1)
-        return cls(tri.simplices[simplex].astype(np.int64), weight.astype(np.float32))
+        rows = cls.max_triangles(len(source))
+        triangles = np.zeros((rows, 3), np.int64)
+        neighbours = np.full((rows, 3), -1, np.int64)
+        triangles[:len(tri.simplices)] = tri.simplices
+        neighbours[:len(tri.simplices)] = tri.neighbors
+        return cls(tri.simplices[simplex].astype(np.int64), weight.astype(np.float32), simplex.astype(np.int64),
+                   triangles, neighbours)
 
-    def tensors(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, N, 3) index and weight tensors, as `dense_motion` takes them."""
-        return (torch.from_numpy(self.index)[None].to(device), torch.from_numpy(self.weight)[None].to(device))
+    def tensors(self, device: torch.device | str | None = None) -> MeshTensors:
+        """The tensors `dense_motion` takes, each with a batch axis of 1."""
+        return MeshTensors(*(torch.from_numpy(a)[None].to(device)
+                             for a in (self.index, self.weight, self.simplex, self.triangles, self.neighbours)))
+
+
+class MeshTensors(NamedTuple):
+    """A `SourceMesh` as `dense_motion` takes it (batch axis B or 1 first)."""
+
+    index: torch.Tensor        # (B, N, 3) int64
+    weight: torch.Tensor       # (B, N, 3) float32
+    simplex: torch.Tensor      # (B, N) int64
+    triangles: torch.Tensor    # (B, T, 3) int64
+    neighbours: torch.Tensor   # (B, T, 3) int64
 
 
 def exact_points(num_points: int) -> np.ndarray:
@@ -275,49 +306,66 @@ def nearest_first(source: torch.Tensor, target: torch.Tensor, depth: torch.Tenso
     return torch.stack([gy @ (gx * near * shift[..., :1]) / total, gy @ (gx * near * shift[..., 1:]) / total], 1)
 
 
-def dense_motion(index: torch.Tensor, weight: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
-                 exact: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def dense_motion(mesh: MeshTensors, source: torch.Tensor, target: torch.Tensor, exact: torch.Tensor,
+                 size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Backward displacement (B, 2, size, size) and how far each pixel moves (B, 1, size, size).
 
-    `index`, `weight` (B or 1, size*size, 3): the key frame's `SourceMesh`; `source` (B or 1,
-    V, 2) and `target` (B, V, 3): the key frame's and the frame's normalised control points
-    (the frame's with their depth, `models.learned.frame_points`);
-    `exact` (B or 1, V): `exact_points`.  Forward, every key-frame pixel moves with its
-    triangle; backward, that map is inverted by INVERSION_STEPS fixed-point steps, then
-    REFINE_STEPS exact ones: the key-frame triangle found under the estimate, the output
-    pixel's barycentric position among that triangle's target corners, the same position
-    among its key-frame corners (Newton's step on a piecewise-affine map).  As in v1, the
-    field is exact inside the face and smoothed (SMOOTH_SIGMA) elsewhere, and where the
-    surface folds, so that it cannot tear.  All steps unrolled."""
+    `mesh`: the key frame's `SourceMesh` (batch B or 1); `source` (B or 1, V, 2) and
+    `target` (B, V, 3): the key frame's and the frame's normalised control points (the
+    frame's with their depth, `models.learned.frame_points`); `exact` (B or 1, V):
+    `exact_points`.  Forward, every key-frame pixel moves with its triangle; backward, that
+    map is inverted by INVERSION_STEPS fixed-point steps, then REFINE_STEPS exact ones: the
+    key-frame triangle found under the estimate, WALK_STEPS moves from it to the neighbour
+    across its edge facing the output pixel (where the key frame squeezed the surface into
+    triangles thinner than a pixel, as the far cheek of a turned head, the estimate lands
+    beside them and the walk reaches them), the output pixel's barycentric position among
+    that triangle's target corners, the same position among its key-frame corners (Newton's
+    step on a piecewise-affine map).  As in v1, the field is exact inside the face and
+    smoothed (SMOOTH_SIGMA) elsewhere, and where the surface folds, so that it cannot tear.
+    All steps unrolled."""
     b = len(target)
 
+    def rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """table (B or 1, R, C) at idx (b, P) -> (b, P, C)."""
+        return torch.gather(table.expand(b, -1, -1), 1, idx[..., None].expand(-1, -1, table.shape[-1]))
+
     def corners(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        flat = idx.expand(b, -1, -1).reshape(b, -1, 1).expand(-1, -1, points.shape[-1])
-        return torch.gather(points.expand(b, -1, -1), 1, flat).view(b, idx.shape[1], 3, points.shape[-1])
+        """points (B or 1, V, C) at corner indices idx (b, P, 3) -> (b, P, 3, C)."""
+        return rows(points, idx.reshape(b, -1)).view(b, idx.shape[1], 3, points.shape[-1])
 
     def det(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
         return e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]
 
+    def barycentric(t: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u, v, d) of points p (b, P, 2) in triangles t (b, P, 3, 2): p = t0 + u e1 + v e2; d = det(e1, e2)."""
+        e1, e2, rel = t[:, :, 1] - t[:, :, 0], t[:, :, 2] - t[:, :, 0], p - t[:, :, 0]
+        d = det(e1, e2)
+        safe = torch.where(d.abs() > 1e-12, d, torch.ones_like(d))
+        return det(rel, e2) / safe, det(e1, rel) / safe, d
+
     depth, target = target[..., 2], target[..., :2]
     identity = identity_grid(size, target.device)
-    moved_to = (corners(target, index) * weight.expand(b, -1, -1)[..., None]).sum(2)
+    moved_to = (corners(target, mesh.index.expand(b, -1, -1)) * mesh.weight.expand(b, -1, -1)[..., None]).sum(2)
     push = (moved_to.view(b, size, size, 2) - identity).permute(0, 3, 1, 2)      # forward displacement
     disp = nearest_first(source, target, depth, size)
     for _ in range(INVERSION_STEPS):
         disp = -F.grid_sample(push, identity + disp.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
                               align_corners=False)
-    triangles = index.expand(b, -1, -1).reshape(b, size, size, 3).permute(0, 3, 1, 2).float()
+    simplex_map = mesh.simplex.expand(b, -1).view(b, 1, size, size).float()
     p = identity.reshape(1, -1, 2)
     exactness = torch.zeros_like(disp[:, :1])
     for _ in range(REFINE_STEPS):
-        found = F.grid_sample(triangles, identity + disp.permute(0, 2, 3, 1), mode="nearest",
+        found = F.grid_sample(simplex_map, identity + disp.permute(0, 2, 3, 1), mode="nearest",
                               padding_mode="border", align_corners=False)
-        tri = found.permute(0, 2, 3, 1).reshape(b, -1, 3).round().long()
+        tid = found.reshape(b, -1).round().long()
+        for _ in range(WALK_STEPS):
+            u, v, _ = barycentric(corners(target, rows(mesh.triangles, tid)), p)
+            weakest, side = torch.stack([1.0 - u - v, u, v], -1).min(-1)
+            across = torch.gather(rows(mesh.neighbours, tid), 2, side[..., None])[..., 0]
+            tid = torch.where((weakest < -WALK_TOLERANCE) & (across >= 0), across, tid)
+        tri = rows(mesh.triangles, tid)
         t, s = corners(target, tri), corners(source, tri)
-        e1, e2, rel = t[:, :, 1] - t[:, :, 0], t[:, :, 2] - t[:, :, 0], p - t[:, :, 0]
-        d = det(e1, e2)
-        safe = torch.where(d.abs() > 1e-12, d, torch.ones_like(d))
-        u, v = det(rel, e2) / safe, det(e1, rel) / safe
+        u, v, d = barycentric(t, p)
         # near its triangle (barycentric weights above -REACH) the affine step is trusted; far
         # outside a sliver it would fling the pixel away: that pixel keeps its estimate
         ok = (d.abs() > 1e-12) & (torch.minimum(torch.minimum(u, v), 1.0 - u - v) > -REACH)

@@ -37,7 +37,7 @@ from codec_core.format import NUM_LANDMARKS
 from models.face_model import LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS
 from models.generator import WORK, Generator
 from models.learned import correct
-from models.motion import SourceMesh, exact_points, heat_maps
+from models.motion import MeshTensors, SourceMesh, exact_points, heat_maps
 from models.perceptual import SqueezeLPIPS
 from models.train_data import cache_name, load_split
 
@@ -118,8 +118,11 @@ class Clip:
             self.motions = z["motions"]
         # the key frames' meshes, as they are and mirrored (the mirrored key frame's own mesh)
         meshes = [[SourceMesh.build(source * side, WORK) for source in self.sources] for side in (1.0, MIRROR[:2])]
-        self.mesh_index = [np.stack([m.index.astype(np.int32) for m in ms]) for ms in meshes]
-        self.mesh_weight = [np.stack([m.weight for m in ms]) for ms in meshes]
+        # per side, per field of SourceMesh: the key frames' arrays stacked (indices as int32)
+        self.meshes = [{name: np.stack([getattr(m, name) for m in ms]) for name in MeshTensors._fields} for ms in meshes]
+        for side in self.meshes:
+            for name in ("index", "simplex", "triangles", "neighbours"):
+                side[name] = side[name].astype(np.int32)
 
     def pair(self, rng: random.Random, identity_share: float, flip: float = 0.0,
              colour: float = 0.0) -> tuple[np.ndarray, ...]:
@@ -136,8 +139,8 @@ class Clip:
             motion = motion * MIRROR_MOTION
         gain = np.array([1.0 + rng.uniform(-colour, colour) for _ in range(3)], np.float32)
         key, crop = (np.clip(picture * gain, 0, 255).astype(np.uint8) for picture in (key, crop))
-        return (key, source, self.mesh_index[m][k].astype(np.int64), self.mesh_weight[m][k], target, landmarks,
-                motion, crop)
+        mesh = tuple(self.meshes[m][name][k] for name in MeshTensors._fields)
+        return key, source, mesh, target, landmarks, motion, crop
 
 
 class Pairs:
@@ -156,13 +159,15 @@ class Pairs:
         for _ in range(size):
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
             items.append(clip.pair(self.rng, self.identity_share, self.flip, self.colour))
-        key, source, mesh_index, mesh_weight, target, landmarks, motion, crop = (np.stack(x) for x in zip(*items))
+        key, source, target, landmarks, motion, crop = (np.stack([item[i] for item in items]) for i in (0, 1, 3, 4, 5, 6))
+        mesh = MeshTensors(*(torch.from_numpy(np.stack(x)) for x in zip(*(item[2] for item in items))))
+        mesh = mesh._replace(**{name: getattr(mesh, name).long() for name in ("index", "simplex", "triangles",
+                                                                             "neighbours")})
 
         def picture(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
 
-        return {"key": picture(key), "source": torch.from_numpy(source), "mesh_index": torch.from_numpy(mesh_index),
-                "mesh_weight": torch.from_numpy(mesh_weight),
+        return {"key": picture(key), "source": torch.from_numpy(source), "mesh": mesh,
                 "exact": torch.from_numpy(exact_points(source.shape[1]))[None], "target": torch.from_numpy(target),
                 "landmarks": torch.from_numpy(landmarks), "motion": torch.from_numpy(motion), "picture": picture(crop)}
 
@@ -209,8 +214,8 @@ class Trainer:
     def synthesize(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """v2's working-size pictures of a batch, and the plain warp (no correction)."""
         features = self.generator.key_encoder(b["key"])
-        out, correction, _ = correct(self.generator, b["key"], features, b["mesh_index"], b["mesh_weight"], b["source"],
-                                     b["exact"], b["target"], b["landmarks"], b["motion"])
+        out, correction, _ = correct(self.generator, b["key"], features, b["mesh"], b["source"], b["exact"],
+                                     b["target"], b["landmarks"], b["motion"])
         return out, (out - correction).clamp(0.0, 1.0)
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -86,3 +86,34 @@ def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume
     assert isinstance(generator, Generator)
     config.steps = 3
     assert train(config, progress=False)["steps_run"] == 3     # resumed from the checkpoint, one more step
+
+
+@pytest.mark.parametrize("yaw", [-25.0, 25.0])
+def test_the_torch_field_agrees_with_v1s_rasterised_one_on_a_head_turn(key, yaw):
+    """v2's field is v1's piecewise-affine map computed by tensor code: on a head turn they
+    agree to a pixel or so, also where the key frame (rt__3's first, at yaw +9) squeezed the
+    far cheek into triangles thinner than a pixel of the working grid (the walk in
+    `dense_motion`; without it, 3.96 px apart at yaw -25, up to 15 px on the way, and the
+    turn was drawn short)."""
+    import torch.nn.functional as F
+
+    from models.generator import WORK
+    from models.learned import frame_points
+    from models.motion import MeshTensors, dense_motion
+    from models.synthesizer import Synthesizer
+
+    tracked, ref = key
+    model, ref_params = ref.face_model(), ref.reference_params()
+    v1 = Synthesizer(tracked[0].crop, model, ref_params, ref.ring_weights)
+    graph = LearnedSynthesizer(tracked[0].crop, model, ref_params, ref.ring_weights, generator=Generator()).graph
+    params = ref_params.copy()
+    params[I_YAW] += yaw
+    ours = v1._field(*v1.target_vertices(params)).numpy()
+    with torch.inference_mode():
+        target, _ = graph.geometry.points(torch.tensor(params, dtype=torch.float32)[None], torch.zeros(1, 4))
+        mesh = MeshTensors(*(getattr(graph, f"mesh_{name}") for name in MeshTensors._fields))
+        disp, _ = dense_motion(mesh, graph.source, frame_points(target, 256), graph.exact, WORK)
+        theirs = F.interpolate(disp, size=(256, 256), mode="bilinear", align_corners=False)[0].numpy() * 128
+    apart = np.hypot(*(ours - theirs))
+    print(f"yaw {yaw:+.0f}: v1 and v2 fields apart by {np.percentile(apart, 99):.2f} px (p99), {apart.max():.2f} max")
+    assert np.percentile(apart, 99) < 3.0
