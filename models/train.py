@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 REGION_GROUPS = 6            # the first heat-map groups: eye lids, irises, inner and outer lips
 GRAD_CLIP = 1.0
+INDEX_FIELDS = ("index", "simplex", "triangles", "neighbours")   # the SourceMesh fields that are indices
 MIRROR = np.array([-1.0, 1.0, 1.0], np.float32)   # normalised x, y, depth: x -> -x mirrors the picture
 MIRROR_MOTION = np.array([-1.0, 1.0, 1.0, -1.0], np.float32)   # global tx, ty, log_scale, angle, mirrored
 
@@ -119,9 +120,10 @@ class Clip:
         # the key frames' meshes, as they are and mirrored (the mirrored key frame's own mesh)
         meshes = [[SourceMesh.build(source * side, WORK) for source in self.sources] for side in (1.0, MIRROR[:2])]
         # per side, per field of SourceMesh: the key frames' arrays stacked (indices as int32)
-        self.meshes = [{name: np.stack([getattr(m, name) for m in ms]) for name in MeshTensors._fields} for ms in meshes]
+        self.meshes = [{name: np.stack([getattr(m, name) for m in ms]) for name in MeshTensors._fields}
+                       for ms in meshes]
         for side in self.meshes:
-            for name in ("index", "simplex", "triangles", "neighbours"):
+            for name in INDEX_FIELDS:
                 side[name] = side[name].astype(np.int32)
 
     def pair(self, rng: random.Random, identity_share: float, flip: float = 0.0,
@@ -159,10 +161,10 @@ class Pairs:
         for _ in range(size):
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
             items.append(clip.pair(self.rng, self.identity_share, self.flip, self.colour))
-        key, source, target, landmarks, motion, crop = (np.stack([item[i] for item in items]) for i in (0, 1, 3, 4, 5, 6))
+        key, source, target, landmarks, motion, crop = (np.stack([item[i] for item in items])
+                                                        for i in (0, 1, 3, 4, 5, 6))
         mesh = MeshTensors(*(torch.from_numpy(np.stack(x)) for x in zip(*(item[2] for item in items))))
-        mesh = mesh._replace(**{name: getattr(mesh, name).long() for name in ("index", "simplex", "triangles",
-                                                                             "neighbours")})
+        mesh = mesh._replace(**{name: getattr(mesh, name).long() for name in INDEX_FIELDS})
 
         def picture(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
