@@ -161,9 +161,9 @@ class Pairs:
         for _ in range(size):
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
             items.append(clip.pair(self.rng, self.identity_share, self.flip, self.colour))
-        key, source, target, landmarks, motion, crop = (np.stack([item[i] for item in items])
-                                                        for i in (0, 1, 3, 4, 5, 6))
-        mesh = MeshTensors(*(torch.from_numpy(np.stack(x)) for x in zip(*(item[2] for item in items))))
+        key, source, meshes, target, landmarks, motion, crop = zip(*items)
+        key, source, target, landmarks, motion, crop = map(np.stack, (key, source, target, landmarks, motion, crop))
+        mesh = MeshTensors(*(torch.from_numpy(np.stack(x)) for x in zip(*meshes)))
         mesh = mesh._replace(**{name: getattr(mesh, name).long() for name in INDEX_FIELDS})
 
         def picture(a: np.ndarray) -> torch.Tensor:
