@@ -188,7 +188,8 @@ FrameFunction = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], 
 def frame_function(template: SynthGraph) -> FrameFunction:
     """`template`'s forward with the key frame's buffers as an argument: (params, motion,
     key_buffers(graph)) gives what `graph(params, motion)` gives, for any graph of the
-    template's size and generator."""
+    template's size and generator.  (`models.export.PerFrame` does the same for the ONNX
+    exporter by swapping buffers: its tracer refuses `functional_call`.)"""
     def frames(params: torch.Tensor, motion: torch.Tensor, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.func.functional_call(template, buffers, (params, motion))
     return frames
