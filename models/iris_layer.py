@@ -3,29 +3,37 @@ the target eye openings (tensor code, exportable).
 
 The irises are not part of the motion mesh (a warp would smear them across the eye and
 never move them with the gaze).  As in v1, an eye that moves shows, inside its target
-opening, an iris-free copy of the key frame warped with the face (`IrisLayer.iris_free`,
+opening, an iris-free copy of the key frame warped with the face (`iris_free`,
 inpainted once per key frame) and the key frame's iris disc at the target iris centre,
 scaled to the target iris radius; a nearly shut eye fades its iris out.  The layer is
 gated per eye by how far that eye's points moved (as the generator's correction), so
 the key frame's own parameters give back the key frame exactly.
 
-Per frame it is a point-in-polygon test of every pixel (at the working size) against the
-16 points of each target opening (crossing number), a disc test and one sampling of
-the key frame for both irises.
+Per frame it is a point-in-polygon test of every pixel of the working size against the
+16 points of each target opening (crossing number, `eye_targets`), then at each size the
+layer is laid (`lay_irises`: the generator's working picture, which the generator sees and
+corrects, and the full-size picture): a disc test and one sampling of the key frame for
+both irises.
 """
 
 from __future__ import annotations
+
+import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.synthesizer import EYES
+from models.synthesizer import EYES, LASH_STRENGTH, lid_colours
 
 OPENING_FADE = (0.15, 0.40)   # opening area against the key frame's: no iris below, all of it above
 GATE_SCALE = 0.004            # normalised motion at which an eye's layer is 63 % on (0.5 px at 256)
 IRIS_MARGIN = 1.5             # pixels around the key iris disc that are inpainted away
+LID_SHUT = (0.60, 0.15)       # opening area against the key frame's: no lid skin above, all of it below (v1's)
+LASH_WIDTH = 24               # the lash line is the eye's width over this thick (v1's)
+EYE_PATCH = 0.375             # the square around each eye where its maps are worked out, in frame widths
 
 
 def _area(polygon: torch.Tensor) -> torch.Tensor:
@@ -35,10 +43,10 @@ def _area(polygon: torch.Tensor) -> torch.Tensor:
 
 
 def inside(polygon: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """(B, P) 1.0 where points (P, 2) lie inside the closed polygons (B, N, 2) (crossing number)."""
+    """(B, P) 1.0 where points (B, P, 2) lie inside the closed polygons (B, N, 2) (crossing number)."""
     a = polygon[:, :, None]                     # (B, N, 1, 2)
     b = torch.roll(polygon, -1, 1)[:, :, None]
-    px, py = points[None, None, :, 0], points[None, None, :, 1]
+    px, py = points[:, None, :, 0], points[:, None, :, 1]
     spans = (a[..., 1] > py) != (b[..., 1] > py)
     dy = b[..., 1] - a[..., 1]
     dy = torch.where(dy.abs() > 1e-12, dy, torch.full_like(dy, 1e-12))
@@ -66,38 +74,125 @@ def _eye(landmarks: torch.Tensor, iris: tuple[int, ...], ring: tuple[int, ...]) 
     return centre, radius, landmarks[:, list(ring)]
 
 
-def lay_irises(picture: torch.Tensor, warped_free: torch.Tensor, keyframe: torch.Tensor, key_landmarks: torch.Tensor,
-               landmarks: torch.Tensor, grid: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-    """`picture` (B, 3, S, S), the warp of the key frame, with each moved eye redrawn: inside
-    the target opening the warp of the iris-free key frame `warped_free`, and the key iris
-    disc at its target place.  `key_landmarks` (1, 478, 2) and `landmarks` (B, 478, 2) are
-    normalised; `grid` (S, S, 2) the identity grid at the picture's size, `coarse` a
-    smaller one, where the openings are tested (and upsampled: soft edges, a quarter of the
-    work at half the size)."""
-    b, size = len(picture), picture.shape[-1]
-    points, coarse_points = grid.reshape(-1, 2), coarse.reshape(-1, 2)
-    pixel = 2.0 / size
-    weights, discs, sources = [], [], []
+class EyeTarget(NamedTuple):
+    """One eye of a frame, for `lay_irises`: the key frame's iris (centre (B, 2) and radius
+    (B,), or a batch of 1), the target's, how much iris shows (B,: 0 for a nearly shut eye),
+    and three maps (B, 1, h, w), each times the eye's gate: where the eye is redrawn (the
+    target opening), where lid skin covers it as it shuts, and the lash line where the lids meet."""
+    key_centre: torch.Tensor
+    key_radius: torch.Tensor
+    centre: torch.Tensor
+    radius: torch.Tensor
+    fade: torch.Tensor
+    opening: torch.Tensor
+    lid: torch.Tensor
+    lash: torch.Tensor
+
+
+def key_lid_colours(keyframe: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(2, 2, 3) float32 in [0, 1]: per eye (`EYES` order) the key frame's lid skin and lash
+    colours (as v1 samples them), from the key frame (uint8) and its landmarks (pixels)."""
+    return np.stack([np.stack(lid_colours(keyframe, landmarks, ring)) for _, ring in EYES]).astype(np.float32) / 255
+
+
+def _segment_distance(points: torch.Tensor, line: torch.Tensor) -> torch.Tensor:
+    """(B, P) distance of points (B, P, 2) to the polylines (B, N, 2)."""
+    a, ab = line[:, :-1, None], (line[:, 1:] - line[:, :-1])[:, :, None]    # (B, N-1, 1, 2)
+    ap = points[:, None] - a                                                 # (B, N-1, P, 2)
+    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)).clamp(0.0, 1.0)
+    return (ap - t[..., None] * ab).norm(dim=-1).amin(1)
+
+
+def _patch(centre: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixel-centre points (B, n*n, 2) of a square of n = EYE_PATCH * size pixels of the
+    `size` grid around `centre` (B, 2), on that grid's pixels (inside the frame), and the
+    square's centre (B, 2)."""
+    n, pixel = round(EYE_PATCH * size), 2.0 / size
+    origin = torch.round((centre + 1.0) / pixel - n / 2).clamp(0, size - n)                  # (B, 2) pixels
+    steps = (torch.arange(n, dtype=centre.dtype, device=centre.device) + 0.5) * pixel
+    xs = (origin[:, None, 0] * pixel - 1.0 + steps)[:, None, :].expand(-1, n, -1)            # (B, n, n)
+    ys = (origin[:, None, 1] * pixel - 1.0 + steps)[:, :, None].expand(-1, -1, n)
+    return torch.stack([xs, ys], -1).reshape(len(centre), n * n, 2), (origin + n / 2) * pixel - 1.0
+
+
+def eye_maps(opening: torch.Tensor, points: torch.Tensor, pixel: float) -> torch.Tensor:
+    """(B, 3, P) at points (B, P, 2) on a square grid of spacing `pixel`: inside the opening
+    (B, 16, 2), lid skin (the opening grown by a pixel and softened) and the lash line
+    through the midpoints of the lids (the eye's width over LASH_WIDTH thick)."""
+    b, n = len(points), math.isqrt(points.shape[1])
+    inner = inside(opening, points).view(b, 1, n, n)
+    lid = F.avg_pool2d(F.max_pool2d(inner, 3, 1, 1), 3, 1, 1, count_include_pad=False)
+    closed = torch.cat([opening[:, :1], (opening[:, 1:8] + opening[:, 9:16].flip(1)) / 2, opening[:, 8:9]], 1)
+    half = (opening[:, 0] - opening[:, 8]).norm(dim=-1).view(b, 1) / LASH_WIDTH / 2
+    lash = ((half - _segment_distance(points, closed)) / pixel + 0.5).clamp(0.0, 1.0).view(b, 1, n, n)
+    return torch.cat([inner, lid, lash], 1).view(b, 3, n * n)
+
+
+def eye_maps_on_grid(opening: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """`eye_maps` (B, 3, h, h) of the openings (B, 16, 2) on the whole identity grid `coarse`
+    (h, h, 2), worked out on a square of the grid around the opening (`EYE_PATCH` of the
+    frame's width) and sampled back: its pixels are the grid's, so the sampling is exact."""
+    b, size = len(opening), coarse.shape[0]
+    points, middle = _patch(opening.mean(1), size)
+    n = math.isqrt(points.shape[1])
+    patch = eye_maps(opening, points, 2.0 / size).view(b, 3, n, n)
+    where = (coarse[None] - middle[:, None, None]) / (n / size)
+    return F.grid_sample(patch, where, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def eye_targets(key_landmarks: torch.Tensor, landmarks: torch.Tensor, coarse: torch.Tensor) -> list[EyeTarget]:
+    """Both eyes of frames with normalised `landmarks` (B, 478, 2) against the key frame's
+    (1 or B, 478, 2); the maps are drawn at the identity grid `coarse` (h, h, 2) and serve
+    `lay_irises` at any picture size (upsampled: soft edges).  A shutting eye as v1 draws
+    it: lid skin over the opening (grown by a pixel of `coarse`) and a lash line through the
+    midpoints of the lids, both coming in as the opening shrinks (`LID_SHUT`), worked out
+    around each eye only (`eye_maps_on_grid`: an eighth of the grid's pixels)."""
+    b = len(landmarks)
+    eyes = []
     for iris, ring in EYES:     # two eyes: unrolled when traced
         c_k, r_k, open_k = _eye(key_landmarks, iris, ring)
         c_t, r_t, open_t = _eye(landmarks, iris, ring)
         moved = (landmarks[:, list(iris) + list(ring)] - key_landmarks[:, list(iris) + list(ring)]).norm(dim=-1)
-        gate = 1.0 - torch.exp(-moved.amax(1) / GATE_SCALE)                                       # (B,)
+        gate = (1.0 - torch.exp(-moved.amax(1) / GATE_SCALE)).view(b, 1, 1, 1)
         ratio = _area(open_t) / _area(open_k).clamp(min=1e-9)
         fade = ((ratio - OPENING_FADE[0]) / (OPENING_FADE[1] - OPENING_FADE[0])).clamp(0.0, 1.0)   # (B,)
-        opening = inside(open_t, coarse_points).view(b, 1, *coarse.shape[:2])
-        opening = F.interpolate(opening, size=(size, size), mode="bilinear", align_corners=False)
-        distance = (points[None] - c_t[:, None]).norm(dim=-1).view(b, 1, size, size)
-        discs.append(((r_t.view(b, 1, 1, 1) - distance) / pixel + 0.5).clamp(0.0, 1.0) * fade.view(b, 1, 1, 1))
-        weights.append(opening * gate.view(b, 1, 1, 1))
-        sources.append(c_k[:, None] + (points[None] - c_t[:, None]) * (r_k / r_t).view(b, 1, 1))
+        shut = ((LID_SHUT[0] - ratio) / (LID_SHUT[0] - LID_SHUT[1])).clamp(0.0, 1.0).view(b, 1, 1, 1)
+        maps = eye_maps_on_grid(open_t, coarse)
+        inner, lid, lash = maps[:, 0:1], maps[:, 1:2], maps[:, 2:3]
+        eyes.append(EyeTarget(c_k, r_k, c_t, r_t, fade, inner * gate, lid * shut * gate,
+                              lash * (LASH_STRENGTH * shut * gate)))
+    return eyes
+
+
+def lay_irises(picture: torch.Tensor, warped_free: torch.Tensor, keyframe: torch.Tensor, eyes: list[EyeTarget],
+               colours: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """`picture` (B, 3, S, S), the warp of `keyframe` (1 or B, 3, S, S), with each moved eye
+    redrawn: inside the target opening the warp of the iris-free key frame `warped_free`,
+    lid skin and lashes of the key frame's `colours` (1 or B, 2, 2, 3: `key_lid_colours`)
+    as it shuts, and the key iris disc at its target place.  `grid` is the identity grid
+    (S, S, 2).  The two eyes' maps do not overlap: each is laid by their sum, and the sums
+    are resized to S at once."""
+    b, size = len(picture), picture.shape[-1]
+    points, pixel = grid.reshape(-1, 2), 2.0 / size
+    maps = torch.cat([sum(e.opening for e in eyes), sum(e.lid for e in eyes), sum(e.lash for e in eyes),
+                      sum(e.lid * colours[:, k, 0, :, None, None] for k, e in enumerate(eyes)),
+                      sum(e.lash * colours[:, k, 1, :, None, None] for k, e in enumerate(eyes))], 1)
+    if maps.shape[-1] != size:
+        maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+    opening, lid, lash, lid_paint, lash_paint = maps.split([1, 1, 1, 3, 3], 1)
+    discs, sources = [], []
+    for eye in eyes:
+        distance = (points[None] - eye.centre[:, None]).norm(dim=-1).view(b, 1, size, size)
+        discs.append(((eye.radius.view(b, 1, 1, 1) - distance) / pixel + 0.5).clamp(0.0, 1.0)
+                     * eye.fade.view(b, 1, 1, 1))
+        sources.append(eye.key_centre[:, None] + (points[None] - eye.centre[:, None])
+                       * (eye.key_radius / eye.radius).view(b, 1, 1))
     # one sampling of the key frame for both irises: each pixel from the iris whose disc it is in
-    first = (discs[0] >= discs[1]).view(b, -1, 1)
-    source = torch.where(first, sources[0], sources[1]).view(b, size, size, 2)
+    first = discs[0] >= discs[1]
+    source = torch.where(first.view(b, -1, 1), sources[0], sources[1]).view(b, size, size, 2)
     irises = F.grid_sample(keyframe.expand(b, -1, -1, -1), source, mode="bilinear", padding_mode="border",
                            align_corners=False)
-    out = picture
-    for weight, disc in zip(weights, discs):
-        eye = warped_free + disc * (irises - warped_free)
-        out = out + weight * (eye - out)
-    return out
+    out = picture + opening * (warped_free - picture)
+    out = out * (1.0 - lid) + lid_paint
+    out = out * (1.0 - lash) + lash_paint
+    return out + opening * torch.where(first, discs[0], discs[1]) * (irises - out)

@@ -22,6 +22,7 @@ import copy
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from models.face_model import FaceModel
 from models.generator import WORK, Generator, warp_features
-from models.iris_layer import iris_free, lay_irises
+from models.iris_layer import EyeTarget, eye_targets, iris_free, key_lid_colours, lay_irises
 from models.motion import (
     KeyConstants,
     KeyGeometry,
@@ -83,7 +84,7 @@ class SynthGraph(torch.nn.Module):
     """Per-frame synthesis for one key frame: parameters (B, P) -> pictures (B, 3, S, S) in [0, 1]."""
 
     def __init__(self, generator: Generator, geometry: KeyGeometry, keyframe: torch.Tensor,
-                 ref_params: torch.Tensor, key_iris_free: torch.Tensor) -> None:
+                 ref_params: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: torch.Tensor) -> None:
         super().__init__()
         self.generator = generator
         self.geometry = geometry
@@ -94,12 +95,15 @@ class SynthGraph(torch.nn.Module):
             source, key_landmarks = geometry.points(ref_params[None])
             source = source[..., :2]
             key_work = resize(keyframe, WORK)
+            key_free_work = resize(key_iris_free, WORK)
             features = generator.key_encoder(key_work)
         mesh = SourceMesh.build(normalised(source[0], size).cpu().numpy(), WORK).tensors(device)
         self.register_buffer("keyframe", keyframe)
         self.register_buffer("key_iris_free", key_iris_free)
         self.register_buffer("key_landmarks", normalised(key_landmarks[..., :2], size))
+        self.register_buffer("key_lid_colours", lid_colours)
         self.register_buffer("key_work", key_work)
+        self.register_buffer("key_free_work", key_free_work)
         self.register_buffer("source", normalised(source, size))
         for name, table in mesh._asdict().items():
             self.register_buffer(f"mesh_{name}", table)
@@ -116,14 +120,15 @@ class SynthGraph(torch.nn.Module):
         target = frame_points(target, self.size)
         features = [getattr(self, f"feature{i}") for i in range(self.levels)]
         mesh = MeshTensors(*(getattr(self, f"mesh_{name}") for name in MeshTensors._fields))
-        _, correction, disp = correct(self.generator, self.key_work, features, mesh, self.source, self.exact, target,
-                                      normalised(landmarks[..., :2], self.size), motion)
+        landmarks = normalised(landmarks[..., :2], self.size)
+        key = KeyPictures(self.key_work, self.key_free_work, self.key_landmarks, self.key_lid_colours)
+        _, correction, disp, eyes = correct(self.generator, key, features, mesh, self.source, self.exact, target,
+                                            landmarks, motion)
         grid = sampling_grid(disp, self.full_grid)
         full, free = (F.grid_sample(picture.expand(len(params), -1, -1, -1), grid, mode="bilinear",
                                     padding_mode="border", align_corners=False)
                       for picture in (self.keyframe, self.key_iris_free))
-        full = lay_irises(full, free, self.keyframe, self.key_landmarks, normalised(landmarks[..., :2], self.size),
-                          self.full_grid, identity_grid(WORK, params.device))
+        full = lay_irises(full, free, self.keyframe, eyes, self.key_lid_colours, self.full_grid)
         if self.size != WORK:
             correction = F.interpolate(correction, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (full + correction).clamp(0.0, 1.0)
@@ -143,25 +148,40 @@ def sampling_grid(disp: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
     return identity + disp.permute(0, 2, 3, 1)
 
 
-def correct(generator: Generator, key_work: torch.Tensor, features: list[torch.Tensor], mesh: MeshTensors,
+class KeyPictures(NamedTuple):
+    """What `correct` needs of the key frame (1 or B of them): the picture and its iris-free
+    copy at the working size (B, 3, WORK, WORK), its landmarks (B, 478, 2), normalised, and
+    its eyes' lid and lash colours (B, 2, 2, 3: models.iris_layer.key_lid_colours)."""
+    picture: torch.Tensor
+    iris_free: torch.Tensor
+    landmarks: torch.Tensor
+    lid_colours: torch.Tensor
+
+
+def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor], mesh: MeshTensors,
             source: torch.Tensor, exact: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor,
-            motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The working-size frame (B, 3, WORK, WORK), its correction over the plain warp, and the
-    displacement field (B, 2, WORK, WORK); all positions normalised.  Shared by the per-frame
-    graph and training, which runs it on batches of different key frames.  The gate opens
-    where the picture moves other than the global motion moves it (the face, hair, what a
-    turn uncovers) and where the picture samples outside the key frame (what a moving camera
-    brings into view)."""
+            motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[EyeTarget]]:
+    """The working-size frame (B, 3, WORK, WORK), its correction over the warp with the
+    irises laid, the displacement field (B, 2, WORK, WORK) and the eyes' targets (for the
+    full-size iris layer); all positions normalised.  Shared by the per-frame graph and
+    training, which runs it on batches of different key frames, so that the generator
+    corrects the picture it will correct in use.  The gate opens where the picture moves
+    other than the global motion moves it (the face, hair, what a turn uncovers) and where
+    the picture samples outside the key frame (what a moving camera brings into view)."""
     disp, _ = dense_motion(mesh, source, target, exact, WORK)
-    grid = sampling_grid(disp, identity_grid(WORK, key_work.device))
-    warped = F.grid_sample(key_work.expand(len(target), -1, -1, -1), grid, mode="bilinear", padding_mode="border",
-                           align_corners=False)
+    work_grid = identity_grid(WORK, key.picture.device)
+    grid = sampling_grid(disp, work_grid)
+    warped, free = (F.grid_sample(picture.expand(len(target), -1, -1, -1), grid, mode="bilinear",
+                                  padding_mode="border", align_corners=False)
+                    for picture in (key.picture, key.iris_free))
+    eyes = eye_targets(key.landmarks, landmarks, work_grid)
+    warped = lay_irises(warped, free, key.picture, eyes, key.lid_colours, work_grid)
     moved = (disp - global_field(motion, WORK)).norm(dim=1, keepdim=True)
     outside = (grid.abs() - 1.0).clamp(min=0.0).sum(-1)[:, None]
     gate = 1.0 - torch.exp(-(moved + outside) / GATE_SCALE)
     conditions = torch.cat([heat_maps(landmarks, WORK), gate, warped], 1)
     correction = gate * generator.decoder(warp_features(features, grid), conditions)
-    return (warped + correction).clamp(0.0, 1.0), correction, disp
+    return (warped + correction).clamp(0.0, 1.0), correction, disp, eyes
 
 
 def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
@@ -173,8 +193,10 @@ def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, re
         return torch.from_numpy(np.ascontiguousarray(picture)).to(device).permute(2, 0, 1)[None].float() / 255.0
 
     params = torch.as_tensor(ref_params, dtype=torch.float32, device=device)
-    free = iris_free(keyframe, model.landmarks(ref_params))
-    return SynthGraph(generator, geometry, tensor(keyframe), params, tensor(free)).eval()
+    landmarks = model.landmarks(ref_params)
+    colours = torch.from_numpy(key_lid_colours(keyframe, landmarks))[None].to(device)
+    return SynthGraph(generator, geometry, tensor(keyframe), params, tensor(iris_free(keyframe, landmarks)),
+                      colours).eval()
 
 
 def key_buffers(graph: SynthGraph) -> dict[str, torch.Tensor]:

@@ -168,6 +168,20 @@ def _area(ring: np.ndarray) -> float:
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
+def lid_colours(keyframe: np.ndarray, landmarks: np.ndarray, ring: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Colours (float32 RGB, 0-255) of one eye's lid skin (just above the upper lid of the
+    key frame) and of its lashes (the darker pixels along the upper lid's edge), from the
+    key frame's landmarks (pixels) and the eye's opening ring (`EYES`)."""
+    upper = landmarks[list(ring[1:8]), :2]
+    width = np.linalg.norm(landmarks[ring[0], :2] - landmarks[ring[8], :2])
+    limit = np.array(keyframe.shape[1::-1]) - 1
+    skin = np.rint(upper - [0.0, 0.25 * width]).astype(int).clip(0, limit)
+    lid = np.median(keyframe[skin[:, 1], skin[:, 0]].astype(np.float32), axis=0)
+    edge = np.rint(upper).astype(int).clip(0, limit)
+    colours = keyframe[edge[:, 1], edge[:, 0]].astype(np.float32)
+    return lid, colours[np.argsort(colours.sum(axis=1))[:3]].mean(axis=0)
+
+
 class _Eye:
     """One eye of the key frame: its iris disc, laid back inside the target eye opening, and
     its lid colour, painted over an eye that closes."""
@@ -186,16 +200,7 @@ class _Eye:
         self.iris_mask = self.disc((size, size), self.centre, self.radius, margin=1.5) > 0
 
     def sample_lid(self, keyframe: np.ndarray, ref_landmarks: np.ndarray) -> None:
-        """Colours of the eyelid skin (just above the upper lid of the key frame) and of the
-        lashes (the darker pixels along the upper lid's edge)."""
-        upper = ref_landmarks[list(self.ring[1:8]), :2]
-        width = np.linalg.norm(ref_landmarks[self.ring[0], :2] - ref_landmarks[self.ring[8], :2])
-        limit = np.array(keyframe.shape[1::-1]) - 1
-        skin = np.rint(upper - [0.0, 0.25 * width]).astype(int).clip(0, limit)
-        self.lid_colour = np.median(keyframe[skin[:, 1], skin[:, 0]].astype(np.float32), axis=0)
-        edge = np.rint(upper).astype(int).clip(0, limit)
-        colours = keyframe[edge[:, 1], edge[:, 0]].astype(np.float32)
-        self.lash_colour = colours[np.argsort(colours.sum(axis=1))[:3]].mean(axis=0)
+        self.lid_colour, self.lash_colour = lid_colours(keyframe, ref_landmarks, self.ring)
 
     def closed_line(self, target: np.ndarray) -> np.ndarray:
         """Where the lids meet when the eye shuts: corner, midpoints of the lids, corner."""

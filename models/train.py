@@ -36,7 +36,8 @@ from tqdm import tqdm
 from codec_core.format import NUM_LANDMARKS
 from models.face_model import LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS
 from models.generator import WORK, Generator
-from models.learned import correct
+from models.iris_layer import iris_free, key_lid_colours
+from models.learned import KeyPictures, correct
 from models.motion import MeshTensors, SourceMesh, exact_points, heat_maps
 from models.perceptual import SqueezeLPIPS
 from models.train_data import cache_name, load_split
@@ -69,6 +70,7 @@ class LossWeights:
     ssim: float = 0.5
     perceptual: float = 1.0
     region: float = 3.0      # extra L1 weight at the eyes and lips
+    temporal: float = 1.0    # L1 of the change between consecutive frames against the real change
 
 
 @dataclass
@@ -111,12 +113,23 @@ class Clip:
         with np.load(path) as z:
             self.crops = z["crops"]
             self.frames = np.flatnonzero(z["valid"])
+            self.successive = self.frames[np.isin(self.frames + 1, self.frames)]    # the next frame is valid too
             self.keys = z["keys"]
             self.key_images = z["key_images"]
             self.sources = z["sources"]
             self.targets = z["targets"]
             self.landmarks = z["landmarks"]
             self.motions = z["motions"]
+        # the key frames' own landmarks, iris-free pictures and lid colours (models.iris_layer),
+        # as they are and mirrored
+        own = self.landmarks[np.arange(len(self.keys)), self.keys].astype(np.float32)
+        self.key_landmarks = [own, (own * MIRROR[:2])[:, MIRROR_LANDMARKS]]
+        self.key_free, self.key_colours = [], []
+        for m, side in enumerate(self.key_landmarks):
+            pictures = self.key_images[:, :, ::-1] if m else self.key_images
+            pixels = (side + 1.0) * (WORK / 2)
+            self.key_free.append(np.stack([iris_free(p, marks) for p, marks in zip(pictures, pixels)]))
+            self.key_colours.append(np.stack([key_lid_colours(p, marks) for p, marks in zip(pictures, pixels)]))
         # the key frames' meshes, as they are and mirrored (the mirrored key frame's own mesh)
         meshes = [[SourceMesh.build(source * side, WORK) for source in self.sources] for side in (1.0, MIRROR[:2])]
         # per side, per field of SourceMesh: the key frames' arrays stacked (indices as int32)
@@ -126,50 +139,65 @@ class Clip:
             for name in INDEX_FIELDS:
                 side[name] = side[name].astype(np.int32)
 
-    def pair(self, rng: random.Random, identity_share: float, flip: float = 0.0,
-             colour: float = 0.0) -> tuple[np.ndarray, ...]:
+    def pair(self, rng: random.Random, identity_share: float, flip: float = 0.0, colour: float = 0.0,
+             consecutive: bool = False) -> list[tuple[np.ndarray, ...]]:
+        """A key frame and a frame of this clip, drawn at random and augmented; with
+        `consecutive`, that frame and the next one, augmented alike (the temporal loss)."""
         k = rng.randrange(len(self.keys))
-        j = int(self.keys[k]) if rng.random() < identity_share else int(rng.choice(self.frames))
+        if consecutive:
+            j = int(rng.choice(self.successive))
+        else:
+            j = int(self.keys[k]) if rng.random() < identity_share else int(rng.choice(self.frames))
+        m = 1 if rng.random() < flip else 0
+        gain = np.array([1.0 + rng.uniform(-colour, colour) for _ in range(3)], np.float32)
+        return [self._item(k, i, m, gain) for i in ((j, j + 1) if consecutive else (j,))]
+
+    def _item(self, k: int, j: int, m: int, gain: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Key frame k and frame j, mirrored if m, with the per-channel gain."""
         key, crop = self.key_images[k], self.crops[j]
+        key_free, key_landmarks, key_colours = self.key_free[m][k], self.key_landmarks[m][k], self.key_colours[m][k]
         source, target = self.sources[k], self.targets[k, j].astype(np.float32)
         landmarks, motion = self.landmarks[k, j].astype(np.float32), self.motions[k, j]
-        m = 1 if rng.random() < flip else 0
         if m:
             key, crop = key[:, ::-1], crop[:, ::-1]
             source, target = source * MIRROR[:2], target * MIRROR
             landmarks = (landmarks * MIRROR[:2])[MIRROR_LANDMARKS]
             motion = motion * MIRROR_MOTION
-        gain = np.array([1.0 + rng.uniform(-colour, colour) for _ in range(3)], np.float32)
-        key, crop = (np.clip(picture * gain, 0, 255).astype(np.uint8) for picture in (key, crop))
+        key, key_free, crop = (np.clip(picture * gain, 0, 255).astype(np.uint8) for picture in (key, key_free, crop))
+        key_colours = np.clip(key_colours * gain, 0.0, 1.0)
         mesh = tuple(self.meshes[m][name][k] for name in MeshTensors._fields)
-        return key, source, mesh, target, landmarks, motion, crop
+        return key, key_free, key_landmarks, key_colours, source, mesh, target, landmarks, motion, crop
 
 
 class Pairs:
     """Draws batches of (key frame, target geometry, target picture), identities balanced."""
 
     def __init__(self, clips: dict[str, list[Clip]], identity_share: float, seed: int, flip: float = 0.0,
-                 colour: float = 0.0) -> None:
+                 colour: float = 0.0, consecutive: bool = False) -> None:
         self.clips = clips
         self.identities = sorted(clips)
         self.identity_share = identity_share
-        self.flip, self.colour = flip, colour
+        self.flip, self.colour, self.consecutive = flip, colour, consecutive
         self.rng = random.Random(seed)
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:
-        items = []
-        for _ in range(size):
+        """`size` pairs; with `consecutive`, size / 2 of them each followed by its next frame."""
+        items: list[tuple[np.ndarray, ...]] = []
+        while len(items) < size:
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
-            items.append(clip.pair(self.rng, self.identity_share, self.flip, self.colour))
-        key, source, meshes, target, landmarks, motion, crop = zip(*items)
-        key, source, target, landmarks, motion, crop = map(np.stack, (key, source, target, landmarks, motion, crop))
+            items += clip.pair(self.rng, self.identity_share, self.flip, self.colour, self.consecutive)
+        key, key_free, key_landmarks, key_colours, source, meshes, target, landmarks, motion, crop = zip(*items)
+        key, key_free, key_landmarks, key_colours, source, target, landmarks, motion, crop = map(
+            np.stack, (key, key_free, key_landmarks, key_colours, source, target, landmarks, motion, crop))
         mesh = MeshTensors(*(torch.from_numpy(np.stack(x)) for x in zip(*meshes)))
         mesh = mesh._replace(**{name: getattr(mesh, name).long() for name in INDEX_FIELDS})
 
         def picture(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
 
-        return {"key": picture(key), "source": torch.from_numpy(source), "mesh": mesh,
+        return {"key": KeyPictures(picture(key), picture(key_free), torch.from_numpy(key_landmarks),
+                                   torch.from_numpy(key_colours)),
+                "source": torch.from_numpy(source), "mesh": mesh,
                 "exact": torch.from_numpy(exact_points(source.shape[1]))[None], "target": torch.from_numpy(target),
                 "landmarks": torch.from_numpy(landmarks), "motion": torch.from_numpy(motion), "picture": picture(crop)}
 
@@ -215,8 +243,8 @@ class Trainer:
 
     def synthesize(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """v2's working-size pictures of a batch, and the plain warp (no correction)."""
-        features = self.generator.key_encoder(b["key"])
-        out, correction, _ = correct(self.generator, b["key"], features, b["mesh"], b["source"], b["exact"],
+        features = self.generator.key_encoder(b["key"].picture)
+        out, correction, _, _ = correct(self.generator, b["key"], features, b["mesh"], b["source"], b["exact"],
                                      b["target"], b["landmarks"], b["motion"])
         return out, (out - correction).clamp(0.0, 1.0)
 
@@ -229,6 +257,10 @@ class Trainer:
         parts = {"l1": l1.mean(), "ssim": ssim_loss(out, target).mean(),
                  "perceptual": self.perceptual(out, target).mean()}
         parts["total"] = w.l1 * parts["l1"] + w.ssim * parts["ssim"] + w.perceptual * parts["perceptual"]
+        if w.temporal:      # the batch holds consecutive frames in pairs (Pairs.consecutive)
+            change, real = out[0::2] - out[1::2], target[0::2] - target[1::2]
+            parts["temporal"] = (change - real).abs().mean()
+            parts["total"] = parts["total"] + w.temporal * parts["temporal"]
         return parts
 
     # -- checkpoints --------------------------------------------------------------------
@@ -273,7 +305,7 @@ class Trainer:
         self.generator.eval()
         out, warp = self.synthesize(b)
         self.generator.train()
-        rows = [torch.cat([b["key"][i], warp[i], out[i], b["picture"][i]], 2) for i in range(len(out))]
+        rows = [torch.cat([b["key"].picture[i], warp[i], out[i], b["picture"][i]], 2) for i in range(len(out))]
         grid = (torch.cat(rows, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), grid[..., ::-1])
@@ -288,7 +320,7 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
         trainer.load_checkpoint(checkpoint)
         log.info("resuming from %s at step %d", checkpoint, trainer.step)
     pairs = Pairs(load_clips(config, "training"), config.identity_share, config.seed + trainer.step, config.flip,
-                  config.colour)
+                  config.colour, consecutive=config.loss.temporal > 0)
     held_out = Pairs(load_clips(config, "validation"), 0.0, seed=12345)
     val_batches = [held_out.batch(config.batch) for _ in range(4)]
     log_file = (config.out / "log.jsonl").open("w" if trainer.step == 0 else "a")
