@@ -132,7 +132,7 @@ def eye_maps_on_grid(opening: torch.Tensor, coarse: torch.Tensor) -> torch.Tenso
     """`eye_maps` (B, 3, h, h) of the openings (B, 16, 2) on the whole identity grid `coarse`
     (h, h, 2), worked out on a square of the grid around the opening (`EYE_PATCH` of the
     frame's width) and sampled back: its pixels are the grid's, so the sampling is exact."""
-    b, size = len(opening), coarse.shape[0]
+    b, size = len(opening), int(coarse.shape[0])
     points, middle = _patch(opening.mean(1), size)
     n = math.isqrt(points.shape[1])
     patch = eye_maps(opening, points, 2.0 / size).view(b, 3, n, n)
@@ -164,35 +164,39 @@ def eye_targets(key_landmarks: torch.Tensor, landmarks: torch.Tensor, coarse: to
     return eyes
 
 
-def lay_irises(picture: torch.Tensor, warped_free: torch.Tensor, keyframe: torch.Tensor, eyes: list[EyeTarget],
-               colours: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """`picture` (B, 3, S, S), the warp of `keyframe` (1 or B, 3, S, S), with each moved eye
-    redrawn: inside the target opening the warp of the iris-free key frame `warped_free`,
+def lay_irises(picture: torch.Tensor, warp: torch.Tensor, keyframe: torch.Tensor, key_free: torch.Tensor,
+               eyes: list[EyeTarget], colours: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """`picture` (B, 3, S, S), the warp of `keyframe` (1 or B, 3, S, S) along the sampling
+    grid `warp` (B, S, S, 2), with each moved eye redrawn: inside the target opening the
+    iris-free key frame `key_free` (1 or B, 3, S, S) warped alike,
     lid skin and lashes of the key frame's `colours` (1 or B, 2, 2, 3: `key_lid_colours`)
     as it shuts, and the key iris disc at its target place.  `grid` is the identity grid
-    (S, S, 2).  The two eyes' maps do not overlap: each is laid by their sum, and the sums
-    are resized to S at once."""
-    b, size = len(picture), picture.shape[-1]
-    points, pixel = grid.reshape(-1, 2), 2.0 / size
-    maps = torch.cat([sum(e.opening for e in eyes), sum(e.lid for e in eyes), sum(e.lash for e in eyes),
-                      sum(e.lid * colours[:, k, 0, :, None, None] for k, e in enumerate(eyes)),
-                      sum(e.lash * colours[:, k, 1, :, None, None] for k, e in enumerate(eyes))], 1)
-    if maps.shape[-1] != size:
-        maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
-    opening, lid, lash, lid_paint, lash_paint = maps.split([1, 1, 1, 3, 3], 1)
-    discs, sources = [], []
-    for eye in eyes:
-        distance = (points[None] - eye.centre[:, None]).norm(dim=-1).view(b, 1, size, size)
-        discs.append(((eye.radius.view(b, 1, 1, 1) - distance) / pixel + 0.5).clamp(0.0, 1.0)
-                     * eye.fade.view(b, 1, 1, 1))
-        sources.append(eye.key_centre[:, None] + (points[None] - eye.centre[:, None])
-                       * (eye.key_radius / eye.radius).view(b, 1, 1))
-    # one sampling of the key frame for both irises: each pixel from the iris whose disc it is in
-    first = discs[0] >= discs[1]
-    source = torch.where(first.view(b, -1, 1), sources[0], sources[1]).view(b, size, size, 2)
-    irises = F.grid_sample(keyframe.expand(b, -1, -1, -1), source, mode="bilinear", padding_mode="border",
-                           align_corners=False)
-    out = picture + opening * (warped_free - picture)
-    out = out * (1.0 - lid) + lid_paint
-    out = out * (1.0 - lash) + lash_paint
-    return out + opening * torch.where(first, discs[0], discs[1]) * (irises - out)
+    (S, S, 2).  Each eye is redrawn on a square of the picture's pixels around it (as
+    `eye_maps_on_grid`) and the change is sampled back onto the picture."""
+    b, size = len(picture), int(picture.shape[-1])      # static: a constant when traced
+    pixel = 2.0 / size
+    out = picture
+    for k, eye in enumerate(eyes):
+        points, middle = _patch(eye.centre, size)
+        n = math.isqrt(points.shape[1])
+        at = points.view(b, n, n, 2)
+
+        def sample(image: torch.Tensor, where: torch.Tensor = at) -> torch.Tensor:
+            return F.grid_sample(image.expand(b, -1, -1, -1), where, mode="bilinear", padding_mode="border",
+                                 align_corners=False)
+
+        here = sample(picture)
+        free = sample(key_free, sample(warp.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))   # the warp, here only
+        opening, lid, lash = sample(torch.cat([eye.opening, eye.lid, eye.lash], 1)).split(1, 1)
+        distance = (points - eye.centre[:, None]).norm(dim=-1).view(b, 1, n, n)
+        disc = ((eye.radius.view(b, 1, 1, 1) - distance) / pixel + 0.5).clamp(0.0, 1.0) * eye.fade.view(b, 1, 1, 1)
+        iris = sample(keyframe, eye.key_centre[:, None, None] + (at - eye.centre[:, None, None])
+                      * (eye.key_radius / eye.radius).view(b, 1, 1, 1))
+        drawn = here + opening * (free - here)
+        drawn = drawn + lid * (colours[:, k, 0, :, None, None] - drawn)
+        drawn = drawn + lash * (colours[:, k, 1, :, None, None] - drawn)
+        drawn = drawn + opening * disc * (iris - drawn)
+        # the change back onto the picture: the square's pixels are the picture's, so this is exact
+        where = (grid[None] - middle[:, None, None]) / (n / size)
+        out = out + F.grid_sample(drawn - here, where, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out

@@ -125,10 +125,9 @@ class SynthGraph(torch.nn.Module):
         _, correction, disp, eyes = correct(self.generator, key, features, mesh, self.source, self.exact, target,
                                             landmarks, motion)
         grid = sampling_grid(disp, self.full_grid)
-        full, free = (F.grid_sample(picture.expand(len(params), -1, -1, -1), grid, mode="bilinear",
-                                    padding_mode="border", align_corners=False)
-                      for picture in (self.keyframe, self.key_iris_free))
-        full = lay_irises(full, free, self.keyframe, eyes, self.key_lid_colours, self.full_grid)
+        full = F.grid_sample(self.keyframe.expand(len(params), -1, -1, -1), grid, mode="bilinear",
+                             padding_mode="border", align_corners=False)
+        full = lay_irises(full, grid, self.keyframe, self.key_iris_free, eyes, self.key_lid_colours, self.full_grid)
         if self.size != WORK:
             correction = F.interpolate(correction, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (full + correction).clamp(0.0, 1.0)
@@ -171,11 +170,10 @@ def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor]
     disp, _ = dense_motion(mesh, source, target, exact, WORK)
     work_grid = identity_grid(WORK, key.picture.device)
     grid = sampling_grid(disp, work_grid)
-    warped, free = (F.grid_sample(picture.expand(len(target), -1, -1, -1), grid, mode="bilinear",
-                                  padding_mode="border", align_corners=False)
-                    for picture in (key.picture, key.iris_free))
+    warped = F.grid_sample(key.picture.expand(len(target), -1, -1, -1), grid, mode="bilinear",
+                           padding_mode="border", align_corners=False)
     eyes = eye_targets(key.landmarks, landmarks, work_grid)
-    warped = lay_irises(warped, free, key.picture, eyes, key.lid_colours, work_grid)
+    warped = lay_irises(warped, grid, key.picture, key.iris_free, eyes, key.lid_colours, work_grid)
     moved = (disp - global_field(motion, WORK)).norm(dim=1, keepdim=True)
     outside = (grid.abs() - 1.0).clamp(min=0.0).sum(-1)[:, None]
     gate = 1.0 - torch.exp(-(moved + outside) / GATE_SCALE)
