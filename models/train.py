@@ -6,8 +6,10 @@
 A pair is a key frame of a training clip and another frame of the same clip: the network
 sees the key frame and the target frame's decoded geometry, and must draw the target
 frame.  Identities are balanced (each step draws an identity, then a clip, a key frame and
-a frame).  Losses: L1 (weighted up around the eyes and lips), 1 - SSIM, and LPIPS on
-SqueezeNet features (models/perceptual.py); LPIPS-alex is kept for evaluation.  The run is
+a frame).  Losses: L1 (weighted up around the eyes and lips), 1 - SSIM, LPIPS on
+SqueezeNet features (models/perceptual.py; LPIPS-alex is kept for evaluation), and a
+temporal loss: half the batch are the next frames of the other half, and the change
+between the two pictures drawn must follow the change between the two real frames.  The run is
 resumable: a checkpoint in `out` every `checkpoint_every` steps, picked up again unless
 --fresh.  The weights of the best validation step so far (SqueezeNet LPIPS on fixed pairs
 of the validation identities) go to `weights` with their version: on this data the
