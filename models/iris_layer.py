@@ -9,11 +9,13 @@ scaled to the target iris radius; a nearly shut eye fades its iris out.  The lay
 gated per eye by how far that eye's points moved (as the generator's correction), so
 the key frame's own parameters give back the key frame exactly.
 
-Per frame it is a point-in-polygon test of every pixel of the working size against the
-16 points of each target opening (crossing number, `eye_targets`), then at each size the
-layer is laid (`lay_irises`: the generator's working picture, which the generator sees and
-corrects, and the full-size picture): a disc test and one sampling of the key frame for
-both irises.
+A shutting eye is covered, as in v1, by the key frame's lid skin and a lash line where the
+lids meet.  Per frame, `eye_targets` draws each eye's maps (the target opening by a
+point-in-polygon test against its 16 points, lid skin, lash line) once, at the working
+size, on a square of pixels around the eye; `lay_irises` then lays the layer at each size
+(the generator's working picture, which the generator sees and corrects, and the
+full-size picture), again on a square around each eye whose change is sampled back onto
+the picture: a disc test and a sampling of the key frame's iris per eye.
 """
 
 from __future__ import annotations
