@@ -8,11 +8,14 @@ only on the picture size (the identity sampling grid), but nothing of one partic
 the key frame's prepared tensors are inputs of the graph, next to the parameters:
 
     params                  (1, P)              the frame's parameter vector
+    motion                  (1, 4)              the frame's global picture motion
     keyframe                (1, 3, S, S)        the key frame in [0, 1]
     key_work                (1, 3, WORK, WORK)  the key frame at the generator's working size
     feature0 .. feature3    (1, C_i, h_i, w_i)  the generator's key-encoder features
     key_iris_free           (1, 3, S, S)        the key frame with its irises inpainted away
+    key_free_work           (1, 3, WORK, WORK)  the same at the working size
     key_landmarks           (1, 478, 2)         the key frame's landmarks, normalised
+    key_lid_colours         (1, 2, 2, 3)        per eye its lid skin and lash colours (models.iris_layer)
     source                  (1, V, 2)           the key frame's control points, normalised
     mesh_index, mesh_weight (1, WORK*WORK, 3)   every working-size pixel's key-frame triangle:
     mesh_simplex            (1, WORK*WORK)      its corners, weights and row in mesh_triangles
