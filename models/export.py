@@ -125,16 +125,9 @@ def input_name(buffer: str) -> str:
     return buffer.replace(".", "_")
 
 
-def key_buffer_names(graph: SynthGraph) -> list[str]:
-    """The SynthGraph buffers that depend on the key frame, in the graph's input order."""
-    return list(key_buffers(graph))
-
-
 def key_inputs(graph: SynthGraph) -> dict[str, np.ndarray]:
     """The key frame's prepared tensors as the graph's inputs (name -> array, contiguous)."""
-    buffers = dict(graph.named_buffers())
-    return {input_name(name): np.ascontiguousarray(buffers[name].detach().cpu().numpy())
-            for name in key_buffer_names(graph)}
+    return {input_name(name): np.ascontiguousarray(b.detach().cpu().numpy()) for name, b in key_buffers(graph).items()}
 
 
 class PerFrame(torch.nn.Module):
@@ -143,7 +136,7 @@ class PerFrame(torch.nn.Module):
     def __init__(self, graph: SynthGraph) -> None:
         super().__init__()
         self.graph = graph
-        self.names = key_buffer_names(graph)
+        self.names = list(key_buffers(graph))
 
     def forward(self, params: torch.Tensor, motion: torch.Tensor, *key: torch.Tensor) -> torch.Tensor:
         # torch.func.functional_call refuses to run under the tracer: swap the buffers by hand

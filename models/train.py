@@ -87,7 +87,7 @@ class TrainConfig:
     threads: int = 2
     minutes: float = 110.0
     loss: LossWeights = field(default_factory=LossWeights)
-    identity_share: float = 0.1
+    identity_share: float = 0.1       # pairs whose target is the key frame; none with the temporal loss
     flip: float = 0.5                 # share of pairs mirrored left-right (key frame, geometry, target)
     colour: float = 0.1               # per-channel gain in 1 +- this, the same on key frame and target
     log_every: int = 50
