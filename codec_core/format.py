@@ -16,8 +16,9 @@ import numpy as np
 
 # -- stream identity -----------------------------------------------------------------------
 MAGIC = b"FCVC"
-STREAM_VERSION = 3                      # 2: feature formats (the header's format byte, step count)
+STREAM_VERSION = 4                      # 2: feature formats (the header's format byte, step count)
                                         # 3: the global-motion group after every frame's values
+                                        # 4: fomm's key points: brows as one, the face outline added
 FORMAT_IFVC = 1                         # the session header's format byte of format "ifvc" (below)
 KEYFRAME_CODEC_VVC = 1
 

@@ -41,7 +41,8 @@ from signaling.schema import Message, Refused, Schema
 
 #: The version of this wire (docs/wire.md).  2: key frames in KEYFRAME_PIECE messages.
 #: 3: the session header and parameter packets of stream version 3 (the global-motion group).
-WIRE_VERSION = 3
+#: 4: those of stream version 4 (fomm's key points redefined; the same syntax).
+WIRE_VERSION = 4
 
 
 class WireError(ValueError):

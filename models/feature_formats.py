@@ -4,7 +4,8 @@ Every format's per-frame values are computed from the 478 MediaPipe landmarks th
 gives (crop pixels) and the key frame's `Reference`; no format runs a detector of its own.
 
   ifvc  the face model's 30 parameters (models.face_model.FaceModel.analyse);
-  fomm  10 key points (centroids of fixed landmark groups, in [-1, 1] crop coordinates) and
+  fomm  10 key points (centroids of fixed landmark groups, in [-1, 1] crop coordinates: brows,
+        eyes, nose, mouth corners, lips, jaw and the face's outline) and
         a 2x2 Jacobian per key point: the least-squares linear map from the group's points
         in the face basis's mean shape to the group's points in the frame (FOMM's layout);
   fv2v  ifvc's pose (yaw, pitch, roll, tx, ty, log_scale) and 15 3D expression deltas: the
@@ -58,9 +59,14 @@ CHIN = (152, 148, 176, 149, 377, 400, 378, 175, 199, 200)
 RIGHT_CHEEK = (50, 101, 36, 205, 187, 123, 116, 117, 118, 119, 234, 93, 132, 58)
 LEFT_CHEEK = (280, 330, 266, 425, 411, 352, 345, 346, 347, 348, 454, 323, 361, 288)
 FOREHEAD = (10, 109, 67, 103, 338, 297, 332, 151, 108, 69, 337, 299, 9)
+LIPS = UPPER_LIP + LOWER_LIP
+# the face's outline at the sides, temple to jaw corner: the points furthest behind the nose, whose
+# 2D spread tells a head turn (foreshortening, parallax) from an expression
+FACE_OUTLINE = (162, 127, 234, 93, 132, 58, 172, 136, 389, 356, 454, 323, 361, 288, 397, 365)
 
-FOMM_GROUPS = (RIGHT_BROW, LEFT_BROW, RIGHT_EYE, LEFT_EYE, NOSE, RIGHT_MOUTH_CORNER, LEFT_MOUTH_CORNER,
-               UPPER_LIP, LOWER_LIP, JAW)
+# stream version 4: the lips one key point, the face's outline a new one (docs/formats.md, "fomm")
+FOMM_GROUPS = (RIGHT_BROW, LEFT_BROW, RIGHT_EYE, LEFT_EYE, NOSE, RIGHT_MOUTH_CORNER, LEFT_MOUTH_CORNER, LIPS,
+               JAW, FACE_OUTLINE)
 FV2V_GROUPS = (RIGHT_BROW, LEFT_BROW, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_EYE_LOWER, NOSE,
                RIGHT_MOUTH_CORNER, LEFT_MOUTH_CORNER, UPPER_LIP, LOWER_LIP, CHIN, RIGHT_CHEEK, LEFT_CHEEK, FOREHEAD)
 # dlib's 68 points on the MediaPipe mesh, in dlib's order: jaw 17, brows 5 + 5, nose 4 + 5,

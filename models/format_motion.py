@@ -37,7 +37,7 @@ from models.motion import euler_yxz, global_field, pixel_centres
 from models.reference import Reference
 
 BACKGROUND = 0.02          # weight of the identity (background) term against the Gaussians
-SIGMA_SHARE = {"fomm": 0.20, "fv2v": 0.20, "cfte": 0.10}   # sigma / RMS spread of the key frame's key points
+SIGMA_SHARE = {"fomm": 0.22, "fv2v": 0.20, "cfte": 0.10}   # sigma / RMS spread of the key frame's key points
 MIN_DET = 1e-6             # a fomm Jacobian with a smaller |det| is taken as this (a corrupt or coarse one)
 # fomm: the local linear motion (M_key - M) M^-1 of a key point is scaled down to this Frobenius
 # norm at most: a shut eye's group is flat, its Jacobian nearly singular, and unbounded, the inverse

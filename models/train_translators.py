@@ -22,9 +22,9 @@ dequantised values), encodes every format, decodes every format from every forma
 squared error in each destination's normalised units, plus `align` x the spread of the four
 latents of the same row around their mean (pulls the formats' latents together).  Adam.
 Clips named in `validation` (by identity) are held out; the weights of the best validation
-step (mean error over the 12 cross pairs) go to `weights` (default `out`/translators_v1.pt)
+step (mean error over the 12 cross pairs) go to `weights` (default `out`/translators_v2.pt)
 with the version string; `--install` copies them, once training is over, to
-models/assets/translators_v1.pt, the shipped weights that receivers load (never before: a run
+models/assets/translators_v2.pt, the shipped weights that receivers load (never before: a run
 stopped half way leaves the shipped weights as they were).
 Progress bar, JSON-lines log (`out`/log.jsonl) and a resumable checkpoint (`out`/checkpoint.pt).
 """
@@ -47,7 +47,7 @@ import yaml
 from tqdm import tqdm
 
 from codec_core.config import load_config
-from codec_core.format import FEATURE_FORMATS
+from codec_core.format import FEATURE_FORMATS, STREAM_VERSION
 from models.translator_nets import TRANSLATORS_ASSET, VERSION, TranslatorNets
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class TranslatorTrainConfig:
     clips: list[str] | None = None           # clip stems to use (None: every *.mp4 in `data`)
     validation: list[str] = field(default_factory=lambda: ["lp__d14", "lp__s29"])
     out: Path = Path("out/translators")
-    weights: Path | None = None              # the best step's weights (None: `out`/translators_v1.pt)
+    weights: Path | None = None              # the best step's weights (None: `out`/translators_v2.pt)
     max_frames: int = 300
     stride: int = 2
     keys: int = 3
@@ -100,7 +100,10 @@ class TranslatorTrainConfig:
 
     def data_settings(self) -> dict:
         """What the prepared data depends on (a cache made with other settings is rebuilt)."""
-        return {"data": str(self.data), "clips": self.clip_paths_names(), "max_frames": self.max_frames,
+        # the stream version changes whenever what a format's values mean does (fomm's key points)
+        return {"version": VERSION, "stream_version": STREAM_VERSION, "data": str(self.data),
+                "clips": self.clip_paths_names(),
+                "max_frames": self.max_frames,
                 "stride": self.stride, "keys": self.keys,
                 "synthetic": self.synthetic, "seed": self.seed, "validation": sorted(self.validation)}
 

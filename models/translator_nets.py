@@ -11,7 +11,7 @@ frame's own values of g normalised the same way, to o, and the frame's values in
 `k_g + delta_mean_g + delta_std_g * o`.  Any ordered pair (f, g) is encoder f then
 decoder g; f == g is a plain auto-encoder (the decoders never use it: same-format streams
 are not translated).  Trained by models.train_translators; the shipped weights are one
-file, `models/assets/translators_v1.pt`, with VERSION inside.
+file, `models/assets/translators_v2.pt`, with VERSION inside.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 ASSET_DIR = Path(__file__).resolve().parent / "assets"
-TRANSLATORS_ASSET = ASSET_DIR / "translators_v1.pt"
-VERSION = "translators_v1"
+TRANSLATORS_ASSET = ASSET_DIR / "translators_v2.pt"
+VERSION = "translators_v2"
 
 
 class TranslatorWeightsError(ValueError):

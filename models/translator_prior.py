@@ -20,7 +20,7 @@ Rows: every clip of `--data` (../shared/data/train: never the benchmark clips) t
 encoder does (models.tracking, first 300 frames), 3 key frames per clip at the quantiles 0.1,
 0.5, 0.9 of its frames with a face, each with its `Reference.from_landmarks` built with ifvc's
 default steps, and every 2nd frame against each key frame.  About 6000 rows, 30 s on 2 cores.
-Writes out/translator_prior/translator_prior_v1.npz (`--out`; float32, about 20 kB, keys
+Writes out/translator_prior/translator_prior_v2.npz (`--out`; float32, about 20 kB, keys
 `version`, `cfte_version`, `rows`, `noise_fomm`, `noise_cfte`, `motion_rms`); `--install` copies it
 to models/assets/, the asset the translators read, and refuses to replace an asset of the same
 version unless `--force` (translation would change without a version saying so).
@@ -43,8 +43,8 @@ from models.feature_formats import CFTE_VERSION, FormatGeometry
 from models.reference import Reference
 
 log = logging.getLogger(__name__)
-ASSET = Path(__file__).resolve().parent / "assets" / "translator_prior_v1.npz"
-VERSION = "translator_prior_v1"
+ASSET = Path(__file__).resolve().parent / "assets" / "translator_prior_v2.npz"
+VERSION = "translator_prior_v2"
 NOISE_FORMATS = ("fomm", "cfte")      # the formats whose fit uses the measured noise
 TRAIN_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 OUT = Path("out") / "translator_prior" / ASSET.name

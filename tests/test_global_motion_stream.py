@@ -81,15 +81,16 @@ def test_the_header_carries_global_step_after_the_formats_steps():
         SessionHeader.unpack(data[:-4])
 
 
-def test_a_version_2_stream_is_refused_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("version", [2, 3])    # 3: the same syntax, fomm's key points defined otherwise
+def test_an_older_stream_is_refused_in_one_line(tmp_path, capsys, version):
     data = bytearray((FIXTURES / "short.fcv").read_bytes())
-    assert data[len(MAGIC)] == STREAM_VERSION == 3
-    data[len(MAGIC)] = 2
-    with pytest.raises(StreamError, match=r"unsupported stream version 2 \(this decoder reads version 3\)"):
+    assert data[len(MAGIC)] == STREAM_VERSION == 4
+    data[len(MAGIC)] = version
+    with pytest.raises(StreamError, match=rf"unsupported stream version {version} \(this decoder reads version 4\)"):
         read_records(bytes(data))
-    (tmp_path / "v2.fcv").write_bytes(bytes(data))
-    error = one_line_error(["info", str(tmp_path / "v2.fcv")], capsys)
-    assert "unsupported stream version 2" in error
+    (tmp_path / "old.fcv").write_bytes(bytes(data))
+    error = one_line_error(["info", str(tmp_path / "old.fcv")], capsys)
+    assert f"unsupported stream version {version}" in error
 
 
 def test_global_step_is_configured_and_checked(tmp_path, capsys):

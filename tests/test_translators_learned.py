@@ -98,7 +98,7 @@ def test_training_writes_under_out_and_installs_only_when_asked(tmp_path, monkey
 
     settings = tmp_path / "settings.yaml"
     settings.write_text(f"out: {tmp_path / 'run'}\n")
-    installed = tmp_path / "assets" / "translators_v1.pt"
+    installed = tmp_path / "assets" / "translators_v2.pt"
     installed.parent.mkdir()
     monkeypatch.setattr(train_translators, "train", fake_train)
     monkeypatch.setattr(train_translators, "TRANSLATORS_ASSET", installed)
