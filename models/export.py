@@ -9,6 +9,9 @@ the key frame's prepared tensors are inputs of the graph, next to the parameters
 
     params                  (1, P)              the frame's parameter vector
     motion                  (1, 4)              the frame's global picture motion
+    state                   (1, 5, WORK, WORK)  the steady state the previous frame left
+                                                (`models.learned.steady_start` for a key
+                                                frame's first frame)
     keyframe                (1, 3, S, S)        the key frame in [0, 1]
     key_work                (1, 3, WORK, WORK)  the key frame at the generator's working size
     feature0 .. feature3    (1, C_i, h_i, w_i)  the generator's key-encoder features
@@ -25,6 +28,7 @@ the key frame's prepared tensors are inputs of the graph, next to the parameters
     geometry_<name>         ...                 the KeyGeometry buffers (canonical shape, bases,
                                                 head rings, border, index lists)
     -> picture              (1, 3, S, S)        the frame in [0, 1]
+    -> next_state           (1, 5, WORK, WORK)  the steady state for the next frame
 
 They are the buffers of `models.learned.SynthGraph`, which the backend builds with torch
 once per key frame (`key_inputs`) and hands to ONNX Runtime once, for all its frames; the
@@ -66,7 +70,7 @@ import torch
 from codec_core.format import GLOBAL_MOTION_COUNT, NUM_FIXED, NUM_RING_POINTS, POSE, RING_WEIGHT_MAX
 from models.face_model import FaceBasis, FaceModel, eye_measures
 from models.generator import WORK, Generator
-from models.learned import ASSET, SynthGraph, build_graph, key_buffers, load_generator
+from models.learned import ASSET, SynthGraph, build_graph, key_buffers, load_generator, steady_start
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = REPO / "out" / "onnx"
 PARAMS = "params"
 MOTION = "motion"            # the frame's global picture motion (codec_core.format GLOBAL_MOTION_NAMES)
+STATE = "state"              # the steady state the previous frame left (models.learned.steady)
 OUTPUT = "picture"
+NEXT_STATE = "next_state"
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 
 
@@ -111,11 +117,12 @@ def code_fingerprint() -> str:
     """SHA-256 of the source of the modules the graph is traced from: an exported file of
     the same weights but older motion code is not used."""
     import models.generator
+    import models.iris_layer
     import models.learned
     import models.motion
 
     digest = hashlib.sha256()
-    for module in (models.motion, models.generator, models.learned):
+    for module in (models.motion, models.generator, models.iris_layer, models.learned):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()
 
@@ -138,11 +145,12 @@ class PerFrame(torch.nn.Module):
         self.graph = graph
         self.names = list(key_buffers(graph))
 
-    def forward(self, params: torch.Tensor, motion: torch.Tensor, *key: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: torch.Tensor, motion: torch.Tensor, state: torch.Tensor,
+                *key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # torch.func.functional_call refuses to run under the tracer: swap the buffers by hand
         saved = {name: self._swap(name, value) for name, value in zip(self.names, key, strict=True)}
         try:
-            return self.graph(params, motion)
+            return self.graph(params, motion, state)
         finally:
             for name, value in saved.items():
                 self._swap(name, value)
@@ -199,6 +207,7 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET)
     key = key_inputs(graph)
     params = np.zeros((1, NUM_FIXED + graph.geometry.expression.shape[0]), np.float32)
     motion = np.zeros((1, GLOBAL_MOTION_COUNT), np.float32)
+    state = steady_start(1).numpy()
     module = PerFrame(graph).eval()
     register_symbolics(opset)
     out = Path(out)
@@ -209,17 +218,18 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)     # len(tensor): batch 1 is the export's
             warnings.filterwarnings("ignore", "(.*legacy TorchScript-based ONNX export|The feature will be removed)",
                                     DeprecationWarning)                  # the exporter chosen on purpose
-            torch.onnx.export(module, (torch.from_numpy(params), torch.from_numpy(motion),
+            torch.onnx.export(module, (torch.from_numpy(params), torch.from_numpy(motion), torch.from_numpy(state),
                                        *(torch.from_numpy(a) for a in key.values())),
-                              str(staged), input_names=[PARAMS, MOTION, *key], output_names=[OUTPUT],
+                              str(staged), input_names=[PARAMS, MOTION, STATE, *key],
+                              output_names=[OUTPUT, NEXT_STATE],
                               opset_version=opset, dynamo=False, do_constant_folding=True, external_data=False)
         onnx.checker.check_model(str(staged), full_check=True)
-        picture = {OUTPUT: np.zeros((1, 3, size, size), np.float32)}
+        outputs = {OUTPUT: np.zeros((1, 3, size, size), np.float32), NEXT_STATE: state}
         meta = {"generator_version": Generator.VERSION, "weights_sha256": weights_fingerprint(generator),
                 "code_sha256": code_fingerprint(),
                 "size": size, "work_size": WORK, "opset": opset, "exporter": EXPORTER, "torch": torch.__version__,
-                "onnx": onnx.__version__, "inputs": _shapes({PARAMS: params, MOTION: motion, **key}),
-                "outputs": _shapes(picture)}
+                "onnx": onnx.__version__, "inputs": _shapes({PARAMS: params, MOTION: motion, STATE: state, **key}),
+                "outputs": _shapes(outputs)}
         meta_staged = Path(tmp) / "meta.json"
         meta_staged.write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(staged, out)

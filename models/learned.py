@@ -14,6 +14,16 @@ own parameters) the output is the warp, which is the key frame itself.
 built from a decoded key frame and its reference, `render(params)` gives a uint8 picture.
 On CUDA it can run under torch.compile with CUDA graphs (`compiled_frame_function`), the
 key frame's tensors as inputs so that one compile serves every key frame.
+
+The correction is kept steady from frame to frame where the picture holds still: each
+frame's graph takes the previous frame's *steady state* (the generator's output before the
+gate and the displacement field, at the working size) and renews the generator's output
+pixel by pixel as far as the field moved there since (`steady`); where nothing moved it
+keeps STEADY_KEEP of the previous output.  A still face's quantised parameters wobble by a
+step from frame to frame, and the generator answered each wobble with a slightly different
+texture: the flicker of a still clip.  The first frame of a key frame starts from
+`steady_start` (nothing kept); the gate still multiplies the steady output, so where the
+picture does not move the output is the warp, whatever came before.
 """
 
 from __future__ import annotations
@@ -46,6 +56,10 @@ from models.motion import (
 
 ASSET = Path(__file__).resolve().parent / "assets" / "synth_v2.pt"
 GATE_SCALE = 0.004        # normalised motion at which the correction is 63 % on (0.5 px at 256)
+STEADY_SCALE = 0.01       # normalised motion since the previous frame at which 63 % of what was kept is renewed
+STEADY_KEEP = 0.9         # share of the previous frame's correction kept where nothing moved
+STEADY_FAR = 1.0e4        # the displacement of `steady_start`: so far from any field that nothing is kept
+STEADY_GATE = 1.0e-3      # where the gate is below this (the correction there under 1/1000), nothing is kept
 # buffers of SynthGraph that are the same for every key frame of a size (the rest are the key frame's)
 CONSTANT_BUFFERS = ("full_grid",)
 
@@ -113,24 +127,55 @@ class SynthGraph(torch.nn.Module):
         for i, f in enumerate(features):
             self.register_buffer(f"feature{i}", f)
 
-    def forward(self, params: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        """Pictures (B, 3, S, S) in [0, 1] for parameters (B, P) and global motions (B, 4):
-        the full-size warp plus the upsampled correction."""
+    def forward(self, params: torch.Tensor, motion: torch.Tensor,
+                state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pictures (B, 3, S, S) in [0, 1] for parameters (B, P) and global motions (B, 4) (the
+        full-size warp plus the upsampled correction), and the steady state for the next frame,
+        from this one's `state` (B, 5, WORK, WORK) (None: `steady_start`)."""
+        if state is None:
+            state = steady_start(len(params), params.device)
         target, landmarks = self.geometry.points(params, motion)
         target = frame_points(target, self.size)
         features = [getattr(self, f"feature{i}") for i in range(self.levels)]
         mesh = MeshTensors(*(getattr(self, f"mesh_{name}") for name in MeshTensors._fields))
         landmarks = normalised(landmarks[..., :2], self.size)
         key = KeyPictures(self.key_work, self.key_free_work, self.key_landmarks, self.key_lid_colours)
-        _, correction, disp, eyes = correct(self.generator, key, features, mesh, self.source, self.exact, target,
-                                            landmarks, motion)
+        _, correction, disp, eyes, state = correct(self.generator, key, features, mesh, self.source, self.exact,
+                                                   target, landmarks, motion, state)
         grid = sampling_grid(disp, self.full_grid)
         full = F.grid_sample(self.keyframe.expand(len(params), -1, -1, -1), grid, mode="bilinear",
                              padding_mode="border", align_corners=False)
         full = lay_irises(full, grid, self.keyframe, self.key_iris_free, eyes, self.key_lid_colours, self.full_grid)
         if self.size != WORK:
             correction = F.interpolate(correction, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return (full + correction).clamp(0.0, 1.0)
+        return (full + correction).clamp(0.0, 1.0), state
+
+
+def steady_start(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The steady state (B, 5, WORK, WORK) of a key frame's first frame: no correction kept."""
+    return torch.cat([torch.zeros(batch, 3, WORK, WORK, device=device),
+                      torch.full((batch, 2, WORK, WORK), STEADY_FAR, device=device)], 1)
+
+
+def steady(correction: torch.Tensor, gate: torch.Tensor, disp: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """The gated `correction` (B, 3, WORK, WORK) renewed from the previous frame's (the first
+    three channels of `state`) as far as the field `disp` moved since (the last two); wholly
+    renewed where the `gate` is all but shut (there the picture is the warp, whatever came before)."""
+    kept, before = state[:, :3], state[:, 3:]
+    renew = 1.0 - STEADY_KEEP * torch.exp(-(disp - before).norm(dim=1, keepdim=True) / STEADY_SCALE)
+    renew = torch.where(gate > STEADY_GATE, renew, torch.ones_like(renew))
+    return kept + renew * (correction - kept)
+
+
+class Corrected(NamedTuple):
+    """What `correct` gives: the working-size frame (B, 3, WORK, WORK), its correction over the
+    warp with the irises laid, the displacement field (B, 2, WORK, WORK), the eyes' targets (for
+    the full-size iris layer) and the steady state for the next frame (B, 5, WORK, WORK)."""
+    frame: torch.Tensor
+    correction: torch.Tensor
+    disp: torch.Tensor
+    eyes: list[EyeTarget]
+    state: torch.Tensor
 
 
 def frame_points(points: torch.Tensor, size: int) -> torch.Tensor:
@@ -159,10 +204,9 @@ class KeyPictures(NamedTuple):
 
 def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor], mesh: MeshTensors,
             source: torch.Tensor, exact: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor,
-            motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[EyeTarget]]:
-    """The working-size frame (B, 3, WORK, WORK), its correction over the warp with the
-    irises laid, the displacement field (B, 2, WORK, WORK) and the eyes' targets (for the
-    full-size iris layer); all positions normalised.  Shared by the per-frame graph and
+            motion: torch.Tensor, state: torch.Tensor | None = None) -> Corrected:
+    """The working-size frame and what goes with it (`Corrected`); all positions normalised.
+    `state`: the previous frame's steady state (None: none kept, as in training).  Shared by the per-frame graph and
     training, which runs it on batches of different key frames, so that the generator
     corrects the picture it will correct in use.  The gate opens where the picture moves
     other than the global motion moves it (the face, hair, what a turn uncovers) and where
@@ -179,7 +223,9 @@ def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor]
     gate = 1.0 - torch.exp(-(moved + outside) / GATE_SCALE)
     conditions = torch.cat([heat_maps(landmarks, WORK), gate, warped], 1)
     correction = gate * generator.decoder(warp_features(features, grid), conditions)
-    return (warped + correction).clamp(0.0, 1.0), correction, disp, eyes
+    if state is not None:
+        correction = steady(correction, gate, disp, state)
+    return Corrected((warped + correction).clamp(0.0, 1.0), correction, disp, eyes, torch.cat([correction, disp], 1))
 
 
 def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
@@ -202,16 +248,18 @@ def key_buffers(graph: SynthGraph) -> dict[str, torch.Tensor]:
     return {name: b for name, b in graph.named_buffers() if name not in CONSTANT_BUFFERS}
 
 
-FrameFunction = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+FrameFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
+                         tuple[torch.Tensor, torch.Tensor]]
 
 
 def frame_function(template: SynthGraph) -> FrameFunction:
     """`template`'s forward with the key frame's buffers as an argument: (params, motion,
-    key_buffers(graph)) gives what `graph(params, motion)` gives, for any graph of the
-    template's size and generator.  (`models.export.PerFrame` does the same for the ONNX
-    exporter by swapping buffers: its tracer refuses `functional_call`.)"""
-    def frames(params: torch.Tensor, motion: torch.Tensor, buffers: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.func.functional_call(template, buffers, (params, motion))
+    state, key_buffers(graph)) gives what `graph(params, motion, state)` gives, for any graph
+    of the template's size and generator.  (`models.export.PerFrame` does the same for the
+    ONNX exporter by swapping buffers: its tracer refuses `functional_call`.)"""
+    def frames(params: torch.Tensor, motion: torch.Tensor, state: torch.Tensor,
+               buffers: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.func.functional_call(template, buffers, (params, motion, state))
     return frames
 
 
@@ -231,8 +279,9 @@ def compiled_frame_function(graph: SynthGraph) -> FrameFunction:
 
 
 class LearnedSynthesizer:
-    """Renders frames of one key frame from decoded parameter vectors (synthesizer v2);
-    `compiled` runs them through `compiled_frame_function` (CUDA)."""
+    """Renders frames of one key frame from decoded parameter vectors (synthesizer v2), each
+    from the steady state the one before left; `compiled` runs them through
+    `compiled_frame_function` (CUDA)."""
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
                  device: str = "cpu", generator: Generator | None = None, compiled: bool = False) -> None:
@@ -241,12 +290,17 @@ class LearnedSynthesizer:
                                  ring_weights, self.device)
         self._compiled = compiled_frame_function(self.graph) if compiled else None
         self._buffers = key_buffers(self.graph)
+        self._state = steady_start(1, self.device)
 
     @torch.inference_mode()
     def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         p = torch.as_tensor(np.asarray(params, np.float32), device=self.device)[None]
         m = torch.as_tensor(np.zeros(4, np.float32) if motion is None else np.asarray(motion, np.float32),
                             device=self.device)[None]
-        out = self.graph(p, m) if self._compiled is None else self._compiled(p, m, self._buffers)
+        if self._compiled is None:
+            out, self._state = self.graph(p, m, self._state)
+        else:       # a CUDA graph's outputs are overwritten by its next run: keep a copy of the state
+            out, state = self._compiled(p, m, self._state, self._buffers)
+            self._state = state.clone()
         picture = out[0].permute(1, 2, 0) * 255.0
         return picture.round().to(torch.uint8).cpu().numpy()

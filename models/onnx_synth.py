@@ -26,10 +26,22 @@ import numpy as np
 import torch
 
 from codec_core.format import GLOBAL_MOTION_COUNT
-from models.export import MOTION, OUTPUT, PARAMS, cpu_copy, default_path, export, key_inputs, matches, read_metadata
+from models.export import (
+    MOTION,
+    NEXT_STATE,
+    OUTPUT,
+    PARAMS,
+    STATE,
+    cpu_copy,
+    default_path,
+    export,
+    key_inputs,
+    matches,
+    read_metadata,
+)
 from models.face_model import FaceModel
 from models.generator import Generator
-from models.learned import build_graph, load_generator
+from models.learned import build_graph, load_generator, steady_start
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +126,22 @@ class OnnxSynthesizer:
         self._binding = self.session.io_binding()
         for name, value in self._key.items():
             self._binding.bind_ortvalue_input(name, value)
+        self._state = steady_start(1).numpy()
 
     def picture(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
-        """The frame (1, 3, S, S) float32 in [0, 1], as the torch graph's output."""
+        """The frame (1, 3, S, S) float32 in [0, 1], as the torch graph's output, drawn from the
+        steady state the previous frame left (and leaving this one's)."""
         p = np.ascontiguousarray(np.asarray(params, np.float32).reshape(1, -1))
         m = np.zeros((1, GLOBAL_MOTION_COUNT), np.float32) if motion is None else \
             np.ascontiguousarray(np.asarray(motion, np.float32).reshape(1, -1))
         self._binding.bind_cpu_input(PARAMS, p)
         self._binding.bind_cpu_input(MOTION, m)
+        self._binding.bind_cpu_input(STATE, self._state)
         self._binding.bind_output(OUTPUT, "cpu")
+        self._binding.bind_output(NEXT_STATE, "cpu")
         self.session.run_with_iobinding(self._binding)
-        return self._binding.copy_outputs_to_cpu()[0]
+        picture, self._state = self._binding.copy_outputs_to_cpu()
+        return picture
 
     def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         """The frame as uint8 H x W x 3 (rounded half to even, as the torch backend)."""

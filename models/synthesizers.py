@@ -92,14 +92,14 @@ class Synthesis:
 
         from codec_core.format import GLOBAL_MOTION_COUNT, NUM_FIXED
         from models.export import example_graph
-        from models.learned import compiled_frame_function, key_buffers, load_generator
+        from models.learned import compiled_frame_function, key_buffers, load_generator, steady_start
 
         device = torch.device(self.device)
         graph = example_graph(load_generator(device=device), size, device)
         with torch.inference_mode():        # as `LearnedSynthesizer.render` makes its inputs (a guard)
             params = torch.zeros(1, NUM_FIXED + graph.geometry.expression.shape[0], device=device)
             compiled_frame_function(graph)(params, torch.zeros(1, GLOBAL_MOTION_COUNT, device=device),
-                                            key_buffers(graph))
+                                            steady_start(1, device), key_buffers(graph))
 
 
 def add_synthesis_options(parser: argparse.ArgumentParser) -> None:

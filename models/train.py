@@ -246,9 +246,9 @@ class Trainer:
     def synthesize(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """v2's working-size pictures of a batch, and the plain warp (no correction)."""
         features = self.generator.key_encoder(b["key"].picture)
-        out, correction, _, _ = correct(self.generator, b["key"], features, b["mesh"], b["source"], b["exact"],
-                                     b["target"], b["landmarks"], b["motion"])
-        return out, (out - correction).clamp(0.0, 1.0)
+        out = correct(self.generator, b["key"], features, b["mesh"], b["source"], b["exact"], b["target"],
+                      b["landmarks"], b["motion"])
+        return out.frame, (out.frame - out.correction).clamp(0.0, 1.0)
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         w = self.config.loss

@@ -12,7 +12,7 @@ import torch
 from codec_core.format import I_YAW
 from models.export import OPSET, export, key_inputs, main, metadata_path, weights_fingerprint
 from models.generator import Generator
-from models.learned import LearnedSynthesizer
+from models.learned import LearnedSynthesizer, steady_start
 from models.onnx_synth import OnnxBackendError, OnnxSynthesizer
 from models.synthesizers import BACKENDS, Synthesis
 
@@ -43,12 +43,26 @@ def exported(tmp_path_factory, generator):
     return path, export(generator, path, 256)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def synths(key, generator, exported):
+    """A torch and an ONNX synthesizer of rt__3's first frame, new for each test (each keeps
+    the steady state of the frames it drew)."""
     tracked, ref = key
     args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
     return LearnedSynthesizer(*args, generator=generator), OnnxSynthesizer(*args, generator=generator,
                                                                            onnx_model=exported[0])
+
+
+def real_frames(key) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Parameters of later rt__3 frames and a 15 degree turn, with global motions on some."""
+    tracked, ref = key
+    model = ref.face_model()
+    turned = ref.reference_params().copy()
+    turned[I_YAW] += 15
+    frames = [model.analyse(tracked[i].landmarks) for i in FRAMES] + [turned]
+    # a global picture motion on some frames (a camera drifting right and zooming in)
+    motions = [np.zeros(4)] * 2 + [np.array([0.02 * i, -0.01, 0.01 * i, 0.005]) for i in range(1, len(frames) - 1)]
+    return frames, motions
 
 
 def test_the_export_is_a_checked_model_with_its_json(exported, synths, generator):
@@ -60,35 +74,42 @@ def test_the_export_is_a_checked_model_with_its_json(exported, synths, generator
     assert saved["weights_sha256"] == weights_fingerprint(generator)
     shapes = {i["name"]: i["shape"] for i in saved["inputs"]}
     assert shapes["params"] == [1, 30] and shapes["keyframe"] == [1, 3, 256, 256]
-    assert saved["outputs"] == [{"name": "picture", "shape": [1, 3, 256, 256], "dtype": "float32"}]
+    assert saved["outputs"] == [{"name": "picture", "shape": [1, 3, 256, 256], "dtype": "float32"},
+                                {"name": "next_state", "shape": [1, 5, 128, 128], "dtype": "float32"}]
     # the key frame is an input, not a constant of the file: every prepared tensor is fed
     graph_inputs = [i.name for i in onnx.load(str(path)).graph.input]
-    assert graph_inputs == ["params", "motion", *key_inputs(synths[0].graph)] == list(shapes)
+    assert graph_inputs == ["params", "motion", "state", *key_inputs(synths[0].graph)] == list(shapes)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["picture", "next_state"]
 
 
 def test_onnx_runtime_matches_torch_on_real_frames(key, synths):
-    tracked, ref = key
+    """Frame after frame, each drawn from the steady state the one before left."""
+    tracked, _ = key
     torch_synth, onnx_synth = synths
-    model = ref.face_model()
-    turned = ref.reference_params().copy()
-    turned[I_YAW] += 15
-    frames = [model.analyse(tracked[i].landmarks) for i in FRAMES] + [turned]
-    # a global picture motion on some frames (a camera drifting right and zooming in)
-    motions = [np.zeros(4)] * 2 + [np.array([0.02 * i, -0.01, 0.01 * i, 0.005]) for i in range(1, len(frames) - 1)]
+    frames, motions = real_frames(key)
+    state = steady_start(1)
     for params, motion in zip(frames, motions, strict=True):
         with torch.inference_mode():
-            ours = torch_synth.graph(torch.tensor(params, dtype=torch.float32)[None],
-                                     torch.tensor(motion, dtype=torch.float32)[None]).numpy()
+            ours, state = torch_synth.graph(torch.tensor(params, dtype=torch.float32)[None],
+                                            torch.tensor(motion, dtype=torch.float32)[None], state)
         theirs = onnx_synth.picture(params, motion)
-        assert np.abs(ours - theirs).max() * 255 <= 1.0
-        assert np.abs(torch_synth.render(params, motion).astype(int)
-                      - onnx_synth.render(params, motion).astype(int)).max() <= 1
+        assert np.abs(ours.numpy() - theirs).max() * 255 <= 1.0
     # and the frames did move: the comparison is not of key frames
     assert np.abs(onnx_synth.render(frames[-1]).astype(int) - tracked[0].crop.astype(int)).mean() > 2
 
 
+def test_torch_and_onnx_renderers_draw_the_same_frames(key, synths):
+    torch_synth, onnx_synth = synths
+    for params, motion in zip(*real_frames(key), strict=True):
+        assert np.abs(torch_synth.render(params, motion).astype(int)
+                      - onnx_synth.render(params, motion).astype(int)).max() <= 1
+
+
 def test_the_key_frames_own_parameters_give_back_the_key_frame_through_onnx(key, synths):
+    """Also after other frames: the steady state keeps nothing where nothing moves."""
     tracked, ref = key
+    for params, motion in zip(*real_frames(key), strict=True):
+        synths[1].render(params, motion)
     assert np.array_equal(synths[1].render(ref.reference_params()), tracked[0].crop)
 
 
@@ -144,10 +165,13 @@ def test_one_frame_function_serves_every_key_frame(key, synths, generator):
     frames = frame_function(synths[0].graph)
     params = torch.tensor(ref.face_model().analyse(tracked[FRAMES[1]].landmarks), dtype=torch.float32)[None]
     motion = torch.tensor([[0.02, -0.01, 0.01, 0.005]])
+    state = steady_start(1)
     with torch.inference_mode():
-        theirs = other.graph(params, motion)
-        assert torch.equal(frames(params, motion, key_buffers(other.graph)), theirs)
-        assert not torch.equal(synths[0].graph(params, motion), theirs)     # the key frames differ
+        state = other.graph(params, motion, state)[1]     # a state left by a frame before
+        theirs = other.graph(params, motion, state)
+        ours = frames(params, motion, state, key_buffers(other.graph))
+        assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+        assert not torch.equal(synths[0].graph(params, motion, state)[0], theirs[0])     # the key frames differ
 
 
 def test_compile_is_for_the_learned_synthesizer_on_cuda_only(key):
