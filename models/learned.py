@@ -16,14 +16,14 @@ On CUDA it can run under torch.compile with CUDA graphs (`compiled_frame_functio
 key frame's tensors as inputs so that one compile serves every key frame.
 
 The correction is kept steady from frame to frame where the picture holds still: each
-frame's graph takes the previous frame's *steady state* (the generator's output before the
-gate and the displacement field, at the working size) and renews the generator's output
-pixel by pixel as far as the field moved there since (`steady`); where nothing moved it
-keeps STEADY_KEEP of the previous output.  A still face's quantised parameters wobble by a
-step from frame to frame, and the generator answered each wobble with a slightly different
-texture: the flicker of a still clip.  The first frame of a key frame starts from
-`steady_start` (nothing kept); the gate still multiplies the steady output, so where the
-picture does not move the output is the warp, whatever came before.
+frame's graph takes the previous frame's *steady state* (its gated correction and its
+displacement field, at the working size) and renews the correction pixel by pixel as far
+as the field moved there since (`steady`); where nothing moved it keeps STEADY_KEEP of the
+previous one.  A still face's quantised parameters wobble by a step from frame to frame,
+and the generator answered each wobble with a slightly different texture: the flicker of a
+still clip.  The first frame of a key frame starts from `steady_start` (nothing kept), and
+where the gate is all but shut nothing is kept either, so where the picture does not move
+the output is the warp, whatever came before.
 """
 
 from __future__ import annotations

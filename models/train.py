@@ -40,7 +40,7 @@ from models.face_model import LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, RIGHT_E
 from models.generator import WORK, Generator
 from models.iris_layer import iris_free, key_lid_colours
 from models.learned import KeyPictures, correct
-from models.motion import OUTER_LIPS, MeshTensors, SourceMesh, exact_points, heat_maps
+from models.motion import MeshTensors, SourceMesh, exact_points, heat_maps
 from models.perceptual import SqueezeLPIPS
 from models.train_data import cache_name, load_split
 
@@ -48,11 +48,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 REGION_GROUPS = 6            # the first heat-map groups: eye lids, irises, inner and outer lips
 GRAD_CLIP = 1.0
-# the regions of `LossWeights.region_perceptual`, cut as benchmarks.synth_quality scores them:
-# (points, growth of the box beyond their extent, each side) and the side they are enlarged to
-REGIONS = ((RIGHT_EYE_UPPER + RIGHT_EYE_LOWER, 0.5), (LEFT_EYE_UPPER + LEFT_EYE_LOWER, 0.5), (OUTER_LIPS, 0.25))
-REGION_MIN_HALF = 0.125      # half the smallest box side, normalised (32 px at 256)
-REGION_SIDE = 64
 INDEX_FIELDS = ("index", "simplex", "triangles", "neighbours")   # the SourceMesh fields that are indices
 MIRROR = np.array([-1.0, 1.0, 1.0], np.float32)   # normalised x, y, depth: x -> -x mirrors the picture
 MIRROR_MOTION = np.array([-1.0, 1.0, 1.0, -1.0], np.float32)   # global tx, ty, log_scale, angle, mirrored
@@ -77,7 +72,6 @@ class LossWeights:
     ssim: float = 0.5
     perceptual: float = 1.0
     region: float = 3.0      # extra L1 weight at the eyes and lips
-    region_perceptual: float = 0.0   # perceptual loss on each eye and the mouth, cut out and enlarged
     temporal: float = 1.0    # L1 of the change between consecutive frames against the real change
 
 
@@ -239,19 +233,6 @@ def ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - s.mean((1, 2, 3))
 
 
-def region_cut(pictures: torch.Tensor, landmarks: torch.Tensor, points: tuple[int, ...], grow: float) -> torch.Tensor:
-    """The square around `points` of each picture (B, 3, H, W), its side (1 + 2 grow) times their
-    extent (at least 2 REGION_MIN_HALF), enlarged to REGION_SIDE; `landmarks` (B, 478, 2) normalised."""
-    pts = landmarks[:, list(points)]
-    lo, hi = pts.amin(1), pts.amax(1)
-    half = ((hi - lo).amax(-1) * (0.5 + grow)).clamp(min=REGION_MIN_HALF)
-    theta = torch.zeros(len(pictures), 2, 3, dtype=pictures.dtype, device=pictures.device)
-    theta[:, 0, 0] = theta[:, 1, 1] = half
-    theta[:, :, 2] = (lo + hi) / 2
-    grid = F.affine_grid(theta, [len(pictures), 3, REGION_SIDE, REGION_SIDE], align_corners=False)
-    return F.grid_sample(pictures, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -278,11 +259,6 @@ class Trainer:
         parts = {"l1": l1.mean(), "ssim": ssim_loss(out, target).mean(),
                  "perceptual": self.perceptual(out, target).mean()}
         parts["total"] = w.l1 * parts["l1"] + w.ssim * parts["ssim"] + w.perceptual * parts["perceptual"]
-        if w.region_perceptual:
-            cuts = [(region_cut(out, b["landmarks"], points, grow), region_cut(target, b["landmarks"], points, grow))
-                    for points, grow in REGIONS]
-            parts["region_perceptual"] = torch.stack([self.perceptual(a, t).mean() for a, t in cuts]).mean()
-            parts["total"] = parts["total"] + w.region_perceptual * parts["region_perceptual"]
         if w.temporal:      # the batch holds consecutive frames in pairs (Pairs.consecutive)
             change, real = out[0::2] - out[1::2], target[0::2] - target[1::2]
             parts["temporal"] = (change - real).abs().mean()
