@@ -11,11 +11,12 @@ the key frame's own parameters give back the key frame exactly.
 
 A shutting eye is covered, as in v1, by the key frame's lid skin and a lash line where the
 lids meet.  Per frame, `eye_targets` draws each eye's maps (the target opening by a
-point-in-polygon test against its 16 points, lid skin, lash line) once, at the working
-size, on a square of pixels around the eye; `lay_irises` then lays the layer at each size
-(the generator's working picture, which the generator sees and corrects, and the
-full-size picture), again on a square around each eye whose change is sampled back onto
-the picture: a disc test and a sampling of the key frame's iris per eye.
+point-in-polygon test against its 16 points, lid skin) once, at the working size, on a
+square of pixels around the eye; `lay_irises` then lays the layer at each size (the
+generator's working picture, which the generator sees and corrects, and the full-size
+picture), again on a square around each eye whose change is sampled back onto the
+picture: the lash line (drawn at that size, so that it is as thin at 256 as v1's), a
+disc test and a sampling of the key frame's iris per eye.
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def _eye(landmarks: torch.Tensor, iris: tuple[int, ...], ring: tuple[int, ...]) 
 class EyeTarget(NamedTuple):
     """One eye of a frame, for `lay_irises`: the key frame's iris (centre (B, 2) and radius
     (B,), or a batch of 1), the target's, how much iris shows (B,: 0 for a nearly shut eye),
-    and three maps (B, 1, h, w), each times the eye's gate: where the eye is redrawn (the
-    target opening), where lid skin covers it as it shuts, and the lash line where the lids meet."""
+    two maps (B, 1, h, w), each times the eye's gate: where the eye is redrawn (the target
+    opening) and where lid skin covers it as it shuts; the target opening's polygon (B, 16, 2)
+    and the strength of its lash line (B, 1, 1, 1: 0 for an open eye, times the gate)."""
     key_centre: torch.Tensor
     key_radius: torch.Tensor
     centre: torch.Tensor
@@ -88,6 +90,7 @@ class EyeTarget(NamedTuple):
     fade: torch.Tensor
     opening: torch.Tensor
     lid: torch.Tensor
+    ring: torch.Tensor
     lash: torch.Tensor
 
 
@@ -117,27 +120,33 @@ def _patch(centre: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]
     return torch.stack([xs, ys], -1).reshape(len(centre), n * n, 2), (origin + n / 2) * pixel - 1.0
 
 
-def eye_maps(opening: torch.Tensor, points: torch.Tensor, pixel: float) -> torch.Tensor:
-    """(B, 3, P) at points (B, P, 2) on a square grid of spacing `pixel`: inside the opening
-    (B, 16, 2), lid skin (the opening grown by a pixel and softened) and the lash line
-    through the midpoints of the lids (the eye's width over LASH_WIDTH thick)."""
+def eye_maps(opening: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """(B, 2, P) at points (B, P, 2) on a square grid: inside the opening (B, 16, 2) and lid
+    skin (the opening grown by a pixel and softened)."""
     b, n = len(points), math.isqrt(points.shape[1])
     inner = inside(opening, points).view(b, 1, n, n)
     lid = F.avg_pool2d(F.max_pool2d(inner, 3, 1, 1), 3, 1, 1, count_include_pad=False)
+    return torch.cat([inner, lid], 1).view(b, 2, n * n)
+
+
+def lash_line(opening: torch.Tensor, points: torch.Tensor, pixel: float) -> torch.Tensor:
+    """(B, 1, P) at points (B, P, 2) on a square grid of spacing `pixel`: the lash line
+    through the midpoints of the lids of the opening (B, 16, 2), the eye's width over
+    LASH_WIDTH thick, its edges a pixel soft."""
+    b = len(points)
     closed = torch.cat([opening[:, :1], (opening[:, 1:8] + opening[:, 9:16].flip(1)) / 2, opening[:, 8:9]], 1)
     half = (opening[:, 0] - opening[:, 8]).norm(dim=-1).view(b, 1) / LASH_WIDTH / 2
-    lash = ((half - _segment_distance(points, closed)) / pixel + 0.5).clamp(0.0, 1.0).view(b, 1, n, n)
-    return torch.cat([inner, lid, lash], 1).view(b, 3, n * n)
+    return ((half - _segment_distance(points, closed)) / pixel + 0.5).clamp(0.0, 1.0).view(b, 1, -1)
 
 
 def eye_maps_on_grid(opening: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-    """`eye_maps` (B, 3, h, h) of the openings (B, 16, 2) on the whole identity grid `coarse`
+    """`eye_maps` (B, 2, h, h) of the openings (B, 16, 2) on the whole identity grid `coarse`
     (h, h, 2), worked out on a square of the grid around the opening (`EYE_PATCH` of the
     frame's width) and sampled back: its pixels are the grid's, so the sampling is exact."""
     b, size = len(opening), int(coarse.shape[0])
     points, middle = _patch(opening.mean(1), size)
     n = math.isqrt(points.shape[1])
-    patch = eye_maps(opening, points, 2.0 / size).view(b, 3, n, n)
+    patch = eye_maps(opening, points).view(b, 2, n, n)
     where = (coarse[None] - middle[:, None, None]) / (n / size)
     return F.grid_sample(patch, where, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -147,8 +156,9 @@ def eye_targets(key_landmarks: torch.Tensor, landmarks: torch.Tensor, coarse: to
     (1 or B, 478, 2); the maps are drawn at the identity grid `coarse` (h, h, 2) and serve
     `lay_irises` at any picture size (upsampled: soft edges).  A shutting eye as v1 draws
     it: lid skin over the opening (grown by a pixel of `coarse`) and a lash line through the
-    midpoints of the lids, both coming in as the opening shrinks (`LID_SHUT`), worked out
-    around each eye only (`eye_maps_on_grid`: an eighth of the grid's pixels)."""
+    midpoints of the lids (drawn by `lay_irises`), both coming in as the opening shrinks
+    (`LID_SHUT`); the maps are worked out around each eye only (`eye_maps_on_grid`: an
+    eighth of the grid's pixels)."""
     b = len(landmarks)
     eyes = []
     for iris, ring in EYES:     # two eyes: unrolled when traced
@@ -159,10 +169,9 @@ def eye_targets(key_landmarks: torch.Tensor, landmarks: torch.Tensor, coarse: to
         ratio = _area(open_t) / _area(open_k).clamp(min=1e-9)
         fade = ((ratio - OPENING_FADE[0]) / (OPENING_FADE[1] - OPENING_FADE[0])).clamp(0.0, 1.0)   # (B,)
         shut = ((LID_SHUT[0] - ratio) / (LID_SHUT[0] - LID_SHUT[1])).clamp(0.0, 1.0).view(b, 1, 1, 1)
-        maps = eye_maps_on_grid(open_t, coarse)
-        inner, lid, lash = maps[:, 0:1], maps[:, 1:2], maps[:, 2:3]
-        eyes.append(EyeTarget(c_k, r_k, c_t, r_t, fade, inner * gate, lid * shut * gate,
-                              lash * (LASH_STRENGTH * shut * gate)))
+        inner, lid = eye_maps_on_grid(open_t, coarse).split(1, 1)
+        eyes.append(EyeTarget(c_k, r_k, c_t, r_t, fade, inner * gate, lid * shut * gate, open_t,
+                              LASH_STRENGTH * shut * gate))
     return eyes
 
 
@@ -171,8 +180,8 @@ def lay_irises(picture: torch.Tensor, warp: torch.Tensor, keyframe: torch.Tensor
     """`picture` (B, 3, S, S), the warp of `keyframe` (1 or B, 3, S, S) along the sampling
     grid `warp` (B, S, S, 2), with each moved eye redrawn: inside the target opening the
     iris-free key frame `key_free` (1 or B, 3, S, S) warped alike,
-    lid skin and lashes of the key frame's `colours` (1 or B, 2, 2, 3: `key_lid_colours`)
-    as it shuts, and the key iris disc at its target place.  `grid` is the identity grid
+    lid skin and lashes (a line at this size's pixels) of the key frame's `colours` (1 or
+    B, 2, 2, 3: `key_lid_colours`) as it shuts, and the key iris disc at its target place.  `grid` is the identity grid
     (S, S, 2).  Each eye is redrawn on a square of the picture's pixels around it (as
     `eye_maps_on_grid`) and the change is sampled back onto the picture."""
     b, size = len(picture), int(picture.shape[-1])      # static: a constant when traced
@@ -189,7 +198,8 @@ def lay_irises(picture: torch.Tensor, warp: torch.Tensor, keyframe: torch.Tensor
 
         here = sample(picture)
         free = sample(key_free, sample(warp.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))   # the warp, here only
-        opening, lid, lash = sample(torch.cat([eye.opening, eye.lid, eye.lash], 1)).split(1, 1)
+        opening, lid = sample(torch.cat([eye.opening, eye.lid], 1)).split(1, 1)
+        lash = lash_line(eye.ring, points, pixel).view(b, 1, n, n) * eye.lash
         distance = (points - eye.centre[:, None]).norm(dim=-1).view(b, 1, n, n)
         disc = ((eye.radius.view(b, 1, 1, 1) - distance) / pixel + 0.5).clamp(0.0, 1.0) * eye.fade.view(b, 1, 1, 1)
         iris = sample(keyframe, eye.key_centre[:, None, None] + (at - eye.centre[:, None, None])
