@@ -36,7 +36,17 @@ import yaml
 from tqdm import tqdm
 
 from codec_core.format import NUM_LANDMARKS
-from models.face_model import LEFT_EYE_LOWER, LEFT_EYE_UPPER, LEFT_IRIS, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, RIGHT_IRIS
+from models.face_model import (
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    LEFT_IRIS,
+    LOWER_LIP_INNER,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+    RIGHT_IRIS,
+    UPPER_LIP_INNER,
+    eye_measures,
+)
 from models.generator import WORK, Generator
 from models.iris_layer import iris_free, key_lid_colours
 from models.learned import KeyPictures, correct
@@ -51,6 +61,8 @@ GRAD_CLIP = 1.0
 INDEX_FIELDS = ("index", "simplex", "triangles", "neighbours")   # the SourceMesh fields that are indices
 MIRROR = np.array([-1.0, 1.0, 1.0], np.float32)   # normalised x, y, depth: x -> -x mirrors the picture
 MIRROR_MOTION = np.array([-1.0, 1.0, 1.0, -1.0], np.float32)   # global tx, ty, log_scale, angle, mirrored
+CLOSING = 0.6                # a hard pair: an eye below this share of the key frame's openness,
+OPENING = 0.04               # or the inner lips this much further apart than in the key frame (normalised)
 
 
 def _mirrored_landmarks() -> np.ndarray:
@@ -88,6 +100,7 @@ class TrainConfig:
     minutes: float = 110.0
     loss: LossWeights = field(default_factory=LossWeights)
     identity_share: float = 0.1       # pairs whose target is the key frame; none with the temporal loss
+    hard_share: float = 0.0           # pairs drawn from the hard frames (`hard_frames`: a closing eye, an opening mouth)
     flip: float = 0.5                 # share of pairs mirrored left-right (key frame, geometry, target)
     colour: float = 0.1               # per-channel gain in 1 +- this, the same on key frame and target
     log_every: int = 50
@@ -122,6 +135,9 @@ class Clip:
             self.targets = z["targets"]
             self.landmarks = z["landmarks"]
             self.motions = z["motions"]
+        # per key frame, its hard frames, and those of them whose next frame is valid too
+        self.hard = [hard_frames(self.landmarks[k], int(key), self.frames) for k, key in enumerate(self.keys)]
+        self.hard_successive = [h[np.isin(h, self.successive)] for h in self.hard]
         # the key frames' own landmarks, iris-free pictures and lid colours (models.iris_layer),
         # as they are and mirrored
         own = self.landmarks[np.arange(len(self.keys)), self.keys].astype(np.float32)
@@ -142,11 +158,15 @@ class Clip:
                 side[name] = side[name].astype(np.int32)
 
     def pair(self, rng: random.Random, identity_share: float, flip: float = 0.0, colour: float = 0.0,
-             consecutive: bool = False) -> list[tuple[np.ndarray, ...]]:
-        """A key frame and a frame of this clip, drawn at random and augmented; with
-        `consecutive`, that frame and the next one, augmented alike (the temporal loss)."""
+             consecutive: bool = False, hard_share: float = 0.0) -> list[tuple[np.ndarray, ...]]:
+        """A key frame and a frame of this clip, drawn at random (a hard one, when the key
+        frame has any, with probability `hard_share`) and augmented; with `consecutive`, that
+        frame and the next one, augmented alike (the temporal loss)."""
         k = rng.randrange(len(self.keys))
-        if consecutive:
+        hard = self.hard_successive[k] if consecutive else self.hard[k]
+        if hard_share and len(hard) and rng.random() < hard_share:     # (no draw at 0: the same pairs as before)
+            j = int(rng.choice(hard))
+        elif consecutive:
             j = int(rng.choice(self.successive))
         else:
             j = int(self.keys[k]) if rng.random() < identity_share else int(rng.choice(self.frames))
@@ -171,15 +191,27 @@ class Clip:
         return key, key_free, key_landmarks, key_colours, source, mesh, target, landmarks, motion, crop
 
 
+def hard_frames(landmarks: np.ndarray, key: int, frames: np.ndarray) -> np.ndarray:
+    """The `frames` (of one key frame's landmarks, (F, 478, 2) normalised) that the warp
+    draws worst and the benchmark scores apart: an eye closing below CLOSING of its openness
+    in the key frame, or the lips opening OPENING further than there."""
+    marks = landmarks.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):      # frames without a face have no landmarks
+        eyes = np.stack([eye_measures(m)[:2] for m in marks])
+    gap = marks[:, LOWER_LIP_INNER, 1] - marks[:, UPPER_LIP_INNER, 1]
+    hard = (eyes < CLOSING * eyes[key]).any(1) | (gap - gap[key] > OPENING)
+    return frames[hard[frames]]
+
+
 class Pairs:
     """Draws batches of (key frame, target geometry, target picture), identities balanced."""
 
     def __init__(self, clips: dict[str, list[Clip]], identity_share: float, seed: int, flip: float = 0.0,
-                 colour: float = 0.0, consecutive: bool = False) -> None:
+                 colour: float = 0.0, consecutive: bool = False, hard_share: float = 0.0) -> None:
         self.clips = clips
         self.identities = sorted(clips)
         self.identity_share = identity_share
-        self.flip, self.colour, self.consecutive = flip, colour, consecutive
+        self.flip, self.colour, self.consecutive, self.hard_share = flip, colour, consecutive, hard_share
         self.rng = random.Random(seed)
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:
@@ -187,7 +219,8 @@ class Pairs:
         items: list[tuple[np.ndarray, ...]] = []
         while len(items) < size:
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
-            items += clip.pair(self.rng, self.identity_share, self.flip, self.colour, self.consecutive)
+            items += clip.pair(self.rng, self.identity_share, self.flip, self.colour, self.consecutive,
+                               self.hard_share)
         key, key_free, key_landmarks, key_colours, source, meshes, target, landmarks, motion, crop = zip(*items)
         key, key_free, key_landmarks, key_colours, source, target, landmarks, motion, crop = map(
             np.stack, (key, key_free, key_landmarks, key_colours, source, target, landmarks, motion, crop))
@@ -322,7 +355,7 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
         trainer.load_checkpoint(checkpoint)
         log.info("resuming from %s at step %d", checkpoint, trainer.step)
     pairs = Pairs(load_clips(config, "training"), config.identity_share, config.seed + trainer.step, config.flip,
-                  config.colour, consecutive=config.loss.temporal > 0)
+                  config.colour, consecutive=config.loss.temporal > 0, hard_share=config.hard_share)
     held_out = Pairs(load_clips(config, "validation"), 0.0, seed=12345)
     val_batches = [held_out.batch(config.batch) for _ in range(4)]
     log_file = (config.out / "log.jsonl").open("w" if trainer.step == 0 else "a")

@@ -9,7 +9,7 @@ from conftest import clip
 from scipy.spatial.transform import Rotation
 
 from codec_core.format import I_EYE_L, I_EYE_R, I_GAZE_X, I_YAW
-from models.face_model import FaceBasis
+from models.face_model import LOWER_LIP_INNER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, FaceBasis
 from models.generator import WORK, Generator
 from models.iris_layer import eye_maps, eye_maps_on_grid
 from models.learned import (
@@ -23,7 +23,7 @@ from models.learned import (
 )
 from models.motion import KeyConstants, KeyGeometry, MeshTensors, euler_yxz, identity_grid, normalised
 from models.synthesizer import EYES
-from models.train import LossWeights, TrainConfig, train
+from models.train import LossWeights, TrainConfig, hard_frames, train
 from models.train_data import cache_name, prepare_clip
 
 
@@ -113,8 +113,8 @@ def test_the_eye_maps_worked_out_around_each_eye_equal_those_of_the_whole_grid(k
     whole = grid.reshape(1, -1, 2).expand(len(landmarks), -1, -1)
     for _, ring in EYES:
         opening = landmarks[:, list(ring)]
-        expected = eye_maps(opening, whole, 2.0 / WORK).view(len(landmarks), 3, WORK, WORK)
-        assert expected[:, 0].sum() > 0 and expected[:, 2].sum() > 0      # an opening and a lash line
+        expected = eye_maps(opening, whole).view(len(landmarks), 2, WORK, WORK)
+        assert expected[:, 0].sum() > 0 and (expected[:, 1] > expected[:, 0]).any()   # an opening and lid skin
         assert torch.allclose(eye_maps_on_grid(opening, grid), expected, atol=1e-5)
 
 
@@ -137,7 +137,7 @@ def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume
     split.write_text("version: 1\nvalidation:\n  clips/lp__d0.mp4: a\ntraining:\n  clips/rt__3.mp4: b\n")
     config = TrainConfig(cache=cache, split=split, out=tmp_path / "run", weights=tmp_path / "synth.pt", steps=2,
                          batch=2, log_every=1, checkpoint_every=1, validate_every=2, threads=1,
-                         loss=LossWeights(temporal=1.0))          # batches of consecutive frames
+                         loss=LossWeights(temporal=1.0), hard_share=0.5)   # batches of consecutive frames
     config.out.mkdir()
     summary = train(config, progress=False)
     assert summary["steps_run"] == 2 and summary["step"] in (1, 2) and np.isfinite(summary["l1"])
@@ -149,6 +149,19 @@ def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume
     assert isinstance(generator, Generator)
     config.steps = 3
     assert train(config, progress=False)["steps_run"] == 3     # resumed from the checkpoint, one more step
+
+
+def test_hard_frames_are_a_closing_eye_and_an_opening_mouth(key):
+    _, ref = key
+    marks = ref.face_model().landmarks(ref.reference_params())[:, :2] / 128.0 - 1.0
+    frames = np.repeat(marks[None], 5, 0)
+    upper, lower = list(RIGHT_EYE_UPPER), list(RIGHT_EYE_LOWER)
+    for f, keep in ((1, 0.1), (2, 0.8)):        # the right eye's lower lid raised towards the upper
+        frames[f, lower, 1] = frames[f, upper, 1] + keep * (marks[lower, 1] - marks[upper, 1])
+    frames[3, LOWER_LIP_INNER, 1] += 0.06       # lips 3 % of the crop further apart
+    frames[4, LOWER_LIP_INNER, 1] += 0.02       # 1 %: not hard
+    assert hard_frames(frames, 0, np.arange(5)).tolist() == [1, 3]
+    assert hard_frames(frames, 0, np.array([0, 2, 3])).tolist() == [3]     # only valid frames
 
 
 @pytest.mark.parametrize("yaw", [-25.0, 25.0])
