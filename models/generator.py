@@ -81,7 +81,7 @@ class FrameDecoder(nn.Module):
 class Generator(nn.Module):
     """The learned part of synthesizer v2, with its version (what a weight file must match)."""
 
-    VERSION = "synth-v2.5"
+    VERSION = "synth-v2.6"
 
     def __init__(self) -> None:
         super().__init__()

@@ -100,14 +100,6 @@ def key_lid_colours(keyframe: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return np.stack([np.stack(lid_colours(keyframe, landmarks, ring)) for _, ring in EYES]).astype(np.float32) / 255
 
 
-def _segment_distance(points: torch.Tensor, line: torch.Tensor) -> torch.Tensor:
-    """(B, P) distance of points (B, P, 2) to the polylines (B, N, 2)."""
-    a, ab = line[:, :-1, None], (line[:, 1:] - line[:, :-1])[:, :, None]    # (B, N-1, 1, 2)
-    ap = points[:, None] - a                                                 # (B, N-1, P, 2)
-    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)).clamp(0.0, 1.0)
-    return (ap - t[..., None] * ab).norm(dim=-1).amin(1)
-
-
 def _patch(centre: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The pixel-centre points (B, n*n, 2) of a square of n = EYE_PATCH * size pixels of the
     `size` grid around `centre` (B, 2), on that grid's pixels (inside the frame), and the
@@ -130,13 +122,30 @@ def eye_maps(opening: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def lash_line(opening: torch.Tensor, points: torch.Tensor, pixel: float) -> torch.Tensor:
-    """(B, 1, P) at points (B, P, 2) on a square grid of spacing `pixel`: the lash line
-    through the midpoints of the lids of the opening (B, 16, 2), the eye's width over
-    LASH_WIDTH thick, its edges a pixel soft."""
+    """(B, 1, P) at the points (B, P = n * n, 2) of a square grid of spacing `pixel` (rows of
+    equal y, as `_patch` lays them): the lash line through the midpoints of the lids of the
+    opening (B, 16, 2), the eye's width over LASH_WIDTH thick, its edges a pixel soft.  The
+    line runs from corner to corner, so it is worked out per column of the grid (its height
+    and slope there, from the one of its 8 segments over that column) and each pixel's
+    distance to it is its height above or below, times the cosine of the slope: n * 8
+    values per line rather than n * n * 8."""
     b = len(points)
-    closed = torch.cat([opening[:, :1], (opening[:, 1:8] + opening[:, 9:16].flip(1)) / 2, opening[:, 8:9]], 1)
-    half = (opening[:, 0] - opening[:, 8]).norm(dim=-1).view(b, 1) / LASH_WIDTH / 2
-    return ((half - _segment_distance(points, closed)) / pixel + 0.5).clamp(0.0, 1.0).view(b, 1, -1)
+    n = math.isqrt(points.shape[1])
+    grid = points.view(b, n, n, 2)
+    xs, ys = grid[:, 0, :, 0], grid[:, :, 0, 1]                                   # (B, n) each
+    line = torch.cat([opening[:, :1], (opening[:, 1:8] + opening[:, 9:16].flip(1)) / 2, opening[:, 8:9]], 1)
+    a, d = line[:, :-1, None], (line[:, 1:] - line[:, :-1])[:, :, None]          # (B, 8, 1, 2)
+    dx = torch.where(d[..., 0].abs() > 1e-9, d[..., 0], torch.full_like(d[..., 0], 1e-9))
+    t = (xs[:, None] - a[..., 0]) / dx                                            # (B, 8, n)
+    over = ((t >= 0.0) & (t <= 1.0)).float()
+    count = over.sum(1)                                                           # (B, n): 0 beyond the corners
+    height = (over * (a[..., 1] + t * d[..., 1])).sum(1) / count.clamp(min=1.0)
+    slope = (over * d[..., 1] / dx).sum(1) / count.clamp(min=1.0)
+    cosine = torch.rsqrt(1.0 + slope * slope)
+    distance = (ys[:, :, None] - height[:, None, :]).abs() * cosine[:, None, :]     # (B, n rows, n columns)
+    distance = torch.where(count[:, None, :] > 0, distance, torch.full_like(distance, 1.0e3))
+    half = (opening[:, 0] - opening[:, 8]).norm(dim=-1).view(b, 1, 1) / LASH_WIDTH / 2
+    return ((half - distance) / pixel + 0.5).clamp(0.0, 1.0).view(b, 1, n * n)
 
 
 def eye_maps_on_grid(opening: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:

@@ -100,7 +100,7 @@ class TrainConfig:
     minutes: float = 110.0
     loss: LossWeights = field(default_factory=LossWeights)
     identity_share: float = 0.1       # pairs whose target is the key frame; none with the temporal loss
-    hard_share: float = 0.0           # pairs drawn from the hard frames (`hard_frames`: a closing eye, an opening mouth)
+    hard_share: float = 0.25          # pairs drawn from `hard_frames` (a closing eye, an opening mouth)
     flip: float = 0.5                 # share of pairs mirrored left-right (key frame, geometry, target)
     colour: float = 0.1               # per-channel gain in 1 +- this, the same on key frame and target
     log_every: int = 50

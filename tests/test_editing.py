@@ -218,22 +218,6 @@ def detector():
         yield tracker
 
 
-# What synthesizer v2 (synth-v2.5) cannot do yet (issue 10), measured by these very tests:
-# they run and are reported as xfail (XPASS when they pass), so the gap stays visible.
-V2_GAPS = {
-    "blink": "v2.5 closes a blink only part way on rt__3 (eye aspect ratio 0.51 and 0.57 of the open eyes' on "
-             "its two frames, with or without the steady state; 0.5 asked); pcavs 00473 passes; one eye alone passes",
-    "yaw": "v2 draws a -15 deg turn 4-5 deg short, on the edge of the 5 allowed: -11.0/-9.95 on rt__3 (misses by "
-           "0.05), -10.0/-10.4 on pcavs 00473 (passes at the edge); its warp alone about a degree further, v1 "
-           "-11.5/-12.2 and -11.5/-11.9; every other pose edit passes",
-}
-
-
-def known_v2_gap(request, session, gap: str) -> None:
-    if session.synth_name == "learned":
-        request.applymarker(pytest.mark.xfail(reason=V2_GAPS[gap], strict=False))
-
-
 @pytest.fixture(scope="module", params=[(c, s) for s in SYNTHS for c in CLIPS], ids=lambda p: f"{p[0]}-{p[1]}")
 def session(request, basis, detector):
     """Every clip with both synthesizers: the edits must read the same through v1 and v2."""
@@ -242,9 +226,7 @@ def session(request, basis, detector):
 
 @pytest.mark.parametrize("name, value", [("yaw", 15), ("yaw", -15), ("pitch", 10), ("pitch", -10),
                                          ("roll", 10), ("roll", -10)])
-def test_pose_edits_turn_the_detected_head(request, session, name, value):
-    if (name, value) == ("yaw", -15):
-        known_v2_gap(request, session, "yaw")
+def test_pose_edits_turn_the_detected_head(session, name, value):
     for change in session.effect(**{name: value}):
         assert abs(change[name] - value) <= 5, change[name]
         assert np.sign(change[name]) == np.sign(value)
@@ -257,8 +239,7 @@ def test_jaw_open_opens_the_mouth(session):
         assert change["gap"] >= 0.05, change["gap"]
 
 
-def test_blink_closes_both_eyes(request, session):
-    known_v2_gap(request, session, "blink")
+def test_blink_closes_both_eyes(session):
     for change in session.effect(blink=1):
         assert change["ear_ratio"] <= 0.5, change["ear_ratio"]
 
