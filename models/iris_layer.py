@@ -188,10 +188,10 @@ def lay_irises(picture: torch.Tensor, warp: torch.Tensor, keyframe: torch.Tensor
                eyes: list[EyeTarget], colours: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """`picture` (B, 3, S, S), the warp of `keyframe` (1 or B, 3, S, S) along the sampling
     grid `warp` (B, S, S, 2), with each moved eye redrawn: inside the target opening the
-    iris-free key frame `key_free` (1 or B, 3, S, S) warped alike,
-    lid skin and lashes (a line at this size's pixels) of the key frame's `colours` (1 or
-    B, 2, 2, 3: `key_lid_colours`) as it shuts, and the key iris disc at its target place.  `grid` is the identity grid
-    (S, S, 2).  Each eye is redrawn on a square of the picture's pixels around it (as
+    iris-free key frame `key_free` (1 or B, 3, S, S) warped alike, lid skin and lashes (a
+    line at this size's pixels) of the key frame's `colours` (1 or B, 2, 2, 3:
+    `key_lid_colours`) as it shuts, and the key iris disc at its target place.  `grid` is
+    the identity grid (S, S, 2).  Each eye is redrawn on a square of the picture's pixels around it (as
     `eye_maps_on_grid`) and the change is sampled back onto the picture."""
     b, size = len(picture), int(picture.shape[-1])      # static: a constant when traced
     pixel = 2.0 / size

@@ -164,7 +164,7 @@ class Clip:
         frame and the next one, augmented alike (the temporal loss)."""
         k = rng.randrange(len(self.keys))
         hard = self.hard_successive[k] if consecutive else self.hard[k]
-        if hard_share and len(hard) and rng.random() < hard_share:     # (no draw at 0: the same pairs as before)
+        if hard_share and len(hard) and rng.random() < hard_share:     # (no draw at 0: a run without them)
             j = int(rng.choice(hard))
         elif consecutive:
             j = int(rng.choice(self.successive))

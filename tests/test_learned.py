@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from codec_core.format import I_EYE_L, I_EYE_R, I_GAZE_X, I_YAW
 from models.face_model import LOWER_LIP_INNER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, FaceBasis
 from models.generator import WORK, Generator
-from models.iris_layer import eye_maps, eye_maps_on_grid
+from models.iris_layer import LASH_WIDTH, _patch, eye_maps, eye_maps_on_grid, lash_line
 from models.learned import (
     KeyPictures,
     LearnedSynthesizer,
@@ -149,6 +149,37 @@ def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume
     assert isinstance(generator, Generator)
     config.steps = 3
     assert train(config, progress=False)["steps_run"] == 3     # resumed from the checkpoint, one more step
+
+
+@pytest.mark.parametrize("roll", [0.0, 20.0])
+def test_the_lash_line_worked_out_per_column_is_the_distance_to_the_line(key, roll):
+    """`lash_line` measures each pixel's distance to the line where the lids meet per column
+    of the square: that is the distance to the polyline itself (brute force here, at 256, on
+    a real nearly shut eye and the same eye rolled) except within a pixel of its joints
+    (where the neighbour segment may be nearer) and of the corners (no round caps)."""
+    _, ref = key
+    marks = ref.face_model().landmarks(ref.reference_params())[:, :2] / 128.0 - 1.0
+    _, ring = EYES[0]
+    opening = marks[list(ring)].copy()
+    lower = opening[9:16].copy()
+    opening[9:16] = lower + 0.9 * (opening[1:8][::-1] - lower)          # the lower lid raised: nearly shut
+    centre = opening.mean(0)
+    turn = Rotation.from_euler("z", roll, degrees=True).as_matrix()[:2, :2]
+    opening = torch.tensor((opening - centre) @ turn.T + centre, dtype=torch.float32)[None]
+    points, _ = _patch(opening.mean(1), 256)
+    drawn = lash_line(opening, points, 2.0 / 256)[0, 0].numpy()
+    ring_np = opening[0].numpy()
+    line = np.concatenate([ring_np[:1], (ring_np[1:8] + ring_np[9:16][::-1]) / 2, ring_np[8:9]])
+    p = points[0].numpy()[:, None]
+    a, ab = line[None, :-1], np.diff(line, axis=0)[None]
+    t = np.clip(((p - a) * ab).sum(-1) / (ab * ab).sum(-1), 0.0, 1.0)
+    distance = np.linalg.norm(p - a - t[..., None] * ab, axis=-1).min(1)
+    half = np.linalg.norm(ring_np[0] - ring_np[8]) / LASH_WIDTH / 2
+    exact = np.clip((half - distance) / (2.0 / 256) + 0.5, 0.0, 1.0)
+    away = (np.abs(p[:, 0, :1] - line[None, :, 0]) > 2.0 / 256).all(1)  # more than a pixel from every joint
+    between = (p[:, 0, 0] > line[:, 0].min()) & (p[:, 0, 0] < line[:, 0].max())
+    assert exact[away & between].sum() > 3                                # pixels of the line between its joints
+    assert np.abs(drawn - exact)[away & between].max() < 1e-3
 
 
 def test_hard_frames_are_a_closing_eye_and_an_opening_mouth(key):
