@@ -171,7 +171,7 @@ def detect_all(tracker, frames) -> list[np.ndarray | None]:
     return [tracker.detect(np.ascontiguousarray(f)) for f in frames]
 
 
-def _poses(landmarks: list[np.ndarray | None], basis, size: int) -> list[np.ndarray | None]:
+def head_poses(landmarks: list[np.ndarray | None], basis, size: int) -> list[np.ndarray | None]:
     from models.face_model import canonicalise
 
     return [None if lm is None else np.asarray(canonicalise(lm, basis, size)[1][:3], dtype=np.float64)
@@ -189,7 +189,7 @@ def geodesic_deg(ypr_a: np.ndarray, ypr_b: np.ndarray) -> float:
 def face_errors(ref_lms, ref_poses, dec_lms, basis, size: int) -> dict:
     """Head-pose and normalised landmark errors of decoded landmarks against the reference's."""
     n = len(ref_lms)
-    dec_poses = _poses(dec_lms, basis, size)
+    dec_poses = head_poses(dec_lms, basis, size)
     pose = np.full(n, np.nan)
     euler = np.full(n, np.nan)
     lmk = np.full(n, np.nan)
@@ -388,7 +388,7 @@ def run_clip(ctx: Context, clip: Path) -> dict:
     log.info("%s: %d frames at %.3f fps; metrics and face fidelity for %s", name, n, fps, ", ".join(args.synths))
     size = ctx.config.size
     ref_lms = detect_all(ctx.tracker, ref)
-    ref_poses = _poses(ref_lms, ctx.basis, size)
+    ref_poses = head_poses(ref_lms, ctx.basis, size)
     measured = {s: measure_synth(ctx, ref, frames, timing, ref_lms, ref_poses)
                 for s, (frames, timing) in decodes.items()}
     out["ours"] = {

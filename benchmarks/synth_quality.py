@@ -19,8 +19,10 @@ clip: LPIPS-alex, PSNR, the mean absolute difference between consecutive output 
   the crop), a box around the outer lip line grown by a quarter of its width.
 
 Boxes come from the decoded geometry (the same for every method), resized to 64x64 for
-LPIPS.  The identity split (models/assets/synth_split.yaml) says which clips are
-validation.  Writes DIR/report.md, DIR/results.json and a picture grid per clip
+LPIPS.  Head pose as the RD report measures it (`benchmarks.rd.face_errors`: MediaPipe on
+the output and on the source, the geodesic angle between the two head rotations, median
+over frames) for v1 with the global motion (the RD report's v1) and v2.  The identity
+split (models/assets/synth_split.yaml) says which clips are validation.  Writes DIR/report.md, DIR/results.json and a picture grid per clip
 (source | v1 | v1 with global motion | v2 on the frames with the largest eye and mouth change).
 """
 
@@ -37,12 +39,14 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.metrics import LPIPS, psnr
+from benchmarks.rd import detect_all, face_errors, head_poses
 from codec.decoder import FaceDecoder, decode_segment, read_stream
 from codec.encoder import encode_video
 from codec_core.config import load_config
 from codec_core.format import I_EYE_L, I_EYE_R
 from codec_core.video import read_frames
 from models.face_model import LEFT_EYE_LOWER, LEFT_EYE_UPPER, RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, FaceBasis
+from models.face_tracker import FaceTracker
 from models.motion import OUTER_LIPS
 from models.synthesizers import Synthesis
 from models.train_data import load_split
@@ -50,6 +54,8 @@ from models.train_data import load_split
 log = logging.getLogger("benchmarks.synth_quality")
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips"
 METHODS = ("warp", "warp_gm", "learned")          # v1 without, v1 with the global motion; v2
+POSED = ("warp_gm", "learned")                    # head pose measured on these
+POSE_MARGIN = 0.2       # degrees: v2's head-pose error may exceed v1's by this much on a clip
 SHUT = 0.6              # an eye below this share of its key-frame openness is shut or closing
 LIPS_APART = 0.02       # inner lip gap over the crop side
 REGION = 64
@@ -88,7 +94,7 @@ def region_lpips(lpips: LPIPS, reference: np.ndarray, frames: np.ndarray, boxes:
     return float(lpips.batch(cut(reference), cut(frames)).mean())
 
 
-def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
+def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS, tracker: FaceTracker) -> dict:
     config, basis = load_config(), FaceBasis.load()
     stream, crop = work / f"{clip.stem}.fcv", work / f"{clip.stem}_crop.mp4"
     if not stream.exists() or not crop.exists():
@@ -118,6 +124,12 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS) -> dict:
             "eyes_lpips": region_lpips(lpips, reference, out, boxes["eyes"]),
             "mouth_lpips": region_lpips(lpips, reference, out, boxes["mouth"]),
         }
+    reference_marks = detect_all(tracker, reference)
+    reference_poses = head_poses(reference_marks, basis, parsed.header.width)
+    for method in POSED:
+        marks = detect_all(tracker, outputs[method])
+        result[method]["pose_deg"] = face_errors(reference_marks, reference_poses, marks, basis,
+                                                 parsed.header.width)["pose_err_median_deg"]
     result["region_counts"] = {k: len(v) for k, v in boxes.items()}
     key_params = decoder.reference.reference_params()
     result["key_psnr_learned"] = psnr(decoder.keyframe, decoders["learned"].render(key_params))
@@ -138,7 +150,8 @@ def write_grid(path: Path, reference: np.ndarray, outputs: dict, params: np.ndar
 
 def summarise(results: list[dict], validation: set[str]) -> str:
     lines = ["| clip | side | LPIPS freeze | LPIPS v1 | LPIPS v1+gm | LPIPS v2 | v2/v1 | v2/(v1+gm) | eyes v1 "
-             "| eyes v2 | mouth v1 | mouth v2 | flicker v1 | flicker v2 | key PSNR v2 |", "|" + "---|" * 15]
+             "| eyes v2 | mouth v1 | mouth v2 | flicker v1 | flicker v2 | key PSNR v2 | pose v1+gm | pose v2 |",
+             "|" + "---|" * 17]
     for r in results:
         side = "val" if r["clip"] in validation else "train"
         v1, gm, v2, fr = r["warp"], r["warp_gm"], r["learned"], r["freeze"]
@@ -146,7 +159,7 @@ def summarise(results: list[dict], validation: set[str]) -> str:
                      f"{v2['lpips']:.4f} | {v2['lpips'] / v1['lpips']:.3f} | {v2['lpips'] / gm['lpips']:.3f} | "
                      f"{v1['eyes_lpips']:.4f} | {v2['eyes_lpips']:.4f} | {v1['mouth_lpips']:.4f} | "
                      f"{v2['mouth_lpips']:.4f} | {v1['flicker']:.2f} | {v2['flicker']:.2f} | "
-                     f"{r['key_psnr_learned']:.1f} |")
+                     f"{r['key_psnr_learned']:.1f} | {gm['pose_deg']:.2f} | {v2['pose_deg']:.2f} |")
     for side, keep in (("validation", True), ("training", False)):
         rs = [r for r in results if (r["clip"] in validation) == keep]
         if not rs:
@@ -168,6 +181,10 @@ def summarise(results: list[dict], validation: set[str]) -> str:
                   f"{below('learned', 'warp')}, below v1+gm on {below('learned', 'warp_gm')}, below freeze on "
                   f"{below('learned', 'freeze')}; flicker v1 {mean('warp', 'flicker'):.2f} v1+gm "
                   f"{mean('warp_gm', 'flicker'):.2f} v2 {mean('learned', 'flicker'):.2f}"]
+    worse = [f"{r['clip']} {r['learned']['pose_deg'] - r['warp_gm']['pose_deg']:+.2f}" for r in results
+             if r["learned"]["pose_deg"] - r["warp_gm"]["pose_deg"] > POSE_MARGIN]
+    lines += ["", f"**head pose** (degrees, median over frames): v2 more than {POSE_MARGIN} worse than v1+gm on "
+              f"{len(worse)} of {len(results)} clips" + (f": {', '.join(worse)}" if worse else "")]
     return "\n".join(lines)
 
 
@@ -183,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     validation = {Path(c).stem for c in load_split()["validation"]}
     lpips, results = LPIPS(), []
-    for clip in tqdm(clips, desc="clips", unit="clip"):
-        try:
-            results.append(run_clip(clip, work, args.frames, lpips))
-        except Exception as exc:  # one clip's failure is reported, the run goes on
-            log.error("%s: %s: %s", clip.name, type(exc).__name__, exc)
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    with FaceTracker(still=True) as tracker:
+        for clip in tqdm(clips, desc="clips", unit="clip"):
+            try:
+                results.append(run_clip(clip, work, args.frames, lpips, tracker))
+            except Exception as exc:  # one clip's failure is reported, the run goes on
+                log.error("%s: %s: %s", clip.name, type(exc).__name__, exc)
+            (args.out / "results.json").write_text(json.dumps(results, indent=1))
     report = summarise(results, validation)
     (args.out / "report.md").write_text("# Synthesizer quality: v1 (warp) against v2 (learned)\n\n" + report + "\n")
     print(report)
