@@ -22,8 +22,9 @@ Boxes come from the decoded geometry (the same for every method), resized to 64x
 LPIPS.  Head pose as the RD report measures it (`benchmarks.rd.face_errors`: MediaPipe on
 the output and on the source, the geodesic angle between the two head rotations, median
 over frames) for v1 with the global motion (the RD report's v1) and v2.  The identity
-split (models/assets/synth_split.yaml) says which clips are validation.  Writes DIR/report.md, DIR/results.json and a picture grid per clip
-(source | v1 | v1 with global motion | v2 on the frames with the largest eye and mouth change).
+split (models/assets/synth_split.yaml) says which clips are validation.  Writes
+DIR/report.md, DIR/results.json and a picture grid per clip (source | v1 | v1 with global
+motion | v2 on the frames with the largest eye and mouth change).
 """
 
 from __future__ import annotations
