@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import sys
 import time
@@ -63,6 +64,8 @@ MIRROR = np.array([-1.0, 1.0, 1.0], np.float32)   # normalised x, y, depth: x ->
 MIRROR_MOTION = np.array([-1.0, 1.0, 1.0, -1.0], np.float32)   # global tx, ty, log_scale, angle, mirrored
 CLOSING = 0.6                # a hard pair: an eye below this share of the key frame's openness,
 OPENING = 0.04               # or the inner lips this much further apart than in the key frame (normalised)
+MOVED = 0.15                 # a moved pair: the landmarks this far from the key frame's on average (normalised,
+                             # 19 px at 256; the training frames' 90th percentile is 0.16)
 
 
 def _mirrored_landmarks() -> np.ndarray:
@@ -96,11 +99,13 @@ class TrainConfig:
     steps: int = 3000
     batch: int = 8
     lr: float = 3e-4
+    lr_final: float | None = None     # cosine decay from `lr` to this at `steps`; None: constant `lr`
     threads: int = 2
     minutes: float = 110.0
     loss: LossWeights = field(default_factory=LossWeights)
     identity_share: float = 0.1       # pairs whose target is the key frame; none with the temporal loss
     hard_share: float = 0.25          # pairs drawn from `hard_frames` (a closing eye, an opening mouth)
+    moved_share: float = 0.0          # of the other pairs, those drawn from `moved_frames` (the face moved far)
     flip: float = 0.5                 # share of pairs mirrored left-right (key frame, geometry, target)
     colour: float = 0.1               # per-channel gain in 1 +- this, the same on key frame and target
     log_every: int = 50
@@ -138,6 +143,8 @@ class Clip:
         # per key frame, its hard frames, and those of them whose next frame is valid too
         self.hard = [hard_frames(self.landmarks[k], int(key), self.frames) for k, key in enumerate(self.keys)]
         self.hard_successive = [h[np.isin(h, self.successive)] for h in self.hard]
+        self.moved = [moved_frames(self.landmarks[k], int(key), self.frames) for k, key in enumerate(self.keys)]
+        self.moved_successive = [h[np.isin(h, self.successive)] for h in self.moved]
         # the key frames' own landmarks, iris-free pictures and lid colours (models.iris_layer),
         # as they are and mirrored
         own = self.landmarks[np.arange(len(self.keys)), self.keys].astype(np.float32)
@@ -158,14 +165,19 @@ class Clip:
                 side[name] = side[name].astype(np.int32)
 
     def pair(self, rng: random.Random, identity_share: float, flip: float = 0.0, colour: float = 0.0,
-             consecutive: bool = False, hard_share: float = 0.0) -> list[tuple[np.ndarray, ...]]:
+             consecutive: bool = False, hard_share: float = 0.0,
+             moved_share: float = 0.0) -> list[tuple[np.ndarray, ...]]:
         """A key frame and a frame of this clip, drawn at random (a hard one, when the key
-        frame has any, with probability `hard_share`) and augmented; with `consecutive`, that
-        frame and the next one, augmented alike (the temporal loss)."""
+        frame has any, with probability `hard_share`; otherwise a moved one with probability
+        `moved_share`) and augmented; with `consecutive`, that frame and the next one,
+        augmented alike (the temporal loss)."""
         k = rng.randrange(len(self.keys))
         hard = self.hard_successive[k] if consecutive else self.hard[k]
+        moved = self.moved_successive[k] if consecutive else self.moved[k]
         if hard_share and len(hard) and rng.random() < hard_share:     # (no draw at 0: a run without them)
             j = int(rng.choice(hard))
+        elif moved_share and len(moved) and rng.random() < moved_share:
+            j = int(rng.choice(moved))
         elif consecutive:
             j = int(rng.choice(self.successive))
         else:
@@ -203,15 +215,26 @@ def hard_frames(landmarks: np.ndarray, key: int, frames: np.ndarray) -> np.ndarr
     return frames[hard[frames]]
 
 
+def moved_frames(landmarks: np.ndarray, key: int, frames: np.ndarray) -> np.ndarray:
+    """The `frames` (of one key frame's landmarks, (F, 478, 2) normalised) whose landmarks are
+    on average MOVED or further from the key frame's: a turn, a nod, a moving camera, where the
+    warp uncovers most."""
+    with np.errstate(invalid="ignore"):          # frames without a face have no landmarks
+        moved = np.linalg.norm(landmarks.astype(np.float32) - landmarks[key], axis=-1).mean(1) >= MOVED
+    return frames[moved[frames]]
+
+
 class Pairs:
     """Draws batches of (key frame, target geometry, target picture), identities balanced."""
 
     def __init__(self, clips: dict[str, list[Clip]], identity_share: float, seed: int, flip: float = 0.0,
-                 colour: float = 0.0, consecutive: bool = False, hard_share: float = 0.0) -> None:
+                 colour: float = 0.0, consecutive: bool = False, hard_share: float = 0.0,
+                 moved_share: float = 0.0) -> None:
         self.clips = clips
         self.identities = sorted(clips)
         self.identity_share = identity_share
         self.flip, self.colour, self.consecutive, self.hard_share = flip, colour, consecutive, hard_share
+        self.moved_share = moved_share
         self.rng = random.Random(seed)
 
     def batch(self, size: int) -> dict[str, torch.Tensor]:
@@ -220,7 +243,7 @@ class Pairs:
         while len(items) < size:
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
             items += clip.pair(self.rng, self.identity_share, self.flip, self.colour, self.consecutive,
-                               self.hard_share)
+                               self.hard_share, self.moved_share)
         key, key_free, key_landmarks, key_colours, source, meshes, target, landmarks, motion, crop = zip(*items)
         key, key_free, key_landmarks, key_colours, source, target, landmarks, motion, crop = map(
             np.stack, (key, key_free, key_landmarks, key_colours, source, target, landmarks, motion, crop))
@@ -266,6 +289,15 @@ def ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - s.mean((1, 2, 3))
 
 
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate at `step`: `lr` throughout, or a cosine from `lr` down to `lr_final` at
+    `steps` (a function of the step alone, so a resumed run goes on where it was)."""
+    if config.lr_final is None:
+        return config.lr
+    done = min(step / max(config.steps, 1), 1.0)
+    return config.lr_final + (config.lr - config.lr_final) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -275,6 +307,7 @@ class Trainer:
         self.perceptual = SqueezeLPIPS()
         self.step = 0
         self.seconds = 0.0
+        self.best = float("inf")        # the best validation SqueezeNet LPIPS so far
 
     def synthesize(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """v2's working-size pictures of a batch, and the plain warp (no correction)."""
@@ -304,7 +337,8 @@ class Trainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"version": Generator.VERSION, "step": self.step, "seconds": self.seconds,
-                    "generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}, tmp)
+                    "best": self.best, "generator": self.generator.state_dict(),
+                    "optimizer": self.optimizer.state_dict()}, tmp)
         tmp.replace(path)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -314,6 +348,7 @@ class Trainer:
         self.generator.load_state_dict(saved["generator"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step, self.seconds = int(saved["step"]), float(saved["seconds"])
+        self.best = float(saved.get("best", float("inf")))
 
     def save_weights(self, path: Path, summary: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,18 +390,18 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
         trainer.load_checkpoint(checkpoint)
         log.info("resuming from %s at step %d", checkpoint, trainer.step)
     pairs = Pairs(load_clips(config, "training"), config.identity_share, config.seed + trainer.step, config.flip,
-                  config.colour, consecutive=config.loss.temporal > 0, hard_share=config.hard_share)
+                  config.colour, consecutive=config.loss.temporal > 0, hard_share=config.hard_share,
+                  moved_share=config.moved_share)
     held_out = Pairs(load_clips(config, "validation"), 0.0, seed=12345)
     val_batches = [held_out.batch(config.batch) for _ in range(4)]
     log_file = (config.out / "log.jsonl").open("w" if trainer.step == 0 else "a")
-    started, best = time.monotonic(), float("inf")
+    started = time.monotonic()
 
     def validate() -> None:
-        nonlocal best
         summary = {"step": trainer.step, **trainer.validate(val_batches)}
         log_file.write(json.dumps({"validation": summary}) + "\n")
-        if summary["lpips_sq"] < best:
-            best = summary["lpips_sq"]
+        if summary["lpips_sq"] < trainer.best:
+            trainer.best = summary["lpips_sq"]
             trainer.save_weights(config.weights, {**summary, "config": json.loads(json.dumps(asdict(config),
                                                                                             default=str))})
 
@@ -376,6 +411,8 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
             if trainer.seconds + time.monotonic() - started > config.minutes * 60:
                 log.info("time budget of %g minutes spent at step %d", config.minutes, trainer.step)
                 break
+            for group in trainer.optimizer.param_groups:
+                group["lr"] = learning_rate(config, trainer.step)
             parts = trainer.losses(pairs.batch(config.batch))
             trainer.optimizer.zero_grad()
             parts["total"].backward()
@@ -384,7 +421,8 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
             trainer.step += 1
             bar.update(1)
             if trainer.step % config.log_every == 0:
-                record = {"step": trainer.step, **{k: round(v.item(), 5) for k, v in parts.items()}}
+                record = {"step": trainer.step, "lr": learning_rate(config, trainer.step),
+                          **{k: round(v.item(), 5) for k, v in parts.items()}}
                 bar.set_postfix(loss=record["total"])
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()

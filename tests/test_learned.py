@@ -23,7 +23,7 @@ from models.learned import (
 )
 from models.motion import KeyConstants, KeyGeometry, MeshTensors, euler_yxz, identity_grid, normalised
 from models.synthesizer import EYES
-from models.train import LossWeights, TrainConfig, hard_frames, train
+from models.train import CHECKPOINT, LossWeights, TrainConfig, hard_frames, learning_rate, moved_frames, train
 from models.train_data import cache_name, prepare_clip
 
 
@@ -137,7 +137,8 @@ def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume
     split.write_text("version: 1\nvalidation:\n  clips/lp__d0.mp4: a\ntraining:\n  clips/rt__3.mp4: b\n")
     config = TrainConfig(cache=cache, split=split, out=tmp_path / "run", weights=tmp_path / "synth.pt", steps=2,
                          batch=2, log_every=1, checkpoint_every=1, validate_every=2, threads=1,
-                         loss=LossWeights(temporal=1.0), hard_share=0.5)   # batches of consecutive frames
+                         loss=LossWeights(temporal=1.0), hard_share=0.5,   # batches of consecutive frames
+                         moved_share=0.5)
     config.out.mkdir()
     summary = train(config, progress=False)
     assert summary["steps_run"] == 2 and summary["step"] in (1, 2) and np.isfinite(summary["l1"])
@@ -147,8 +148,20 @@ def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume
     assert all(np.isfinite(r["temporal"]) for r in records if "total" in r)
     generator = load_generator(config.weights)
     assert isinstance(generator, Generator)
+    saved = torch.load(config.out / CHECKPOINT, weights_only=True)
+    assert saved["best"] == summary["lpips_sq"]                # a resumed run keeps only a better step
     config.steps = 3
     assert train(config, progress=False)["steps_run"] == 3     # resumed from the checkpoint, one more step
+
+
+def test_the_learning_rate_is_constant_or_a_cosine_down_to_its_final_value():
+    constant = TrainConfig(lr=3e-4, steps=100)
+    assert {learning_rate(constant, s) for s in (0, 50, 100, 200)} == {3e-4}
+    cosine = TrainConfig(lr=3e-4, lr_final=1e-5, steps=100)
+    rates = [learning_rate(cosine, s) for s in range(0, 121, 10)]
+    assert rates[0] == pytest.approx(3e-4) and rates[5] == pytest.approx((3e-4 + 1e-5) / 2)
+    assert rates[10:] == pytest.approx([1e-5] * 3)                  # held after the last step
+    assert all(a > b for a, b in zip(rates[:10], rates[1:11]))
 
 
 @pytest.mark.parametrize("roll", [0.0, 20.0])
@@ -193,6 +206,17 @@ def test_hard_frames_are_a_closing_eye_and_an_opening_mouth(key):
     frames[4, LOWER_LIP_INNER, 1] += 0.02       # 1 %: not hard
     assert hard_frames(frames, 0, np.arange(5)).tolist() == [1, 3]
     assert hard_frames(frames, 0, np.array([0, 2, 3])).tolist() == [3]     # only valid frames
+
+
+def test_moved_frames_are_those_whose_landmarks_moved_far_from_the_key_frames(key):
+    _, ref = key
+    marks = ref.face_model().landmarks(ref.reference_params())[:, :2] / 128.0 - 1.0
+    frames = np.repeat(marks[None], 4, 0)
+    frames[1] += 0.2                            # the whole face 25 px aside
+    frames[2, :, 0] *= 0.9                      # narrower by a tenth: a turn (0.03 on average)
+    frames[3] = np.nan                          # no face
+    assert moved_frames(frames, 0, np.arange(3)).tolist() == [1]
+    assert moved_frames(frames, 1, np.arange(4)).tolist() == [0, 2]
 
 
 @pytest.mark.parametrize("yaw", [-25.0, 25.0])
