@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import host
 from benchmarks.call_keyframes import (
     KeyframeCheckError,
     KeyframeQuality,
@@ -665,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = args.out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     settings = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
+                "machine": f"{platform.node()} ({host.describe()})",
                 "source": str(args.source), "synth": args.synth, "fps": fps, "frames": frames,
                 "seconds": args.seconds, "loop": loop,
                 "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}

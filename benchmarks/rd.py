@@ -60,6 +60,8 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from benchmarks import host
+
 log = logging.getLogger("benchmarks.rd")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -872,7 +874,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {
         "command": " ".join(["python -m benchmarks.rd", *(argv if argv is not None else sys.argv[1:])]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": platform.node(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "host": platform.node(), "cpu": host.cpu_model(), "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "device": args.device, "commit": _git_commit(), "frames": args.frames,
         "vvc_qps": list(args.vvc_qps), "hevc_qps": list(args.hevc_qps), "synths": list(args.synths),
         "clips": [str(c) for c in clips], "codec_config": load_config().to_dict(),

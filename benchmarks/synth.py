@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import host
 from codec.decoder import FaceDecoder, decode_segment, read_stream
 from models.synthesizers import Synthesis
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             a, b = pictures.get(("learned", "torch", device)), pictures.get(("learned", "onnx", device))
             if a is not None and b is not None:
                 parity[f"{size} {device}"] = int(np.abs(a.astype(int) - b.astype(int)).max())
-    machine = f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"
+    machine = f"{host.describe()}, {args.threads} thread(s), torch {torch.__version__}"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"
     lines = [f"# Synthesis latency per frame ({machine})", "",

@@ -128,3 +128,13 @@ def test_baseline_codec_round_trip(encode) -> None:
     assert coded.kbps == pytest.approx(8 * coded.num_bytes * 25.0 / 20 / 1000)
     mean_psnr = float(np.mean([psnr(a, b) for a, b in zip(frames, coded.frames)]))
     assert mean_psnr > 25.0, f"{coded.codec}: mean PSNR {mean_psnr:.2f} dB"
+
+
+def test_the_host_is_named_by_its_cpu_model_and_cores() -> None:
+    import os
+
+    from benchmarks import host
+
+    model = host.cpu_model()
+    assert model and "\n" not in model
+    assert host.describe().startswith(f"{model}, {os.cpu_count()} cores, ")
