@@ -9,7 +9,10 @@ frame.  Identities are balanced (each step draws an identity, then a clip, a key
 a frame).  Losses: L1 (weighted up around the eyes and lips), 1 - SSIM, LPIPS on
 SqueezeNet features (models/perceptual.py; LPIPS-alex is kept for evaluation), and a
 temporal loss: half the batch are the next frames of the other half, and the change
-between the two pictures drawn must follow the change between the two real frames.  The run is
+between the two pictures drawn must follow the change between the two real frames.  Some
+pairs are drawn on purpose: from frames with a closing eye or an opening mouth
+(`hard_share`), and optionally from frames where the face moved far (`moved_share`); the
+learning rate is constant or a cosine down to `lr_final`.  The run is
 resumable: a checkpoint in `out` every `checkpoint_every` steps, picked up again unless
 --fresh.  The weights of the best validation step so far (SqueezeNet LPIPS on fixed pairs
 of the validation identities) go to `weights` with their version: on this data the
