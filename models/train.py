@@ -29,6 +29,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -143,11 +144,9 @@ class Clip:
             self.targets = z["targets"]
             self.landmarks = z["landmarks"]
             self.motions = z["motions"]
-        # per key frame, its hard frames, and those of them whose next frame is valid too
-        self.hard = [hard_frames(self.landmarks[k], int(key), self.frames) for k, key in enumerate(self.keys)]
-        self.hard_successive = [h[np.isin(h, self.successive)] for h in self.hard]
-        self.moved = [moved_frames(self.landmarks[k], int(key), self.frames) for k, key in enumerate(self.keys)]
-        self.moved_successive = [h[np.isin(h, self.successive)] for h in self.moved]
+        # per key frame, its hard and its moved frames, and those of them whose next frame is valid too
+        self.hard, self.hard_successive = self._per_key(hard_frames)
+        self.moved, self.moved_successive = self._per_key(moved_frames)
         # the key frames' own landmarks, iris-free pictures and lid colours (models.iris_layer),
         # as they are and mirrored
         own = self.landmarks[np.arange(len(self.keys)), self.keys].astype(np.float32)
@@ -166,6 +165,11 @@ class Clip:
         for side in self.meshes:
             for name in INDEX_FIELDS:
                 side[name] = side[name].astype(np.int32)
+
+    def _per_key(self, pick: Callable[[np.ndarray, int, np.ndarray], np.ndarray]) -> tuple[list, list]:
+        """Per key frame, the frames `pick` chooses, and those of them whose next frame is valid too."""
+        chosen = [pick(self.landmarks[k], int(key), self.frames) for k, key in enumerate(self.keys)]
+        return chosen, [c[np.isin(c, self.successive)] for c in chosen]
 
     def pair(self, rng: random.Random, identity_share: float, flip: float = 0.0, colour: float = 0.0,
              consecutive: bool = False, hard_share: float = 0.0,
