@@ -40,6 +40,7 @@ import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from live import eventloop
 from live.audio import CHUNK_SAMPLES, SAMPLE_RATE, AudioFeed
 from live.cli import SetupError, fail, install_stop_signals, setup_logging
 from live.clock import age_ms, capture_stamp, wall_ms
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        return asyncio.run(run_sender(args) if args.role == "send" else run_receiver(args))
+        return eventloop.run(run_sender(args) if args.role == "send" else run_receiver(args))
     except KeyboardInterrupt:
         return 0
 

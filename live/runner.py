@@ -47,6 +47,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from live import eventloop
 from live.cli import EXIT_OK, CallError, fail, install_stop_signals, setup_logging
 from live.config import DEFAULT, LiveConfig
 from live.peer import Half, IceServer, PeerLink
@@ -254,7 +255,7 @@ def run_command(prog: str, build_parser: Callable[[], argparse.ArgumentParser], 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        return asyncio.run(_run_end(prog, build_runner, args))
+        return eventloop.run(_run_end(prog, build_runner, args))
     except KeyboardInterrupt:
         return EXIT_OK
 

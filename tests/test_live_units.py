@@ -418,3 +418,40 @@ def test_chain_follows_numbering_that_jumped_back():
     d = chain.accept(8, 0, False, 0.0)           # followed again: broken until an intra packet
     assert d.verdict is Verdict.BROKEN and d.lost == 0
     assert chain.accept(9, 0, True, 0.0).verdict is Verdict.DECODE
+
+
+def test_the_live_ends_loop_reads_many_datagrams_a_turn():
+    """live.eventloop: on a busy loop, a peer connection's UDP socket must not be held to one
+    datagram per loop turn (asyncio's own selector loop), or aiortc's packets queue without
+    bound.  64 datagrams wait on a socket; a task that keeps the loop busy counts the turns
+    until all are read."""
+    import asyncio
+    import socket
+    import time
+
+    from live import eventloop
+
+    async def turns_to_read(n: int) -> tuple[int, str]:
+        loop = asyncio.get_running_loop()
+        got: list[bytes] = []
+
+        class Count(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                got.append(data)
+
+        transport, _ = await loop.create_datagram_endpoint(Count, local_addr=("127.0.0.1", 0))
+        out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(n):
+            out.sendto(bytes([i]), transport.get_extra_info("sockname"))
+        turns = 0
+        while len(got) < n and turns < 10 * n:
+            time.sleep(0.002)             # the loop's other work
+            await asyncio.sleep(0)
+            turns += 1
+        out.close()
+        transport.close()
+        return turns, type(loop).__module__
+
+    turns, loop_module = eventloop.run(turns_to_read(64))
+    assert loop_module.startswith("uvloop")
+    assert turns <= 8, f"{turns} loop turns to read 64 datagrams"

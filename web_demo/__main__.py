@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import live.threads  # noqa: F401  (first: one OpenMP thread, before torch loads)
+from live import eventloop
 from live.cli import add_tls_client_options, install_stop_signals, setup_logging
 from live.config import DEFAULT
 from models.synthesizers import add_synthesis_options, synthesis_from_args
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        return asyncio.run(amain(args))
+        return eventloop.run(amain(args))
     except KeyboardInterrupt:
         return 0
 
