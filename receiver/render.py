@@ -9,7 +9,11 @@ through `loop.call_soon_threadsafe`.
 
 Key frames are decoded, and their synthesizer built and warmed up, on a second thread
 (`keyframe`, 30-50 ms), so that a key frame arriving while another one is animated (the
-sharp one after the small one, a new crop) does not hold up the frames of the current one.
+sharp one after the small one, a new crop) does not hold up the frames of the current one;
+such a key frame goes to a third thread (`keyframe-bg`) of lower priority
+(`live.threads.lower_priority`), so that on a busy machine its decoding does not take the
+synthesis thread's CPU either (on a slow 2-core host the sharp key frame's decoding made
+a frame or two drop at the start of every call).
 The synthesis thread keeps the key frames it has been given by key id; a frame animates
 the one its packet names, switching to it when that is another one than before (a frame
 for a key frame still being decoded waits for it, so frames keep their order) and
@@ -61,6 +65,7 @@ from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import ParamDecodeError
 from live.clock import wall_ms
 from live.config import DEFAULT
+from live.threads import lower_priority
 from models.face_model import FaceBasis
 from models.synthesizers import Synthesis
 from receiver.sinks import Sink
@@ -217,6 +222,8 @@ class RenderWorker:
         self._in_use: Future | None = None       # and the decoding of it that it uses
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=torch.set_num_threads,
                                         initargs=(threads,))
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="keyframe-bg", initializer=_background_thread,
+                                              initargs=(threads,))
         self._decode_slots = threading.BoundedSemaphore(MAX_DECODES)
         self._edits = None            # models.editing.Edits applied before synthesis (None: none)
         self._editor = None           # its ExpressionEditor, made per key frame when first needed
@@ -279,7 +286,8 @@ class RenderWorker:
                 except Exception:
                     log.exception("synthesis failed")
         finally:
-            self._prep.shutdown(wait=False, cancel_futures=True)
+            for pool in (self._prep, self._background):
+                pool.shutdown(wait=False, cancel_futures=True)
             for sink in self._sinks:
                 try:
                     sink.close()
@@ -325,7 +333,10 @@ class RenderWorker:
         for old in others[:max(0, len(self._keys) + 1 - MAX_KEYFRAMES)]:
             self._drop_key(old)             # the oldest of too many that never got a frame
         mine: list[Future] = []
-        future = self._prep.submit(self._decode, key, mine, decoder, record)
+        # another key frame animates the frames meanwhile, or will: this one can wait
+        other = any(not f.done() or _decoded(f) for f in self._keys.values()) or bool(self._earlier)
+        pool = self._background if other else self._prep
+        future = pool.submit(self._decode, key, mine, decoder, record)
         self._keys[key] = future            # before `mine` holds it: the thread checks both (`_Displaced`)
         mine.append(future)
         future.add_done_callback(lambda done: self._prepared(key, done, decoder.header))
@@ -449,6 +460,14 @@ class RenderWorker:
             self._forget_keys()             # the next session numbers its key frames anew
             for sink in self._sinks:
                 sink.session_break()
+
+
+def _background_thread(threads: int) -> None:
+    """The key frame thread for key frames that come while another is animated (the sharp
+    twin, a new crop): below the synthesis thread (`live.threads.lower_priority`), so that
+    on a busy machine decoding one does not make the frames of the other drop."""
+    torch.set_num_threads(threads)
+    lower_priority()
 
 
 class _Displaced(Exception):

@@ -33,8 +33,6 @@ crop and a new key frame, even where the crop would not change.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from codec.encoder import CodedKeyframe, FaceEncoder
 from codec_core.config import CodecConfig
 from codec_core.format import GLOBAL_MOTION_COUNT, IFVC, FeatureFormat, format_named
 from live.config import DEFAULT, LiveConfig
+from live.threads import lower_priority
 from models.crop import CropBox, apply_crop, crop_around_face, face_inside
 from models.face_model import FaceBasis
 from models.face_tracker import MAX_FACES, FaceTracker
@@ -74,16 +73,6 @@ class _Candidate:
     landmarks: np.ndarray            # crop pixels
     signature: Signature
     distance: float                  # from the person followed
-
-
-def _lower_priority() -> None:
-    """Key frames after the first are coded while the call goes on: run that thread, and
-    the VVenC process it starts (children inherit the niceness of the thread that forks
-    them on Linux), below the tracking and synthesis threads."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass
 
 
 def boxes_differ(a: CropBox, b: CropBox, shift: float, scale: float) -> bool:
@@ -125,7 +114,7 @@ class Analyser:
         self._pending: Future | None = None      # a new key frame being coded
         self._pending_person: Likeness | None = None   # whom it shows, when someone else
         self._sharp: Future | None = None        # the sharp twin of a key frame being coded
-        self._keyframe_pool = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=_lower_priority)
+        self._keyframe_pool = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=lower_priority)
         self._finder: FaceTracker | None = None  # every face of a whole picture (still mode)
         self._last_search = float("-inf")
         self._lost_since: float | None = None    # monotonic time the face followed was last seen

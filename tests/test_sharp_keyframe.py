@@ -8,6 +8,7 @@ as processes on real aiortc data channels, a clip from ../shared/data."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -28,6 +29,7 @@ from codec_core.format import GLOBAL_MOTION_COUNT, IFVC
 from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import PacketParamEncoder
 from live.config import LiveConfig
+from live.threads import BACKGROUND_NICENESS
 from live.wire import (
     KeyframePiece,
     KeyframeRequest,
@@ -154,8 +156,10 @@ def test_synthesis_goes_on_while_the_sharp_key_frame_is_decoded(monkeypatch):
     small = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
     sharp = Keyframe(small.key_id + 1, small.codec, small.picture, small.geometry)
     release = threading.Event()
+    niceness: dict[int, int] = {}
 
     def held_prepare(decoder, record):
+        niceness[record.key_id] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         if record.key_id == sharp.key_id:
             assert release.wait(30)
         return prepare(decoder, record)
@@ -206,6 +210,10 @@ def test_synthesis_goes_on_while_the_sharp_key_frame_is_decoded(monkeypatch):
 
     shown, skipped = asyncio.run(main())
     assert shown == list(range(7)) and skipped == []
+    # the sharp one came while the small one was animated: decoded below the synthesis thread
+    # (the first one is not: the first picture waits for it)
+    assert niceness[small.key_id] == os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness[sharp.key_id] == min(19, niceness[small.key_id] + BACKGROUND_NICENESS)
 
 
 # -- the sender half: small, then sharp, and the switch on "ready" -----------------------
