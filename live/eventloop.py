@@ -33,4 +33,3 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     log.debug("event loop: uvloop %s", uvloop.__version__)
     return uvloop.run(main)
-

@@ -28,13 +28,14 @@ BACKGROUND_NICENESS = 10
 
 def lower_priority() -> None:
     """Run the calling thread, and the processes it starts (children inherit the niceness of
-    the thread that forks them on Linux), BACKGROUND_NICENESS nicer than the process: a
-    thread pool's `initializer`.  Elsewhere (a thread id is no process id there) or when refused, nothing
-    changes."""
+    the thread that forks them on Linux), BACKGROUND_NICENESS nicer than before: a thread
+    pool's `initializer`.  Elsewhere (a thread id is no process id there) or when refused,
+    nothing changes."""
     if sys.platform != "linux":
         return
     try:
         thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICENESS))
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + BACKGROUND_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness))
     except (AttributeError, OSError):
         pass
