@@ -403,8 +403,11 @@ def test_a_call_at_512(tmp_path):
         call = run_call(p, url, "big", 12, "--size", "512")
     frames = video_frames(tmp_path / "big.mp4")
     assert len(frames) == 12 and all(frame.shape == (512, 512, 3) for frame in frames)
-    # synthesis at 512 takes 30-40 ms a frame on this 2-core machine: some frames may be dropped as stale
-    assert call["received"]["frames_rendered"] >= 6 and len(call["received"]["keyframe_bytes_small"]) == 1
+    # synthesis at 512 takes 22-58 ms a frame on hosts of this kind (README, Synthesis speed): at 25
+    # frames a second some may be dropped as stale, how many depends on the host
+    r = call["received"]
+    assert r["frames_decoded"] == 12 and r["frames_rendered"] + r["frames_dropped_stale"] == 12
+    assert r["frames_rendered"] >= 1 and len(r["keyframe_bytes_small"]) == 1
 
 
 @pytest.mark.parametrize("command", ["sender", "call"])
