@@ -31,6 +31,7 @@ from live.jitter import use_voice_jitter_buffer
 from live.lipsync import Hold, hold
 from live.peer import Half, PeerLink, Session
 from live.runner import LiveRunner
+from live.stats import kbps
 from models.face_model import FaceBasis
 from models.synthesizers import Synthesis
 from receiver.half import ReceiverHalf
@@ -218,20 +219,23 @@ class TabCall:
         recent = r.latency[self._last_latency:]
         self._last_rendered, self._last_latency, self._last_tick = r.frames_rendered, len(r.latency), now
         s = self.sender.stats
+        # parameter rates over wall-clock seconds (none before a second): a camera's frames are
+        # numbered as they are analysed, so `param_kbps` (per second of frames at the header's fps)
+        # would count a slow machine's 4 analysed frames a second as 25
         sent_s = (s.last_sent_t - s.first_sent_t) / 1000 if s.first_sent_t and s.last_sent_t else 0
         received_s = r.last_packet_t - r.first_packet_t if r.first_packet_t and r.last_packet_t else 0
         return {
             "type": "stats",
             "state": snap["state"],
             "looking_for_face": self.analyser is not None and self.analyser.keyframe is None,
-            "received_param_kbps": _kbps(r.param_bytes, received_s),
+            "received_param_kbps": kbps(r.param_bytes, received_s if received_s > 1 else None),
             "received_keyframe_bytes": snap["keyframe_bytes"] or None,
             "fps": round(fps, 1),
             "latency_ms": round(sorted(recent)[len(recent) // 2], 1) if recent else None,
             "frames_rendered": r.frames_rendered,
             "frames_lost": snap["frames_lost"],
             "frames_undecodable": snap["frames_undecodable"],
-            "sent_param_kbps": _kbps(s.param_bytes, sent_s),
+            "sent_param_kbps": kbps(s.param_bytes, sent_s if sent_s > 1 else None),
             "sent_keyframe_bytes": s.keyframe_bytes or None,
             "frames_sent": s.frames_sent,
             "received_audio_kbps": snap["audio"]["payload_kbps"],
@@ -279,10 +283,3 @@ class TabCall:
 
 
 __all__ = ["SignalingError", "TabCall"]
-
-
-def _kbps(nbytes: int, seconds: float) -> float | None:
-    """Bytes over wall-clock seconds as kbit/s (None before a second has passed).  A camera's
-    frames are numbered as they are analysed, so 'per second of frames' (`param_kbps`, the
-    stream's own rate) counts a slow machine's 4 analysed frames a second as 25."""
-    return round(nbytes * 8 / 1000 / seconds, 3) if seconds > 1 else None
