@@ -258,8 +258,8 @@ async def pump_mic(track: MediaStreamTrack, feed: PushAudio) -> None:
 
 class VoiceTrack(MediaStreamTrack):
     """The other side's voice to the browser: Opus packets (mono, `BROWSER_BITRATE`,
-    `frame_ms` long, coded off the event loop) at real-time pace; silence while none is
-    there, so the browser's stream never stalls.  `put` is called on the event loop with
+    `frame_ms` long, coded on the event loop as `live.audio` does) at real-time pace;
+    silence while none is there, so the browser's stream never stalls.  `put` is called on the event loop with
     each decoded frame; its samples leave `hold_ms` after they came at the earliest (lip
     sync, when the pictures are the later side), and ones older than that plus `slack_ms`
     are dropped (the pace fell behind)."""
@@ -316,7 +316,7 @@ class VoiceTrack(MediaStreamTrack):
             elif now - due > 0.2:                        # stalled (a busy machine): skip to now
                 self._n = int((now - self._t0) / self._frame_s)
             pcm = self._next(time.monotonic())
-            data = await asyncio.get_running_loop().run_in_executor(None, self._encoder.encode, pcm)
+            data = self._encoder.encode(pcm)
             n, self._n = self._n, self._n + 1
             if data is None:
                 continue
