@@ -259,10 +259,10 @@ async def pump_mic(track: MediaStreamTrack, feed: PushAudio) -> None:
 class VoiceTrack(MediaStreamTrack):
     """The other side's voice to the browser: Opus packets (mono, `BROWSER_BITRATE`,
     `frame_ms` long, coded on the event loop as `live.audio` does) at real-time pace;
-    silence while none is there, so the browser's stream never stalls.  `put` is called on the event loop with
-    each decoded frame; its samples leave `hold_ms` after they came at the earliest (lip
-    sync, when the pictures are the later side), and ones older than that plus `slack_ms`
-    are dropped (the pace fell behind)."""
+    silence while none is there, so the browser's stream never stalls.  `put` is called on
+    the event loop with each decoded frame; its samples leave `hold_ms` after they came at
+    the earliest (lip sync, when the pictures are the later side), and ones older than that
+    plus `slack_ms` are dropped (the pace fell behind)."""
 
     kind = "audio"
 
