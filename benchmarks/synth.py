@@ -5,8 +5,9 @@ parity between backends, in one run.
 
 The parameters come from stream files (one per size, made from ../shared/data/clips/rt__3.mp4
 with the codec when missing, which needs MediaPipe; given ones need only the decoder), so
-the timing run needs no face tracker.  For each size and each of warp/torch, learned/torch
-and learned/onnx (on the CPU, and on CUDA when present): build the synthesizer for the
+the timing run needs no face tracker.  For each size and each of warp/torch, learned/torch,
+learned/torch without its regional refiner (`--no-regions`, the lighter setting) and
+learned/onnx (on the CPU, and on CUDA when present): build the synthesizer for the
 key frame, render a few frames to warm up, then time `render` on every frame (median and
 p95 ms).  Parity: the largest per-pixel difference between the learned synthesizer on
 torch and on ONNX Runtime over the same frames.  Writes DIR/report.md and DIR/results.json.
@@ -50,7 +51,8 @@ def choices() -> list[Synthesis]:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     out = []
     for device in devices:
-        out += [Synthesis("warp", "torch", device), Synthesis("learned", "torch", device)]
+        out += [Synthesis("warp", "torch", device), Synthesis("learned", "torch", device),
+                Synthesis("learned", "torch", device, regions=False)]
         try:
             import onnxruntime
 
@@ -79,7 +81,8 @@ def time_one(stream: Path, synthesis: Synthesis) -> tuple[dict, np.ndarray]:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t) * 1000)
     ms = np.array(times)
-    return ({"synth": synthesis.synth, "backend": synthesis.backend, "device": synthesis.device,
+    name = synthesis.synth if synthesis.regions else f"{synthesis.synth} --no-regions"
+    return ({"synth": name, "backend": synthesis.backend, "device": synthesis.device,
              "median_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
              "key_frame_setup_ms": round(setup * 1000, 1), "frames": len(ms)}, np.stack(frames))
 
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for synthesis in choices():
             row, frames = time_one(stream, synthesis)
             rows.append({"size": size, **row})
-            pictures[(synthesis.synth, synthesis.backend, synthesis.device)] = frames
+            pictures[(row["synth"], synthesis.backend, synthesis.device)] = frames
             print(json.dumps(rows[-1]), flush=True)
         for device in ("cpu", "cuda"):
             a, b = pictures.get(("learned", "torch", device)), pictures.get(("learned", "onnx", device))

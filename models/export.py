@@ -87,9 +87,10 @@ NEXT_STATE = "next_state"
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 
 
-def default_path(size: int) -> Path:
-    """Where the backend looks for (and exports) the graph of one picture size."""
-    return DEFAULT_DIR / f"synth_v2_{size}.onnx"
+def default_path(size: int, regions: bool = True) -> Path:
+    """Where the backend looks for (and exports) the graph of one picture size (and setting:
+    without the regional refiner, the lighter one)."""
+    return DEFAULT_DIR / f"synth_v2_{size}{'' if regions else '_noregions'}.onnx"
 
 
 def metadata_path(onnx_path: Path) -> Path:
@@ -120,9 +121,10 @@ def code_fingerprint() -> str:
     import models.iris_layer
     import models.learned
     import models.motion
+    import models.regions
 
     digest = hashlib.sha256()
-    for module in (models.motion, models.generator, models.iris_layer, models.learned):
+    for module in (models.motion, models.generator, models.iris_layer, models.regions, models.learned):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()
 
@@ -164,7 +166,8 @@ class PerFrame(torch.nn.Module):
         return held
 
 
-def example_graph(generator: Generator, size: int, device: str | torch.device = "cpu") -> SynthGraph:
+def example_graph(generator: Generator, size: int, device: str | torch.device = "cpu",
+                  regions: bool = True) -> SynthGraph:
     """A SynthGraph of a made-up key frame (the basis' mean face on grey) to trace the export
     with: the traced operations do not depend on the values, only on the shapes."""
     basis = FaceBasis.load()
@@ -176,7 +179,7 @@ def example_graph(generator: Generator, size: int, device: str | torch.device = 
     ramp = np.linspace(40, 220, size, dtype=np.float32)
     picture = np.stack([ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1),
                         np.full((size, size), 128, np.float32)], -1).astype(np.uint8)
-    return build_graph(generator, picture, model, ref_params, ring_weights, device)
+    return build_graph(generator, picture, model, ref_params, ring_weights, device, regions)
 
 
 def _deg2rad(g: Any, x: Any) -> Any:
@@ -193,8 +196,10 @@ def _shapes(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return [{"name": name, "shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()]
 
 
-def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET) -> dict[str, Any]:
-    """Export the per-frame graph of `size` to `out` (and its JSON beside it); the metadata.
+def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET,
+           regions: bool = True) -> dict[str, Any]:
+    """Export the per-frame graph of `size` (`regions`: with the regional refiner) to `out`
+    (and its JSON beside it); the metadata.
     Written to temporary files and moved into place, so a reader never sees half a file."""
     if size not in SIZES:
         raise ValueError(f"size {size}: choose one of {', '.join(map(str, SIZES))}")
@@ -203,7 +208,7 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET)
     import onnx
 
     generator = cpu_copy(generator)
-    graph = example_graph(generator, size)
+    graph = example_graph(generator, size, regions=regions)
     key = key_inputs(graph)
     params = np.zeros((1, NUM_FIXED + graph.geometry.expression.shape[0]), np.float32)
     motion = np.zeros((1, GLOBAL_MOTION_COUNT), np.float32)
@@ -227,7 +232,7 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET)
         outputs = {OUTPUT: np.zeros((1, 3, size, size), np.float32), NEXT_STATE: state}
         meta = {"generator_version": Generator.VERSION, "weights_sha256": weights_fingerprint(generator),
                 "code_sha256": code_fingerprint(),
-                "size": size, "work_size": WORK, "opset": opset, "exporter": EXPORTER, "torch": torch.__version__,
+                "size": size, "regions": regions, "work_size": WORK, "opset": opset, "exporter": EXPORTER, "torch": torch.__version__,
                 "onnx": onnx.__version__, "inputs": _shapes({PARAMS: params, MOTION: motion, STATE: state, **key}),
                 "outputs": _shapes(outputs)}
         meta_staged = Path(tmp) / "meta.json"
@@ -249,9 +254,10 @@ def read_metadata(onnx_path: Path) -> dict[str, Any] | None:
         return None
 
 
-def matches(meta: dict[str, Any] | None, generator: Generator, size: int) -> bool:
-    """Whether an exported file (its metadata) is the graph of these weights at this size."""
+def matches(meta: dict[str, Any] | None, generator: Generator, size: int, regions: bool = True) -> bool:
+    """Whether an exported file (its metadata) is the graph of these weights at this size and setting."""
     return (meta is not None and meta.get("generator_version") == Generator.VERSION and meta.get("size") == size
+            and meta.get("regions") == regions
             and meta.get("weights_sha256") == weights_fingerprint(generator)
             and meta.get("code_sha256") == code_fingerprint())
 
@@ -262,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--size", type=int, default=256, choices=SIZES, help="picture size (default 256)")
     ap.add_argument("--weights", type=Path, default=ASSET, help=f"generator weights (default {ASSET})")
     ap.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    ap.add_argument("--no-regions", action="store_true",
+                    help="without the regional refiner of the eyes and the mouth (the lighter setting)")
     return ap
 
 
@@ -275,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as exc:
         log.error("error: %s", exc)
         return 1
-    export(generator, args.out or default_path(args.size), args.size, args.opset)
+    regions = not args.no_regions
+    export(generator, args.out or default_path(args.size, regions), args.size, args.opset, regions)
     return 0
 
 

@@ -11,8 +11,11 @@ picture moves), so the network only draws where the warp may be wrong; its last 
 starts at zero, so an untrained network gives the plain warp.
 
 The working size is 128 (`WORK`): the generator's correction is drawn there and upsampled
-onto the full-resolution warp.  Small on purpose (about 0.3 M parameters): it trains on
-two CPU cores and runs per frame in a call.
+onto the full-resolution warp.  Small on purpose (about 0.7 M parameters): it trains on
+two CPU cores and runs per frame in a call.  The eyes and the mouth are drawn once more at
+the picture's own resolution by the regional refiner (models/regions.py), part of the
+same weights (`Generator.regions`) and trained after the rest (models/train.py, stage
+"regions").
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.motion import GROUPS
+from models.regions import RegionRefiner
 
 WORK = 128
 CHANNELS = (16, 32, 48, 64)
@@ -81,12 +85,13 @@ class FrameDecoder(nn.Module):
 class Generator(nn.Module):
     """The learned part of synthesizer v2, with its version (what a weight file must match)."""
 
-    VERSION = "synth-v2.6"
+    VERSION = "synth-v2.7"
 
     def __init__(self) -> None:
         super().__init__()
         self.key_encoder = KeyEncoder()
         self.decoder = FrameDecoder()
+        self.regions = RegionRefiner()
 
 
 def warp_features(features: list[torch.Tensor], grid: torch.Tensor) -> list[torch.Tensor]:

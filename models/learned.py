@@ -2,9 +2,10 @@
 generator where the warp cannot work (models/generator.py), as one torch graph per frame.
 
 `SynthGraph` is that graph for one key frame: what depends only on the key frame (its
-control points, its features, its picture at both sizes) is prepared once in
-`__init__`; `forward(params)` does the rest (parameters -> control points -> dense motion
--> warp -> generator -> picture) with tensor code only, so it runs on CUDA and exports to
+control points, its features, its picture at both sizes, its eye and mouth patches) is
+prepared once in `__init__`; `forward(params)` does the rest (parameters -> control points
+-> dense motion -> warp -> generator -> full-size picture -> regional refiner of the eyes
+and the mouth, models/regions.py) with tensor code only, so it runs on CUDA and exports to
 ONNX.  The correction is gated by how far the picture moves there (the occlusion gate:
 where control points move, the warp may have stretched, uncovered or hidden something):
 where nothing moves (the background of a still face, or every pixel for the key frame's
@@ -53,6 +54,7 @@ from models.motion import (
     identity_grid,
     normalised,
 )
+from models.regions import REGIONS, key_patches
 
 ASSET = Path(__file__).resolve().parent / "assets" / "synth_v2.pt"
 GATE_SCALE = 0.004        # normalised motion at which the correction is 63 % on (0.5 px at 256)
@@ -79,13 +81,18 @@ def load_generator(path: Path = ASSET, device: str | torch.device = "cpu") -> Ge
 
 @lru_cache(maxsize=4)
 def _load_generator(path: Path, mtime_ns: int, device: str) -> Generator:
+    generator = Generator()
+    generator.load_state_dict(weights_state(path))
+    return generator.eval().to(device)
+
+
+def weights_state(path: Path) -> dict[str, torch.Tensor]:
+    """The generator's state in a weights file; WeightsError when it is of another version."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or saved.get("version") != Generator.VERSION:
         found = saved.get("version") if isinstance(saved, dict) else None
         raise WeightsError(f"{path} holds learned synthesizer {found!r}, this code needs {Generator.VERSION!r}")
-    generator = Generator()
-    generator.load_state_dict(saved["state"])
-    return generator.eval().to(device)
+    return saved["state"]
 
 
 def resize(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -98,9 +105,11 @@ class SynthGraph(torch.nn.Module):
     """Per-frame synthesis for one key frame: parameters (B, P) -> pictures (B, 3, S, S) in [0, 1]."""
 
     def __init__(self, generator: Generator, geometry: KeyGeometry, keyframe: torch.Tensor,
-                 ref_params: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: torch.Tensor) -> None:
+                 ref_params: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: torch.Tensor,
+                 regions: bool = True) -> None:
         super().__init__()
         self.generator = generator
+        self.regions = regions          # the regional refiner on (off: the lighter setting, --no-regions)
         self.geometry = geometry
         size = keyframe.shape[-1]
         self.size = size
@@ -126,6 +135,10 @@ class SynthGraph(torch.nn.Module):
         self.levels = len(features)
         for i, f in enumerate(features):
             self.register_buffer(f"feature{i}", f)
+        if regions:
+            with torch.no_grad():
+                for i, r in enumerate(key_patches(keyframe, self.key_landmarks)):
+                    self.register_buffer(f"key_region{i}", r)
 
     def forward(self, params: torch.Tensor, motion: torch.Tensor,
                 state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,13 +155,29 @@ class SynthGraph(torch.nn.Module):
         key = KeyPictures(self.key_work, self.key_free_work, self.key_landmarks, self.key_lid_colours)
         _, correction, disp, eyes, state = correct(self.generator, key, features, mesh, self.source, self.exact,
                                                    target, landmarks, motion, state)
-        grid = sampling_grid(disp, self.full_grid)
-        full = F.grid_sample(self.keyframe.expand(len(params), -1, -1, -1), grid, mode="bilinear",
-                             padding_mode="border", align_corners=False)
-        full = lay_irises(full, grid, self.keyframe, self.key_iris_free, eyes, self.key_lid_colours, self.full_grid)
-        if self.size != WORK:
-            correction = F.interpolate(correction, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return (full + correction).clamp(0.0, 1.0), state
+        full = full_size(self.keyframe, self.key_iris_free, self.key_lid_colours, self.full_grid, disp, correction,
+                         eyes)
+        if not self.regions:
+            return full, state
+        key_regions = [getattr(self, f"key_region{i}") for i in range(len(REGIONS))]
+        picture = self.generator.regions(full, landmarks, key_regions, self.key_landmarks, self.full_grid)
+        return picture.clamp(0.0, 1.0), state
+
+
+def full_size(keyframe: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: torch.Tensor,
+              full_grid: torch.Tensor, disp: torch.Tensor, correction: torch.Tensor,
+              eyes: list[EyeTarget]) -> torch.Tensor:
+    """The full-size picture (B, 3, S, S) before the regional refiner: the key frame (1 or B,
+    3, S, S) warped along the working-size field `disp`, its irises laid, and the upsampled
+    working-size `correction` added.  Shared by the per-frame graph and training."""
+    grid = sampling_grid(disp, full_grid)
+    full = F.grid_sample(keyframe.expand(len(disp), -1, -1, -1), grid, mode="bilinear",
+                         padding_mode="border", align_corners=False)
+    full = lay_irises(full, grid, keyframe, key_iris_free, eyes, lid_colours, full_grid)
+    size = full_grid.shape[0]
+    if size != WORK:
+        correction = F.interpolate(correction, size=(size, size), mode="bilinear", align_corners=False)
+    return (full + correction).clamp(0.0, 1.0)
 
 
 def steady_start(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -229,8 +258,9 @@ def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor]
 
 
 def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
-                ring_weights: np.ndarray, device: str | torch.device = "cpu") -> SynthGraph:
-    """The per-frame graph of one key frame (uint8 H x W x 3) and its reference."""
+                ring_weights: np.ndarray, device: str | torch.device = "cpu", regions: bool = True) -> SynthGraph:
+    """The per-frame graph of one key frame (uint8 H x W x 3) and its reference (`regions`:
+    with the regional refiner)."""
     geometry = KeyGeometry(KeyConstants.from_model(model, ref_params, ring_weights)).to(device)
 
     def tensor(picture: np.ndarray) -> torch.Tensor:
@@ -240,7 +270,7 @@ def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, re
     landmarks = model.landmarks(ref_params)
     colours = torch.from_numpy(key_lid_colours(keyframe, landmarks))[None].to(device)
     return SynthGraph(generator, geometry, tensor(keyframe), params, tensor(iris_free(keyframe, landmarks)),
-                      colours).eval()
+                      colours, regions).eval()
 
 
 def key_buffers(graph: SynthGraph) -> dict[str, torch.Tensor]:
@@ -263,14 +293,14 @@ def frame_function(template: SynthGraph) -> FrameFunction:
     return frames
 
 
-_COMPILED: dict[tuple[int, str, int], FrameFunction] = {}
+_COMPILED: dict[tuple[int, str, int, bool], FrameFunction] = {}
 
 
 def compiled_frame_function(graph: SynthGraph) -> FrameFunction:
     """`frame_function` under torch.compile with CUDA graphs ("reduce-overhead"), one per
     process, size, device and generator: the key frame is an input, not a constant, so the
     compile (about a minute) is paid once and every later key frame reuses it."""
-    key = (graph.size, str(graph.keyframe.device), id(graph.generator))
+    key = (graph.size, str(graph.keyframe.device), id(graph.generator), graph.regions)
     if key not in _COMPILED:
         # a copy as the template: key buffers that alias the template's would be guarded on
         # (one more compile when the next key frame's are not)
@@ -284,10 +314,11 @@ class LearnedSynthesizer:
     `compiled_frame_function` (CUDA)."""
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
-                 device: str = "cpu", generator: Generator | None = None, compiled: bool = False) -> None:
+                 device: str = "cpu", generator: Generator | None = None, compiled: bool = False,
+                 regions: bool = True) -> None:
         self.device = torch.device(device)
         self.graph = build_graph(generator or load_generator(device=self.device), keyframe, model, ref_params,
-                                 ring_weights, self.device)
+                                 ring_weights, self.device, regions)
         self._compiled = compiled_frame_function(self.graph) if compiled else None
         self._buffers = key_buffers(self.graph)
         self._state = steady_start(1, self.device)

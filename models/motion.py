@@ -382,12 +382,13 @@ def dense_motion(mesh: MeshTensors, source: torch.Tensor, target: torch.Tensor, 
     return disp, disp.norm(dim=1, keepdim=True)
 
 
-def heat_maps(landmarks: torch.Tensor, size: int, sigma: float = HEAT_SIGMA) -> torch.Tensor:
-    """Landmark groups (GROUPS) of normalised `landmarks` (B, 478, 2) drawn as Gaussian blobs
-    (B, len(GROUPS), size, size), clipped to [0, 1]."""
+def heat_maps(landmarks: torch.Tensor, size: int, sigma: float = HEAT_SIGMA,
+              groups: tuple[tuple[int, ...], ...] = GROUPS) -> torch.Tensor:
+    """Landmark `groups` of normalised `landmarks` (B, 478, 2) drawn as Gaussian blobs
+    (B, len(groups), size, size), clipped to [0, 1]."""
     axis = pixel_centres(size, landmarks.device)
     maps = []
-    for group in GROUPS:       # a fixed handful of groups: unrolled when traced, not a loop over points
+    for group in groups:       # a fixed handful of groups: unrolled when traced, not a loop over points
         pts = landmarks[:, list(group)]
         maps.append(_gaussians(pts[..., 1], axis, sigma).transpose(1, 2) @ _gaussians(pts[..., 0], axis, sigma))
     return torch.stack(maps, 1).clamp(0.0, 1.0)

@@ -87,20 +87,23 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
-def model_file(generator: Generator, size: int, onnx_model: Path | None = None) -> Path:
-    """The exported graph of these weights at this size: found, or exported on first use."""
-    path = Path(onnx_model) if onnx_model is not None else default_path(size)
+def model_file(generator: Generator, size: int, onnx_model: Path | None = None, regions: bool = True) -> Path:
+    """The exported graph of these weights at this size and setting: found, or exported on first use."""
+    path = Path(onnx_model) if onnx_model is not None else default_path(size, regions)
     meta = read_metadata(path)
-    if matches(meta, generator, size):
+    if matches(meta, generator, size, regions):
         return path
     if onnx_model is not None and path.exists():
         why = "no JSON beside it" if meta is None else (
-            f"it was exported for {meta.get('generator_version')!r} at size {meta.get('size')} from other weights")
-        raise OnnxBackendError(f"{path} does not fit the synthesizer's weights ({Generator.VERSION}, size {size}): "
-                               f"{why}; export it with `python -m models.export --out {path} --size {size}`")
+            f"it was exported for {meta.get('generator_version')!r} at size {meta.get('size')} "
+            f"{'with' if meta.get('regions') else 'without'} the regional refiner from other weights")
+        option = "" if regions else " --no-regions"
+        raise OnnxBackendError(f"{path} does not fit the synthesizer's weights ({Generator.VERSION}, size {size}, "
+                               f"{'with' if regions else 'without'} the regional refiner): {why}; export it with "
+                               f"`python -m models.export --out {path} --size {size}{option}`")
     log.info("exporting synthesizer v2 to ONNX at %s (%s)", path,
              "first use" if meta is None else "the file there was exported from other weights")
-    export(generator, path, size)
+    export(generator, path, size, regions=regions)
     return path
 
 
@@ -109,16 +112,16 @@ class OnnxSynthesizer:
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
                  device: str = "cpu", generator: Generator | None = None, onnx_model: Path | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, regions: bool = True) -> None:
         ort = _runtime()
         self.device = torch.device(device)
         chosen = providers(self.device)
         generator = cpu_copy(generator) if generator is not None else load_generator()
         size = int(keyframe.shape[0])
-        self.model_path = model_file(generator, size, onnx_model)
+        self.model_path = model_file(generator, size, onnx_model, regions)
         self.session = ort.InferenceSession(str(self.model_path), session_options(threads), providers=chosen)
         with torch.inference_mode():
-            graph = build_graph(generator, keyframe, model, ref_params, ring_weights, "cpu")
+            graph = build_graph(generator, keyframe, model, ref_params, ring_weights, "cpu", regions)
         where, index = ("cuda", self.device.index or 0) if self.device.type == "cuda" else ("cpu", 0)
         # the key frame's tensors go to the device once; every frame only sends its parameters
         self._key = {name: ort.OrtValue.ortvalue_from_numpy(array, where, index)

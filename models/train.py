@@ -54,15 +54,18 @@ from models.face_model import (
 )
 from models.generator import WORK, Generator
 from models.iris_layer import iris_free, key_lid_colours
-from models.learned import KeyPictures, correct
-from models.motion import MeshTensors, SourceMesh, exact_points, heat_maps
+from models.learned import KeyPictures, correct, full_size, resize, weights_state
+from models.motion import MeshTensors, SourceMesh, exact_points, heat_maps, identity_grid
 from models.perceptual import SqueezeLPIPS
+from models.regions import REGIONS, cut, key_patches
 from models.train_data import cache_name, load_split
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+STAGES = ("generator", "regions")
 REGION_GROUPS = 6            # the first heat-map groups: eye lids, irises, inner and outer lips
 GRAD_CLIP = 1.0
+REGION_LOSS_SIZE = 64        # region patches are enlarged to this for the perceptual loss (the benchmark's size)
 INDEX_FIELDS = ("index", "simplex", "triangles", "neighbours")   # the SourceMesh fields that are indices
 MIRROR = np.array([-1.0, 1.0, 1.0], np.float32)   # normalised x, y, depth: x -> -x mirrors the picture
 MIRROR_MOTION = np.array([-1.0, 1.0, 1.0, -1.0], np.float32)   # global tx, ty, log_scale, angle, mirrored
@@ -117,6 +120,9 @@ class TrainConfig:
     validate_every: int = 250
     seed: int = 0
     max_clips: int | None = None      # tests: use only this many training clips
+    stage: str = "generator"          # what trains: "generator" (at 128) or "regions" (the regional
+                                      # refiner at 256, models/regions.py; the rest as `init` has it)
+    init: Path | None = None          # weights to start from (of this version); None: from scratch
 
     @classmethod
     def load(cls, path: Path | None) -> TrainConfig:
@@ -125,16 +131,26 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
-        paths = {k: Path(v) for k, v in data.items() if k in ("cache", "split", "out", "weights")}
+        paths = {k: Path(v) for k, v in data.items() if k in ("cache", "split", "out", "weights", "init") and v}
         loss = LossWeights(**data.get("loss", {}))
-        return cls(**{**data, **paths, "loss": loss})
+        config = cls(**{**data, **paths, "loss": loss})
+        if config.stage not in STAGES:
+            raise ValueError(f"stage {config.stage!r}: one of {', '.join(STAGES)}")
+        if config.stage == "regions" and config.init is None:
+            raise ValueError("stage 'regions' trains on a trained generator: give its weights as `init`")
+        return config
 
 
 class Clip:
     """One clip's cache (models.train_data), in memory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, full: bool = False) -> None:
         with np.load(path) as z:
+            if full and "crops_full" not in z:
+                raise ValueError(f"{path} has no full-size pictures: prepare the cache again "
+                                 "(python -m models.train_data --out NEW_FOLDER)")
+            self.crops_full = z["crops_full"] if full else None
+            self.key_images_full = z["key_images_full"] if full else None
             self.crops = z["crops"]
             self.frames = np.flatnonzero(z["valid"])
             self.successive = self.frames[np.isin(self.frames + 1, self.frames)]    # the next frame is valid too
@@ -151,12 +167,9 @@ class Clip:
         # as they are and mirrored
         own = self.landmarks[np.arange(len(self.keys)), self.keys].astype(np.float32)
         self.key_landmarks = [own, (own * MIRROR[:2])[:, MIRROR_LANDMARKS]]
-        self.key_free, self.key_colours = [], []
-        for m, side in enumerate(self.key_landmarks):
-            pictures = self.key_images[:, :, ::-1] if m else self.key_images
-            pixels = (side + 1.0) * (WORK / 2)
-            self.key_free.append(np.stack([iris_free(p, marks) for p, marks in zip(pictures, pixels)]))
-            self.key_colours.append(np.stack([key_lid_colours(p, marks) for p, marks in zip(pictures, pixels)]))
+        self.key_free, self.key_colours = self._key_eyes(self.key_images)
+        if self.key_images_full is not None:
+            self.key_free_full, self.key_colours_full = self._key_eyes(self.key_images_full)
         # the key frames' meshes, as they are and mirrored (the mirrored key frame's own mesh)
         meshes = [[SourceMesh.build(source * side, WORK) for source in self.sources] for side in (1.0, MIRROR[:2])]
         # per side, per field of SourceMesh: the key frames' arrays stacked (indices as int32)
@@ -165,6 +178,16 @@ class Clip:
         for side in self.meshes:
             for name in INDEX_FIELDS:
                 side[name] = side[name].astype(np.int32)
+
+    def _key_eyes(self, key_images: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The key frames' iris-free pictures and lid colours, as they are and mirrored."""
+        free, colours = [], []
+        for m, side in enumerate(self.key_landmarks):
+            pictures = key_images[:, :, ::-1] if m else key_images
+            pixels = (side + 1.0) * (key_images.shape[1] / 2)
+            free.append(np.stack([iris_free(p, marks) for p, marks in zip(pictures, pixels)]))
+            colours.append(np.stack([key_lid_colours(p, marks) for p, marks in zip(pictures, pixels)]))
+        return free, colours
 
     def _per_key(self, pick: Callable[[np.ndarray, int, np.ndarray], np.ndarray]) -> tuple[list, list]:
         """Per key frame, the frames `pick` chooses, and those of them whose next frame is valid too."""
@@ -207,7 +230,14 @@ class Clip:
         key, key_free, crop = (np.clip(picture * gain, 0, 255).astype(np.uint8) for picture in (key, key_free, crop))
         key_colours = np.clip(key_colours * gain, 0.0, 1.0)
         mesh = tuple(self.meshes[m][name][k] for name in MeshTensors._fields)
-        return key, key_free, key_landmarks, key_colours, source, mesh, target, landmarks, motion, crop
+        item = (key, key_free, key_landmarks, key_colours, source, mesh, target, landmarks, motion, crop)
+        if self.crops_full is None:
+            return item
+        full = [self.key_images_full[k], self.key_free_full[m][k], self.crops_full[j]]
+        if m:
+            full[0], full[2] = full[0][:, ::-1], full[2][:, ::-1]
+        full = [np.clip(picture * gain, 0, 255).astype(np.uint8) for picture in full]
+        return item + (full[0], full[1], np.clip(self.key_colours_full[m][k] * gain, 0.0, 1.0), full[2])
 
 
 def hard_frames(landmarks: np.ndarray, key: int, frames: np.ndarray) -> np.ndarray:
@@ -251,7 +281,8 @@ class Pairs:
             clip = self.rng.choice(self.clips[self.rng.choice(self.identities)])
             items += clip.pair(self.rng, self.identity_share, self.flip, self.colour, self.consecutive,
                                self.hard_share, self.moved_share)
-        key, key_free, key_landmarks, key_colours, source, meshes, target, landmarks, motion, crop = zip(*items)
+        columns = list(zip(*items))
+        key, key_free, key_landmarks, key_colours, source, meshes, target, landmarks, motion, crop = columns[:10]
         key, key_free, key_landmarks, key_colours, source, target, landmarks, motion, crop = map(
             np.stack, (key, key_free, key_landmarks, key_colours, source, target, landmarks, motion, crop))
         mesh = MeshTensors(*(torch.from_numpy(np.stack(x)) for x in zip(*meshes)))
@@ -260,11 +291,17 @@ class Pairs:
         def picture(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
 
-        return {"key": KeyPictures(picture(key), picture(key_free), torch.from_numpy(key_landmarks),
-                                   torch.from_numpy(key_colours)),
-                "source": torch.from_numpy(source), "mesh": mesh,
-                "exact": torch.from_numpy(exact_points(source.shape[1]))[None], "target": torch.from_numpy(target),
-                "landmarks": torch.from_numpy(landmarks), "motion": torch.from_numpy(motion), "picture": picture(crop)}
+        batch = {"key": KeyPictures(picture(key), picture(key_free), torch.from_numpy(key_landmarks),
+                                    torch.from_numpy(key_colours)),
+                 "source": torch.from_numpy(source), "mesh": mesh,
+                 "exact": torch.from_numpy(exact_points(source.shape[1]))[None], "target": torch.from_numpy(target),
+                 "landmarks": torch.from_numpy(landmarks), "motion": torch.from_numpy(motion), "picture": picture(crop)}
+        if len(columns) > 10:           # the full-size pictures (the regions stage)
+            key, key_free, key_colours, crop = (np.stack(x) for x in columns[10:])
+            batch["key_full"] = KeyPictures(picture(key), picture(key_free), batch["key"].landmarks,
+                                            torch.from_numpy(key_colours))
+            batch["picture_full"] = picture(crop)
+        return batch
 
 
 def load_clips(config: TrainConfig, side: str) -> dict[str, list[Clip]]:
@@ -275,7 +312,7 @@ def load_clips(config: TrainConfig, side: str) -> dict[str, list[Clip]]:
         path = config.cache / cache_name(name)
         if not path.exists():
             raise FileNotFoundError(f"{path} is not prepared: run `python -m models.train_data`")
-        clips.setdefault(split[name], []).append(Clip(path))
+        clips.setdefault(split[name], []).append(Clip(path, full=config.stage == "regions"))
     return clips
 
 
@@ -296,6 +333,12 @@ def ssim_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1.0 - s.mean((1, 2, 3))
 
 
+def temporal_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 of the change between the pictures drawn of consecutive frames (the batch holds
+    them in pairs) against the change between the real ones."""
+    return ((out[0::2] - out[1::2]) - (target[0::2] - target[1::2])).abs().mean()
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """The rate at `step`: `lr` throughout, or a cosine from `lr` down to `lr_final` at
     `steps` (a function of the step alone, so a resumed run goes on where it was)."""
@@ -310,7 +353,14 @@ class Trainer:
         self.config = config
         torch.manual_seed(config.seed)
         self.generator = Generator()
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr)
+        if config.init is not None:
+            self.generator.load_state_dict(weights_state(config.init))
+        trained = self.generator.regions if config.stage == "regions" else self.generator
+        for p in self.generator.parameters():
+            p.requires_grad_(False)
+        for p in trained.parameters():
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.Adam(trained.parameters(), lr=config.lr)
         self.perceptual = SqueezeLPIPS()
         self.step = 0
         self.seconds = 0.0
@@ -323,7 +373,42 @@ class Trainer:
                       b["landmarks"], b["motion"])
         return out.frame, (out.frame - out.correction).clamp(0.0, 1.0)
 
+    def region_patches(self, b: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per region (models.regions.REGIONS): the full-size picture's patch before the
+        refiner, the refiner's correction of it and the target's patch, as in use (the
+        generator's part without gradients: the regions stage trains the refiner alone)."""
+        key = b["key_full"]
+        with torch.no_grad():
+            features = self.generator.key_encoder(b["key"].picture)
+            out = correct(self.generator, b["key"], features, b["mesh"], b["source"], b["exact"], b["target"],
+                          b["landmarks"], b["motion"])
+            full = full_size(key.picture, key.iris_free, key.lid_colours, identity_grid(key.picture.shape[-1]),
+                             out.disp, out.correction, out.eyes)
+            key_inputs = key_patches(key.picture, key.landmarks)
+        parts = self.generator.regions.corrections(full, b["landmarks"], key_inputs, key.landmarks)
+        return [(patch, correction, cut(b["picture_full"], *frame, region.patch))
+                for region, (patch, correction, frame, _) in zip(REGIONS, parts)]
+
+    def region_losses(self, b: dict) -> dict[str, torch.Tensor]:
+        w = self.config.loss
+        sums: dict[str, torch.Tensor] = {}
+        parts = self.region_patches(b)
+        for patch, correction, target in parts:
+            out = (patch + correction).clamp(0.0, 1.0)
+            big, target_big = resize(out, REGION_LOSS_SIZE), resize(target, REGION_LOSS_SIZE)
+            for name, value in (("l1", (out - target).abs().mean()), ("ssim", ssim_loss(out, target).mean()),
+                                ("perceptual", self.perceptual(big, target_big).mean())):
+                sums[name] = sums.get(name, 0.0) + value / len(REGIONS)
+        sums["total"] = w.l1 * sums["l1"] + w.ssim * sums["ssim"] + w.perceptual * sums["perceptual"]
+        if w.temporal:      # consecutive frames in pairs (Pairs.consecutive), as in the first stage
+            sums["temporal"] = sum(temporal_loss((patch + correction).clamp(0.0, 1.0), target)
+                                   for patch, correction, target in parts) / len(REGIONS)
+            sums["total"] = sums["total"] + w.temporal * sums["temporal"]
+        return sums
+
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.config.stage == "regions":
+            return self.region_losses(b)
         w = self.config.loss
         out, _ = self.synthesize(b)
         target = b["picture"]
@@ -333,8 +418,7 @@ class Trainer:
                  "perceptual": self.perceptual(out, target).mean()}
         parts["total"] = w.l1 * parts["l1"] + w.ssim * parts["ssim"] + w.perceptual * parts["perceptual"]
         if w.temporal:      # the batch holds consecutive frames in pairs (Pairs.consecutive)
-            change, real = out[0::2] - out[1::2], target[0::2] - target[1::2]
-            parts["temporal"] = (change - real).abs().mean()
+            parts["temporal"] = temporal_loss(out, target)
             parts["total"] = parts["total"] + w.temporal * parts["temporal"]
         return parts
 
@@ -363,26 +447,46 @@ class Trainer:
 
     # -- validation and samples ---------------------------------------------------------
 
+    def compared(self, b: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(with, without, target) of what the stage trains: the working-size pictures with
+        the generator's correction and the plain warp, or per region the patches with the
+        refiner's correction and without."""
+        if self.config.stage == "regions":
+            return [((patch + correction).clamp(0.0, 1.0), patch, target)
+                    for patch, correction, target in self.region_patches(b)]
+        out, warp = self.synthesize(b)
+        return [(out, warp, b["picture"])]
+
     @torch.no_grad()
     def validate(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """Mean L1 and SqueezeNet LPIPS of v2 and of the plain warp on fixed validation pairs."""
+        """Mean L1 and SqueezeNet LPIPS of what the stage trains (v2's picture, or the
+        refined regions) and of what it starts from (the plain warp, or the regions before
+        the refiner) on fixed validation pairs."""
         self.generator.eval()
         sums = {"l1": 0.0, "lpips_sq": 0.0, "warp_l1": 0.0, "warp_lpips_sq": 0.0}
+        count = 0
         for b in batches:
-            out, warp = self.synthesize(b)
-            sums["l1"] += (out - b["picture"]).abs().mean().item()
-            sums["warp_l1"] += (warp - b["picture"]).abs().mean().item()
-            sums["lpips_sq"] += self.perceptual(out, b["picture"]).mean().item()
-            sums["warp_lpips_sq"] += self.perceptual(warp, b["picture"]).mean().item()
+            for out, warp, target in self.compared(b):
+                count += 1
+                sums["l1"] += (out - target).abs().mean().item()
+                sums["warp_l1"] += (warp - target).abs().mean().item()
+                size = max(target.shape[-1], REGION_LOSS_SIZE)
+                sums["lpips_sq"] += self.perceptual(resize(out, size), resize(target, size)).mean().item()
+                sums["warp_lpips_sq"] += self.perceptual(resize(warp, size), resize(target, size)).mean().item()
         self.generator.train()
-        return {k: round(v / len(batches), 5) for k, v in sums.items()}
+        return {k: round(v / count, 5) for k, v in sums.items()}
 
     @torch.no_grad()
     def write_samples(self, b: dict[str, torch.Tensor], path: Path) -> None:
         self.generator.eval()
-        out, warp = self.synthesize(b)
+        compared = self.compared(b)
         self.generator.train()
-        rows = [torch.cat([b["key"].picture[i], warp[i], out[i], b["picture"][i]], 2) for i in range(len(out))]
+        if self.config.stage == "regions":     # per pair: each region's before | after | target
+            rows = [torch.cat([resize(x[None], REGION_LOSS_SIZE)[0] for out, warp, target in compared
+                               for x in (warp[i], out[i], target[i])], 2) for i in range(len(b["landmarks"]))]
+        else:
+            out, warp, target = compared[0]
+            rows = [torch.cat([b["key"].picture[i], warp[i], out[i], target[i]], 2) for i in range(len(out))]
         grid = (torch.cat(rows, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), grid[..., ::-1])

@@ -19,6 +19,12 @@ network needs per (key frame, frame) pair is stored at the working size (128):
     motions    (K, N, 4) float32        every frame's decoded global motion against each key
                                         frame (models.global_motion, quantised as the encoder does)
 
+and at the codec's size (256), for the regional refiner (models/regions.py), which draws
+the eyes and the mouth at the picture's own resolution:
+
+    crops_full      (N, 256, 256, 3) uint8   every frame's crop
+    key_images_full (K, 256, 256, 3) uint8   the decoded VVC key frames
+
     python -m models.train_data [--out out/train_cache] [--split models/assets/synth_split.yaml]
 """
 
@@ -127,12 +133,13 @@ def prepare_clip(path: Path, basis: FaceBasis, max_frames: int = MAX_FRAMES,
             src, _ = geometry.points(torch.as_tensor(ref.reference_params(), dtype=torch.float32)[None])
             tgt, lm = geometry.points(torch.as_tensor(params, dtype=torch.float32), torch.from_numpy(motion))
         motions.append(motion)
-        key_images.append(_small(picture))
+        key_images.append(picture)
         sources.append(normalised(src[0, :, :2], config.size).numpy())
         targets.append(frame_points(tgt, config.size).numpy().astype(np.float16))
         landmarks.append(normalised(lm[..., :2], config.size).numpy().astype(np.float16))
     return {"crops": np.stack([_small(c) for c in crops]), "valid": valid, "keys": keys,
-            "key_images": np.stack(key_images), "sources": np.stack(sources), "targets": np.stack(targets),
+            "key_images": np.stack([_small(p) for p in key_images]), "crops_full": np.stack(crops),
+            "key_images_full": np.stack(key_images), "sources": np.stack(sources), "targets": np.stack(targets),
             "landmarks": np.stack(landmarks), "motions": np.stack(motions)}
 
 

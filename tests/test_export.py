@@ -1,6 +1,7 @@
 """Synthesizer v2's ONNX export (models/export.py) and its ONNX Runtime backend (models/onnx_synth.py),
 against the torch graph on real frames of a real clip."""
 
+import copy
 import json
 
 import numpy as np
@@ -123,6 +124,30 @@ def test_the_onnx_backend_is_for_the_learned_synthesizer_only(key):
         Synthesis("learned", backend="tensorrt").build(*args)
 
 
+def test_the_lighter_setting_has_its_own_graph_and_skips_the_refiner_only(key, generator, exported, tmp_path):
+    tracked, ref = key
+    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
+    with pytest.raises(ValueError, match="no-regions"):
+        Synthesis("warp", regions=False).build(*args)
+    lighter = tmp_path / "lighter.onnx"
+    assert export(generator, lighter, 256, regions=False)["regions"] is False
+    with pytest.raises(OnnxBackendError, match="without the regional refiner"):
+        OnnxSynthesizer(*args, generator=generator, onnx_model=lighter)          # asked with it
+    params, motions = real_frames(key)
+    torch_lighter = LearnedSynthesizer(*args, generator=generator, regions=False)
+    onnx_lighter = OnnxSynthesizer(*args, generator=generator, onnx_model=lighter, regions=False)
+    no_refiner = copy.deepcopy(generator)
+    for net in (no_refiner.regions.eyes, no_refiner.regions.mouth):
+        net.out.weight.data.zero_()
+        net.out.bias.data.zero_()
+    full, zeroed = LearnedSynthesizer(*args, generator=generator), LearnedSynthesizer(*args, generator=no_refiner)
+    for p, m in zip(params, motions):
+        ours = torch_lighter.render(p, m).astype(int)
+        assert np.abs(ours - onnx_lighter.render(p, m)).max() <= 1
+        assert np.array_equal(ours, zeroed.render(p, m))        # the refiner is all it leaves out
+        assert not np.array_equal(ours, full.render(p, m))
+
+
 def test_a_model_of_other_weights_is_refused_and_a_missing_one_exported(key, exported, tmp_path):
     tracked, ref = key
     args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
@@ -139,8 +164,10 @@ def test_a_model_of_other_weights_is_refused_and_a_missing_one_exported(key, exp
 def test_the_command_exports_trained_weights(tmp_path, generator):
     weights, out = tmp_path / "synth.pt", tmp_path / "cli" / "synth.onnx"
     torch.save({"version": Generator.VERSION, "state": generator.state_dict()}, weights)
-    assert main(["--out", str(out), "--weights", str(weights), "--size", "256"]) == 0
-    assert json.loads(metadata_path(out).read_text())["weights_sha256"] == weights_fingerprint(generator)
+    assert main(["--out", str(out), "--weights", str(weights), "--size", "512"]) == 0    # (256: the fixture)
+    meta = json.loads(metadata_path(out).read_text())
+    assert meta["weights_sha256"] == weights_fingerprint(generator) and meta["size"] == 512
+    onnx.checker.check_model(str(out), full_check=True)
     assert main(["--out", str(out), "--weights", str(tmp_path / "missing.pt")]) == 1
 
 

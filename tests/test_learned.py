@@ -22,6 +22,7 @@ from models.learned import (
     resize,
 )
 from models.motion import KeyConstants, KeyGeometry, MeshTensors, euler_yxz, identity_grid, normalised
+from models.regions import RIGHT_EYE
 from models.synthesizer import EYES
 from models.train import CHECKPOINT, LossWeights, TrainConfig, hard_frames, learning_rate, moved_frames, train
 from models.train_data import cache_name, prepare_clip
@@ -47,11 +48,43 @@ def test_torch_landmarks_match_the_face_model(key):
     assert np.abs(ours - ref.face_model().landmarks(params)).max() < 1e-2
 
 
+def drawing_generator() -> Generator:
+    """An untrained generator whose correction and refiner draw (their last layers random,
+    not the zeros they start from)."""
+    generator = Generator()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for out in (generator.decoder.out, generator.regions.eyes.out, generator.regions.mouth.out):
+            out.weight.normal_(0.0, 0.1)
+            out.bias.normal_(0.0, 0.1)
+    return generator
+
+
 def test_key_frame_parameters_give_back_the_key_frame_whatever_the_weights(key):
     tracked, ref = key
     synth = LearnedSynthesizer(tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights,
-                               generator=Generator())           # untrained: the gate must still hold
+                               generator=drawing_generator())      # the gates must hold
     assert np.array_equal(synth.render(ref.reference_params()), tracked[0].crop)
+
+
+def test_the_refiner_draws_on_the_regions_that_moved_and_only_there(key):
+    tracked, ref = key
+    model = ref.face_model()
+    params = ref.reference_params().copy()
+    params[I_EYE_R] *= 0.3                                      # the right eye closes, nothing else moves
+    plain = LearnedSynthesizer(tracked[0].crop, model, ref.reference_params(), ref.ring_weights,
+                               generator=Generator())
+    drawing = LearnedSynthesizer(tracked[0].crop, model, ref.reference_params(), ref.ring_weights,
+                                 generator=drawing_generator())
+    drawing.graph.generator.decoder.out.weight.data.zero_()   # the generator's correction as in `plain`
+    drawing.graph.generator.decoder.out.bias.data.zero_()
+    changed = np.abs(drawing.render(params).astype(int) - plain.render(params).astype(int)).max(-1) > 0
+    marks = model.landmarks(params)[:, :2]
+    ys, xs = np.nonzero(changed)
+    corners = marks[list(RIGHT_EYE.corners)]
+    reach = RIGHT_EYE.half * np.linalg.norm(corners[1] - corners[0]) * np.sqrt(2) + 1
+    assert len(ys) > 50                                          # the closing eye is redrawn
+    assert np.hypot(xs - corners.mean(0)[0], ys - corners.mean(0)[1]).max() <= reach   # in its patch only
 
 
 def test_a_head_turn_moves_the_face_and_leaves_the_corners(key):
@@ -152,6 +185,16 @@ def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume
     assert saved["best"] == summary["lpips_sq"]                # a resumed run keeps only a better step
     config.steps = 3
     assert train(config, progress=False)["steps_run"] == 3     # resumed from the checkpoint, one more step
+    # the second stage: the regional refiner on the first stage's weights, the rest left as they are
+    regions = TrainConfig(cache=cache, split=split, out=tmp_path / "regions", weights=tmp_path / "refined.pt",
+                          steps=2, batch=2, log_every=1, checkpoint_every=1, validate_every=1, threads=1,
+                          loss=LossWeights(temporal=0.0), hard_share=0.5, stage="regions", init=config.weights)
+    regions.out.mkdir()
+    assert train(regions, progress=False)["steps_run"] == 2
+    assert (regions.out / "samples" / "final.png").exists()
+    first, second = load_generator(config.weights).state_dict(), load_generator(regions.weights).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first if not k.startswith("regions."))
+    assert not torch.equal(first["regions.eyes.out.weight"], second["regions.eyes.out.weight"])
 
 
 def test_the_learning_rate_is_constant_or_a_cosine_down_to_its_final_value():
