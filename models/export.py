@@ -119,12 +119,14 @@ def code_fingerprint() -> str:
     the same weights but older motion code is not used."""
     import models.generator
     import models.iris_layer
+    import models.layers
     import models.learned
     import models.motion
     import models.regions
 
     digest = hashlib.sha256()
-    for module in (models.motion, models.generator, models.iris_layer, models.regions, models.learned):
+    for module in (models.motion, models.layers, models.generator, models.iris_layer, models.regions,
+                   models.learned):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()
 
@@ -232,7 +234,8 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET,
         outputs = {OUTPUT: np.zeros((1, 3, size, size), np.float32), NEXT_STATE: state}
         meta = {"generator_version": Generator.VERSION, "weights_sha256": weights_fingerprint(generator),
                 "code_sha256": code_fingerprint(),
-                "size": size, "regions": regions, "work_size": WORK, "opset": opset, "exporter": EXPORTER, "torch": torch.__version__,
+                "size": size, "regions": regions, "work_size": WORK, "opset": opset, "exporter": EXPORTER,
+                "torch": torch.__version__,
                 "onnx": onnx.__version__, "inputs": _shapes({PARAMS: params, MOTION: motion, STATE: state, **key}),
                 "outputs": _shapes(outputs)}
         meta_staged = Path(tmp) / "meta.json"

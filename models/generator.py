@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.layers import conv_block
 from models.motion import GROUPS
 from models.regions import RegionRefiner
 
@@ -32,18 +33,13 @@ CHANNELS = (16, 32, 48, 64)
 FRAME_INPUTS = len(GROUPS) + 1 + 3      # heat maps, motion magnitude, warped key frame
 
 
-def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True),
-                         nn.Conv2d(cout, cout, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
-
-
 class KeyEncoder(nn.Module):
     """Key frame (1, 3, WORK, WORK) in [0, 1] -> feature maps at four scales (run once per key frame)."""
 
     def __init__(self) -> None:
         super().__init__()
         ins = (3,) + CHANNELS[:-1]
-        self.levels = nn.ModuleList(_block(i, o, 1 if k == 0 else 2) for k, (i, o) in enumerate(zip(ins, CHANNELS)))
+        self.levels = nn.ModuleList(conv_block(i, o, 1 if k == 0 else 2) for k, (i, o) in enumerate(zip(ins, CHANNELS)))
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         out, x = [], image
@@ -59,13 +55,13 @@ class FrameDecoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         ins = (FRAME_INPUTS,) + CHANNELS[:-1]
-        self.cond = nn.ModuleList(_block(i, o, 1 if k == 0 else 2) for k, (i, o) in enumerate(zip(ins, CHANNELS)))
+        self.cond = nn.ModuleList(conv_block(i, o, 1 if k == 0 else 2) for k, (i, o) in enumerate(zip(ins, CHANNELS)))
         ups = []
         for k in range(len(CHANNELS) - 1, 0, -1):
             below = CHANNELS[k] * 2 if k == len(CHANNELS) - 1 else CHANNELS[k]
-            ups.append(_block(below + 2 * CHANNELS[k - 1], CHANNELS[k - 1]))
+            ups.append(conv_block(below + 2 * CHANNELS[k - 1], CHANNELS[k - 1]))
         self.ups = nn.ModuleList(ups)
-        self.bottom = _block(2 * CHANNELS[-1], 2 * CHANNELS[-1])
+        self.bottom = conv_block(2 * CHANNELS[-1], 2 * CHANNELS[-1])
         self.out = nn.Conv2d(CHANNELS[0], 3, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

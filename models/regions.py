@@ -39,6 +39,7 @@ from models.face_model import (
     RIGHT_EYE_UPPER,
     RIGHT_IRIS,
 )
+from models.layers import conv_block
 from models.motion import INNER_LIPS, OUTER_LIPS, heat_maps, identity_grid
 
 SCALE = 256             # patches are cut from the picture at this size (resized when it is another)
@@ -139,11 +140,6 @@ def region_inputs(picture: torch.Tensor, landmarks: torch.Tensor, region: Region
     return torch.cat([cut(picture, *frame, region.patch), maps], 1), frame
 
 
-def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.LeakyReLU(0.2, inplace=True),
-                         nn.Conv2d(cout, cout, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True))
-
-
 class RegionNet(nn.Module):
     """A three-level U-Net: the frame's patch and maps, the key frame's -> a colour correction
     (B, 3, n, n) in (-1, 1); its last layer starts at zero (no correction)."""
@@ -151,8 +147,8 @@ class RegionNet(nn.Module):
     def __init__(self, groups: int) -> None:
         super().__init__()
         ins = (2 * (3 + groups),) + CHANNELS[:-1]
-        self.down = nn.ModuleList(_block(i, o, 1 if k == 0 else 2) for k, (i, o) in enumerate(zip(ins, CHANNELS)))
-        self.ups = nn.ModuleList(_block(CHANNELS[k] + CHANNELS[k - 1], CHANNELS[k - 1])
+        self.down = nn.ModuleList(conv_block(i, o, 1 if k == 0 else 2) for k, (i, o) in enumerate(zip(ins, CHANNELS)))
+        self.ups = nn.ModuleList(conv_block(CHANNELS[k] + CHANNELS[k - 1], CHANNELS[k - 1])
                                  for k in range(len(CHANNELS) - 1, 0, -1))
         self.out = nn.Conv2d(CHANNELS[0], 3, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
@@ -205,7 +201,7 @@ def at_scale(picture: torch.Tensor) -> torch.Tensor:
     streams have are 256 and 512; a box filter exports to ONNX, an antialiased resize does not)."""
     factor = picture.shape[-1] // SCALE
     if factor * SCALE != picture.shape[-1]:
-        raise ValueError(f"the regional refiner needs a picture of a multiple of {SCALE} pixels, not {picture.shape[-1]}")
+        raise ValueError(f"the regional refiner needs a multiple of {SCALE} pixels a side, not {picture.shape[-1]}")
     return picture if factor == 1 else F.avg_pool2d(picture, factor)
 
 
