@@ -173,10 +173,10 @@ class RegionRefiner(nn.Module):
         self.mouth = RegionNet(len(MOUTH.groups))
 
     def corrections(self, picture: torch.Tensor, landmarks: torch.Tensor, key: list[torch.Tensor],
-                    key_landmarks: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, Frame, torch.Tensor]]:
+                    key_landmarks: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, Frame]]:
         """Per region (REGIONS: the eyes, then the mouth): its patch of `picture` (B, 3, n, n;
-        at SCALE), the gated, windowed correction of it, the patch's frame and the gate
-        (B, 1, 1, 1); `key` is `key_patches` of the key frame."""
+        at SCALE), the gated, windowed correction of it and the patch's frame; `key` is
+        `key_patches` of the key frame."""
         batch = len(landmarks)
         cuts = [region_inputs(picture, landmarks, r) for r in REGIONS]
         inputs = [torch.cat([x, k.expand(batch, -1, -1, -1)], 1) for (x, _), k in zip(cuts, key)]
@@ -184,14 +184,14 @@ class RegionRefiner(nn.Module):
         out = []
         for region, (x, frame), c in zip(REGIONS, cuts, (eyes[:batch], eyes[batch:], self.mouth(inputs[2]))):
             gate = region_gate(region, landmarks, key_landmarks)
-            out.append((x[:, :3], c * window(region.patch, c.device) * gate, frame, gate))
+            out.append((x[:, :3], c * window(region.patch, c.device) * gate, frame))
         return out
 
     def forward(self, picture: torch.Tensor, landmarks: torch.Tensor, key: list[torch.Tensor],
                 key_landmarks: torch.Tensor, picture_grid: torch.Tensor) -> torch.Tensor:
         """`picture` (B, 3, S, S) with its eyes and mouth corrected; `picture_grid` is its
         identity grid (S, S, 2)."""
-        for _, correction, frame, _ in self.corrections(at_scale(picture), landmarks, key, key_landmarks):
+        for _, correction, frame in self.corrections(at_scale(picture), landmarks, key, key_landmarks):
             picture = picture + lay_back(correction, *frame, picture_grid)
         return picture
 

@@ -18,6 +18,12 @@ resumable: a checkpoint in `out` every `checkpoint_every` steps, picked up again
 of the validation identities) go to `weights` with their version: on this data the
 validation loss stops falling after about 2000 steps while the training loss goes on.
 Progress bar, a JSON-lines log and sample pictures (key | warp | v2 | target) in `out`.
+
+Two stages (`stage`): "generator" trains all of it at the working size (128) as above;
+"regions" starts from a first stage's weights (`init`), keeps them, and trains the regional
+refiner (models/regions.py) alone on the eye and mouth patches of the full-size picture
+(256, as in use), with the same losses on the patches (the cache's full-size pictures;
+models/train_regions.yaml).
 """
 
 from __future__ import annotations
@@ -387,22 +393,20 @@ class Trainer:
             key_inputs = key_patches(key.picture, key.landmarks)
         parts = self.generator.regions.corrections(full, b["landmarks"], key_inputs, key.landmarks)
         return [(patch, correction, cut(b["picture_full"], *frame, region.patch))
-                for region, (patch, correction, frame, _) in zip(REGIONS, parts)]
+                for region, (patch, correction, frame) in zip(REGIONS, parts)]
 
     def region_losses(self, b: dict) -> dict[str, torch.Tensor]:
         w = self.config.loss
         sums: dict[str, torch.Tensor] = {}
-        parts = self.region_patches(b)
-        for patch, correction, target in parts:
-            out = (patch + correction).clamp(0.0, 1.0)
+        drawn = [((patch + correction).clamp(0.0, 1.0), target) for patch, correction, target in self.region_patches(b)]
+        for out, target in drawn:
             big, target_big = resize(out, REGION_LOSS_SIZE), resize(target, REGION_LOSS_SIZE)
             for name, value in (("l1", (out - target).abs().mean()), ("ssim", ssim_loss(out, target).mean()),
                                 ("perceptual", self.perceptual(big, target_big).mean())):
                 sums[name] = sums.get(name, 0.0) + value / len(REGIONS)
         sums["total"] = w.l1 * sums["l1"] + w.ssim * sums["ssim"] + w.perceptual * sums["perceptual"]
         if w.temporal:      # consecutive frames in pairs (Pairs.consecutive), as in the first stage
-            sums["temporal"] = sum(temporal_loss((patch + correction).clamp(0.0, 1.0), target)
-                                   for patch, correction, target in parts) / len(REGIONS)
+            sums["temporal"] = sum(temporal_loss(out, target) for out, target in drawn) / len(REGIONS)
             sums["total"] = sums["total"] + w.temporal * sums["temporal"]
         return sums
 
