@@ -225,6 +225,6 @@ def test_warm_up_prepares_the_function_every_key_frame_of_the_size_reuses(monkey
     monkeypatch.setattr(learned.torch, "compile", fake_compile)
     monkeypatch.setattr(learned, "_COMPILED", {})
     Synthesis("learned", device="cpu", compiled=True).warm_up(256)
-    assert len(calls) == 1 and list(learned._COMPILED) == [(256, "cpu", id(learned.load_generator()))]
+    assert len(calls) == 1 and list(learned._COMPILED) == [(256, "cpu", id(learned.load_generator()), True)]
     Synthesis("learned").warm_up(256)           # without --compile: nothing
     assert len(calls) == 1
