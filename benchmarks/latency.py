@@ -72,6 +72,7 @@ from benchmarks.call_keyframes import (
 from live.audio import RTP_OVERHEAD_BYTES
 from live.config import LiveConfig
 from live.stats import summary
+from models.synthesizers import DEFAULT_SYNTH, SYNTHS
 
 log = logging.getLogger("benchmarks.latency")
 REPO = Path(__file__).resolve().parent.parent
@@ -203,7 +204,7 @@ def keyframe_dirs(raw: Path, prefix: str) -> tuple[Path, Path]:
 
 
 def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler: CpuSampler,
-             save_video: bool, timeout: float, synth: str = "warp", voice: bool = True, prefix: str = "ours",
+             save_video: bool, timeout: float, synth: str = DEFAULT_SYNTH, voice: bool = True, prefix: str = "ours",
              sender_options: Sequence[str] = ()) -> dict:
     """Our call; with the file's voice (12 kbit/s Opus on the same connection) or without
     (`--audio-source none`); `sender_options`: more options of the sender (`--config`)."""
@@ -269,6 +270,7 @@ def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler
         "total_wire_kbps": rate(wire),
         "frames_sent": len(sent),
         "frames_rendered": rstats["frames_rendered"],
+        "synthesis_frames": rstats.get("synthesis_frames"),
         "delivered": round(rstats["frames_rendered"] / frames, 4),
         "frames_lost": rstats["frames_lost"],
         "frames_dropped_stale": rstats["frames_dropped_stale"],
@@ -617,8 +619,11 @@ def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_e
     for k in STAGES:
         s = ours["stages_ms"][k]
         lines.append(f"| {k} | {_f(s['median'], 2)} | {_f(s['p95'], 2)} | {what[k]} |")
+    drawn = ", ".join(f"{k}: {n}" for k, n in (ours.get("synthesis_frames") or {}).items())
     lines += ["", f"Frames dropped by our receiver because a newer one arrived before synthesis was free: "
-              f"{ours['frames_dropped_stale']}; lost: {ours['frames_lost']}.", "",
+              f"{ours['frames_dropped_stale']}; lost: {ours['frames_lost']}.  Frames drawn by each synthesizer "
+              f"setting (`--synth {settings.get('synth')}`; with auto, receiver.pace steps down while one cannot keep "
+              f"up): {drawn or 'n/a'}.", "",
               "![latency](latency.png)", ""]
     path.write_text("\n".join(lines))
 
@@ -639,8 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="report folder")
     parser.add_argument("--save-video", action="store_true", help="also write our received video (costs CPU)")
     parser.add_argument("--skip-vp8", action="store_true", help="only ours")
-    parser.add_argument("--synth", default="warp", choices=("warp", "learned"),
-                        help="the receiver's synthesizer (default: %(default)s)")
+    parser.add_argument("--synth", default=DEFAULT_SYNTH, choices=SYNTHS,
+                        help="the receiver's synthesizer (default: %(default)s: the best that keeps up, "
+                             "receiver.pace)")
     parser.add_argument("--first-picture-pairs", type=_count, default=2, metavar="N",
                         help=f"N more pairs of {PAIR_SECONDS:.0f} s calls with and without the sharp key frame: the "
                              "first picture's delay is the median over all pairs (default: %(default)s)")

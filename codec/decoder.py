@@ -57,6 +57,7 @@ class DecodedKeyframe:
     synth: Synth
     key_params: np.ndarray                 # the key frame's own values in the decoder's format
     translator: Translator | None = None
+    synthesis: Synthesis | None = None     # what built `synth` (ifvc decoder format; None: the format's own)
 
 
 def check_decoder_choice(decoder_format: FeatureFormat, synthesis: Synthesis, translator: str) -> None:
@@ -64,7 +65,7 @@ def check_decoder_choice(decoder_format: FeatureFormat, synthesis: Synthesis, tr
     cannot go together; builds nothing."""
     if translator not in TRANSLATOR_METHODS:
         raise DecoderFormatError(f"unknown translator {translator!r}: choose one of {', '.join(TRANSLATOR_METHODS)}")
-    if decoder_format is not IFVC and synthesis.synth != "warp":
+    if decoder_format is not IFVC and synthesis.resolved(ifvc=False).synth != "warp":
         raise DecoderFormatError(f"--synth {synthesis.synth} runs on ifvc parameters only; decoder format "
                                  f"{decoder_format.name} has its own motion model (use --synth warp)")
 
@@ -84,6 +85,7 @@ class FaceDecoder:
             raise StreamError(f"stream has {header.num_params} parameters per frame, basis {basis.version} has "
                               f"{basis.num_params}")
         self.decoder_format = self.stream_format if decoder_format is None else format_named(decoder_format)
+        synthesis = synthesis.resolved(self.decoder_format is IFVC)      # --synth auto: what plays this format
         check_decoder_choice(self.decoder_format, synthesis, translator)
         self.header = header
         self.basis = basis
@@ -97,6 +99,7 @@ class FaceDecoder:
         self.key_id: int | None = None
         self._synth: Synth | None = None
         self._translator: Translator | None = None
+        self._in_use: DecodedKeyframe | None = None
 
     @property
     def translates(self) -> bool:
@@ -113,9 +116,11 @@ class FaceDecoder:
         reference = Reference.unpack(record.geometry, self.basis, self.header.width, self.header.geometry_step,
                                      self.reference_steps)
         name = self.decoder_format.name
+        synthesis = None
         if self.decoder_format is IFVC:
             key_params = reference.reference_params()
-            synth = self.synthesis.build(picture, reference.face_model(), key_params, reference.ring_weights)
+            synthesis = self.synthesis
+            synth = synthesis.build(picture, reference.face_model(), key_params, reference.ring_weights)
         else:
             from models.feature_formats import key_features
             from models.format_motion import build_format_synth
@@ -131,10 +136,26 @@ class FaceDecoder:
                                              steps=self.steps)
             except TranslatorError as exc:
                 raise DecoderFormatError(str(exc)) from None
-        return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator)
+        return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator, synthesis)
+
+    def set_synthesis(self, synthesis: Synthesis) -> None:
+        """Make the pictures with `synthesis` from now on (a live receiver stepping down:
+        receiver.pace): key frames decoded from now on are built with it, and the one in use,
+        or one decoded before, gets a synthesizer of it when it is used."""
+        synthesis = synthesis.resolved(self.decoder_format is IFVC)
+        check_decoder_choice(self.decoder_format, synthesis, self.translator_method)
+        self.synthesis = synthesis
+        if self._in_use is not None:
+            self.use_keyframe(self._in_use)
 
     def use_keyframe(self, decoded: DecodedKeyframe) -> None:
-        """Animate `decoded` from now on."""
+        """Animate `decoded` from now on (built again first when its synthesizer is not of this
+        decoder's `synthesis`)."""
+        if decoded.synthesis is not None and decoded.synthesis != self.synthesis:
+            decoded.synth = self.synthesis.build(decoded.picture, decoded.reference.face_model(), decoded.key_params,
+                                                 decoded.reference.ring_weights)
+            decoded.synthesis = self.synthesis
+        self._in_use = decoded
         self.reference = decoded.reference
         self.keyframe = decoded.picture
         self.key_id = decoded.key_id

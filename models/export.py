@@ -67,10 +67,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from codec_core.format import GLOBAL_MOTION_COUNT, NUM_FIXED, NUM_RING_POINTS, POSE, RING_WEIGHT_MAX
-from models.face_model import FaceBasis, FaceModel, eye_measures
+from codec_core.format import GLOBAL_MOTION_COUNT, NUM_FIXED
 from models.generator import WORK, Generator
 from models.learned import ASSET, SynthGraph, build_graph, key_buffers, load_generator, steady_start
+from models.synthesizers import example_keyframe
 
 log = logging.getLogger(__name__)
 
@@ -170,18 +170,9 @@ class PerFrame(torch.nn.Module):
 
 def example_graph(generator: Generator, size: int, device: str | torch.device = "cpu",
                   regions: bool = True) -> SynthGraph:
-    """A SynthGraph of a made-up key frame (the basis' mean face on grey) to trace the export
-    with: the traced operations do not depend on the values, only on the shapes."""
-    basis = FaceBasis.load()
-    model = FaceModel(basis, basis.mean, size)
-    pose = np.zeros(POSE.stop - POSE.start)
-    pose[3:] = (0.5, 0.45, np.log(0.15))          # tx, ty, log_scale: a face in the middle
-    ref_params = np.concatenate([pose, eye_measures(basis.mean), np.zeros(basis.num_expression)])
-    ring_weights = np.full(NUM_RING_POINTS, RING_WEIGHT_MAX, np.int64)
-    ramp = np.linspace(40, 220, size, dtype=np.float32)
-    picture = np.stack([ramp[None, :].repeat(size, 0), ramp[:, None].repeat(size, 1),
-                        np.full((size, size), 128, np.float32)], -1).astype(np.uint8)
-    return build_graph(generator, picture, model, ref_params, ring_weights, device, regions)
+    """A SynthGraph of a made-up key frame (`models.synthesizers.example_keyframe`) to trace
+    the export with: the traced operations do not depend on the values, only on the shapes."""
+    return build_graph(generator, *example_keyframe(size), device, regions)
 
 
 def _deg2rad(g: Any, x: Any) -> Any:

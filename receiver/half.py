@@ -149,6 +149,8 @@ class ReceiverHalf(ReceivingHalf):
                 f"lost {s['frames_lost']}; "
                 f"latency median {s['latency_ms']['median']} ms, p95 {s['latency_ms']['p95']} ms; "
                 f"params {s['param_kbps']} kbps"
+                + (f"; drawn by {', '.join(f'{k}: {n}' for k, n in s['synthesis_frames'].items())} frames"
+                   if s["synthesis_frames"] else "")
                 + (f"; voice {s['audio']['seconds']} s, latency median {s['audio']['latency_ms']['median']} ms"
                    if s["audio"]["frames"] else ""))
 

@@ -68,6 +68,7 @@ from live.config import DEFAULT
 from live.threads import lower_priority
 from models.face_model import FaceBasis
 from models.synthesizers import Synthesis
+from receiver.pace import ProbeStopped, SynthesisPace, frame_ms
 from receiver.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ class Rendered:
     job: RenderJob
     start_ms: float
     ready_ms: float
+    synthesis: str = ""     # the setting that drew it (`Synthesis.describe`)
 
 
 @dataclass
@@ -211,7 +213,9 @@ class RenderWorker:
         self._events = events
         self._sinks = sinks
         self._basis = basis or FaceBasis.load()
-        self._synthesis = synthesis
+        self._pace = SynthesisPace(synthesis)      # --synth auto: steps down when synthesis cannot keep up
+        self._stopping = threading.Event()         # `stop` was called (the probe gives up)
+        self._synthesis = self._pace.synthesis
         self._choice = choice
         self._threads = threads
         self.queue = JobQueue(max_setup)
@@ -256,6 +260,7 @@ class RenderWorker:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued, close the sinks and end the thread."""
+        self._stopping.set()
         self.queue.put(StopJob())
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -295,10 +300,20 @@ class RenderWorker:
                     log.error("closing the output failed: %s", exc)
 
     def _warm_up(self) -> None:
-        """--compile: compile the learned synthesizer for the default size before a peer comes."""
+        """Before a peer comes: --synth auto times its settings (receiver.pace); --compile
+        compiles the learned synthesizer for the default size."""
+        size = load_config().size
+        if self._pace.adaptive:
+            try:
+                self._pace.probe(lambda setting: probed_ms(setting, size, self._stopping.is_set))
+            except ProbeStopped:
+                return
+            except Exception:
+                log.exception("timing the synthesizers failed: %s it is", self._pace.synthesis.describe())
+            self._synthesis = self._pace.synthesis
+            log.info("synthesis: %s", self._synthesis.describe())
         if not self._synthesis.compiled:
             return
-        size = load_config().size
         log.info("compiling the learned synthesizer for CUDA at %d (once, about a minute)", size)
         try:
             self._synthesis.warm_up(size)
@@ -423,6 +438,7 @@ class RenderWorker:
                 except StreamError as exc:
                     self._post(self._events.keyframe_failed, None, str(exc))
                     return
+                self._pace.set_fps(job.header.fps)
                 for sink in self._sinks:
                     sink.set_fps(job.header.fps)
         elif isinstance(job, KeyframeJob):
@@ -453,13 +469,28 @@ class RenderWorker:
                 params = apply_edits(params, edits, self._editor)
             picture = self._decoder.render(params, self._decoder.motion(job.levels))
             ready = wall_ms()
-            self._post(self._events.rendered, Rendered(job, start, ready))
+            self._post(self._events.rendered, Rendered(job, start, ready, self._decoder.synthesis.describe()))
+            lighter = self._pace.rendered(ready - start)
+            if lighter is not None:
+                self._synthesis = lighter
+                self._decoder.set_synthesis(lighter)
             if not all([sink.show(job.frame, picture) for sink in self._sinks]):
                 self._post(self._events.quit)
         elif isinstance(job, BreakJob):
             self._forget_keys()             # the next session numbers its key frames anew
             for sink in self._sinks:
                 sink.session_break()
+
+
+_PROBED: dict[tuple[Synthesis, int], float] = {}
+
+
+def probed_ms(synthesis: Synthesis, size: int, stopping: Callable[[], bool]) -> float:
+    """`receiver.pace.frame_ms`, once per setting and size in a process (the web demo's
+    tabs each have a worker)."""
+    if (synthesis, size) not in _PROBED:
+        _PROBED[synthesis, size] = frame_ms(synthesis, size, stopping)
+    return _PROBED[synthesis, size]
 
 
 def _background_thread(threads: int) -> None:

@@ -89,6 +89,7 @@ class ReceiverStats:
     first_packet_t: float | None = None
     last_packet_t: float | None = None
     latency: Samples = field(default_factory=Samples)
+    synthesis_frames: dict[str, int] = field(default_factory=dict)    # frames rendered per setting (--synth auto)
     stages: dict[str, Samples] = field(default_factory=lambda: {
         name: Samples() for name in ("capture_to_arrival", "decoding", "queue", "synthesis")})
 
@@ -121,6 +122,7 @@ class ReceiverStats:
 
     def rendered(self, r: Rendered) -> float:
         self.frames_rendered += 1
+        self.synthesis_frames[r.synthesis] = self.synthesis_frames.get(r.synthesis, 0) + 1
         if self.first_picture_ms is None:
             self.first_picture_ms = r.ready_ms
         if self.first_sharp_ms is None and r.job.key_id in self.sharp_keys:
@@ -165,6 +167,7 @@ class ReceiverStats:
             "frames_skipped": self.frames_skipped,
             "frames_expected": expected,
             "rendered_ratio": round(self.frames_rendered / expected, 4) if expected else None,
+            "synthesis_frames": dict(self.synthesis_frames),
             "latency_ms": summary(self.latency),
             "stages_ms": {k: summary(v) for k, v in self.stages.items()},
             "param_kbps": kbps(self.param_bytes, seconds),

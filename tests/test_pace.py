@@ -1,0 +1,110 @@
+"""--synth auto: what it resolves to, and the live receiver's steps down (receiver.pace)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import receiver.pace as pace
+import receiver.render as render
+from codec.decoder import FaceDecoder, check_decoder_choice
+from codec_core.bitstream import Keyframe, SessionHeader
+from codec_core.format import format_named
+from models.synthesizers import Synthesis
+from receiver.pace import SynthesisPace
+from receiver.render import RenderEvents, RenderJob, RenderWorker
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LEARNED = "learned (torch, cpu)"
+LIGHTER = "learned --no-regions (torch, cpu)"
+
+
+def test_auto_is_the_learned_synthesizer_for_ifvc_and_v1_for_other_formats():
+    auto = Synthesis("auto")
+    best = auto.resolved()
+    assert (best.synth, best.regions, best.automatic) == ("learned", True, True)
+    assert [s.describe() for s in (best, best.lighter(), best.lighter().lighter())] == [LEARNED, LIGHTER, "warp"]
+    assert best.lighter().lighter().lighter() is None
+    assert auto.resolved(ifvc=False).synth == "warp"
+    assert best.resolved(ifvc=False).synth == "warp"              # picked, so it may play fomm with v1
+    assert Synthesis("learned").resolved(ifvc=False).synth == "learned"    # named: refused, not swapped
+    check_decoder_choice(format_named("fomm"), auto, "geometry")
+    with pytest.raises(Exception, match="ifvc parameters only"):
+        check_decoder_choice(format_named("fomm"), Synthesis("learned"), "geometry")
+
+
+def test_a_decoder_with_auto_draws_with_the_learned_synthesizer_and_steps_down_on_the_key_frame_in_use():
+    header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
+    record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
+    decoder = FaceDecoder(header, synthesis=Synthesis("auto"))
+    assert decoder.synthesis.describe() == LEARNED
+    decoder.set_keyframe(record)
+    params = decoder.reference.reference_params().copy()
+    params[-5:] += 1.0                                              # the face moves: the refiner draws
+    before = decoder.render(params)
+    decoder.set_synthesis(decoder.synthesis.lighter())
+    lighter = FaceDecoder(header, synthesis=Synthesis("learned", regions=False))
+    lighter.set_keyframe(record)
+    assert np.array_equal(decoder.render(params), lighter.render(params))
+    assert not np.array_equal(before, lighter.render(params))
+
+
+def test_the_probe_steps_down_to_the_first_setting_within_the_budget():
+    times = {LEARNED: 90.0, LIGHTER: 30.0, "warp": 10.0}
+    auto = SynthesisPace(Synthesis("auto"), fps=25.0)               # 32 ms a frame
+    assert auto.probe(lambda s: times[s.describe()]).describe() == LIGHTER
+    assert [(s.before, s.after, s.when) for s in auto.steps] == [(LEARNED, LIGHTER, "before the call")]
+    slow = SynthesisPace(Synthesis("auto"), fps=50.0)               # 16 ms a frame
+    assert slow.probe(lambda s: times[s.describe()]).describe() == "warp"
+    named = SynthesisPace(Synthesis("learned"))
+    assert named.probe(lambda s: pytest.fail("a named synthesizer is not timed")).describe() == LEARNED
+
+
+def test_in_the_call_a_setting_steps_down_after_a_window_over_budget_and_never_back_up():
+    p = SynthesisPace(Synthesis("auto"), fps=25.0)
+    for _ in range(pace.WINDOW - 1):
+        assert p.rendered(100.0) is None
+    assert p.rendered(100.0).describe() == LIGHTER                 # the window's median is over 32 ms
+    for _ in range(3 * pace.WINDOW):                                 # within the budget: it stays
+        assert p.rendered(5.0) is None
+    p.set_fps(100.0)                                                 # 8 ms a frame: 5 ms still fits
+    assert all(p.rendered(5.0) is None for _ in range(pace.WINDOW))
+    for _ in range(pace.WINDOW // 2):
+        assert p.rendered(20.0) is None                              # most of the window still 5 ms
+    assert p.rendered(20.0).describe() == "warp"                    # most of it over 8 ms now
+    assert all(p.rendered(1000.0) is None for _ in range(2 * pace.WINDOW))   # nothing lighter than v1
+    named = SynthesisPace(Synthesis("learned"))
+    assert all(named.rendered(1000.0) is None for _ in range(2 * pace.WINDOW))
+
+
+def test_the_synthesis_thread_steps_down_in_the_call_and_keeps_rendering(monkeypatch):
+    """The real synthesis thread with --synth auto, given no time at all a frame: every
+    WINDOW frames it takes the next lighter setting, rebuilding the key frame's synthesizer,
+    and the frames go on being drawn."""
+    monkeypatch.setattr(render, "probed_ms", lambda synthesis, size, stopping: 0.0)    # the probe keeps the best
+    monkeypatch.setattr(pace, "BUDGET_SHARE", 0.0)
+    monkeypatch.setattr(pace, "WINDOW", 3)
+    header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
+    record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        ready, drawn = loop.create_future(), []
+        ignore = lambda *args: None
+        failed = lambda key, why, *kept: ready.set_exception(AssertionError(why))
+        worker = RenderWorker(loop, RenderEvents(lambda r: drawn.append(r.synthesis), ready.set_result, failed,
+                                                 ignore, ignore), [], synthesis=Synthesis("auto"))
+        worker.set_header(header)
+        worker.set_keyframe(record)
+        await asyncio.wait_for(ready, 60)
+        for frame in range(8):
+            worker.render(RenderJob(frame, record.key_id, np.zeros(header.values_per_frame, np.int64), 0, 0.0, 0.0))
+            while len(drawn) <= frame:
+                await asyncio.sleep(0.01)
+        await loop.run_in_executor(None, worker.stop, 5.0)
+        return drawn
+
+    assert asyncio.run(main()) == [LEARNED] * 3 + [LIGHTER] * 3 + ["warp"] * 2
