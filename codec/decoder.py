@@ -262,6 +262,8 @@ def decode_frames(parsed: ParsedStream, synthesis: Synthesis = Synthesis(), edit
     `decoder_format` (None: the stream's own), with `edits` (models.editing) applied.  Edits
     work on ifvc parameters: with another decoder format they are a DecoderFormatError."""
     decoder = FaceDecoder(parsed.header, synthesis=synthesis, decoder_format=decoder_format, translator=translator)
+    log.info("drawn by %s", decoder.synthesis.describe() if decoder.decoder_format is IFVC
+             else f"the {decoder.decoder_format.name} format's own motion model")
     if edits and decoder.decoder_format is not IFVC:
         raise DecoderFormatError(f"--edit works on ifvc parameters; decoder format {decoder.decoder_format.name} "
                                  "has none (decode with --decoder-format ifvc)")
