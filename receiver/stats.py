@@ -90,6 +90,7 @@ class ReceiverStats:
     last_packet_t: float | None = None
     latency: Samples = field(default_factory=Samples)
     synthesis_frames: dict[str, int] = field(default_factory=dict)    # frames rendered per setting (--synth auto)
+    synthesis: str | None = None       # the setting that drew the latest frame
     stages: dict[str, Samples] = field(default_factory=lambda: {
         name: Samples() for name in ("capture_to_arrival", "decoding", "queue", "synthesis")})
 
@@ -122,6 +123,7 @@ class ReceiverStats:
 
     def rendered(self, r: Rendered) -> float:
         self.frames_rendered += 1
+        self.synthesis = r.synthesis
         self.synthesis_frames[r.synthesis] = self.synthesis_frames.get(r.synthesis, 0) + 1
         if self.first_picture_ms is None:
             self.first_picture_ms = r.ready_ms
@@ -167,6 +169,7 @@ class ReceiverStats:
             "frames_skipped": self.frames_skipped,
             "frames_expected": expected,
             "rendered_ratio": round(self.frames_rendered / expected, 4) if expected else None,
+            "synthesis": self.synthesis,
             "synthesis_frames": dict(self.synthesis_frames),
             "latency_ms": summary(self.latency),
             "stages_ms": {k: summary(v) for k, v in self.stages.items()},

@@ -510,6 +510,7 @@ def test_call_in_the_browser(demo_url, browsers, meter):
     assert 0 < kbps < 10, stats_text
     assert re.search(r"Parameters received\s+\d+\.\d+ kbps", stats_text)
     assert re.search(r"Key frame \(received / sent\)\s+\d+ B / \d+ B", stats_text)
+    assert re.search(r"Drawn by\s+(warp|learned)", stats_text), stats_text      # the setting that drew it
     a.wait_for_function("document.getElementById('stat-plain').dataset.kbps > 0", timeout=10000)
     assert float(a.locator("#stat-plain").get_attribute("data-kbps")) > 10 * kbps
     wait_for_face(meter, b.locator("#remote"), 30)      # B sees A too

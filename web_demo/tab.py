@@ -232,6 +232,7 @@ class TabCall:
             "received_keyframe_bytes": snap["keyframe_bytes"] or None,
             "fps": round(fps, 1),
             "latency_ms": round(sorted(recent)[len(recent) // 2], 1) if recent else None,
+            "synthesis": snap["synthesis"],
             "frames_rendered": r.frames_rendered,
             "frames_lost": snap["frames_lost"],
             "frames_undecodable": snap["frames_undecodable"],

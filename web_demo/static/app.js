@@ -321,6 +321,7 @@ function showStats(s) {
   $("stat-keyframe").textContent = `${bytes(s.received_keyframe_bytes)} / ${bytes(s.sent_keyframe_bytes)}`;
   $("stat-fps").textContent = `${s.fps.toFixed(1)} fps`;
   $("stat-latency").textContent = s.latency_ms === null ? "-" : `${s.latency_ms.toFixed(0)} ms`;
+  $("stat-synthesis").textContent = s.synthesis ?? "-";
   $("stat-audio-kbps").textContent = `${kbps(s.received_audio_kbps)} / ${kbps(s.sent_audio_kbps)}`
     + (s.peer_muted ? " (they muted)" : "") + (s.muted ? " (you muted)" : "");
   $("stat-audio-kbps").dataset.kbps = s.received_audio_kbps ?? "";
