@@ -23,7 +23,8 @@ Two stages (`stage`): "generator" trains all of it at the working size (128) as 
 "regions" starts from a first stage's weights (`init`), keeps them, and trains the regional
 refiner (models/regions.py) alone on the eye and mouth patches of the full-size picture
 (256, as in use), with the same losses on the patches (the cache's full-size pictures;
-models/train_regions.yaml).
+models/train_regions.yaml), and optionally a patch critic's (`loss.adversarial`,
+models/patch_critic.py: one critic step after each of the refiner's).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from models.generator import WORK, Generator
 from models.iris_layer import iris_free, key_lid_colours
 from models.learned import KeyPictures, correct, full_size, resize, weights_state
 from models.motion import MeshTensors, SourceMesh, exact_points, heat_maps, identity_grid
+from models.patch_critic import PatchCritic, critic_loss, drawn_loss
 from models.perceptual import SqueezeLPIPS
 from models.regions import REGIONS, cut, key_patches
 from models.train_data import cache_name, load_split
@@ -101,6 +103,7 @@ class LossWeights:
     perceptual: float = 1.0
     region: float = 3.0      # extra L1 weight at the eyes and lips
     temporal: float = 1.0    # L1 of the change between consecutive frames against the real change
+    adversarial: float = 0.0  # the regions stage: a patch critic's hinge loss (models/patch_critic.py); 0: none
 
 
 @dataclass
@@ -367,6 +370,11 @@ class Trainer:
         for p in trained.parameters():
             p.requires_grad_(True)
         self.optimizer = torch.optim.Adam(trained.parameters(), lr=config.lr)
+        self.critic: PatchCritic | None = None     # the regions stage with `loss.adversarial`
+        if config.stage == "regions" and config.loss.adversarial > 0:
+            self.critic = PatchCritic()
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        self._drawn: list[tuple[torch.Tensor, torch.Tensor]] = []     # the last batch's patches, for the critic
         self.perceptual = SqueezeLPIPS()
         self.step = 0
         self.seconds = 0.0
@@ -408,7 +416,23 @@ class Trainer:
         if w.temporal:      # consecutive frames in pairs (Pairs.consecutive), as in the first stage
             sums["temporal"] = sum(temporal_loss(out, target) for out, target in drawn) / len(REGIONS)
             sums["total"] = sums["total"] + w.temporal * sums["temporal"]
+        if self.critic is not None:
+            sums["adversarial"] = sum(drawn_loss(self.critic, out) for out, _ in drawn) / len(REGIONS)
+            sums["total"] = sums["total"] + w.adversarial * sums["adversarial"]
+            self._drawn = [(out.detach(), target) for out, target in drawn]
         return sums
+
+    def critic_step(self) -> float | None:
+        """One step of the patch critic on the patches of the last batch the refiner drew
+        (none without `loss.adversarial`); its loss."""
+        if self.critic is None or not self._drawn:
+            return None
+        loss = sum(critic_loss(self.critic, target, out) for out, target in self._drawn) / len(self._drawn)
+        self.critic_optimizer.zero_grad()
+        loss.backward()
+        self.critic_optimizer.step()
+        self._drawn = []
+        return float(loss.detach())
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.config.stage == "regions":
@@ -431,9 +455,11 @@ class Trainer:
     def save_checkpoint(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
+        critic = {} if self.critic is None else {"critic": self.critic.state_dict(),
+                                                 "critic_optimizer": self.critic_optimizer.state_dict()}
         torch.save({"version": Generator.VERSION, "step": self.step, "seconds": self.seconds,
                     "best": self.best, "generator": self.generator.state_dict(),
-                    "optimizer": self.optimizer.state_dict()}, tmp)
+                    "optimizer": self.optimizer.state_dict(), **critic}, tmp)
         tmp.replace(path)
 
     def load_checkpoint(self, path: Path) -> None:
@@ -442,6 +468,9 @@ class Trainer:
             raise ValueError(f"{path} is a checkpoint of {saved.get('version')!r}, not {Generator.VERSION!r}")
         self.generator.load_state_dict(saved["generator"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.critic is not None and "critic" in saved:
+            self.critic.load_state_dict(saved["critic"])
+            self.critic_optimizer.load_state_dict(saved["critic_optimizer"])
         self.step, self.seconds = int(saved["step"]), float(saved["seconds"])
         self.best = float(saved.get("best", float("inf")))
 
@@ -533,6 +562,9 @@ def train(config: TrainConfig, fresh: bool = False, progress: bool = True) -> di
             parts["total"].backward()
             torch.nn.utils.clip_grad_norm_(trainer.generator.parameters(), GRAD_CLIP)
             trainer.optimizer.step()
+            critic = trainer.critic_step()
+            if critic is not None:
+                parts["critic"] = torch.tensor(critic)
             trainer.step += 1
             bar.update(1)
             if trainer.step % config.log_every == 0:

@@ -188,13 +188,18 @@ def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume
     # the second stage: the regional refiner on the first stage's weights, the rest left as they are
     regions = TrainConfig(cache=cache, split=split, out=tmp_path / "regions", weights=tmp_path / "refined.pt",
                           steps=2, batch=2, log_every=1, checkpoint_every=1, validate_every=1, threads=1,
-                          loss=LossWeights(temporal=0.0), hard_share=0.5, stage="regions", init=config.weights)
+                          loss=LossWeights(temporal=0.0, adversarial=0.1), hard_share=0.5, stage="regions",
+                          init=config.weights)
     regions.out.mkdir()
     assert train(regions, progress=False)["steps_run"] == 2
     assert (regions.out / "samples" / "final.png").exists()
     first, second = load_generator(config.weights).state_dict(), load_generator(regions.weights).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first if not k.startswith("regions."))
     assert not torch.equal(first["regions.eyes.out.weight"], second["regions.eyes.out.weight"])
+    logged = [json.loads(line) for line in (regions.out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if "lr" in r]
+    assert len(steps) == 2 and all("critic" in r and "adversarial" in r for r in steps)     # the critic trained
+    assert "critic" in torch.load(regions.out / CHECKPOINT, weights_only=True)      # and resumes
 
 
 def test_the_learning_rate_is_constant_or_a_cosine_down_to_its_final_value():
