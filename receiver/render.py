@@ -213,9 +213,8 @@ class RenderWorker:
         self._events = events
         self._sinks = sinks
         self._basis = basis or FaceBasis.load()
-        self._pace = SynthesisPace(synthesis)      # --synth auto: steps down when synthesis cannot keep up
+        self._pace = SynthesisPace(synthesis)      # its `synthesis` draws (--synth auto: steps down)
         self._stopping = threading.Event()         # `stop` was called (the probe gives up)
-        self._synthesis = self._pace.synthesis
         self._choice = choice
         self._threads = threads
         self.queue = JobQueue(max_setup)
@@ -310,13 +309,12 @@ class RenderWorker:
                 return
             except Exception:
                 log.exception("timing the synthesizers failed: %s it is", self._pace.synthesis.describe())
-            self._synthesis = self._pace.synthesis
-            log.info("synthesis: %s", self._synthesis.describe())
-        if not self._synthesis.compiled:
+            log.info("synthesis: %s", self._pace.synthesis.describe())
+        if not self._pace.synthesis.compiled:
             return
         log.info("compiling the learned synthesizer for CUDA at %d (once, about a minute)", size)
         try:
-            self._synthesis.warm_up(size)
+            self._pace.synthesis.warm_up(size)
         except Exception:
             log.exception("compiling ahead failed: the first key frame compiles instead")
             return
@@ -429,7 +427,7 @@ class RenderWorker:
                 self._forget_keys()
                 self._decoder = self._unplayable = None
                 try:
-                    self._decoder = FaceDecoder(job.header, self._basis, self._synthesis,
+                    self._decoder = FaceDecoder(job.header, self._basis, self._pace.synthesis,
                                                 self._choice.decoder_format, self._choice.translator)
                 except DecoderFormatError as exc:
                     self._unplayable = job.header
@@ -472,7 +470,6 @@ class RenderWorker:
             self._post(self._events.rendered, Rendered(job, start, ready, self._decoder.synthesis.describe()))
             lighter = self._pace.rendered(ready - start)
             if lighter is not None:
-                self._synthesis = lighter
                 self._decoder.set_synthesis(lighter)
             if not all([sink.show(job.frame, picture) for sink in self._sinks]):
                 self._post(self._events.quit)
