@@ -7,6 +7,7 @@ The targets (`targets()`, also the property tests' in tests/test_fuzz.py) are th
 (records, session header, parameter segments), the session header, the live `stream`
 channel's records, parameter packets with their decoding, the parameter coder's payloads
 (arithmetic decoder and binarisation), the key frame wrapper with its reference geometry,
+the EYE_REFERENCE record,
 the whole key frame as the receiver prepares it (VVC picture, geometry, synthesizer), the
 receiver half fed sequences of data-channel messages, the web demo's uploaded pictures,
 and the JSON messages of signaling (both directions), of the call's control channel and of
@@ -415,6 +416,21 @@ def _parse_stream_file(data: bytes) -> object:
     return [decode_segment(s, parsed.header.values_per_frame) for s in parsed.segments]
 
 
+def _stream_with_eyes() -> bytes:
+    """The fixture stream with the fixture EYE_REFERENCE record after its key frame (version 5)."""
+    from codec_core.bitstream import RecordType, read_records, write_file_start, write_record
+
+    records = [r for r in read_records(fixture("short.fcv")) if r[0] != RecordType.EYE_REFERENCE]
+    records.insert(2, (RecordType.EYE_REFERENCE, fixture("eye_reference.bin")))
+    return write_file_start() + b"".join(write_record(kind, payload) for kind, payload in records)
+
+
+def _parse_eye_reference(data: bytes) -> object:
+    from codec_core.bitstream import EyeReference
+
+    return EyeReference.unpack(data)
+
+
 def _parse_header(data: bytes) -> object:
     from codec_core.bitstream import SessionHeader
 
@@ -622,9 +638,10 @@ def targets() -> dict[str, Target]:
                 "keyframe-request", "loss", "ready", "end", "audio-clock", "muted", "call", "hangup", "edit",
                 "portrait", "mute")
     out = [
-        Target("stream_file", "stream file: records, header, key frame record, parameter segments decoded "
-               "(codec.decoder.parse_stream, decode_segment)", _parse_stream_file, (StreamError, ParamDecodeError),
-               (fixture("short.fcv"),), 150, fixup=fix_stream_crcs),
+        Target("stream_file", "stream file: records, header, key frame record, eye reference, parameter segments "
+               "decoded (codec.decoder.parse_stream, decode_segment)", _parse_stream_file,
+               (StreamError, ParamDecodeError), (fixture("short.fcv"), _stream_with_eyes()), 150,
+               fixup=fix_stream_crcs),
         Target("session_header", "SESSION_HEADER payload (SessionHeader.unpack)", _parse_header, (StreamError,),
                (fixture("session_header.bin"),), 60),
         Target("stream_message", "live `stream` channel message (live.wire.unpack_stream_record)",
@@ -637,6 +654,8 @@ def targets() -> dict[str, Target]:
         Target("keyframe_wrapper", "KEYFRAME payload and its reference geometry codeword (Keyframe.unpack, "
                "ReferenceGeometry.unpack)", _parse_keyframe_wrapper, (StreamError, ParamDecodeError),
                (fixture("keyframe.bin"),), 30),
+        Target("eye_reference", "EYE_REFERENCE payload (EyeReference.unpack)", _parse_eye_reference, (StreamError,),
+               (fixture("eye_reference.bin"),), 30),
         Target("keyframe", "KEYFRAME prepared as the receiver does (VVC decoding, reference, synthesizer)",
                _prepare_keyframe, _keyframe_errors(), (fixture("keyframe.bin"),), 4),
         Target("receiver", "receiver half fed `stream` and `params` message sequences (must never raise)",

@@ -113,7 +113,7 @@ def run_clip(clip: Path, work: Path, frames: int, formats: list[str], methods: l
         parsed, levels = streams[s]["parsed"], streams[s]["levels"]
         decoder = FaceDecoder(parsed.header, basis, decoder_format=None if s == d else d,
                               translator=method if method != NATIVE else METHODS[0])
-        decoder.set_keyframe(parsed.keyframe)
+        decoder.set_keyframe(parsed.keyframe, parsed.eyes)
         values, out, seconds = [], [], 0.0
         for lv in levels:
             start = time.perf_counter()

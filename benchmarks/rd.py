@@ -405,7 +405,7 @@ def run_clip(ctx: Context, clip: Path) -> dict:
 
     # 2. freeze: our decoded key frame repeated (its rate: the key frame picture alone)
     fdec = FaceDecoder(parsed.header)
-    fdec.set_keyframe(parsed.keyframe)
+    fdec.set_keyframe(parsed.keyframe, parsed.eyes)
     key_pic = fdec.keyframe
     frozen = freeze(key_pic, n)
     out["freeze"] = {**sequence_metrics(ref, frozen, ctx.lpips),

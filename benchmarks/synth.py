@@ -67,7 +67,7 @@ def time_one(stream: Path, synthesis: Synthesis) -> tuple[dict, np.ndarray]:
     parsed = read_stream(stream)
     decoder = FaceDecoder(parsed.header, synthesis=synthesis)
     t0 = time.perf_counter()
-    decoder.set_keyframe(parsed.keyframe)
+    decoder.set_keyframe(parsed.keyframe, parsed.eyes)
     setup = time.perf_counter() - t0
     levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.values_per_frame)]
     params = [(decoder.params(lv), decoder.motion(lv)) for lv in levels]

@@ -39,7 +39,7 @@ def prepare(out: Path) -> None:
     for size in SIZES:
         parsed = read_stream(stream_for(size, out, 100))
         decoder = FaceDecoder(parsed.header, FaceBasis.load(), Synthesis("warp"))
-        decoder.set_keyframe(parsed.keyframe)
+        decoder.set_keyframe(parsed.keyframe, parsed.eyes)
         assert decoder.reference is not None and decoder.keyframe is not None
         levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.values_per_frame)]
         model = decoder.reference.face_model()

@@ -18,6 +18,9 @@ clip: LPIPS-alex, PSNR, the mean absolute difference between consecutive output 
 - mouth: on frames where the lips are apart (inner lip gap, landmarks 13-14, above 2 % of
   the crop), a box around the outer lip line grown by a quarter of its width.
 
+The streams carry an eye reference (each eye as it looked most shut, docs/bitstream.md
+EYE_REFERENCE; its bytes are in the table): v2 lays it where an eye shuts, v1 paints its
+own lids and ignores it.
 Boxes come from the decoded geometry (the same for every method), resized to 64x64 for
 LPIPS.  Head pose as the RD report measures it (`benchmarks.rd.face_errors`: MediaPipe on
 the output and on the source, the geodesic angle between the two head rotations, median
@@ -103,11 +106,12 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS, tracker: FaceTra
     parsed = read_stream(stream)
     reference = np.stack(list(read_frames(crop)))
     levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.values_per_frame)]
-    result: dict = {"clip": clip.stem, "frames": len(levels)}
+    result: dict = {"clip": clip.stem, "frames": len(levels), "stream_bytes": parsed.total_bytes,
+                    "eye_reference_bytes": len(parsed.eyes.picture) if parsed.eyes else 0}
     outputs, decoders = {}, {}
     for method in METHODS:
         decoder = decoders[method] = FaceDecoder(parsed.header, basis, Synthesis(method.removesuffix("_gm")))
-        decoder.set_keyframe(parsed.keyframe)
+        decoder.set_keyframe(parsed.keyframe, parsed.eyes)
         still = method == "warp"           # v1 as it was: the global motion ignored
         outputs[method] = np.stack([decoder.render(decoder.params(lv), None if still else decoder.motion(lv))
                                     for lv in levels])
@@ -151,8 +155,9 @@ def write_grid(path: Path, reference: np.ndarray, outputs: dict, params: np.ndar
 
 def summarise(results: list[dict], validation: set[str]) -> str:
     lines = ["| clip | side | LPIPS freeze | LPIPS v1 | LPIPS v1+gm | LPIPS v2 | v2/v1 | v2/(v1+gm) | eyes v1 "
-             "| eyes v2 | mouth v1 | mouth v2 | flicker v1 | flicker v2 | key PSNR v2 | pose v1+gm | pose v2 |",
-             "|" + "---|" * 17]
+             "| eyes v2 | mouth v1 | mouth v2 | flicker v1 | flicker v2 | key PSNR v2 | pose v1+gm | pose v2 "
+             "| eye ref bytes |",
+             "|" + "---|" * 18]
     for r in results:
         side = "val" if r["clip"] in validation else "train"
         v1, gm, v2, fr = r["warp"], r["warp_gm"], r["learned"], r["freeze"]
@@ -160,7 +165,8 @@ def summarise(results: list[dict], validation: set[str]) -> str:
                      f"{v2['lpips']:.4f} | {v2['lpips'] / v1['lpips']:.3f} | {v2['lpips'] / gm['lpips']:.3f} | "
                      f"{v1['eyes_lpips']:.4f} | {v2['eyes_lpips']:.4f} | {v1['mouth_lpips']:.4f} | "
                      f"{v2['mouth_lpips']:.4f} | {v1['flicker']:.2f} | {v2['flicker']:.2f} | "
-                     f"{r['key_psnr_learned']:.1f} | {gm['pose_deg']:.2f} | {v2['pose_deg']:.2f} |")
+                     f"{r['key_psnr_learned']:.1f} | {gm['pose_deg']:.2f} | {v2['pose_deg']:.2f} | "
+                     f"{r.get('eye_reference_bytes', 0)} |")
     for side, keep in (("validation", True), ("training", False)):
         rs = [r for r in results if (r["clip"] in validation) == keep]
         if not rs:

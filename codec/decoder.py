@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
-from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, StreamError, read_records
+from codec_core.bitstream import (
+    EyeReference,
+    Keyframe,
+    ParamSegment,
+    RecordType,
+    SessionHeader,
+    StreamError,
+    read_records,
+)
 from codec_core.container import is_vvc, vvc_to_native
 from codec_core.format import GLOBAL_MOTION_COUNT, IFVC, FeatureFormat, format_named, reference_steps, step_vector
 from codec_core.keyframe import decode_keyframe
@@ -34,6 +42,7 @@ from models.synthesizers import Synth, Synthesis
 
 if TYPE_CHECKING:
     from models.editing import Edits
+    from models.eye_reference import EyePatches
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +67,7 @@ class DecodedKeyframe:
     key_params: np.ndarray                 # the key frame's own values in the decoder's format
     translator: Translator | None = None
     synthesis: Synthesis | None = None     # what built `synth` (ifvc decoder format; None: the format's own)
+    eyes: EyePatches | None = None         # its eye reference, decoded (ifvc decoder format)
 
 
 def check_decoder_choice(decoder_format: FeatureFormat, synthesis: Synthesis, translator: str) -> None:
@@ -106,9 +116,10 @@ class FaceDecoder:
         """Whether frames go through a translator (the decoder's format is not the stream's)."""
         return self.decoder_format is not self.stream_format
 
-    def decode_keyframe(self, record: Keyframe) -> DecodedKeyframe:
-        """Decode a key frame and build its synthesizer (and translator) without switching to
-        it; reads only the session's settings, so another thread may do it while this one renders."""
+    def decode_keyframe(self, record: Keyframe, eyes: EyeReference | None = None) -> DecodedKeyframe:
+        """Decode a key frame (and its eye reference, when the stream has one) and build its
+        synthesizer (and translator) without switching to it; reads only the session's
+        settings, so another thread may do it while this one renders."""
         picture = decode_keyframe(record.picture)
         if picture.shape[:2] != (self.header.height, self.header.width):
             raise StreamError(f"key frame is {picture.shape[1]}x{picture.shape[0]}, header says "
@@ -116,11 +127,12 @@ class FaceDecoder:
         reference = Reference.unpack(record.geometry, self.basis, self.header.width, self.header.geometry_step,
                                      self.reference_steps)
         name = self.decoder_format.name
-        synthesis = None
+        synthesis = patches = None
         if self.decoder_format is IFVC:
             key_params = reference.reference_params()
             synthesis = self.synthesis
-            synth = synthesis.build(picture, reference.face_model(), key_params, reference.ring_weights)
+            patches = self._eye_patches(record, eyes)
+            synth = synthesis.build(picture, reference.face_model(), key_params, reference.ring_weights, patches)
         else:
             from models.feature_formats import key_features
             from models.format_motion import build_format_synth
@@ -136,7 +148,16 @@ class FaceDecoder:
                                              steps=self.steps)
             except TranslatorError as exc:
                 raise DecoderFormatError(str(exc)) from None
-        return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator, synthesis)
+        return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator, synthesis, patches)
+
+    def _eye_patches(self, record: Keyframe, eyes: EyeReference | None) -> EyePatches | None:
+        if eyes is None:
+            return None
+        if eyes.key_id != record.key_id:
+            raise StreamError(f"the eye reference belongs to key frame {eyes.key_id}, the stream's is {record.key_id}")
+        from models.eye_reference import decode_eye_reference
+
+        return decode_eye_reference(eyes, self.header.width)
 
     def set_synthesis(self, synthesis: Synthesis) -> None:
         """Make the pictures with `synthesis` from now on (a live receiver stepping down:
@@ -153,7 +174,7 @@ class FaceDecoder:
         decoder's `synthesis`)."""
         if decoded.synthesis is not None and decoded.synthesis != self.synthesis:
             decoded.synth = self.synthesis.build(decoded.picture, decoded.reference.face_model(), decoded.key_params,
-                                                 decoded.reference.ring_weights)
+                                                 decoded.reference.ring_weights, decoded.eyes)
             decoded.synthesis = self.synthesis
         self._in_use = decoded
         self.reference = decoded.reference
@@ -162,9 +183,9 @@ class FaceDecoder:
         self._synth = decoded.synth
         self._translator = decoded.translator
 
-    def set_keyframe(self, record: Keyframe) -> None:
-        """Decode a key frame and switch to it."""
-        self.use_keyframe(self.decode_keyframe(record))
+    def set_keyframe(self, record: Keyframe, eyes: EyeReference | None = None) -> None:
+        """Decode a key frame (and its eye reference) and switch to it."""
+        self.use_keyframe(self.decode_keyframe(record, eyes))
 
     def values(self, levels: np.ndarray) -> np.ndarray:
         """A frame's dequantised values in the stream's format (`levels`: the frame's levels, its
@@ -206,6 +227,7 @@ class ParsedStream:
     keyframe: Keyframe
     segments: list[ParamSegment]
     total_bytes: int
+    eyes: EyeReference | None = None
 
     @property
     def frame_count(self) -> int:
@@ -219,12 +241,20 @@ def parse_stream(data: bytes) -> ParsedStream:
         raise StreamError("stream does not start with a session header")
     header = SessionHeader.unpack(records[0][1])
     keyframe: Keyframe | None = None
+    eyes: EyeReference | None = None
     segments: list[ParamSegment] = []
     for kind, payload in records[1:]:
         if kind == RecordType.KEYFRAME:
             if keyframe is not None:
                 raise StreamError("stream file holds more than one key frame")
             keyframe = Keyframe.unpack(payload)
+        elif kind == RecordType.EYE_REFERENCE:
+            if keyframe is None or eyes is not None or segments:
+                raise StreamError("an eye reference must follow the key frame, once, before the parameters")
+            eyes = EyeReference.unpack(payload)
+            if eyes.key_id != keyframe.key_id:
+                raise StreamError(f"the eye reference belongs to key frame {eyes.key_id}, the stream's is "
+                                  f"{keyframe.key_id}")
         elif kind == RecordType.PARAM_SEGMENT:
             if keyframe is None:
                 raise StreamError("parameters come before the key frame")
@@ -237,7 +267,7 @@ def parse_stream(data: bytes) -> ParsedStream:
             raise StreamError(f"unexpected {kind.name} record in a stream file")
     if keyframe is None:
         raise StreamError("stream holds no key frame")
-    parsed = ParsedStream(header, keyframe, segments, len(data))
+    parsed = ParsedStream(header, keyframe, segments, len(data), eyes)
     if parsed.frame_count != header.frame_count:
         raise StreamError(f"stream holds {parsed.frame_count} frames, header says {header.frame_count} (truncated?)")
     return parsed
@@ -267,7 +297,7 @@ def decode_frames(parsed: ParsedStream, synthesis: Synthesis = Synthesis(), edit
     if edits and decoder.decoder_format is not IFVC:
         raise DecoderFormatError(f"--edit works on ifvc parameters; decoder format {decoder.decoder_format.name} "
                                  "has none (decode with --decoder-format ifvc)")
-    decoder.set_keyframe(parsed.keyframe)
+    decoder.set_keyframe(parsed.keyframe, parsed.eyes)
     editor = None
     if edits and decoder.reference is not None:
         from models.editing import ExpressionEditor, apply_edits
@@ -318,6 +348,7 @@ def stream_info(parsed: ParsedStream) -> dict:
         "intra_interval": h.intra_interval,
         "keyframe_bytes": len(parsed.keyframe.picture),
         "geometry_bytes": len(parsed.keyframe.geometry),
+        "eye_reference_bytes": len(parsed.eyes.picture) if parsed.eyes else 0,
         "param_bytes": param_bytes,
         "file_bytes": parsed.total_bytes,
         "param_kbps": kbps(param_bytes),

@@ -36,8 +36,9 @@ from codec_core.format import (
     step_vector,
 )
 from codec_core.keyframe import decode_keyframe, encode_keyframe
-from codec_core.param_coding import encode_segment, quantise
+from codec_core.param_coding import dequantise, encode_segment, quantise
 from codec_core.video import VideoWriter, probe_fps, read_frames
+from models.eye_reference import EyePicker, openness_of
 from models.face_model import FaceBasis, FaceModel
 from models.global_motion import GlobalMotion
 from models.reference import Reference
@@ -248,6 +249,7 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
     tracker = WholeFrameTracker(config.size) if no_crop else CropTracker(config.size)
     levels: list[np.ndarray] = []
     lost = faceless = 0     # frames without the face after the key frame / before it
+    eyes: EyePicker | None = None     # the eye reference (ifvc), from the frames as they are decoded
     writer = VideoWriter(save_crop, fps, lossless=True) if save_crop else None
     try:
         frames = read_frames(source, max_frames)
@@ -258,7 +260,11 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
                     faceless += 1
                     continue
                 assert tracked.landmarks is not None      # (_first_face returns a frame with its face)
-                geometry = encoder.new_keyframe(tracked.crop, tracked.landmarks).reference.geometry
+                coded = encoder.new_keyframe(tracked.crop, tracked.landmarks)
+                geometry = coded.reference.geometry
+                if encoder.format is IFVC and config.eye_reference_qp is not None:
+                    eyes = EyePicker(openness_of(coded.reference.reference_params()), config.size,
+                                     config.eye_reference_qp)
                 check_in_bounds(geometry.shape_levels, MAX_SHAPE_LEVEL, "reference shape")
                 check_in_bounds(geometry.pose_levels, MAX_SHAPE_LEVEL, "key frame pose")
             else:
@@ -267,6 +273,9 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
                 lost += 1
             levels.append(encoder.levels(tracked.landmarks, tracked.crop))
             check_in_bounds(levels[-1], MAX_LEVEL, "parameter")
+            if eyes is not None and tracked.landmarks is not None:
+                decoded = dequantise(levels[-1][:encoder.format.count], encoder.steps)
+                eyes.see(tracked.crop, openness_of(decoded), tracked.landmarks)
             # frames before the first face show it, as frames after a loss show the last one
             for _ in range(faceless if len(levels) == 1 else 0):
                 levels.append(levels[0])
@@ -289,6 +298,9 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
     out += write_record(RecordType.SESSION_HEADER, encoder.header(fps, len(levels)).pack())
     keyframe = encoder.keyframe
     out += write_record(RecordType.KEYFRAME, keyframe.record.pack())
+    eye_record = eyes.record(keyframe.record.key_id) if eyes is not None else None
+    if eye_record is not None:
+        out += write_record(RecordType.EYE_REFERENCE, eye_record.pack())
     step = config.intra_interval
     for start in range(0, len(levels), step):
         chunk = levels[start:start + step]

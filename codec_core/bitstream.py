@@ -12,6 +12,7 @@ and geometry bytes), and a session header whose feature format, value count or s
 does not agree with `format.FEATURE_FORMATS`, raise `StreamError` with a message that says
 what is wrong, before anything is allocated for them.
 
+Version 5 adds the optional EYE_REFERENCE record after the key frame (`EyeReference`).
 Version 3: every frame's values are the format's, then the global-motion group
 (`format.GLOBAL_MOTION_NAMES`) with the session header's one `global_step`;
 `SessionHeader.values_per_frame` is how many levels a coded frame holds.
@@ -29,6 +30,7 @@ from codec_core.format import (
     GLOBAL_MOTION_COUNT,
     KEYFRAME_CODEC_VVC,
     MAGIC,
+    MAX_EYE_OPENNESS,
     MAX_FPS,
     MAX_GEOMETRY_BYTES,
     MAX_INTRA_INTERVAL,
@@ -55,6 +57,7 @@ class RecordType(IntEnum):
     KEYFRAME = 2
     PARAM_SEGMENT = 3
     PARAM_PACKET = 4
+    EYE_REFERENCE = 5
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,47 @@ class Keyframe:
             raise StreamError(f"key frame geometry of {len(data) - n - plen} bytes is too large "
                               f"(at most {MAX_GEOMETRY_BYTES})")
         return cls(key_id, codec, data[n:n + plen], data[n + plen:])
+
+
+@dataclass(frozen=True)
+class EyeReference:
+    """The caller's shut eyes (version 5): one VVC picture of each eye's patch as it looked
+    when most shut, side by side (right eye, then left eye, mirrored), and each eye's decoded
+    openness value at that moment; `present` bit 0 the right eye, bit 1 the left (an eye
+    that never shut has none).  It belongs to the key frame `key_id`."""
+
+    key_id: int
+    codec: int
+    present: int
+    openness: tuple[float, float]       # (right, left): the decoded values (format I_EYE_R, I_EYE_L)
+    picture: bytes
+
+    _FIXED = struct.Struct(">HBBffI")
+
+    def has(self, eye: int) -> bool:
+        """Whether eye 0 (right) or 1 (left) has a patch."""
+        return bool(self.present >> eye & 1)
+
+    def pack(self) -> bytes:
+        return self._FIXED.pack(self.key_id, self.codec, self.present, *self.openness, len(self.picture)) + self.picture
+
+    @classmethod
+    def unpack(cls, data: bytes) -> EyeReference:
+        n = cls._FIXED.size
+        if len(data) < n:
+            raise StreamError("eye reference record is truncated")
+        key_id, codec, present, right, left, plen = cls._FIXED.unpack_from(data)
+        if codec != KEYFRAME_CODEC_VVC:
+            raise StreamError(f"unknown eye reference codec {codec}")
+        if present == 0 or present & ~3:
+            raise StreamError(f"eye reference names eyes {present:#x} (bit 0 right, bit 1 left, at least one)")
+        if not all(abs(v) <= MAX_EYE_OPENNESS for v in (right, left)):      # (NaN fails too)
+            raise StreamError(f"eye reference openness ({right:g}, {left:g}) is outside +-{MAX_EYE_OPENNESS:g}")
+        if plen > MAX_PICTURE_BYTES:
+            raise StreamError(f"eye reference picture of {plen} bytes is too large (at most {MAX_PICTURE_BYTES})")
+        if n + plen != len(data):
+            raise StreamError(f"eye reference holds {len(data) - n} picture bytes, its length says {plen}")
+        return cls(key_id, codec, present, (float(right), float(left)), data[n:])
 
 
 @dataclass(frozen=True)

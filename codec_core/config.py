@@ -120,6 +120,7 @@ class CodecConfig:
     call_keyframe_qp: int | None           # live calls: the sharp key frame's QP (None: no sharp key frame)
     call_keyframe_max_bytes: int | None    # its byte cap, picture + reference geometry (None: no limit)
     call_keyframe_preset: str              # its VVenC preset
+    eye_reference_qp: int | None           # the EYE_REFERENCE picture's QP (None: no eye reference)
     intra_interval: int
     hysteresis: float
     global_step: float                     # the global-motion group's step, every format (docs/bitstream.md)
@@ -211,6 +212,8 @@ def load_config(path: str | Path | None = None) -> CodecConfig:
     check_global_step(cfg.global_step)
     if cfg.call_keyframe_qp is not None and not 0 <= cfg.call_keyframe_qp <= MAX_QP:
         raise ConfigError(f"call_keyframe_qp must be in 0..{MAX_QP} or null, not {cfg.call_keyframe_qp}")
+    if cfg.eye_reference_qp is not None and not 0 <= cfg.eye_reference_qp <= MAX_QP:
+        raise ConfigError(f"eye_reference_qp must be in 0..{MAX_QP} or null, not {cfg.eye_reference_qp}")
     if not 1 <= cfg.intra_interval <= MAX_INTRA_INTERVAL:
         raise ConfigError(f"intra_interval must be in 1..{MAX_INTRA_INTERVAL}, not {cfg.intra_interval}")
     for name in STEP_SCHEMAS:

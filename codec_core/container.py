@@ -7,8 +7,10 @@ rides in prefix SEI NAL units placed in the key frame's access unit, after its p
 sets and before its first VCL NAL unit:
 
 * a user-data-unregistered SEI (payloadType 5) with our UUID for what has no field of its
-  own: the session header, the key frame's id and reference geometry, and the coded
-  PARAM_SEGMENT bytes of `ifvc` and `cfte`;
+  own: the session header (kind 1), the key frame's id and reference geometry (kind 2), the
+  EYE_REFERENCE record when the stream has one (kind 4, its payload byte for byte: the
+  picture of the caller's shut eyes stays inside it, it is not the key frame's picture), and
+  the coded PARAM_SEGMENT bytes of `ifvc` and `cfte` (kind 3);
 * for `fomm` and `fv2v`, a *face feature SEI* (payloadType `FACE_FEATURE_SEI`) shaped after
   JVET's generative face video SEI: per frame the key points' coordinates and the matrices
   as integer levels (absolute, or predicted from the previous frame), Exp-Golomb coded, with
@@ -16,8 +18,11 @@ sets and before its first VCL NAL unit:
   `GLOBAL_MOTION_TYPE`, 1 x 4, the header's global step).  Reading re-codes the levels with our arithmetic coder into
   PARAM_SEGMENTs; the coder being deterministic, that gives back the native bytes.
 
-Every message carries a CRC-32, and the key frame message the CRC-32 of the picture's NAL
-units, as the native records do.
+The messages come in the native records' order: session header, key frame, the eye reference
+(at most one, only right after the key frame), then the parameter segments in frame order; a
+message out of place or twice is refused.  Every message carries a CRC-32, and the key frame
+message the CRC-32 of the picture's NAL units, as the native records do.  The session header
+message names the native stream version (`STREAM_VERSION`, 5); another is refused.
 
 A plain VVC decoder ignores the SEI messages (payload types it does not know, and user data
 it does not recognise) and shows one picture: the key frame.  Every corrupt input raises
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec_core.bitstream import (
+    EyeReference,
     Keyframe,
     ParamSegment,
     RecordType,
@@ -72,8 +78,10 @@ USER_DATA_UNREGISTERED = 5      # H.274's user_data_unregistered payloadType
 # it must not take its number).  A VVC decoder ignores payload types it does not know.
 FACE_FEATURE_SEI = 250
 CONTAINER_UUID = uuid.UUID("d94a3289-6bfc-41d9-9cf8-67c016868ffb").bytes   # uuid_iso_iec_11578 of our user data
-KIND_SESSION, KIND_KEYFRAME, KIND_SEGMENT = 1, 2, 3                       # fc_kind of our user data
-KIND_NAMES = {KIND_SESSION: "session header", KIND_KEYFRAME: "key frame", KIND_SEGMENT: "parameter segment"}
+KIND_SESSION, KIND_KEYFRAME, KIND_SEGMENT, KIND_EYES = 1, 2, 3, 4          # fc_kind of our user data
+KIND_NAMES = {KIND_SESSION: "session header", KIND_KEYFRAME: "key frame", KIND_SEGMENT: "parameter segment",
+              KIND_EYES: "eye reference"}
+EYES_PLACE = "an eye reference must follow the key frame, once, before the parameters"
 STEP_BITS = 32                  # a quantisation step travels as its IEEE-754 binary32 bits
 MATRIX_TYPE_BITS = 6
 PER_KEYPOINT_TYPES = (0, 1)     # matrix types with one matrix per key point (GFV's 0 and 1)
@@ -299,6 +307,13 @@ class NativeParts:
     header: SessionHeader
     keyframe: Keyframe
     segments: tuple[ParamSegment, ...]
+    eyes: EyeReference | None = None     # the EYE_REFERENCE record (version 5), when the stream has one
+
+
+def _check_eyes(eyes: EyeReference, keyframe: Keyframe) -> EyeReference:
+    if eyes.key_id != keyframe.key_id:
+        raise StreamError(f"the eye reference belongs to key frame {eyes.key_id}, the stream's is {keyframe.key_id}")
+    return eyes
 
 
 def split_native(stream: bytes) -> NativeParts:
@@ -307,12 +322,21 @@ def split_native(stream: bytes) -> NativeParts:
     if not records or records[0][0] != RecordType.SESSION_HEADER:
         raise StreamError("stream does not start with a session header")
     header = SessionHeader.unpack(records[0][1])
+    if len(records) > 1 and records[1][0] == RecordType.EYE_REFERENCE:
+        raise StreamError(EYES_PLACE)
     if len(records) < 2 or records[1][0] != RecordType.KEYFRAME:
         raise StreamError("stream holds no key frame after its session header")
     keyframe = Keyframe.unpack(records[1][1])
+    rest = records[2:]
+    eyes = None
+    if rest and rest[0][0] == RecordType.EYE_REFERENCE:
+        eyes = _check_eyes(EyeReference.unpack(rest[0][1]), keyframe)
+        rest = rest[1:]
     segments: list[ParamSegment] = []
     expected = 0
-    for kind, payload in records[2:]:
+    for kind, payload in rest:
+        if kind == RecordType.EYE_REFERENCE:
+            raise StreamError(EYES_PLACE)
         if kind != RecordType.PARAM_SEGMENT:
             raise StreamError(f"unexpected {kind.name} record in a stream file")
         seg = ParamSegment.unpack(payload)
@@ -322,13 +346,15 @@ def split_native(stream: bytes) -> NativeParts:
         segments.append(seg)
     if expected != header.frame_count:
         raise StreamError(f"stream holds {expected} frames, header says {header.frame_count} (truncated?)")
-    return NativeParts(records[0][1], header, keyframe, tuple(segments))
+    return NativeParts(records[0][1], header, keyframe, tuple(segments), eyes)
 
 
 def join_native(parts: NativeParts) -> bytes:
     out = bytearray(write_file_start())
     out += write_record(RecordType.SESSION_HEADER, parts.header_payload)
     out += write_record(RecordType.KEYFRAME, parts.keyframe.pack())
+    if parts.eyes is not None:
+        out += write_record(RecordType.EYE_REFERENCE, parts.eyes.pack())
     for seg in parts.segments:
         out += write_record(RecordType.PARAM_SEGMENT, seg.pack())
     return bytes(out)
@@ -346,6 +372,8 @@ def _messages(parts: NativeParts) -> list[SeiMessage]:
     key = parts.keyframe
     out = [_user_data(KIND_SESSION, bytes([STREAM_VERSION]) + parts.header_payload),
            _user_data(KIND_KEYFRAME, _KEY_HEAD.pack(key.key_id, key.codec, zlib.crc32(key.picture)) + key.geometry)]
+    if parts.eyes is not None:
+        out.append(_user_data(KIND_EYES, parts.eyes.pack()))
     layout = FIELD_LAYOUTS.get(fmt.name)
     for seg in parts.segments:
         if layout is None:
@@ -425,8 +453,11 @@ def _parts_of(messages: list[SeiMessage], picture: bytes) -> NativeParts:
         raise StreamError(f"the VVC bitstream carries a version-{data[0] if data else '?'} stream (this decoder "
                           f"reads version {STREAM_VERSION})")
     header = SessionHeader.unpack(data[1:])
-    if len(messages) < 2 or messages[1].payload_type != USER_DATA_UNREGISTERED \
-            or _user_payload(messages[1])[0] != KIND_KEYFRAME:
+    second = _user_payload(messages[1])[0] if len(messages) > 1 and \
+        messages[1].payload_type == USER_DATA_UNREGISTERED else None
+    if second == KIND_EYES:
+        raise StreamError("an eye reference SEI before the key frame SEI (it must follow the key frame SEI)")
+    if second != KIND_KEYFRAME:
         raise StreamError("the VVC bitstream carries no key frame SEI after its session header")
     key = _user_payload(messages[1])[1]
     if len(key) < _KEY_HEAD.size:
@@ -435,14 +466,22 @@ def _parts_of(messages: list[SeiMessage], picture: bytes) -> NativeParts:
     keyframe = Keyframe.unpack(struct.pack(">HBI", key_id, codec, len(picture)) + picture + key[_KEY_HEAD.size:])
     if zlib.crc32(picture) != picture_crc:
         raise StreamError("corrupt VVC key frame picture (its NAL units' CRC mismatch)")
+    rest = messages[2:]
+    eyes = None
+    if rest and rest[0].payload_type == USER_DATA_UNREGISTERED and _user_payload(rest[0])[0] == KIND_EYES:
+        eyes = _check_eyes(EyeReference.unpack(_user_payload(rest[0])[1]), keyframe)
+        rest = rest[1:]
     fields = header.feature_format.name in FIELD_LAYOUTS
     segments: list[ParamSegment] = []
     expected = 0
-    for m in messages[2:]:
+    for m in rest:
         if m.payload_type == FACE_FEATURE_SEI:
             seg = read_face_features(m.payload, header, expected)
         else:
             kind, body = _user_payload(m)
+            if kind == KIND_EYES and segments:
+                raise StreamError("an eye reference SEI after a parameter segment SEI (it must follow the key "
+                                  "frame SEI)")
             if kind != KIND_SEGMENT:
                 raise StreamError(f"a second {KIND_NAMES[kind]} SEI")
             if fields:
@@ -457,7 +496,7 @@ def _parts_of(messages: list[SeiMessage], picture: bytes) -> NativeParts:
     if expected != header.frame_count:
         raise StreamError(f"the VVC bitstream's SEI carry {expected} frames, its session header says "
                           f"{header.frame_count} (truncated?)")
-    return NativeParts(data[1:], header, keyframe, tuple(segments))
+    return NativeParts(data[1:], header, keyframe, tuple(segments), eyes)
 
 
 def is_vvc(data: bytes) -> bool:

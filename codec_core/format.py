@@ -16,11 +16,20 @@ import numpy as np
 
 # -- stream identity -----------------------------------------------------------------------
 MAGIC = b"FCVC"
-STREAM_VERSION = 4                      # 2: feature formats (the header's format byte, step count)
+STREAM_VERSION = 5                      # 2: feature formats (the header's format byte, step count)
                                         # 3: the global-motion group after every frame's values
                                         # 4: fomm's key points: brows as one, the face outline added
+                                        # 5: the EYE_REFERENCE record (the caller's shut eyes)
 FORMAT_IFVC = 1                         # the session header's format byte of format "ifvc" (below)
 KEYFRAME_CODEC_VVC = 1
+EYE_PATCH = 48                          # an EYE_REFERENCE patch's side at a 256 picture (96 at 512)
+
+
+def eye_reference_size(side: int) -> tuple[int, int]:
+    """(width, height) of the EYE_REFERENCE picture of a stream of `side` x `side` pictures:
+    the two eyes' square patches side by side."""
+    n = EYE_PATCH * side // 256
+    return 2 * n, n
 
 # -- the parameter vector, one frame ------------------------------------------------------------
 POSE_NAMES = ("yaw", "pitch", "roll", "tx", "ty", "log_scale")
@@ -117,6 +126,7 @@ MAX_INTRA_INTERVAL = 1000     # the session header's intra_interval (40 s at 25 
 MAX_SEGMENT_FRAMES = MAX_INTRA_INTERVAL   # frames of one PARAM_SEGMENT: one intra frame, then predicted
 MAX_PICTURE_BYTES = 1 << 20   # a key frame's VVC picture (a sharp 512 key frame is tens of kB)
 MAX_PICTURE_PIXELS = max(SIDES) ** 2   # the VVC decoder refuses a picture declaring more, before decoding
+MAX_EYE_OPENNESS = 1000.0     # |openness| an EYE_REFERENCE may carry (decoded values are a few units)
 MAX_GEOMETRY_BYTES = 64 << 10  # a key frame's reference geometry codeword (a few hundred bytes)
 MAX_STEP = 1e3                # quantisation steps lie in (0, MAX_STEP)
 MAX_EG_VALUE = 1 << 24        # an Exp-Golomb suffix beyond this is corrupt

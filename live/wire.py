@@ -42,6 +42,8 @@ from signaling.schema import Message, Refused, Schema
 #: The version of this wire (docs/wire.md).  2: key frames in KEYFRAME_PIECE messages.
 #: 3: the session header and parameter packets of stream version 3 (the global-motion group).
 #: 4: those of stream version 4 (fomm's key points redefined; the same syntax).
+#: Stream version 5 changes nothing here: its EYE_REFERENCE record is a stream file's only
+#: (not sent on a call); the header and packets are version 4's, byte for byte.
 WIRE_VERSION = 4
 
 

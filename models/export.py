@@ -117,6 +117,7 @@ def weights_fingerprint(generator: Generator) -> str:
 def code_fingerprint() -> str:
     """SHA-256 of the source of the modules the graph is traced from: an exported file of
     the same weights but older motion code is not used."""
+    import models.eye_reference
     import models.generator
     import models.iris_layer
     import models.layers
@@ -126,7 +127,7 @@ def code_fingerprint() -> str:
 
     digest = hashlib.sha256()
     for module in (models.motion, models.layers, models.generator, models.iris_layer, models.regions,
-                   models.learned):
+                   models.eye_reference, models.learned):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()
 

@@ -5,7 +5,8 @@ generator where the warp cannot work (models/generator.py), as one torch graph p
 control points, its features, its picture at both sizes, its eye and mouth patches) is
 prepared once in `__init__`; `forward(params)` does the rest (parameters -> control points
 -> dense motion -> warp -> generator -> full-size picture -> regional refiner of the eyes
-and the mouth, models/regions.py) with tensor code only, so it runs on CUDA and exports to
+and the mouth, models/regions.py -> the caller's shut eyes where an eye shuts, from the
+stream's eye reference, models/eye_reference.py) with tensor code only, so it runs on CUDA and exports to
 ONNX.  The correction is gated by how far the picture moves there (the occlusion gate:
 where control points move, the warp may have stretched, uncovered or hidden something):
 where nothing moves (the background of a still face, or every pixel for the key frame's
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.eye_reference import OPENNESS, EyePatches, lay_eye_references, no_eye_patches
 from models.face_model import FaceModel
 from models.generator import WORK, Generator, warp_features
 from models.iris_layer import EyeTarget, eye_targets, iris_free, key_lid_colours, lay_irises
@@ -106,7 +108,7 @@ class SynthGraph(torch.nn.Module):
 
     def __init__(self, generator: Generator, geometry: KeyGeometry, keyframe: torch.Tensor,
                  ref_params: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: torch.Tensor,
-                 regions: bool = True) -> None:
+                 regions: bool = True, eyes: EyePatches | None = None) -> None:
         super().__init__()
         self.generator = generator
         self.regions = regions          # the regional refiner on (off: the lighter setting, --no-regions)
@@ -132,6 +134,9 @@ class SynthGraph(torch.nn.Module):
             self.register_buffer(f"mesh_{name}", table)
         self.register_buffer("exact", torch.from_numpy(exact_points(source.shape[1]))[None].to(device))
         self.register_buffer("full_grid", identity_grid(size, device))
+        self.register_buffer("key_openness", ref_params[list(OPENNESS)][None])
+        for name, value in (eyes or no_eye_patches(size))._asdict().items():
+            self.register_buffer(f"eye_{name}", value.to(device))
         self.levels = len(features)
         for i, f in enumerate(features):
             self.register_buffer(f"feature{i}", f)
@@ -157,10 +162,12 @@ class SynthGraph(torch.nn.Module):
                                                    target, landmarks, motion, state)
         full = full_size(self.keyframe, self.key_iris_free, self.key_lid_colours, self.full_grid, disp, correction,
                          eyes)
-        if not self.regions:
-            return full, state
-        key_regions = [getattr(self, f"key_region{i}") for i in range(len(REGIONS))]
-        picture = self.generator.regions(full, landmarks, key_regions, self.key_landmarks, self.full_grid)
+        if self.regions:
+            key_regions = [getattr(self, f"key_region{i}") for i in range(len(REGIONS))]
+            full = self.generator.regions(full, landmarks, key_regions, self.key_landmarks, self.full_grid)
+        eyes = EyePatches(self.eye_patches, self.eye_openness, self.eye_present)
+        picture = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, eyes,
+                                     self.full_grid)
         return picture.clamp(0.0, 1.0), state
 
 
@@ -258,9 +265,10 @@ def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor]
 
 
 def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
-                ring_weights: np.ndarray, device: str | torch.device = "cpu", regions: bool = True) -> SynthGraph:
+                ring_weights: np.ndarray, device: str | torch.device = "cpu", regions: bool = True,
+                eyes: EyePatches | None = None) -> SynthGraph:
     """The per-frame graph of one key frame (uint8 H x W x 3) and its reference (`regions`:
-    with the regional refiner)."""
+    with the regional refiner; `eyes`: its eye reference, models.eye_reference)."""
     geometry = KeyGeometry(KeyConstants.from_model(model, ref_params, ring_weights)).to(device)
 
     def tensor(picture: np.ndarray) -> torch.Tensor:
@@ -270,7 +278,7 @@ def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, re
     landmarks = model.landmarks(ref_params)
     colours = torch.from_numpy(key_lid_colours(keyframe, landmarks))[None].to(device)
     return SynthGraph(generator, geometry, tensor(keyframe), params, tensor(iris_free(keyframe, landmarks)),
-                      colours, regions).eval()
+                      colours, regions, eyes).eval()
 
 
 def key_buffers(graph: SynthGraph) -> dict[str, torch.Tensor]:
@@ -315,10 +323,10 @@ class LearnedSynthesizer:
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
                  device: str = "cpu", generator: Generator | None = None, compiled: bool = False,
-                 regions: bool = True) -> None:
+                 regions: bool = True, eyes: EyePatches | None = None) -> None:
         self.device = torch.device(device)
         self.graph = build_graph(generator or load_generator(device=self.device), keyframe, model, ref_params,
-                                 ring_weights, self.device, regions)
+                                 ring_weights, self.device, regions, eyes)
         self._compiled = compiled_frame_function(self.graph) if compiled else None
         self._buffers = key_buffers(self.graph)
         self._state = steady_start(1, self.device)

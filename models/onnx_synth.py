@@ -39,6 +39,7 @@ from models.export import (
     matches,
     read_metadata,
 )
+from models.eye_reference import EyePatches
 from models.face_model import FaceModel
 from models.generator import Generator
 from models.learned import build_graph, load_generator, steady_start
@@ -112,7 +113,7 @@ class OnnxSynthesizer:
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
                  device: str = "cpu", generator: Generator | None = None, onnx_model: Path | None = None,
-                 threads: int | None = None, regions: bool = True) -> None:
+                 threads: int | None = None, regions: bool = True, eyes: EyePatches | None = None) -> None:
         ort = _runtime()
         self.device = torch.device(device)
         chosen = providers(self.device)
@@ -121,7 +122,7 @@ class OnnxSynthesizer:
         self.model_path = model_file(generator, size, onnx_model, regions)
         self.session = ort.InferenceSession(str(self.model_path), session_options(threads), providers=chosen)
         with torch.inference_mode():
-            graph = build_graph(generator, keyframe, model, ref_params, ring_weights, "cpu", regions)
+            graph = build_graph(generator, keyframe, model, ref_params, ring_weights, "cpu", regions, eyes)
         where, index = ("cuda", self.device.index or 0) if self.device.type == "cuda" else ("cpu", 0)
         # the key frame's tensors go to the device once; every frame only sends its parameters
         self._key = {name: ort.OrtValue.ortvalue_from_numpy(array, where, index)

@@ -18,12 +18,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
 from codec_core.format import NUM_RING_POINTS, POSE, RING_WEIGHT_MAX
 from models.face_model import FaceBasis, FaceModel, eye_measures
+
+if TYPE_CHECKING:
+    from models.eye_reference import EyePatches
 
 SYNTHS = ("auto", "warp", "learned")
 DEFAULT_SYNTH = "auto"          # the commands' default (`Synthesis()` itself is v1: library callers name theirs)
@@ -111,11 +114,12 @@ class Synthesis:
                                  "`python -m models.train` or use --synth warp")
 
     def build(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
-              ring_weights: np.ndarray) -> Synth:
+              ring_weights: np.ndarray, eyes: EyePatches | None = None) -> Synth:
         """A synthesizer of one key frame (ValueError, models.learned.WeightsError or
-        models.onnx_synth.OnnxBackendError when it cannot be made)."""
+        models.onnx_synth.OnnxBackendError when it cannot be made); `eyes`, the key frame's eye
+        reference, is laid by v2 (v1 paints its own lids)."""
         if self.synth == "auto":
-            return self.resolved().build(keyframe, model, ref_params, ring_weights)
+            return self.resolved().build(keyframe, model, ref_params, ring_weights, eyes)
         self.check()
         if self.synth == "warp":
             from models.synthesizer import Synthesizer
@@ -125,11 +129,11 @@ class Synthesis:
             from models.onnx_synth import OnnxSynthesizer
 
             return OnnxSynthesizer(keyframe, model, ref_params, ring_weights, self.device,
-                                   onnx_model=self.onnx_model, regions=self.regions)
+                                   onnx_model=self.onnx_model, regions=self.regions, eyes=eyes)
         from models.learned import LearnedSynthesizer
 
         return LearnedSynthesizer(keyframe, model, ref_params, ring_weights, self.device, compiled=self.compiled,
-                                  regions=self.regions)
+                                  regions=self.regions, eyes=eyes)
 
     def warm_up(self, size: int) -> None:
         """With `compiled`: pay the compile now, on a made-up key frame of `size` (the compile

@@ -1,7 +1,9 @@
 """Stream parsing against real fixtures (tests/fixtures, see make_fixtures.py) and their
 truncated, corrupted and foreign variants."""
 
+import math
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from conftest import FIXTURES
 from codec.decoder import decode_segment, parse_stream
 from codec_core.bitstream import (
     MAGIC,
+    EyeReference,
     Keyframe,
     ParamPacket,
     ParamSegment,
@@ -20,6 +23,8 @@ from codec_core.bitstream import (
     write_file_start,
     write_record,
 )
+from codec_core.format import KEYFRAME_CODEC_VVC, MAX_PICTURE_BYTES, eye_reference_size
+from codec_core.keyframe import decode_keyframe
 from codec_core.param_coding import PacketParamDecoder, ParamDecodeError
 
 
@@ -35,7 +40,8 @@ def test_session_header_fixture():
 
 
 @pytest.mark.parametrize("name,cls", [("session_header.bin", SessionHeader), ("keyframe.bin", Keyframe),
-                                      ("param_segment.bin", ParamSegment), ("param_packet.bin", ParamPacket)])
+                                      ("param_segment.bin", ParamSegment), ("param_packet.bin", ParamPacket),
+                                      ("eye_reference.bin", EyeReference)])
 def test_records_roundtrip(name, cls):
     data = fixture(name)
     assert cls.unpack(data).pack() == data
@@ -136,3 +142,99 @@ def test_unknown_record_type_and_missing_parts():
     odd[0] = 77
     with pytest.raises(StreamError):
         read_records(write_file_start() + bytes(odd))
+
+
+# -- EYE_REFERENCE (version 5): the caller's shut eyes, after the key frame ---------------------
+
+def eye_reference(**changes) -> bytes:
+    """eye_reference.bin with some fields changed (the picture and the rest as they are)."""
+    real = EyeReference.unpack(fixture("eye_reference.bin"))
+    return replace(real, **changes).pack()
+
+
+def test_eye_reference_fixture():
+    data = fixture("eye_reference.bin")
+    eyes = EyeReference.unpack(data)
+    assert (eyes.key_id, eyes.codec, eyes.present) == (0, KEYFRAME_CODEC_VVC, 3)
+    assert eyes.openness == (float(np.float32(0.12)), float(np.float32(0.3)))
+    assert eyes.has(0) and eyes.has(1)
+    assert eyes.pack() == data
+    picture = decode_keyframe(eyes.picture)              # a real VVC picture of both patches
+    assert picture.shape[1::-1] == eye_reference_size(256) == (96, 48)
+
+
+def test_truncated_eye_reference_is_refused():
+    data = fixture("eye_reference.bin")
+    for n in range(len(data)):
+        with pytest.raises(StreamError):
+            EyeReference.unpack(data[:n])
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"codec": 2}, "unknown eye reference codec 2"),
+    ({"present": 0}, "names eyes 0x0"),
+    ({"present": 4}, "names eyes 0x4"),
+    ({"present": 7}, "names eyes 0x7"),
+    ({"openness": (math.nan, 0.3)}, "openness"),
+    ({"openness": (0.12, 1e6)}, "openness"),
+    ({"openness": (-1e6, 0.3)}, "openness"),
+    ({"openness": (0.12, math.inf)}, "openness"),
+])
+def test_invalid_eye_references_are_refused(changes, match):
+    with pytest.raises(StreamError, match=match) as err:
+        EyeReference.unpack(eye_reference(**changes))
+    assert "\n" not in str(err.value)
+
+
+def test_eye_reference_lengths_must_agree():
+    data = fixture("eye_reference.bin")
+    (plen,) = struct.unpack_from(">I", data, 12)
+    assert 16 + plen == len(data)
+    past = data[:12] + struct.pack(">I", plen + 1) + data[16:]          # picture_len past the end
+    with pytest.raises(StreamError, match="picture bytes"):
+        EyeReference.unpack(past)
+    with pytest.raises(StreamError, match="picture bytes"):             # trailing bytes
+        EyeReference.unpack(data + b"\x00")
+    huge = data[:12] + struct.pack(">I", MAX_PICTURE_BYTES + 1) + data[16:]
+    with pytest.raises(StreamError, match="too large"):
+        EyeReference.unpack(huge)
+    one = EyeReference.unpack(eye_reference(present=1))               # one eye only is fine
+    assert one.has(0) and not one.has(1)
+
+
+def stream_with(*records: tuple[RecordType, bytes]) -> bytes:
+    return write_file_start() + b"".join(write_record(kind, payload) for kind, payload in records)
+
+
+def short_records() -> list[tuple[RecordType, bytes]]:
+    """short.fcv's records, without an eye reference (should the encoder have sent one)."""
+    return [r for r in read_records(fixture("short.fcv")) if r[0] != RecordType.EYE_REFERENCE]
+
+
+def test_a_stream_with_an_eye_reference_parses():
+    header, key, *segments = short_records()
+    eyes = (RecordType.EYE_REFERENCE, fixture("eye_reference.bin"))
+    parsed = parse_stream(stream_with(header, key, eyes, *segments))
+    assert parsed.eyes == EyeReference.unpack(fixture("eye_reference.bin"))
+    assert parsed.frame_count == 12 and len(parsed.segments) == 3
+    assert parse_stream(stream_with(header, key, *segments)).eyes is None      # the record is optional
+
+
+@pytest.mark.parametrize("where", ["twice", "before the key frame", "after a segment", "at the end"])
+def test_a_misplaced_eye_reference_is_refused(where):
+    header, key, *segments = short_records()
+    eyes = (RecordType.EYE_REFERENCE, fixture("eye_reference.bin"))
+    records = {"twice": [header, key, eyes, eyes, *segments],
+               "before the key frame": [header, eyes, key, *segments],
+               "after a segment": [header, key, segments[0], eyes, *segments[1:]],
+               "at the end": [header, key, *segments, eyes]}[where]
+    with pytest.raises(StreamError, match="eye reference") as err:
+        parse_stream(stream_with(*records))
+    assert "\n" not in str(err.value)
+
+
+def test_an_eye_reference_of_another_key_frame_is_refused():
+    header, key, *segments = short_records()
+    other = (RecordType.EYE_REFERENCE, eye_reference(key_id=1))
+    with pytest.raises(StreamError, match="belongs to key frame 1"):
+        parse_stream(stream_with(header, key, other, *segments))

@@ -2,15 +2,18 @@
 
 Native streams of all four formats (20 frames of dpe__d, coded as they are) go to `.266` and
 back bit for bit; the `.266` decodes in PyAV as one picture, the key frame, sample for
-sample; fomm's and fv2v's levels travel in the face feature SEI's fields; the broken files
-that tests/fixtures/container/make_fixtures.py makes from a real clip when the tests run
-are refused with one line each.
+sample; fomm's and fv2v's levels travel in the face feature SEI's fields; a stream with an
+EYE_REFERENCE record (version 5) carries it as user data kind 4 and comes back bit for bit;
+the broken files that tests/fixtures/container/make_fixtures.py makes from a real clip when
+the tests run are refused with one line each.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -19,23 +22,25 @@ import pytest
 from conftest import FIXTURES, clip
 
 from codec.cli import main
-from codec_core.bitstream import StreamError
+from codec_core.bitstream import EyeReference, RecordType, StreamError, read_records, write_file_start, write_record
 from codec_core.container import (
     CONTAINER_UUID,
     FACE_FEATURE_SEI,
     FIELD_LAYOUTS,
+    KIND_EYES,
     USER_DATA_UNREGISTERED,
     decode_levels,
+    join_native,
     native_to_vvc,
     read_face_features,
     split_native,
     vvc_to_native,
 )
-from codec_core.format import FEATURE_FORMATS
-from codec_core.sei import BitReader, BitWriter, escape, read_sei_nal, split_annexb, unescape
+from codec_core.format import FEATURE_FORMATS, STREAM_VERSION
+from codec_core.sei import BitReader, BitWriter, SeiMessage, escape, read_sei_nal, sei_nal, split_annexb, unescape
 
 sys.path.insert(0, str(FIXTURES / "container"))
-from make_fixtures import BROKEN, write_fixtures  # noqa: E402
+from make_fixtures import BROKEN, EYE_REFERENCE, with_eyes, write_fixtures  # noqa: E402
 
 FRAMES = 20
 
@@ -59,6 +64,10 @@ def container(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("container_fixtures")
     write_fixtures(out, clip("dpe__d.mp4"))
     return out
+
+
+def sei_units(vvc: bytes) -> list:
+    return [u for u in split_annexb(vvc) if u.nal_unit_type == 23]
 
 
 def sei_messages(vvc: bytes) -> list:
@@ -135,8 +144,9 @@ def test_ifvc_and_cfte_travel_as_coded_bytes(streams, name):
     parts = split_native(native)
     messages = sei_messages(native_to_vvc(native))
     assert all(m.payload_type == USER_DATA_UNREGISTERED and m.payload.startswith(CONTAINER_UUID) for m in messages)
-    assert [m.payload[20] for m in messages] == [1, 2] + [3] * len(parts.segments)
-    assert messages[2].payload[21:] == parts.segments[0].pack()
+    eyes = [KIND_EYES] if parts.eyes is not None else []       # the encoder sends ifvc's when an eye shut
+    assert [m.payload[20] for m in messages] == [1, 2] + eyes + [3] * len(parts.segments)
+    assert messages[2 + len(eyes)].payload[21:] == parts.segments[0].pack()
 
 
 def test_bits_and_emulation_prevention():
@@ -161,6 +171,82 @@ def test_fixture_is_a_real_stream(container):
     """fomm.266 of the fixtures is fomm.fcv, and PyAV shows its key frame."""
     assert vvc_to_native((container / "fomm.266").read_bytes()) == (container / "fomm.fcv").read_bytes()
     assert len(decoded_planes(container / "fomm.266")) == 1
+
+
+# -- the eye reference (stream version 5): user data kind 4 --------------------------------------
+
+@pytest.mark.parametrize("name", list(FEATURE_FORMATS))
+def test_a_stream_with_an_eye_reference_round_trips(streams, name):
+    """The EYE_REFERENCE record rides as user data kind 4, right after the key frame's message,
+    its payload byte for byte, and comes back in its place; the key frame's NAL units stay
+    the picture, unchanged (the eye picture is inside our message, not beside it)."""
+    native = with_eyes(streams[name].read_bytes())
+    assert [kind for kind, _ in read_records(native)][:3] == [RecordType.SESSION_HEADER, RecordType.KEYFRAME,
+                                                             RecordType.EYE_REFERENCE]
+    vvc = native_to_vvc(native)
+    assert vvc_to_native(vvc) == native
+    user = [m.payload for m in sei_messages(vvc) if m.payload_type == USER_DATA_UNREGISTERED]
+    assert [p[20] for p in user][:3] == [1, 2, KIND_EYES]
+    assert [p[20] for p in user].count(KIND_EYES) == 1
+    assert user[2][21:] == EYE_REFERENCE.read_bytes()
+    assert split_native(native).eyes == EyeReference.unpack(EYE_REFERENCE.read_bytes())
+    ours = [u for u in split_annexb(vvc) if u.nal_unit_type == 23]
+    rest = bytearray(vvc)
+    for u in reversed(ours):
+        del rest[u.start:u.end]
+    assert bytes(rest) == split_native(native).keyframe.picture
+    without = join_native(replace(split_native(native), eyes=None))       # and without one, none comes back
+    assert vvc_to_native(native_to_vvc(without)) == without
+    assert KIND_EYES not in [m.payload[20] for m in sei_messages(native_to_vvc(without))
+                             if m.payload_type == USER_DATA_UNREGISTERED]
+
+
+def test_the_eye_fixture_is_a_real_stream(container):
+    """fomm_eyes.266 is fomm_eyes.fcv, our decoder's parser finds its eyes, and PyAV still
+    shows one picture: the key frame, sample for sample."""
+    from codec.decoder import read_stream
+
+    native = (container / "fomm_eyes.fcv").read_bytes()
+    assert vvc_to_native((container / "fomm_eyes.266").read_bytes()) == native
+    assert read_stream(container / "fomm_eyes.266").eyes == EyeReference.unpack(EYE_REFERENCE.read_bytes())
+    shown = decoded_planes(container / "fomm_eyes.266")
+    key = decoded_planes(split_native(native).keyframe.picture)
+    assert len(shown) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(shown[0], key[0], strict=True))
+
+
+def test_a_266_of_another_stream_version_is_refused_in_one_line(container):
+    """The session header message names the native stream version (5): a version-4 `.266` is
+    refused by it, in one line."""
+    vvc = (container / "fomm.266").read_bytes()
+    session = sei_units(vvc)[0]
+    (msg,) = read_sei_nal(session.data)
+    body = bytearray(msg.payload[20:])                      # fc_kind, fc_stream_version, session header
+    assert body[:2] == bytes([1, STREAM_VERSION]) == b"\x01\x05"
+    body[1] = 4
+    payload = CONTAINER_UUID + zlib.crc32(body).to_bytes(4, "big") + bytes(body)
+    old = vvc[:session.start] + b"\x00\x00\x00\x01" + sei_nal([SeiMessage(USER_DATA_UNREGISTERED, payload)]) \
+        + vvc[session.end:]
+    with pytest.raises(StreamError, match=r"carries a version-4 stream \(this decoder reads version 5\)") as err:
+        vvc_to_native(old)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("where", ["twice", "before the key frame", "after a segment", "another key frame"])
+def test_a_native_stream_with_a_misplaced_eye_reference_is_not_converted(container, where):
+    """native_to_vvc checks the native records as the decoder does: one eye reference at most,
+    right after the key frame, naming its key_id."""
+    header, key, *segments = read_records((container / "fomm.fcv").read_bytes())
+    eyes = (RecordType.EYE_REFERENCE, EYE_REFERENCE.read_bytes())
+    other = (RecordType.EYE_REFERENCE, replace(EyeReference.unpack(EYE_REFERENCE.read_bytes()), key_id=1).pack())
+    records = {"twice": [header, key, eyes, eyes, *segments],
+               "before the key frame": [header, eyes, key, *segments],
+               "after a segment": [header, key, segments[0], eyes, *segments[1:]],
+               "another key frame": [header, key, other, *segments]}[where]
+    stream = write_file_start() + b"".join(write_record(kind, payload) for kind, payload in records)
+    with pytest.raises(StreamError, match="eye reference") as err:
+        native_to_vvc(stream)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
@@ -242,10 +328,7 @@ def test_a_stream_that_cannot_be_converted_leaves_no_file(tmp_path, capsys, monk
 def test_a_foreign_user_data_sei_of_the_key_frame_stays_in_its_picture(container):
     """A key frame whose own bitstream carries a user data SEI (another UUID, before its
     slices) goes to .266 and back bit for bit: that SEI is the picture's, not ours."""
-    from dataclasses import replace
-
-    from codec_core.container import join_native
-    from codec_core.sei import PH_NUT, VCL_TYPES, SeiMessage, sei_nal
+    from codec_core.sei import PH_NUT, VCL_TYPES
 
     parts = split_native((container / "fomm.fcv").read_bytes())
     picture = parts.keyframe.picture
@@ -275,10 +358,6 @@ def test_info_and_errors_of_266_files(container, capsys, tmp_path):
 def test_a_codeword_our_encoder_would_not_make_is_refused(container):
     """A fomm segment with a byte after its codeword decodes natively, but its fields could not
     give it back: native_to_vvc says so in one line (ifvc's bytes travel as they are)."""
-    from dataclasses import replace
-
-    from codec_core.container import join_native
-
     parts = split_native((container / "fomm.fcv").read_bytes())
     padded = replace(parts.segments[0], payload=parts.segments[0].payload + b"\x00")
     odd = join_native(replace(parts, segments=(padded, *parts.segments[1:])))

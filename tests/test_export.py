@@ -10,8 +10,9 @@ import onnxruntime
 import pytest
 import torch
 
-from codec_core.format import I_YAW
+from codec_core.format import I_EYE_L, I_EYE_R, I_YAW
 from models.export import OPSET, export, key_inputs, main, metadata_path, weights_fingerprint
+from models.eye_reference import EyePicker, decode_eye_reference
 from models.generator import Generator
 from models.learned import LearnedSynthesizer, steady_start
 from models.onnx_synth import OnnxBackendError, OnnxSynthesizer
@@ -46,12 +47,16 @@ def exported(tmp_path_factory, generator):
 
 @pytest.fixture
 def synths(key, generator, exported):
-    """A torch and an ONNX synthesizer of rt__3's first frame, new for each test (each keeps
-    the steady state of the frames it drew)."""
+    """A torch and an ONNX synthesizer of rt__3's first frame with an eye reference (cut from
+    a later frame), new for each test (each keeps the steady state of the frames it drew)."""
     tracked, ref = key
     args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
-    return LearnedSynthesizer(*args, generator=generator), OnnxSynthesizer(*args, generator=generator,
-                                                                           onnx_model=exported[0])
+    key_openness = ref.reference_params()[[I_EYE_R, I_EYE_L]]
+    picker = EyePicker(key_openness, 256, 27)
+    picker.see(tracked[40].crop, 0.2 * key_openness, tracked[40].landmarks)
+    eyes = decode_eye_reference(picker.record(0), 256)
+    return (LearnedSynthesizer(*args, generator=generator, eyes=eyes),
+            OnnxSynthesizer(*args, generator=generator, onnx_model=exported[0], eyes=eyes))
 
 
 def real_frames(key) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -60,7 +65,9 @@ def real_frames(key) -> tuple[list[np.ndarray], list[np.ndarray]]:
     model = ref.face_model()
     turned = ref.reference_params().copy()
     turned[I_YAW] += 15
-    frames = [model.analyse(tracked[i].landmarks) for i in FRAMES] + [turned]
+    shutting = model.analyse(tracked[FRAMES[1]].landmarks)
+    shutting[[I_EYE_R, I_EYE_L]] *= 0.3           # the eye reference half laid
+    frames = [model.analyse(tracked[i].landmarks) for i in FRAMES] + [shutting, turned]
     # a global picture motion on some frames (a camera drifting right and zooming in)
     motions = [np.zeros(4)] * 2 + [np.array([0.02 * i, -0.01, 0.01 * i, 0.005]) for i in range(1, len(frames) - 1)]
     return frames, motions

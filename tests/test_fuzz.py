@@ -3,7 +3,7 @@ of the inputs the fuzzer found (tests/fixtures/fuzz/TARGET/*.bin).
 
 The targets are the long fuzz run's (`benchmarks.fuzz`, which says what each one covers):
 stream files, session headers, `stream` channel records, parameter packets and payloads,
-the key frame wrapper and the whole key frame as the receiver prepares it, the receiver
+the key frame wrapper, the EYE_REFERENCE record and the whole key frame as the receiver prepares it, the receiver
 half fed message sequences, uploaded pictures, and the JSON messages of signaling, of the
 call's control channel and of the web demo's `/ws`.  Inputs are real ones (the stream
 fixtures, a real aiortc offer, real pictures) mutated by hypothesis in the fuzzer's own
@@ -193,6 +193,17 @@ def keyframe_records(draw) -> bytes:
     return struct.pack(">HBI", draw(u16), draw(st.sampled_from((1,)) | u8), plen) + picture + geometry
 
 
+@st.composite
+def eye_reference_records(draw) -> bytes:
+    """An EYE_REFERENCE payload with any present bits, openness and declared picture length,
+    the real picture or any bytes."""
+    real = (FIXTURES / "eye_reference.bin").read_bytes()
+    picture = draw(st.sampled_from([real[16:]]) | st.binary(max_size=64))
+    plen = draw(st.sampled_from((len(picture),)) | u32)
+    return struct.pack(">HBBffI", draw(u16), draw(st.sampled_from((1,)) | u8), draw(st.sampled_from((1, 2, 3)) | u8),
+                       draw(f32), draw(f32), plen) + picture + draw(st.sampled_from((b"",)) | st.binary(max_size=8))
+
+
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                     max_leaves=10)
@@ -297,6 +308,12 @@ def test_param_payload(data):
 @given(data=st.one_of(mutated("keyframe_wrapper"), keyframe_records(), st.binary(max_size=64)))
 def test_keyframe_wrapper(data):
     check("keyframe_wrapper", data)
+
+
+@fuzz_settings(100)
+@given(data=st.one_of(mutated("eye_reference"), eye_reference_records(), st.binary(max_size=40)))
+def test_eye_reference(data):
+    check("eye_reference", data)
 
 
 @fuzz_settings(15)

@@ -1,0 +1,151 @@
+"""Synthesizer v2's eye reference: the caller's own shut eyes, sent once, laid where an eye shuts.
+
+A key frame shows the eyes open.  What this person's shut eye looks like (lid skin, the lash
+line, the crease) is nowhere in it, and neither the generator nor the regional refiner can
+know it: on the validation people, whom they never saw, their shut eyes stayed within 10 %
+of v1's painted lids in LPIPS (docs/synthesizer.md).  So the encoder sends it: once per key
+frame, each eye's patch as it looked when that eye's decoded openness was lowest
+(`codec_core.bitstream.EyeReference`, one small VVC picture of both patches, a few hundred
+bytes), cut on the regional refiner's frame of that eye (models/regions.py: aligned with the
+eye's corners, the left eye mirrored).  The synthesizer lays it on the same frame of the
+target eye, through the refiner's fading window, coming in as the eye's openness falls from
+`START` of the key frame's (where the iris layer's lid skin starts) to the reference's own.
+
+    encoder: EyePicker.see(crop, openness, landmarks) per frame -> EyePicker.record(key_id)
+    decoder: decode_eye_reference(record, side) -> EyePatches -> the graph's buffers
+    per frame: lay_eye_references(picture, landmarks, openness, ...)   (tensor code, ONNX)
+
+An eye that never shut in the clip has no patch (`present` 0): nothing is laid there.  The
+key frame's own parameters lay nothing (openness at the key frame's), so the key frame comes
+back exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from codec_core.bitstream import EyeReference, StreamError
+from codec_core.format import I_EYE_L, I_EYE_R, KEYFRAME_CODEC_VVC, eye_reference_size
+from codec_core.keyframe import decode_keyframe, encode_keyframe
+from models.motion import normalised
+from models.regions import EYES, cut, lay_back, patch_frame, window
+
+log = logging.getLogger(__name__)
+
+OPENNESS = (I_EYE_R, I_EYE_L)   # each eye's openness in a parameter vector, in the order of regions.EYES
+START = 0.6                     # openness share of the key frame's where the reference starts to come in
+MIN_SPAN = 0.05                 # of that share: the ramp is never steeper than this
+GREY = 128                      # the picture's half of an eye without a patch
+
+
+def openness_of(params: np.ndarray) -> np.ndarray:
+    """(2,) the eyes' openness values (right, left) of an ifvc parameter vector."""
+    return np.asarray(params, np.float64)[list(OPENNESS)]
+
+
+def _picture_tensor(picture: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def cut_eye(picture: np.ndarray, landmarks: np.ndarray, eye: int) -> np.ndarray:
+    """Eye `eye`'s (0 right, 1 left) reference patch (n x n x 3 uint8) of `picture` (S x S x 3
+    uint8), on the refiner's frame of that eye along `landmarks` (478 x 2+, pixels)."""
+    side = picture.shape[0]
+    n = eye_reference_size(side)[1]
+    marks = normalised(torch.as_tensor(np.asarray(landmarks)[None, :, :2], dtype=torch.float32), side)
+    with torch.no_grad():
+        patch = cut(_picture_tensor(picture), *patch_frame(EYES[eye], marks), n)
+    return (patch[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class EyePicker:
+    """The encoder's side: while frames go by, each eye's most shut moment below `START` of
+    the key frame's openness, its patch cut from the frame's crop."""
+
+    def __init__(self, key_openness: np.ndarray, side: int, qp: int) -> None:
+        self.key_openness = np.asarray(key_openness, np.float64)
+        self.side = side
+        self.qp = qp
+        self.openness = np.full(2, np.nan)
+        self.patches: list[np.ndarray | None] = [None, None]
+
+    def see(self, crop: np.ndarray, openness: np.ndarray, landmarks: np.ndarray) -> None:
+        """One frame: its crop, its decoded openness (right, left: what the receiver will
+        see) and its tracked landmarks in crop pixels (where its eyes really are)."""
+        for eye in range(2):
+            key, value = self.key_openness[eye], float(openness[eye])
+            if key <= 0 or value >= START * key or value >= np.nan_to_num(self.openness[eye], nan=np.inf):
+                continue
+            self.openness[eye] = value
+            self.patches[eye] = cut_eye(crop, landmarks, eye)
+
+    def record(self, key_id: int) -> EyeReference | None:
+        """The EYE_REFERENCE of what was seen (VVenC at the picker's `qp`), or None when no eye shut."""
+        if all(p is None for p in self.patches):
+            return None
+        width, n = eye_reference_size(self.side)
+        picture = np.full((n, width, 3), GREY, np.uint8)
+        for eye, patch in enumerate(self.patches):
+            if patch is not None:
+                picture[:, eye * n:(eye + 1) * n] = patch
+        present = sum(1 << eye for eye, p in enumerate(self.patches) if p is not None)
+        openness = tuple(float(np.float32(0.0 if np.isnan(v) else v)) for v in self.openness)
+        data = encode_keyframe(picture, self.qp)
+        log.info("eye reference: %d bytes at QP %d (openness %s of the key frame's %s)", len(data), self.qp,
+                 np.round(self.openness, 3), np.round(self.key_openness, 3))
+        return EyeReference(key_id, KEYFRAME_CODEC_VVC, present, (openness[0], openness[1]), data)
+
+
+class EyePatches(NamedTuple):
+    """A decoded eye reference as the synthesizer's graph takes it: the patches (1, 3, n, 2n) in
+    [0, 1], each eye's openness when its patch was cut (1, 2) and whether it has one (1, 2)."""
+    patches: torch.Tensor
+    openness: torch.Tensor
+    present: torch.Tensor
+
+
+def decode_eye_reference(record: EyeReference, side: int) -> EyePatches:
+    """The record's picture decoded and checked against the stream's picture side."""
+    width, n = eye_reference_size(side)
+    picture = decode_keyframe(record.picture)
+    if picture.shape[:2] != (n, width):
+        raise StreamError(f"the eye reference is {picture.shape[1]}x{picture.shape[0]}, a {side} stream's is "
+                          f"{width}x{n}")
+    present = torch.tensor([[float(record.has(0)), float(record.has(1))]])
+    return EyePatches(_picture_tensor(picture), torch.tensor([record.openness], dtype=torch.float32), present)
+
+
+def no_eye_patches(side: int, device: torch.device | str = "cpu") -> EyePatches:
+    """The buffers of a key frame without an eye reference: nothing is laid."""
+    width, n = eye_reference_size(side)
+    return EyePatches(torch.zeros(1, 3, n, width, device=device), torch.zeros(1, 2, device=device),
+                      torch.zeros(1, 2, device=device))
+
+
+def eye_shares(openness: torch.Tensor, key_openness: torch.Tensor, eyes: EyePatches) -> torch.Tensor:
+    """(B, 2) how much of each eye's reference to lay: 0 down to `START` of the key frame's
+    openness, rising to 1 at the reference's own (target `openness` (B, 2), key's (1, 2))."""
+    key = key_openness.clamp(min=1e-6)
+    share, reference = openness / key, eyes.openness / key
+    ramp = (START - share) / (START - reference).clamp(min=MIN_SPAN)
+    return ramp.clamp(0.0, 1.0) * eyes.present * (key_openness > 0)
+
+
+def lay_eye_references(picture: torch.Tensor, landmarks: torch.Tensor, openness: torch.Tensor,
+                       key_openness: torch.Tensor, eyes: EyePatches, picture_grid: torch.Tensor) -> torch.Tensor:
+    """`picture` (B, 3, S, S) with each eye's reference laid over it on the target eye's frame
+    (normalised `landmarks` (B, 478, 2)) by `eye_shares`; `picture_grid` its identity grid."""
+    batch, n = len(picture), eyes.patches.shape[-2]
+    fade = window(n, picture.device)[None, None]
+    shares = eye_shares(openness, key_openness, eyes)
+    for eye, region in enumerate(EYES):
+        patch = eyes.patches[..., eye * n:(eye + 1) * n]
+        laid = lay_back(torch.cat([patch * fade, fade], 1).expand(batch, -1, -1, -1),
+                        *patch_frame(region, landmarks), picture_grid)
+        share = shares[:, eye].view(-1, 1, 1, 1)
+        picture = picture * (1.0 - share * laid[:, 3:]) + share * laid[:, :3]
+    return picture
