@@ -166,8 +166,7 @@ class SynthGraph(torch.nn.Module):
             key_regions = [getattr(self, f"key_region{i}") for i in range(len(REGIONS))]
             full = self.generator.regions(full, landmarks, key_regions, self.key_landmarks, self.full_grid)
         eyes = EyePatches(self.eye_patches, self.eye_openness, self.eye_present)
-        picture = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, eyes,
-                                     self.full_grid)
+        picture = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, eyes)
         return picture.clamp(0.0, 1.0), state
 
 

@@ -56,10 +56,11 @@ def test_saved_crop_is_lossless_copy_of_coded_frames(encoded):
 def test_info_reports_rates(encoded):
     stream, _, _ = encoded
     info = json.loads(run("info", str(stream)).stdout)
-    for key in ("frames", "fps", "width", "height", "format", "keyframe_bytes", "param_bytes", "param_kbps",
-                "total_kbps"):
+    for key in ("frames", "fps", "width", "height", "format", "keyframe_bytes", "eye_reference_bytes", "param_bytes",
+                "param_kbps", "total_kbps"):
         assert key in info
     assert info["frames"] == 60 and info["width"] == info["height"] == 256
+    assert 100 < info["eye_reference_bytes"] < 1000       # rt__3 blinks in its first 60 frames
     assert 0 < info["keyframe_bytes"] and info["keyframe_bytes"] + info["geometry_bytes"] <= 4000
     size = stream.stat().st_size
     assert info["total_kbps"] == pytest.approx(size * 8 / (60 / info["fps"]) / 1000, rel=1e-3)
