@@ -14,10 +14,13 @@ from models.eye_reference import (
     cut_eye,
     decode_eye_reference,
     eye_shares,
+    lay_eye_references,
     no_eye_patches,
 )
 from models.generator import Generator
 from models.learned import LearnedSynthesizer
+from models.motion import identity_grid
+from models.regions import EYES, lay_back, patch_frame, window
 
 OPEN = [I_EYE_R, I_EYE_L]
 
@@ -120,3 +123,28 @@ def test_a_reference_of_the_wrong_size_is_refused():
     with pytest.raises(StreamError, match="eye reference is 48x48, a 256 stream's is 96x48"):
         decode_eye_reference(record, 256)
     assert eye_reference_size(512) == (192, 96)
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_laying_on_a_square_around_each_eye_equals_laying_over_the_whole_picture(key, size):
+    """The layer works on a square of pixels around each eye; laid over the whole picture
+    with `regions.lay_back` (the refiner's way), the result is the same."""
+    tracked, _ = key
+    torch.manual_seed(0)
+    marks = torch.from_numpy(tracked[0].landmarks[None, :, :2]).float() * (2.0 / 256) - 1.0
+    marks = torch.cat([marks, marks + 0.04])                  # two frames, the second moved
+    picture = torch.rand(2, 3, size, size)
+    n = size * 48 // 256
+    eyes = no_eye_patches(size)._replace(patches=torch.rand(1, 3, n, 2 * n), openness=torch.tensor([[0.02, 0.05]]),
+                                         present=torch.ones(1, 2))
+    openness, key_open = torch.tensor([[0.05, 0.2], [0.0, 0.1]]), torch.tensor([[0.3, 0.3]])
+    expected, grid, fade = picture, identity_grid(size), window(n)[None, None]
+    shares = eye_shares(openness, key_open, eyes)
+    for eye, region in enumerate(EYES):
+        laid = lay_back(torch.cat([eyes.patches[..., eye * n:(eye + 1) * n] * fade, fade], 1).expand(2, -1, -1, -1),
+                        *patch_frame(region, marks), grid)
+        share = shares[:, eye].view(-1, 1, 1, 1)
+        expected = expected * (1 - share * laid[:, 3:]) + share * laid[:, :3]
+    got = lay_eye_references(picture, marks, openness, key_open, eyes)
+    assert (got - picture).abs().amax() > 0.1                  # it laid something
+    assert torch.allclose(got, expected, atol=1e-6)
