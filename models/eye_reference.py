@@ -27,13 +27,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from codec_core.bitstream import EyeReference, StreamError
 from codec_core.format import I_EYE_L, I_EYE_R, KEYFRAME_CODEC_VVC, eye_reference_size
 from codec_core.keyframe import decode_keyframe, encode_keyframe
 from models.motion import normalised
-from models.regions import EYES, cut, patch_frame, to_patch, window
+from models.regions import EYES, cut, lay_back, patch_frame, window
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,6 @@ OPENNESS = (I_EYE_R, I_EYE_L)   # each eye's openness in a parameter vector, in 
 START = 0.6                     # openness share of the key frame's where the reference starts to come in
 MIN_SPAN = 0.05                 # of that share: the ramp is never steeper than this
 GREY = 128                      # the picture's half of an eye without a patch
-SQUARE = 0.5                    # the side of the square of pixels each eye is laid on, in picture sides
 
 
 def openness_of(params: np.ndarray) -> np.ndarray:
@@ -140,28 +138,16 @@ def eye_shares(openness: torch.Tensor, key_openness: torch.Tensor, eyes: EyePatc
 def lay_eye_references(picture: torch.Tensor, landmarks: torch.Tensor, openness: torch.Tensor,
                        key_openness: torch.Tensor, eyes: EyePatches) -> torch.Tensor:
     """`picture` (B, 3, S, S) with each eye's reference laid over it on the target eye's frame
-    (normalised `landmarks` (B, 478, 2)) by `eye_shares`.  Worked out on a square of
-    `SQUARE` of the picture's pixels around each eye (the patch, turned any way, fits in it
-    for eyes up to a sixth of the picture wide) and written back into those pixels: a
-    gather and a scatter of a sixteenth of the picture, not sums over all of it."""
-    batch, size, n = len(picture), int(picture.shape[-1]), eyes.patches.shape[-2]   # static: constants when traced
-    side, pixel = round(SQUARE * size), 2.0 / size
+    (normalised `landmarks` (B, 478, 2)) by `eye_shares`, through the refiner's fading
+    window, on the pixels of the square around the eye (`regions.lay_back`)."""
+    batch, size, n = len(picture), int(picture.shape[-1]), eyes.patches.shape[-2]     # static: constants when traced
     fade = window(n, picture.device)[None, None]
     shares = eye_shares(openness, key_openness, eyes)
-    steps = torch.arange(side, dtype=picture.dtype, device=picture.device)
     flat = picture.reshape(batch, 3, size * size)
     for eye, region in enumerate(EYES):
-        frame = patch_frame(region, landmarks)
-        origin = torch.round((frame[0] + 1.0) / pixel - side / 2).clamp(0, size - side)      # (B, 2) pixels
-        xs, ys = origin[:, None, 0] + steps, origin[:, None, 1] + steps                      # (B, side)
-        points = torch.stack([xs[:, None, :].expand(-1, side, -1), ys[:, :, None].expand(-1, -1, side)], -1)
-        at = to_patch((points.reshape(batch, side * side, 2) + 0.5) * pixel - 1.0, *frame)
-        patch = eyes.patches[..., eye * n:(eye + 1) * n]
-        laid = F.grid_sample(torch.cat([patch * fade, fade], 1).expand(batch, -1, -1, -1),
-                             at.view(batch, side, side, 2), mode="bilinear", padding_mode="zeros",
-                             align_corners=False).reshape(batch, 4, side * side)
-        index = (points[..., 1] * size + points[..., 0]).long().reshape(batch, 1, side * side).expand(-1, 3, -1)
+        patch = torch.cat([eyes.patches[..., eye * n:(eye + 1) * n] * fade, fade], 1).expand(batch, -1, -1, -1)
+        laid, index = lay_back(patch, patch_frame(region, landmarks), size)
+        index, share = index[:, :3], shares[:, eye].view(-1, 1, 1)
         here = flat.gather(2, index)
-        share = shares[:, eye].view(-1, 1, 1)
         flat = flat.scatter(2, index, here * (1.0 - share * laid[:, 3:]) + share * laid[:, :3])
     return flat.view(batch, 3, size, size)

@@ -164,7 +164,7 @@ class SynthGraph(torch.nn.Module):
                          eyes)
         if self.regions:
             key_regions = [getattr(self, f"key_region{i}") for i in range(len(REGIONS))]
-            full = self.generator.regions(full, landmarks, key_regions, self.key_landmarks, self.full_grid)
+            full = self.generator.regions(full, landmarks, key_regions, self.key_landmarks)
         eyes = EyePatches(self.eye_patches, self.eye_openness, self.eye_present)
         picture = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, eyes)
         return picture.clamp(0.0, 1.0), state

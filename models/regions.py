@@ -10,7 +10,8 @@ frame's patch of the same region (cut along the key frame's own landmarks: what 
 person's eye or mouth looks like) and Gaussian maps of the region's landmarks in both.
 The correction fades out towards the patch's edge, is gated by how far the region's
 landmarks moved from the key frame's (the key frame's own parameters give back the key
-frame exactly), and is laid back by sampling it at each picture pixel's place in the patch.
+frame exactly), and is laid back by sampling it at each picture pixel's place in the patch,
+on a square of pixels around the region (`lay_back`: a gather and a scatter of those pixels).
 
     picture (B, 3, S, S) --cut along each Region's frame--> patches (eyes 48 px, mouth 64 px)
         + the key frame's patches and maps (`key_patches`, once per key frame)
@@ -23,6 +24,7 @@ laying back are 4-D `grid_sample`), so it runs on CUDA and exports to ONNX with 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -47,6 +49,7 @@ MAP_SIGMA = 0.06        # landmark blobs, in patch units (about 1.5 px of a 256 
 FEATHER = 0.25          # the correction fades to zero over this share of the patch's half side
 GATE_SCALE = 0.004      # normalised landmark motion at which the correction is 63 % on (0.5 px at 256)
 CHANNELS = (12, 24, 32)
+SQUARE = 0.5            # a patch is laid back on a square of this share of the picture's side
 
 
 @dataclass(frozen=True)
@@ -109,14 +112,34 @@ def cut(picture: torch.Tensor, centre: torch.Tensor, u: torch.Tensor, v: torch.T
                          align_corners=False)
 
 
-def lay_back(correction: torch.Tensor, centre: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-             picture_grid: torch.Tensor) -> torch.Tensor:
-    """The patch's `correction` (B, 3, n, n) sampled at every pixel of the picture grid
-    (H, W, 2): (B, 3, H, W), zero outside the patch."""
-    h, w = picture_grid.shape[:2]
-    at = to_patch(picture_grid.reshape(1, h * w, 2), centre, u, v)
-    return F.grid_sample(correction, at.view(len(centre), h, w, 2), mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+class Square(NamedTuple):
+    """The square of picture pixels a patch is laid back on: their flat indices (B, m * m)
+    in the picture's rows and their places in the patch (B, m, m, 2)."""
+    index: torch.Tensor
+    at: torch.Tensor
+
+
+def square_around(centre: torch.Tensor, u: torch.Tensor, v: torch.Tensor, size: int) -> Square:
+    """The square of `SQUARE` of a `size` picture's side around the patch (centre, u, v),
+    inside the picture: the patch, turned any way, lies within it for regions up to a sixth
+    of the picture wide (a face's eyes and mouth are a tenth to a fifth of the crop)."""
+    side, pixel = round(SQUARE * size), 2.0 / size
+    steps = torch.arange(side, dtype=centre.dtype, device=centre.device)
+    origin = torch.round((centre + 1.0) / pixel - side / 2).clamp(0, size - side)           # (B, 2) pixels
+    xs = (origin[:, None, 0] + steps)[:, None, :].expand(-1, side, -1)                      # (B, side, side)
+    ys = (origin[:, None, 1] + steps)[:, :, None].expand(-1, -1, side)
+    at = to_patch((torch.stack([xs, ys], -1).reshape(len(centre), side * side, 2) + 0.5) * pixel - 1.0, centre, u, v)
+    return Square((ys * size + xs).long().reshape(len(centre), side * side), at.view(len(centre), side, side, 2))
+
+
+def lay_back(patch: torch.Tensor, frame: Frame, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`patch` (B, C, n, n) sampled at the pixels of the square around its `frame` in a
+    `size` picture: (B, C, m * m), zero outside the patch, and the pixels' flat indices
+    (B, C, m * m), for gathering from and scattering into the picture's rows (B, C, S * S).
+    Equal to sampling it at every pixel of the picture, and a sixteenth of the work."""
+    square = square_around(*frame, size)
+    laid = F.grid_sample(patch, square.at, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return laid.flatten(2), square.index[:, None].expand(-1, patch.shape[1], -1)
 
 
 def window(size: int, device: torch.device | None = None) -> torch.Tensor:
@@ -188,12 +211,14 @@ class RegionRefiner(nn.Module):
         return out
 
     def forward(self, picture: torch.Tensor, landmarks: torch.Tensor, key: list[torch.Tensor],
-                key_landmarks: torch.Tensor, picture_grid: torch.Tensor) -> torch.Tensor:
-        """`picture` (B, 3, S, S) with its eyes and mouth corrected; `picture_grid` is its
-        identity grid (S, S, 2)."""
+                key_landmarks: torch.Tensor) -> torch.Tensor:
+        """`picture` (B, 3, S, S) with its eyes and mouth corrected."""
+        batch, size = len(picture), int(picture.shape[-1])
+        flat = picture.reshape(batch, 3, size * size)
         for _, correction, frame in self.corrections(at_scale(picture), landmarks, key, key_landmarks):
-            picture = picture + lay_back(correction, *frame, picture_grid)
-        return picture
+            laid, index = lay_back(correction, frame, size)
+            flat = flat.scatter(2, index, flat.gather(2, index) + laid)
+        return flat.view(batch, 3, size, size)
 
 
 def at_scale(picture: torch.Tensor) -> torch.Tensor:

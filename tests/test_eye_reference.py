@@ -4,6 +4,7 @@ sends it as one small VVC picture, and synthesizer v2 lays it where an eye shuts
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from codec_core.bitstream import EyeReference, StreamError
 from codec_core.format import I_EYE_L, I_EYE_R, KEYFRAME_CODEC_VVC, eye_reference_size
@@ -14,13 +15,12 @@ from models.eye_reference import (
     cut_eye,
     decode_eye_reference,
     eye_shares,
-    lay_eye_references,
     no_eye_patches,
 )
 from models.generator import Generator
 from models.learned import LearnedSynthesizer
 from models.motion import identity_grid
-from models.regions import EYES, lay_back, patch_frame, window
+from models.regions import REGIONS, lay_back, patch_frame, to_patch
 
 OPEN = [I_EYE_R, I_EYE_L]
 
@@ -126,25 +126,19 @@ def test_a_reference_of_the_wrong_size_is_refused():
 
 
 @pytest.mark.parametrize("size", [256, 512])
-def test_laying_on_a_square_around_each_eye_equals_laying_over_the_whole_picture(key, size):
-    """The layer works on a square of pixels around each eye; laid over the whole picture
-    with `regions.lay_back` (the refiner's way), the result is the same."""
+def test_laying_back_on_a_square_equals_sampling_the_patch_at_every_pixel(key, size):
+    """`regions.lay_back` (the refiner's and the eye reference's) works on a square of
+    pixels around the patch; sampling the patch at every pixel of the picture gives the same."""
     tracked, _ = key
     torch.manual_seed(0)
     marks = torch.from_numpy(tracked[0].landmarks[None, :, :2]).float() * (2.0 / 256) - 1.0
     marks = torch.cat([marks, marks + 0.04])                  # two frames, the second moved
-    picture = torch.rand(2, 3, size, size)
-    n = size * 48 // 256
-    eyes = no_eye_patches(size)._replace(patches=torch.rand(1, 3, n, 2 * n), openness=torch.tensor([[0.02, 0.05]]),
-                                         present=torch.ones(1, 2))
-    openness, key_open = torch.tensor([[0.05, 0.2], [0.0, 0.1]]), torch.tensor([[0.3, 0.3]])
-    expected, grid, fade = picture, identity_grid(size), window(n)[None, None]
-    shares = eye_shares(openness, key_open, eyes)
-    for eye, region in enumerate(EYES):
-        laid = lay_back(torch.cat([eyes.patches[..., eye * n:(eye + 1) * n] * fade, fade], 1).expand(2, -1, -1, -1),
-                        *patch_frame(region, marks), grid)
-        share = shares[:, eye].view(-1, 1, 1, 1)
-        expected = expected * (1 - share * laid[:, 3:]) + share * laid[:, :3]
-    got = lay_eye_references(picture, marks, openness, key_open, eyes)
-    assert (got - picture).abs().amax() > 0.1                  # it laid something
-    assert torch.allclose(got, expected, atol=1e-6)
+    grid = identity_grid(size).reshape(1, size * size, 2)
+    for region in REGIONS:
+        patch = torch.rand(2, 4, region.patch, region.patch)
+        frame = patch_frame(region, marks)
+        everywhere = F.grid_sample(patch, to_patch(grid, *frame).view(2, size, size, 2), mode="bilinear",
+                                   padding_mode="zeros", align_corners=False).flatten(2)
+        laid, index = lay_back(patch, frame, size)
+        picture = torch.zeros(2, 4, size * size).scatter(2, index, laid)
+        assert everywhere.abs().sum() > 0 and torch.allclose(picture, everywhere, atol=1e-6)
