@@ -30,7 +30,7 @@ import torch
 
 from codec_core.bitstream import EyeReference, StreamError
 from codec_core.format import I_EYE_L, I_EYE_R, KEYFRAME_CODEC_VVC, eye_reference_size
-from codec_core.keyframe import decode_keyframe, encode_keyframe
+from codec_core.keyframe import KeyframeError, decode_keyframe, encode_keyframe
 from models.motion import normalised
 from models.regions import EYES, cut, lay_back, patch_frame, window
 
@@ -111,7 +111,10 @@ class EyePatches(NamedTuple):
 def decode_eye_reference(record: EyeReference, side: int) -> EyePatches:
     """The record's picture decoded and checked against the stream's picture side."""
     width, n = eye_reference_size(side)
-    picture = decode_keyframe(record.picture)
+    try:
+        picture = decode_keyframe(record.picture)
+    except KeyframeError as exc:
+        raise StreamError(f"the eye reference's picture: {exc}") from None
     if picture.shape[:2] != (n, width):
         raise StreamError(f"the eye reference is {picture.shape[1]}x{picture.shape[0]}, a {side} stream's is "
                           f"{width}x{n}")

@@ -165,8 +165,8 @@ class SynthGraph(torch.nn.Module):
         if self.regions:
             key_regions = [getattr(self, f"key_region{i}") for i in range(len(REGIONS))]
             full = self.generator.regions(full, landmarks, key_regions, self.key_landmarks)
-        eyes = EyePatches(self.eye_patches, self.eye_openness, self.eye_present)
-        picture = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, eyes)
+        reference = EyePatches(self.eye_patches, self.eye_openness, self.eye_present)
+        picture = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, reference)
         return picture.clamp(0.0, 1.0), state
 
 

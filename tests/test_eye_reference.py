@@ -122,6 +122,8 @@ def test_a_reference_of_the_wrong_size_is_refused():
     record = EyeReference(0, KEYFRAME_CODEC_VVC, 1, (0.1, 0.0), encode_keyframe(picture, 40))
     with pytest.raises(StreamError, match="eye reference is 48x48, a 256 stream's is 96x48"):
         decode_eye_reference(record, 256)
+    with pytest.raises(StreamError, match="the eye reference's picture: "):
+        decode_eye_reference(EyeReference(0, KEYFRAME_CODEC_VVC, 1, (0.1, 0.0), record.picture[:20]), 256)
     assert eye_reference_size(512) == (192, 96)
 
 
