@@ -68,6 +68,7 @@ import numpy as np
 import torch
 
 from codec_core.format import GLOBAL_MOTION_COUNT, NUM_FIXED
+from models.eye_reference import no_eye_patches
 from models.generator import WORK, Generator
 from models.learned import ASSET, SynthGraph, build_graph, key_buffers, load_generator, steady_start
 from models.synthesizers import example_keyframe
@@ -172,8 +173,10 @@ class PerFrame(torch.nn.Module):
 def example_graph(generator: Generator, size: int, device: str | torch.device = "cpu",
                   regions: bool = True) -> SynthGraph:
     """A SynthGraph of a made-up key frame (`models.synthesizers.example_keyframe`) to trace
-    the export with: the traced operations do not depend on the values, only on the shapes."""
-    return build_graph(generator, *example_keyframe(size), device, regions)
+    the export with: the traced operations do not depend on the values, only on the shapes.
+    Its eye reference layer is on (laying nothing here), so that the file serves key frames
+    with and without one."""
+    return build_graph(generator, *example_keyframe(size), device, regions, no_eye_patches(size, device))
 
 
 def _deg2rad(g: Any, x: Any) -> Any:

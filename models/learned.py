@@ -134,6 +134,9 @@ class SynthGraph(torch.nn.Module):
             self.register_buffer(f"mesh_{name}", table)
         self.register_buffer("exact", torch.from_numpy(exact_points(source.shape[1]))[None].to(device))
         self.register_buffer("full_grid", identity_grid(size, device))
+        # without an eye reference its buffers are there (every graph of a size has the same
+        # inputs) but its layer is skipped: it would lay nothing
+        self.lays_eyes = eyes is not None
         self.register_buffer("key_openness", ref_params[list(OPENNESS)][None])
         for name, value in (eyes or no_eye_patches(size))._asdict().items():
             self.register_buffer(f"eye_{name}", value.to(device))
@@ -165,9 +168,10 @@ class SynthGraph(torch.nn.Module):
         if self.regions:
             key_regions = [getattr(self, f"key_region{i}") for i in range(len(REGIONS))]
             full = self.generator.regions(full, landmarks, key_regions, self.key_landmarks)
-        reference = EyePatches(self.eye_patches, self.eye_openness, self.eye_present)
-        picture = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, reference)
-        return picture.clamp(0.0, 1.0), state
+        if self.lays_eyes:
+            reference = EyePatches(self.eye_patches, self.eye_openness, self.eye_present)
+            full = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, reference)
+        return full.clamp(0.0, 1.0), state
 
 
 def full_size(keyframe: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: torch.Tensor,
@@ -306,12 +310,15 @@ _COMPILED: dict[tuple[int, str, int, bool], FrameFunction] = {}
 def compiled_frame_function(graph: SynthGraph) -> FrameFunction:
     """`frame_function` under torch.compile with CUDA graphs ("reduce-overhead"), one per
     process, size, device and generator: the key frame is an input, not a constant, so the
-    compile (about a minute) is paid once and every later key frame reuses it."""
+    compile (about a minute) is paid once and every later key frame reuses it, with or
+    without an eye reference (the template lays one always: nothing where there is none)."""
     key = (graph.size, str(graph.keyframe.device), id(graph.generator), graph.regions)
     if key not in _COMPILED:
         # a copy as the template: key buffers that alias the template's would be guarded on
         # (one more compile when the next key frame's are not)
-        _COMPILED[key] = torch.compile(frame_function(copy.deepcopy(graph)), mode="reduce-overhead")
+        template = copy.deepcopy(graph)
+        template.lays_eyes = True
+        _COMPILED[key] = torch.compile(frame_function(template), mode="reduce-overhead")
     return _COMPILED[key]
 
 

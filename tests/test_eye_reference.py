@@ -144,3 +144,17 @@ def test_laying_back_on_a_square_equals_sampling_the_patch_at_every_pixel(key, s
         laid, index = lay_back(patch, frame, size)
         picture = torch.zeros(2, 4, size * size).scatter(2, index, laid)
         assert everywhere.abs().sum() > 0 and torch.allclose(picture, everywhere, atol=1e-6)
+
+
+def test_a_key_frame_without_a_reference_skips_the_layer_and_draws_the_same(key):
+    """Without an eye reference the graph leaves the layer out; with the layer on and no
+    patches (as the ONNX file and a compiled function have it) the picture is the same."""
+    tracked, ref = key
+    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
+    generator = Generator().eval()
+    without = LearnedSynthesizer(*args, generator=generator)
+    layered = LearnedSynthesizer(*args, generator=generator, eyes=no_eye_patches(256))
+    assert not without.graph.lays_eyes and layered.graph.lays_eyes
+    shut = ref.reference_params().copy()
+    shut[OPEN] = 0.0
+    assert np.array_equal(without.render(shut), layered.render(shut))
