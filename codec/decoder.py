@@ -24,6 +24,7 @@ import numpy as np
 
 from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
 from codec_core.bitstream import (
+    EYES_PLACE,
     EyeReference,
     Keyframe,
     ParamSegment,
@@ -153,11 +154,9 @@ class FaceDecoder:
     def _eye_patches(self, record: Keyframe, eyes: EyeReference | None) -> EyePatches | None:
         if eyes is None:
             return None
-        if eyes.key_id != record.key_id:
-            raise StreamError(f"the eye reference belongs to key frame {eyes.key_id}, the stream's is {record.key_id}")
         from models.eye_reference import decode_eye_reference
 
-        return decode_eye_reference(eyes, self.header.width)
+        return decode_eye_reference(eyes.belonging_to(record), self.header.width)
 
     def set_synthesis(self, synthesis: Synthesis) -> None:
         """Make the pictures with `synthesis` from now on (a live receiver stepping down:
@@ -250,11 +249,8 @@ def parse_stream(data: bytes) -> ParsedStream:
             keyframe = Keyframe.unpack(payload)
         elif kind == RecordType.EYE_REFERENCE:
             if keyframe is None or eyes is not None or segments:
-                raise StreamError("an eye reference must follow the key frame, once, before the parameters")
-            eyes = EyeReference.unpack(payload)
-            if eyes.key_id != keyframe.key_id:
-                raise StreamError(f"the eye reference belongs to key frame {eyes.key_id}, the stream's is "
-                                  f"{keyframe.key_id}")
+                raise StreamError(EYES_PLACE)
+            eyes = EyeReference.unpack(payload).belonging_to(keyframe)
         elif kind == RecordType.PARAM_SEGMENT:
             if keyframe is None:
                 raise StreamError("parameters come before the key frame")

@@ -187,6 +187,9 @@ class Keyframe:
         return cls(key_id, codec, data[n:n + plen], data[n + plen:])
 
 
+EYES_PLACE = "an eye reference must follow the key frame, once, before the parameters"
+
+
 @dataclass(frozen=True)
 class EyeReference:
     """The caller's shut eyes (version 5): one VVC picture of each eye's patch as it looked
@@ -201,6 +204,13 @@ class EyeReference:
     picture: bytes
 
     _FIXED = struct.Struct(">HBBffI")
+
+    def belonging_to(self, keyframe: Keyframe) -> EyeReference:
+        """This record, checked to be `keyframe`'s (StreamError when its key_id is another's)."""
+        if self.key_id != keyframe.key_id:
+            raise StreamError(f"the eye reference belongs to key frame {self.key_id}, the stream's is "
+                              f"{keyframe.key_id}")
+        return self
 
     def has(self, eye: int) -> bool:
         """Whether eye 0 (right) or 1 (left) has a patch."""

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec_core.bitstream import (
+    EYES_PLACE,
     EyeReference,
     Keyframe,
     ParamSegment,
@@ -81,7 +82,6 @@ CONTAINER_UUID = uuid.UUID("d94a3289-6bfc-41d9-9cf8-67c016868ffb").bytes   # uui
 KIND_SESSION, KIND_KEYFRAME, KIND_SEGMENT, KIND_EYES = 1, 2, 3, 4          # fc_kind of our user data
 KIND_NAMES = {KIND_SESSION: "session header", KIND_KEYFRAME: "key frame", KIND_SEGMENT: "parameter segment",
               KIND_EYES: "eye reference"}
-EYES_PLACE = "an eye reference must follow the key frame, once, before the parameters"
 STEP_BITS = 32                  # a quantisation step travels as its IEEE-754 binary32 bits
 MATRIX_TYPE_BITS = 6
 PER_KEYPOINT_TYPES = (0, 1)     # matrix types with one matrix per key point (GFV's 0 and 1)
@@ -310,12 +310,6 @@ class NativeParts:
     eyes: EyeReference | None = None     # the EYE_REFERENCE record (version 5), when the stream has one
 
 
-def _check_eyes(eyes: EyeReference, keyframe: Keyframe) -> EyeReference:
-    if eyes.key_id != keyframe.key_id:
-        raise StreamError(f"the eye reference belongs to key frame {eyes.key_id}, the stream's is {keyframe.key_id}")
-    return eyes
-
-
 def split_native(stream: bytes) -> NativeParts:
     """The parts of a native stream file, checked as the decoder checks them."""
     records = read_records(stream)
@@ -330,7 +324,7 @@ def split_native(stream: bytes) -> NativeParts:
     rest = records[2:]
     eyes = None
     if rest and rest[0][0] == RecordType.EYE_REFERENCE:
-        eyes = _check_eyes(EyeReference.unpack(rest[0][1]), keyframe)
+        eyes = EyeReference.unpack(rest[0][1]).belonging_to(keyframe)
         rest = rest[1:]
     segments: list[ParamSegment] = []
     expected = 0
@@ -469,7 +463,7 @@ def _parts_of(messages: list[SeiMessage], picture: bytes) -> NativeParts:
     rest = messages[2:]
     eyes = None
     if rest and rest[0].payload_type == USER_DATA_UNREGISTERED and _user_payload(rest[0])[0] == KIND_EYES:
-        eyes = _check_eyes(EyeReference.unpack(_user_payload(rest[0])[1]), keyframe)
+        eyes = EyeReference.unpack(_user_payload(rest[0])[1]).belonging_to(keyframe)
         rest = rest[1:]
     fields = header.feature_format.name in FIELD_LAYOUTS
     segments: list[ParamSegment] = []
