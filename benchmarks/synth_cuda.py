@@ -5,14 +5,16 @@
 
 `prepare` decodes the streams of `python -m benchmarks.synth` (rt__3, 256 and 512, made with
 the codec when missing) into one .npz per size: the key frame, its face model's reference,
-every frame's parameters and global motion, so that the GPU machine (no PyAV, no
-MediaPipe) needs no decoder.  `time` builds v2 (learned) and v1 (warp) on CUDA and v2 on the
+its eye reference (the patches, their openness, which eyes have one), every frame's
+parameters and global motion, so that the GPU machine (no PyAV, no MediaPipe) needs no
+decoder.  `time` builds v2 (learned) and v1 (warp) on CUDA and v2 on the
 CPU (1 thread), renders every frame at batch size 1 and prints one JSON line per setting:
 median and p95 ms of `render` (the picture copied back to the host included) and, for v2,
 of the graph alone; the largest difference between v2 on CUDA and on the CPU.  `--compile`
 also times v2 as `--compile` runs it (models.learned `compiled_frame_function`:
-torch.compile with CUDA graphs, the key frame an input): the compile time, paid once per
-process and size, and a second key frame's first frame, which reuses the compile.
+torch.compile with CUDA graphs, the key frame an input): the compile, paid once per process
+and size on a made-up key frame as a receiver pays it before its call, the real key frame's
+first frame after it, and a second key frame's (without an eye reference), which reuse it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ SIZES = (256, 512)
 def prepare(out: Path) -> None:
     from benchmarks.synth import stream_for
     from codec.decoder import FaceDecoder, decode_segment, read_stream
+    from codec.eye_reference import decode_eye_reference
+    from models.eye_reference import no_eye_patches
     from models.face_model import FaceBasis
     from models.synthesizers import Synthesis
 
@@ -43,10 +47,21 @@ def prepare(out: Path) -> None:
         assert decoder.reference is not None and decoder.keyframe is not None
         levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.values_per_frame)]
         model = decoder.reference.face_model()
+        eyes = (no_eye_patches(size) if parsed.eyes is None
+                else decode_eye_reference(parsed.eyes.belonging_to(parsed.keyframe), size))
         np.savez(out / f"inputs_{size}.npz", keyframe=decoder.keyframe, reference=model.reference,
                  reference_eyes=np.asarray(model.reference_eyes), ref_params=decoder.reference.reference_params(),
                  ring_weights=decoder.reference.ring_weights, params=np.stack([decoder.params(q) for q in levels]),
-                 motions=np.stack([decoder.motion(q) for q in levels]))
+                 motions=np.stack([decoder.motion(q) for q in levels]),
+                 **{f"eye_{name}": value.numpy() for name, value in eyes._asdict().items()})
+
+
+def _eye_patches(z):
+    """The eye reference `prepare` saved, or None where the stream had none."""
+    from models.eye_reference import EyePatches
+
+    eyes = EyePatches(*(torch.from_numpy(z[f"eye_{name}"]) for name in EyePatches._fields))
+    return eyes if bool(eyes.present.any()) else None
 
 
 def _timed(render, frames: list, sync: bool) -> list[float]:
@@ -72,15 +87,22 @@ def _row(**fields) -> dict:
 
 
 def _compiled_fields(z, model, frames: list, eager: np.ndarray) -> dict:
-    """v2 as `--compile` runs it: the compile (paid by the first key frame of the process),
-    frame times, the largest difference from the eager pictures, and a second key frame
-    (the first one mirrored), whose first frame shows whether the compile is reused."""
+    """v2 as `--compile` runs it in a receiver: the compile, paid before the call on a made-up
+    key frame (`Synthesis.warm_up`), then the real key frame's first frame (no second compile
+    when the warm-up's guards hold), frame times, the largest difference from the eager
+    pictures, and a second key frame (the first one mirrored), whose first frame shows
+    whether the compile is reused."""
     from models.learned import LearnedSynthesizer
+    from models.synthesizers import Synthesis
 
     t0 = time.perf_counter()
-    fast = LearnedSynthesizer(z["keyframe"], model, z["ref_params"], z["ring_weights"], device="cuda", compiled=True)
-    _timed(fast.render, frames[:5], True)
-    fields: dict = {"compile_s": round(time.perf_counter() - t0, 1)}
+    Synthesis("learned", "torch", "cuda", compiled=True).warm_up(len(z["keyframe"]))
+    fields: dict = {"warm_up_compile_s": round(time.perf_counter() - t0, 1)}
+    t0 = time.perf_counter()
+    fast = LearnedSynthesizer(z["keyframe"], model, z["ref_params"], z["ring_weights"], device="cuda", compiled=True,
+                              eyes=_eye_patches(z))
+    _timed(fast.render, frames[:1], True)
+    fields["keyframe_first_frame_s"] = round(time.perf_counter() - t0, 2)
     fields["compiled_render_times"] = _timed(fast.render, frames, True)
     fields["compiled_max_diff"] = int(np.abs(np.stack([fast.render(p, m) for p, m in frames]).astype(int)
                                              - eager).max())
@@ -107,9 +129,12 @@ def time_synthesis(inputs: Path, compile_graph: bool, sizes: tuple[int, ...] = S
         model = FaceModel(basis, z["reference"], size, z["reference_eyes"])
         frames = list(zip(z["params"], z["motions"]))
         pictures = {}
+        eyes = _eye_patches(z)
+        rows.append(_row(size=size, eye_reference=eyes is not None))
         settings = [(LearnedSynthesizer, "cuda"), (Synthesizer, "cuda")] + [(LearnedSynthesizer, "cpu")] * with_cpu
         for cls, device in settings:
-            synth = cls(z["keyframe"], model, z["ref_params"], z["ring_weights"], device=device)
+            extra = {"eyes": eyes} if cls is LearnedSynthesizer else {}
+            synth = cls(z["keyframe"], model, z["ref_params"], z["ring_weights"], device=device, **extra)
             _timed(synth.render, frames[:10], device == "cuda")                 # warm-up
             pictures[(cls, device)] = np.stack([synth.render(p, m) for p, m in frames])
             fields = {"size": size, "synth": "learned" if cls is LearnedSynthesizer else "warp", "device": device,

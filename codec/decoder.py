@@ -154,7 +154,7 @@ class FaceDecoder:
     def _eye_patches(self, record: Keyframe, eyes: EyeReference | None) -> EyePatches | None:
         if eyes is None:
             return None
-        from models.eye_reference import decode_eye_reference
+        from codec.eye_reference import decode_eye_reference
 
         return decode_eye_reference(eyes.belonging_to(record), self.header.width)
 

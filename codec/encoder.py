@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from codec.eye_reference import EyePicker
 from codec_core.bitstream import Keyframe, ParamSegment, RecordType, SessionHeader, write_file_start, write_record
 from codec_core.config import MAX_QP, CodecConfig, ConfigError
 from codec_core.container import native_to_vvc
@@ -38,7 +39,7 @@ from codec_core.format import (
 from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import dequantise, encode_segment, quantise
 from codec_core.video import VideoWriter, probe_fps, read_frames
-from models.eye_reference import EyePicker, openness_of
+from models.eye_reference import openness_of
 from models.face_model import FaceBasis, FaceModel
 from models.global_motion import GlobalMotion
 from models.reference import Reference

@@ -11,8 +11,9 @@ eye's corners, the left eye mirrored).  The synthesizer lays it on the same fram
 target eye, through the refiner's fading window, coming in as the eye's openness falls from
 `START` of the key frame's (where the iris layer's lid skin starts) to the reference's own.
 
-    encoder: EyePicker.see(crop, openness, landmarks) per frame -> EyePicker.record(key_id)
-    decoder: decode_eye_reference(record, side) -> EyePatches -> the graph's buffers
+    encoder: codec.eye_reference.EyePicker.see(crop, openness, landmarks) per frame, cut_eye
+             -> EyePicker.record(key_id)
+    decoder: codec.eye_reference.decode_eye_reference(record, side) -> EyePatches -> the graph's buffers
     per frame: lay_eye_references(picture, landmarks, openness, ...)   (tensor code, ONNX)
 
 An eye that never shut in the clip has no patch (`present` 0): nothing is laid there.  The
@@ -22,24 +23,18 @@ back exactly.
 
 from __future__ import annotations
 
-import logging
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from codec_core.bitstream import EyeReference, StreamError
-from codec_core.format import I_EYE_L, I_EYE_R, KEYFRAME_CODEC_VVC, eye_reference_size
-from codec_core.keyframe import KeyframeError, decode_keyframe, encode_keyframe
+from codec_core.format import I_EYE_L, I_EYE_R, eye_reference_size
 from models.motion import normalised
 from models.regions import EYES, cut, lay_back, patch_frame, window
-
-log = logging.getLogger(__name__)
 
 OPENNESS = (I_EYE_R, I_EYE_L)   # each eye's openness in a parameter vector, in the order of regions.EYES
 START = 0.6                     # openness share of the key frame's where the reference starts to come in
 MIN_SPAN = 0.05                 # of that share: the ramp is never steeper than this
-GREY = 128                      # the picture's half of an eye without a patch
 
 
 def openness_of(params: np.ndarray) -> np.ndarray:
@@ -47,7 +42,8 @@ def openness_of(params: np.ndarray) -> np.ndarray:
     return np.asarray(params, np.float64)[list(OPENNESS)]
 
 
-def _picture_tensor(picture: np.ndarray) -> torch.Tensor:
+def picture_tensor(picture: np.ndarray) -> torch.Tensor:
+    """(1, 3, H, W) float in [0, 1] of an H x W x 3 uint8 picture."""
     return torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)[None].float() / 255.0
 
 
@@ -58,46 +54,8 @@ def cut_eye(picture: np.ndarray, landmarks: np.ndarray, eye: int) -> np.ndarray:
     n = eye_reference_size(side)[1]
     marks = normalised(torch.as_tensor(np.asarray(landmarks)[None, :, :2], dtype=torch.float32), side)
     with torch.no_grad():
-        patch = cut(_picture_tensor(picture), *patch_frame(EYES[eye], marks), n)
+        patch = cut(picture_tensor(picture), *patch_frame(EYES[eye], marks), n)
     return (patch[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-class EyePicker:
-    """The encoder's side: while frames go by, each eye's most shut moment below `START` of
-    the key frame's openness, its patch cut from the frame's crop."""
-
-    def __init__(self, key_openness: np.ndarray, side: int, qp: int) -> None:
-        self.key_openness = np.asarray(key_openness, np.float64)
-        self.side = side
-        self.qp = qp
-        self.openness = np.full(2, np.nan)
-        self.patches: list[np.ndarray | None] = [None, None]
-
-    def see(self, crop: np.ndarray, openness: np.ndarray, landmarks: np.ndarray) -> None:
-        """One frame: its crop, its decoded openness (right, left: what the receiver will
-        see) and its tracked landmarks in crop pixels (where its eyes really are)."""
-        for eye in range(2):
-            key, value = self.key_openness[eye], float(openness[eye])
-            if key <= 0 or value >= START * key or value >= np.nan_to_num(self.openness[eye], nan=np.inf):
-                continue
-            self.openness[eye] = value
-            self.patches[eye] = cut_eye(crop, landmarks, eye)
-
-    def record(self, key_id: int) -> EyeReference | None:
-        """The EYE_REFERENCE of what was seen (VVenC at the picker's `qp`), or None when no eye shut."""
-        if all(p is None for p in self.patches):
-            return None
-        width, n = eye_reference_size(self.side)
-        picture = np.full((n, width, 3), GREY, np.uint8)
-        for eye, patch in enumerate(self.patches):
-            if patch is not None:
-                picture[:, eye * n:(eye + 1) * n] = patch
-        present = sum(1 << eye for eye, p in enumerate(self.patches) if p is not None)
-        openness = tuple(float(np.float32(0.0 if np.isnan(v) else v)) for v in self.openness)
-        data = encode_keyframe(picture, self.qp)
-        log.info("eye reference: %d bytes at QP %d (openness %s of the key frame's %s)", len(data), self.qp,
-                 np.round(self.openness, 3), np.round(self.key_openness, 3))
-        return EyeReference(key_id, KEYFRAME_CODEC_VVC, present, (openness[0], openness[1]), data)
 
 
 class EyePatches(NamedTuple):
@@ -106,20 +64,6 @@ class EyePatches(NamedTuple):
     patches: torch.Tensor
     openness: torch.Tensor
     present: torch.Tensor
-
-
-def decode_eye_reference(record: EyeReference, side: int) -> EyePatches:
-    """The record's picture decoded and checked against the stream's picture side."""
-    width, n = eye_reference_size(side)
-    try:
-        picture = decode_keyframe(record.picture)
-    except KeyframeError as exc:
-        raise StreamError(f"the eye reference's picture: {exc}") from None
-    if picture.shape[:2] != (n, width):
-        raise StreamError(f"the eye reference is {picture.shape[1]}x{picture.shape[0]}, a {side} stream's is "
-                          f"{width}x{n}")
-    present = torch.tensor([[float(record.has(0)), float(record.has(1))]])
-    return EyePatches(_picture_tensor(picture), torch.tensor([record.openness], dtype=torch.float32), present)
 
 
 def no_eye_patches(side: int, device: torch.device | str = "cpu") -> EyePatches:

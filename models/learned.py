@@ -335,7 +335,8 @@ class LearnedSynthesizer:
                                  ring_weights, self.device, regions, eyes)
         self._compiled = compiled_frame_function(self.graph) if compiled else None
         self._buffers = key_buffers(self.graph)
-        self._state = steady_start(1, self.device)
+        with torch.inference_mode():    # as every later frame's state, and `Synthesis.warm_up`'s: a compiled
+            self._state = steady_start(1, self.device)  # function guards on the kind (else one more compile)
 
     @torch.inference_mode()
     def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:

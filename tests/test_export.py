@@ -10,9 +10,9 @@ import onnxruntime
 import pytest
 import torch
 
+from codec.eye_reference import EyePicker, decode_eye_reference
 from codec_core.format import I_EYE_L, I_EYE_R, I_YAW
 from models.export import OPSET, export, key_inputs, main, metadata_path, weights_fingerprint
-from models.eye_reference import EyePicker, decode_eye_reference
 from models.generator import Generator
 from models.learned import LearnedSynthesizer, steady_start
 from models.onnx_synth import OnnxBackendError, OnnxSynthesizer
@@ -217,10 +217,13 @@ def test_compile_is_for_the_learned_synthesizer_on_cuda_only(key):
             choice.build(*args)
 
 
-def test_warm_up_prepares_the_function_every_key_frame_of_the_size_reuses(monkeypatch):
+def test_warm_up_prepares_the_function_every_key_frame_of_the_size_reuses(monkeypatch, key):
     """A receiver with --compile compiles before its peer comes (Synthesis.warm_up, on a
     made-up key frame); torch.compile is replaced here (no CUDA on CI): what is checked is that
-    the warm-up runs the function and leaves it where the real key frames will find it."""
+    the warm-up runs the function and leaves it where the real key frames will find it, with
+    inputs of the same kind as a real key frame's frames give it (a compiled function guards
+    on whether a tensor was made in inference mode: on an H200 a real key frame's first frame
+    after the warm-up took 22 s, one more compile, when its starting state was not)."""
     from models import learned
 
     calls = []
@@ -235,3 +238,10 @@ def test_warm_up_prepares_the_function_every_key_frame_of_the_size_reuses(monkey
     assert len(calls) == 1 and list(learned._COMPILED) == [(256, "cpu", id(learned.load_generator()), True)]
     Synthesis("learned").warm_up(256)           # without --compile: nothing
     assert len(calls) == 1
+    tracked, ref = key
+    real = LearnedSynthesizer(tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights,
+                              compiled=True)
+    for frame in FRAMES[:2]:
+        real.render(ref.face_model().analyse(tracked[frame].landmarks))
+    kinds = [[t.is_inference() for t in args[:3]] for args in calls]
+    assert len(calls) == 3 and kinds[1] == kinds[2] == kinds[0], kinds

@@ -6,17 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from codec.eye_reference import EyePicker, decode_eye_reference
 from codec_core.bitstream import EyeReference, StreamError
 from codec_core.format import I_EYE_L, I_EYE_R, KEYFRAME_CODEC_VVC, eye_reference_size
 from codec_core.keyframe import encode_keyframe
-from models.eye_reference import (
-    START,
-    EyePicker,
-    cut_eye,
-    decode_eye_reference,
-    eye_shares,
-    no_eye_patches,
-)
+from models.eye_reference import START, cut_eye, eye_shares, no_eye_patches
 from models.generator import Generator
 from models.learned import LearnedSynthesizer
 from models.motion import identity_grid

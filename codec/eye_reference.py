@@ -1,0 +1,75 @@
+"""The eye reference coded: the encoder's picker of each eye's most shut moment, and the
+decoder's reading of the record into the synthesizer's buffers.
+
+The record's syntax is codec_core.bitstream.EyeReference; what the synthesizer does with it
+is models/eye_reference.py.  The coding lives here, above the models, because it needs the
+VVC codec (PyAV): the synthesizer's graph imports without it (the lent GPU machine has none).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from codec_core.bitstream import EyeReference, StreamError
+from codec_core.format import KEYFRAME_CODEC_VVC, eye_reference_size
+from codec_core.keyframe import KeyframeError, decode_keyframe, encode_keyframe
+from models.eye_reference import START, EyePatches, cut_eye, picture_tensor
+
+log = logging.getLogger(__name__)
+
+GREY = 128    # the picture's half of an eye without a patch
+
+
+class EyePicker:
+    """The encoder's side: while frames go by, each eye's most shut moment below `START` of
+    the key frame's openness, its patch cut from the frame's crop."""
+
+    def __init__(self, key_openness: np.ndarray, side: int, qp: int) -> None:
+        self.key_openness = np.asarray(key_openness, np.float64)
+        self.side = side
+        self.qp = qp
+        self.openness = np.full(2, np.nan)
+        self.patches: list[np.ndarray | None] = [None, None]
+
+    def see(self, crop: np.ndarray, openness: np.ndarray, landmarks: np.ndarray) -> None:
+        """One frame: its crop, its decoded openness (right, left: what the receiver will
+        see) and its tracked landmarks in crop pixels (where its eyes really are)."""
+        for eye in range(2):
+            key, value = self.key_openness[eye], float(openness[eye])
+            if key <= 0 or value >= START * key or value >= np.nan_to_num(self.openness[eye], nan=np.inf):
+                continue
+            self.openness[eye] = value
+            self.patches[eye] = cut_eye(crop, landmarks, eye)
+
+    def record(self, key_id: int) -> EyeReference | None:
+        """The EYE_REFERENCE of what was seen (VVenC at the picker's `qp`), or None when no eye shut."""
+        if all(p is None for p in self.patches):
+            return None
+        width, n = eye_reference_size(self.side)
+        picture = np.full((n, width, 3), GREY, np.uint8)
+        for eye, patch in enumerate(self.patches):
+            if patch is not None:
+                picture[:, eye * n:(eye + 1) * n] = patch
+        present = sum(1 << eye for eye, p in enumerate(self.patches) if p is not None)
+        openness = tuple(float(np.float32(0.0 if np.isnan(v) else v)) for v in self.openness)
+        data = encode_keyframe(picture, self.qp)
+        log.info("eye reference: %d bytes at QP %d (openness %s of the key frame's %s)", len(data), self.qp,
+                 np.round(self.openness, 3), np.round(self.key_openness, 3))
+        return EyeReference(key_id, KEYFRAME_CODEC_VVC, present, (openness[0], openness[1]), data)
+
+
+def decode_eye_reference(record: EyeReference, side: int) -> EyePatches:
+    """The record's picture decoded and checked against the stream's picture side."""
+    width, n = eye_reference_size(side)
+    try:
+        picture = decode_keyframe(record.picture)
+    except KeyframeError as exc:
+        raise StreamError(f"the eye reference's picture: {exc}") from None
+    if picture.shape[:2] != (n, width):
+        raise StreamError(f"the eye reference is {picture.shape[1]}x{picture.shape[0]}, a {side} stream's is "
+                          f"{width}x{n}")
+    present = torch.tensor([[float(record.has(0)), float(record.has(1))]])
+    return EyePatches(picture_tensor(picture), torch.tensor([record.openness], dtype=torch.float32), present)
