@@ -182,6 +182,12 @@ class FaceDecoder:
         self._synth = decoded.synth
         self._translator = decoded.translator
 
+    @property
+    def lays_eyes(self) -> bool:
+        """Whether the pictures now lay the caller's shut eyes (v2 with a key frame that has
+        an eye reference; v1 ignores it)."""
+        return self._in_use is not None and self._in_use.eyes is not None and self.synthesis.synth == "learned"
+
     def set_keyframe(self, record: Keyframe, eyes: EyeReference | None = None) -> None:
         """Decode a key frame (and its eye reference) and switch to it."""
         self.use_keyframe(self.decode_keyframe(record, eyes))

@@ -5,7 +5,7 @@ offer/answer, so neither waits for the other to announce them):
 
 | label     | id | delivery                      | payload |
 |-----------|----|-------------------------------|---------|
-| `stream`  | 0  | reliable, ordered             | binary: type byte + SESSION_HEADER / KEYFRAME / KEYFRAME_PIECE |
+| `stream`  | 0  | reliable, ordered             | binary: type byte + SESSION_HEADER / KEYFRAME / KEYFRAME_PIECE / EYE_REFERENCE |
 | `params`  | 1  | unreliable (0 retransmits), unordered | binary: one PARAM_PACKET payload |
 | `control` | 2  | reliable, ordered             | text: one JSON object with a "type" |
 | `feedback`| 3  | unreliable (0 retransmits), unordered | text: a `loss` control message (repeated while it holds) |
@@ -35,16 +35,16 @@ from typing import Annotated
 
 import msgspec
 
-from codec_core.bitstream import Keyframe, RecordType, SessionHeader, StreamError
+from codec_core.bitstream import EyeReference, Keyframe, RecordType, SessionHeader, StreamError
 from codec_core.format import MAX_GEOMETRY_BYTES, MAX_PICTURE_BYTES
 from signaling.schema import Message, Refused, Schema
 
 #: The version of this wire (docs/wire.md).  2: key frames in KEYFRAME_PIECE messages.
 #: 3: the session header and parameter packets of stream version 3 (the global-motion group).
 #: 4: those of stream version 4 (fomm's key points redefined; the same syntax).
-#: Stream version 5 changes nothing here: its EYE_REFERENCE record is a stream file's only
-#: (not sent on a call); the header and packets are version 4's, byte for byte.
-WIRE_VERSION = 4
+#: 5: stream version 5's EYE_REFERENCE record on `stream` (the caller's shut eyes, sent once
+#: an eye has shut and opened again); the header, key frames and packets are version 4's.
+WIRE_VERSION = 5
 
 
 class WireError(ValueError):
@@ -65,7 +65,7 @@ CONTROL = ChannelSpec("control", 2, ordered=True, max_retransmits=None)
 FEEDBACK = ChannelSpec("feedback", 3, ordered=False, max_retransmits=0)
 CHANNELS = (STREAM, PARAMS, CONTROL, FEEDBACK)
 
-STREAM_RECORDS = (RecordType.SESSION_HEADER, RecordType.KEYFRAME)
+STREAM_RECORDS = (RecordType.SESSION_HEADER, RecordType.KEYFRAME, RecordType.EYE_REFERENCE)
 
 
 # -- stream channel: session header and key frames ---------------------------------------
@@ -127,12 +127,15 @@ def split_keyframe(record: Keyframe, piece_bytes: int) -> list[bytes]:
             for i in range(count)]
 
 
-def pack_stream_record(record: SessionHeader | Keyframe) -> bytes:
-    rtype = RecordType.SESSION_HEADER if isinstance(record, SessionHeader) else RecordType.KEYFRAME
-    return bytes([int(rtype)]) + record.pack()
+_RECORD_TYPES = {SessionHeader: RecordType.SESSION_HEADER, Keyframe: RecordType.KEYFRAME,
+                 EyeReference: RecordType.EYE_REFERENCE}
 
 
-def unpack_stream_record(data: bytes) -> SessionHeader | Keyframe | KeyframePiece:
+def pack_stream_record(record: SessionHeader | Keyframe | EyeReference) -> bytes:
+    return bytes([int(_RECORD_TYPES[type(record)])]) + record.pack()
+
+
+def unpack_stream_record(data: bytes) -> SessionHeader | Keyframe | EyeReference | KeyframePiece:
     """A `stream` message as its record (a piece as it came); raises StreamError for anything else."""
     if not isinstance(data, (bytes, bytearray)) or not data:
         raise StreamError("stream message is empty or not binary")
@@ -141,6 +144,8 @@ def unpack_stream_record(data: bytes) -> SessionHeader | Keyframe | KeyframePiec
         return SessionHeader.unpack(payload)
     if kind == RecordType.KEYFRAME:
         return Keyframe.unpack(payload)
+    if kind == RecordType.EYE_REFERENCE:
+        return EyeReference.unpack(payload)
     if kind == KEYFRAME_PIECE:
         return KeyframePiece.unpack(bytes(data))
     raise StreamError(f"record type {kind} is not allowed on the stream channel")

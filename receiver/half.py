@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from codec_core.bitstream import Keyframe, ParamPacket, SessionHeader, StreamError
+from codec_core.bitstream import EyeReference, Keyframe, ParamPacket, SessionHeader, StreamError
 from codec_core.format import IFVC
 from codec_core.param_coding import PacketParamDecoder, ParamDecodeError, check_levels
 from live.clock import unwrap, wall_ms
@@ -221,6 +221,8 @@ class ReceiverHalf(ReceivingHalf):
             self._on_piece(record)
         elif isinstance(record, SessionHeader):
             self._on_header(record)
+        elif isinstance(record, EyeReference):
+            self._on_eyes(record, len(data))
         else:
             if self.pieces.discard(f"a whole key frame {record.key_id} came"):
                 log.info("%s", self.pieces.discarded)       # the sender gave it up: normal
@@ -260,6 +262,19 @@ class ReceiverHalf(ReceivingHalf):
         self._unknown_key_since, self._request_due = None, None
         log.info("%s key frame %d: %d bytes", "sharp" if sharp else "small", record.key_id, nbytes)
         self._dump_keyframe(record, sharp)
+
+    def _on_eyes(self, record: EyeReference, nbytes: int) -> None:
+        """A key frame's eye reference (it may come before a sharp key frame's last piece)."""
+        if self.header is None:
+            self._bad("eye reference", StreamError("it came before any session header"))
+            return
+        if self.worker.set_eyes(record) is False:
+            self._bad("eye reference", StreamError(f"eye reference of key frame {record.key_id}: the synthesis "
+                                                   f"thread has {self.live.max_queued_setup_jobs} waiting already"))
+            return
+        self.stats.eye_references_received += 1
+        self.stats.eye_reference_bytes += nbytes
+        log.info("eye reference of key frame %d: %d bytes", record.key_id, nbytes)
 
     def _dump_keyframe(self, record: Keyframe, sharp: bool) -> None:
         """(debug) Keep the KEYFRAME payload as it came: DIR/NNN-key-ID-small|sharp.bin."""

@@ -58,7 +58,7 @@ import torch
 
 from codec.decoder import DecodedKeyframe, DecoderFormatError, FaceDecoder
 from codec.translation import DEFAULT_TRANSLATOR
-from codec_core.bitstream import Keyframe, SessionHeader, StreamError
+from codec_core.bitstream import EyeReference, Keyframe, SessionHeader, StreamError
 from codec_core.config import load_config
 from codec_core.format import IFVC, FeatureFormat, format_named
 from codec_core.keyframe import KeyframeError
@@ -122,6 +122,11 @@ class KeyframeJob:
 
 
 @dataclass
+class EyesJob:
+    record: EyeReference
+
+
+@dataclass
 class BreakJob:
     """The session ended: finish the current output segment."""
 
@@ -131,7 +136,7 @@ class StopJob:
     pass
 
 
-Job = RenderJob | HeaderJob | KeyframeJob | BreakJob | StopJob
+Job = RenderJob | HeaderJob | KeyframeJob | EyesJob | BreakJob | StopJob
 
 
 SETUP_JOBS = (HeaderJob, KeyframeJob)
@@ -189,6 +194,7 @@ class Rendered:
     start_ms: float
     ready_ms: float
     synthesis: str = ""     # the setting that drew it (`Synthesis.describe`)
+    eyes: bool = False      # and whether it laid the caller's shut eyes (an eye reference)
 
 
 @dataclass
@@ -221,6 +227,8 @@ class RenderWorker:
         self._decoder: FaceDecoder | None = None
         self._keys: dict[int, Future] = {}       # low 8 bits -> DecodedKeyframe, oldest first
         self._earlier: dict[int, Future] = {}    # a key id sent again: its copy before, decoded
+        self._records: dict[int, Keyframe] = {}   # low 8 bits -> the key frame record (its eye reference
+        self._eyes: dict[int, EyeReference] = {}  # decodes it again), and its eye reference
         self._current: int | None = None         # the key frame the decoder animates (low 8 bits)
         self._in_use: Future | None = None       # and the decoding of it that it uses
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=torch.set_num_threads,
@@ -244,6 +252,10 @@ class RenderWorker:
     def set_keyframe(self, record: Keyframe) -> bool:
         """Queue a key frame; False when too many headers and key frames wait already."""
         return self.queue.put_setup(KeyframeJob(record))
+
+    def set_eyes(self, record: EyeReference) -> bool:
+        """Queue a key frame's eye reference; False when too many setup jobs wait already."""
+        return self.queue.put_setup(EyesJob(record))
 
     def render(self, job: RenderJob) -> RenderJob | None:
         """Queue a frame; returns the stale frame it replaced, if any."""
@@ -325,26 +337,33 @@ class RenderWorker:
     def _forget_keys(self) -> None:
         self._keys.clear()
         self._earlier.clear()
+        self._records.clear()
+        self._eyes.clear()
         self._current, self._in_use = None, None
 
     def _drop_key(self, key: int) -> None:
         self._keys.pop(key, None)           # (its decoding, if it has not started, is skipped)
         self._earlier.pop(key, None)
+        self._records.pop(key, None)
+        self._eyes.pop(key, None)
 
-    def _add_key(self, decoder: FaceDecoder, record: Keyframe) -> None:
-        """Start decoding a key frame on the key frame thread; ready or failed is posted."""
+    def _add_key(self, decoder: FaceDecoder, record: Keyframe, in_place: bool = False) -> None:
+        """Start decoding a key frame on the key frame thread; ready or failed is posted.
+        `in_place`: decoded again where it stands (its eye reference came), not as the newest."""
         key = record.key_id & 0xFF
         if not self._decode_slots.acquire(blocking=False):
             kept = key in self._keys and _decoded(self._keys[key])     # a copy of one in use: it stays
             self._post(self._events.keyframe_failed, key, f"{MAX_DECODES} key frames wait to be decoded already",
                        kept)
             return
-        before = self._keys.pop(key, None)  # sent again: the newest copy, at the end
+        before = self._keys.get(key) if in_place else self._keys.pop(key, None)   # sent again: at the end
         if before is not None and _decoded(before):
             self._earlier[key] = before     # in use (or ready) until the new copy has decoded
-        others = [k for k in self._keys if k != self._current]
-        for old in others[:max(0, len(self._keys) + 1 - MAX_KEYFRAMES)]:
-            self._drop_key(old)             # the oldest of too many that never got a frame
+        if not in_place:
+            others = [k for k in self._keys if k != self._current]
+            for old in others[:max(0, len(self._keys) + 1 - MAX_KEYFRAMES)]:
+                self._drop_key(old)         # the oldest of too many that never got a frame
+        self._records[key] = record
         mine: list[Future] = []
         # another key frame animates the frames meanwhile, or will: this one can wait
         other = any(not f.done() or _decoded(f) for f in self._keys.values()) or bool(self._earlier)
@@ -359,7 +378,7 @@ class RenderWorker:
         try:
             if mine and self._keys.get(key) is not mine[0]:
                 raise _Displaced()
-            return _prepare(decoder, record)
+            return _prepare(decoder, record, self._eyes.get(key))
         finally:
             self._decode_slots.release()
 
@@ -446,6 +465,8 @@ class RenderWorker:
                 log.debug("key frame %d of a stream this decoder cannot play: not decoded", job.record.key_id)
             else:
                 self._post(self._events.keyframe_failed, job.record.key_id & 0xFF, "no usable session header")
+        elif isinstance(job, EyesJob):
+            self._add_eyes(job.record)
         elif isinstance(job, RenderJob):
             if not self._use_key(job.key_id):
                 self._post(self._events.skipped, job)
@@ -467,7 +488,8 @@ class RenderWorker:
                 params = apply_edits(params, edits, self._editor)
             picture = self._decoder.render(params, self._decoder.motion(job.levels))
             ready = wall_ms()
-            self._post(self._events.rendered, Rendered(job, start, ready, self._decoder.synthesis.describe()))
+            self._post(self._events.rendered, Rendered(job, start, ready, self._decoder.synthesis.describe(),
+                                                       self._decoder.lays_eyes))
             lighter = self._pace.rendered(ready - start)
             if lighter is not None:
                 self._decoder.set_synthesis(lighter)
@@ -477,6 +499,21 @@ class RenderWorker:
             self._forget_keys()             # the next session numbers its key frames anew
             for sink in self._sinks:
                 sink.session_break()
+
+
+    def _add_eyes(self, record: EyeReference) -> None:
+        """A key frame's eye reference: kept for its decoding; a key frame already decoded (or
+        being decoded) without it is decoded again with it, in place, while the copy before
+        it animates the frames meanwhile.  Only v2 draws it: v1 decodes nothing again."""
+        key = record.key_id & 0xFF
+        if self._eyes.get(key) == record:
+            return                          # sent again with its key frame: nothing new
+        self._eyes[key] = record
+        while len(self._eyes) > MAX_KEYFRAMES:
+            self._eyes.pop(next(iter(self._eyes)))      # of key frames never seen (oldest first)
+        if (self._decoder is not None and key in self._keys and key in self._records
+                and self._decoder.synthesis.synth == "learned"):
+            self._add_key(self._decoder, self._records[key], in_place=True)
 
 
 _PROBED: dict[tuple[Synthesis, int], float] = {}
@@ -507,10 +544,18 @@ def _decoded(future: Future) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def _prepare(decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:
-    """(key frame thread) Decode a key frame (its synthesizer, and translator when the formats
-    differ) and render one throw-away picture of its own values in the decoder's format, so
-    that the first real frame does not pay for warm-up."""
+def _prepare(decoder: FaceDecoder, record: Keyframe, eyes: EyeReference | None = None) -> DecodedKeyframe:
+    """(key frame thread) Decode a key frame (its synthesizer with its eye reference, and
+    translator when the formats differ) and render one throw-away picture of its own values
+    in the decoder's format, so that the first real frame does not pay for warm-up.  An eye
+    reference that does not fit or decode is left out (a WARNING), the key frame still used."""
+    if eyes is not None:
+        try:
+            decoded = decoder.decode_keyframe(record, eyes)
+            decoded.synth.render(decoded.key_params)
+            return decoded
+        except StreamError as exc:
+            log.warning("key frame %d: its eye reference is unusable (%s); drawn without it", record.key_id, exc)
     decoded = decoder.decode_keyframe(record)
     decoded.synth.render(decoded.key_params)
     return decoded

@@ -72,6 +72,9 @@ class ReceiverStats:
     keyframes_received: int = 0
     keyframe_bytes: int = 0
     keyframe_record_bytes: int = 0
+    eye_references_received: int = 0          # EYE_REFERENCE records (the caller's shut eyes)
+    eye_reference_bytes: int = 0              # their bytes, as stream messages
+    eye_reference_frames: int = 0             # frames drawn laying one (v2 only)
     keyframes: KeyframeTally = field(default_factory=KeyframeTally)   # bytes of each key frame received
     sharp_keys: set[int] = field(default_factory=set)    # low 8 bits of the sharp key frames received
     first_picture_ms: float | None = None     # wall ms: the first picture synthesized
@@ -125,6 +128,7 @@ class ReceiverStats:
         self.frames_rendered += 1
         self.synthesis = r.synthesis
         self.synthesis_frames[r.synthesis] = self.synthesis_frames.get(r.synthesis, 0) + 1
+        self.eye_reference_frames += r.eyes
         if self.first_picture_ms is None:
             self.first_picture_ms = r.ready_ms
         if self.first_sharp_ms is None and r.job.key_id in self.sharp_keys:
@@ -180,6 +184,9 @@ class ReceiverStats:
             "keyframe_bytes": self.keyframe_bytes,
             "keyframe_record_bytes": self.keyframe_record_bytes,
             "keyframes_received": self.keyframes_received,
+            "eye_references_received": self.eye_references_received,
+            "eye_reference_bytes": self.eye_reference_bytes,
+            "eye_reference_frames": self.eye_reference_frames,
             **self.keyframes.snapshot(seconds),
             "sharp_after_first_ms": (round(self.first_sharp_ms - self.first_picture_ms, 1)
                                      if self.first_sharp_ms is not None and self.first_picture_ms is not None
@@ -189,6 +196,6 @@ class ReceiverStats:
             "keyframes_failed": self.keyframes_failed,
             "keyframes_dropped": self.keyframes_dropped,
             "bad_messages": self.bad_messages,
-            "face_payload_kbps": kbps(self.param_bytes + self.keyframes.total, seconds),
+            "face_payload_kbps": kbps(self.param_bytes + self.keyframes.total + self.eye_reference_bytes, seconds),
             "audio": self.voice.snapshot(),
         }

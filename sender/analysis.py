@@ -16,6 +16,10 @@ tracking goes on:
   crop gets a new crop and a new key frame, coded in the background.  Until it is ready
   the old key frame and held levels stay in use; the frame on which it takes over carries
   it (`Analysis.keyframe`), and its levels already belong to it;
+- the caller's shut eyes (ifvc, `eye_reference_qp` set): each frame's crop and decoded
+  openness go to a `codec.eye_reference.EyePicker` of the current key frame; once an eye
+  has shut and the moment is past (`EyePicker.due`), its patches are coded on a thread of
+  their own, and the frame after that carries the EYE_REFERENCE (`Analysis.eyes`);
 - `code_sharp(small)`: start coding the sharp twin of a key frame (the same crop at the
   call's QP, the same reference geometry: docs/call.md) on the key frame thread.  A new
   crop cancels a sharp key frame that has not started yet (one that has is finished first).
@@ -40,11 +44,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from codec.encoder import CodedKeyframe, FaceEncoder
+from codec.eye_reference import EyePicker
+from codec_core.bitstream import EyeReference
 from codec_core.config import CodecConfig
 from codec_core.format import GLOBAL_MOTION_COUNT, IFVC, FeatureFormat, format_named
+from codec_core.param_coding import dequantise
 from live.config import DEFAULT, LiveConfig
 from live.threads import lower_priority
 from models.crop import CropBox, apply_crop, crop_around_face, face_inside
+from models.eye_reference import openness_of
 from models.face_model import FaceBasis
 from models.face_tracker import MAX_FACES, FaceTracker
 from models.tracking import CropTracker, NoFaceError
@@ -62,6 +70,7 @@ class Analysis:
     face: bool                       # the face was tracked in this frame (else: levels held)
     keyframe: CodedKeyframe | None   # a new key frame that takes over with this frame
     key_id: int                      # the key frame these levels animate
+    eyes: EyeReference | None = None   # the caller's shut eyes for that key frame, newly coded
 
 
 @dataclass
@@ -114,6 +123,11 @@ class Analyser:
         self._pending: Future | None = None      # a new key frame being coded
         self._pending_person: Likeness | None = None   # whom it shows, when someone else
         self._sharp: Future | None = None        # the sharp twin of a key frame being coded
+        self._eyes: EyePicker | None = None      # the shut eyes seen since the key frame in use
+        self._eyes_key: int | None = None        # (whose key id)
+        self._eyes_coding: Future | None = None  # an eye reference being coded (0.3 s), on its own thread:
+        self._eyes_pool = ThreadPoolExecutor(1, thread_name_prefix="eyes", initializer=lower_priority)  # (a sharp
+        # key frame takes the key frame thread a second or more)
         self._keyframe_pool = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=lower_priority)
         self._finder: FaceTracker | None = None  # every face of a whole picture (still mode)
         self._last_search = float("-inf")
@@ -165,6 +179,7 @@ class Analyser:
         if landmarks is not None and self._pending is None:
             self._seen(landmarks)
             levels = self.encoder.levels(landmarks, tracked.crop)
+            self._watch_eyes(tracked.crop, landmarks, levels)
         else:
             levels = self.encoder.levels(None)
             if landmarks is None:
@@ -172,7 +187,33 @@ class Analyser:
                 if self._lost_since is None:
                     self._lost_since = time.monotonic()
                 self._search(picture)
-        return Analysis(levels, landmarks is not None, fresh, self.encoder.keyframe.record.key_id)
+        key_id = self.encoder.keyframe.record.key_id
+        return Analysis(levels, landmarks is not None, fresh, key_id, self._coded_eyes(key_id))
+
+    def _watch_eyes(self, crop: np.ndarray, landmarks: np.ndarray, levels: np.ndarray) -> None:
+        """Show the key frame's eye picker this frame; start coding its patches when due."""
+        qp, key = self.config.eye_reference_qp, self.encoder.keyframe
+        if qp is None or self.format is not IFVC:
+            return
+        if self._eyes_key != key.record.key_id:
+            self._eyes = EyePicker(openness_of(key.reference.reference_params()), self.config.size, qp)
+            self._eyes_key = key.record.key_id
+        decoded = dequantise(levels[:self.format.count], self.encoder.steps)
+        self._eyes.see(crop, openness_of(decoded), landmarks)
+        if self._eyes_coding is None and self._eyes.due() and (shot := self._eyes.take()) is not None:
+            self._eyes_coding = self._eyes_pool.submit(shot.record, key.record.key_id, qp)
+
+    def _coded_eyes(self, key_id: int) -> EyeReference | None:
+        """The eye reference coded since the last frame, if it is still the key frame's in use."""
+        if self._eyes_coding is None or not self._eyes_coding.done():
+            return None
+        future, self._eyes_coding = self._eyes_coding, None
+        try:
+            record = future.result()
+        except Exception as exc:
+            log.warning("could not code the eye reference (%s); the call goes on without it", exc)
+            return None
+        return record if record.key_id == key_id else None
 
     def _followed_person(self, crop: np.ndarray, landmarks: np.ndarray) -> bool:
         """Whether the face in the crop is the person followed.  Looked at (a few ms) when
@@ -305,6 +346,7 @@ class Analyser:
 
     def close(self) -> None:
         self._keyframe_pool.shutdown(wait=False, cancel_futures=True)
+        self._eyes_pool.shutdown(wait=False, cancel_futures=True)
         self.tracker.close()
         if self._finder is not None:
             self._finder.close()

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from codec.encoder import CodedKeyframe
-from codec_core.bitstream import ParamPacket, SessionHeader
+from codec_core.bitstream import EyeReference, ParamPacket, SessionHeader
 from codec_core.param_coding import PacketParamEncoder
 from live.audio import DEFAULT_BITRATE, AudioFeed, OpusTrack, TrackCounts
 from live.cli import CallError
@@ -96,6 +96,8 @@ class SenderStats:
     keyframe_requests: int = 0
     keyframe_answers: int = 0          # requests answered (the others were folded into a later answer)
     keyframe_answers_deferred: int = 0  # answers that waited for the rate limit or a full channel
+    eye_references_sent: int = 0       # EYE_REFERENCE records (the caller's shut eyes; each key frame its own)
+    eye_reference_bytes: int = 0       # their bytes, as stream messages
     sessions: int = 0
     format: str | None = None          # the feature format sent (docs/formats.md)
     wire_bytes_sent: int | None = None   # DTLS bytes sent on the current session (all channels)
@@ -127,7 +129,7 @@ class SenderStats:
         out["audio"] = self.audio.snapshot()
         out["pacing"] = self.pacing.snapshot()
         seconds = self.seconds()
-        face = self.param_bytes + self.keyframes.total
+        face = self.param_bytes + self.keyframes.total + self.eye_reference_bytes
         out["face_payload_kbps"] = round(face * 8 / 1000 / seconds, 3) if seconds else None
         if self.wire_bytes_sent is not None:       # the DTLS bytes carry the audio RTP too (one bundle)
             face_wire = max(0, self.wire_bytes_sent - self.audio.wire_bytes)
@@ -344,8 +346,31 @@ class SenderHalf(SendingHalf):
             self._ready = True
             self._intra.force()
             sent += small
+            sent += self._send_eyes(pair.eye_references(sharp=False))
         if pair.sharp is not None:
             sent += self._send_keyframe(pair.sharp, sharp=True)
+            sent += self._send_eyes(pair.eye_references(sharp=True))
+        return sent
+
+    def _use_eyes(self, record: EyeReference) -> None:
+        """The current crop's eye reference is coded: it goes out for each of its key frames
+        (a sharp one's, queued behind the eye reference, is held by the receiver until it comes)."""
+        pair = self._pair
+        if pair is None or record.key_id != pair.small.record.key_id:
+            return
+        pair.eyes = record
+        self._send_eyes(pair.eye_references(sharp=False) + pair.eye_references(sharp=True))
+
+    def _send_eyes(self, records: list[EyeReference]) -> int:
+        """Send eye references on `stream`; the bytes sent."""
+        sent = 0
+        for record in records:
+            data = pack_stream_record(record)
+            if self.session is not None and self.session.send_stream(data):
+                self.stats.eye_references_sent += 1
+                self.stats.eye_reference_bytes += len(data)
+                sent += len(data)
+                log.info("eye reference of key frame %d sent: %d bytes", record.key_id, len(data))
         return sent
 
     def _send_keyframe(self, coded: CodedKeyframe, sharp: bool) -> int:
@@ -402,6 +427,7 @@ class SenderHalf(SendingHalf):
                  len(sharp.record.picture), sharp.qp, pair.small.record.key_id)
         if self._ready:
             self._send_keyframe(sharp, sharp=True)
+            self._send_eyes(pair.eye_references(sharp=True))
 
     def _dump_crop(self, coded: CodedKeyframe, sharp: bool) -> None:
         """(debug) Keep the captured crop key frame `coded` was coded from, as a lossless
@@ -456,6 +482,8 @@ class SenderHalf(SendingHalf):
                     self.stats.frames_face_lost += 1
                 if result.keyframe is not None:
                     self._use_keyframe(result.keyframe, header=False)
+                if result.eyes is not None:
+                    self._use_eyes(result.eyes)
                 key_id = self._pair.packet_key_id(result.key_id) if self._pair else result.key_id
                 self._emit(captured, result.levels, key_id, t_start, t_analysed)
             if not stop.is_set():      # the source is over (interrupted: just hang up)

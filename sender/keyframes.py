@@ -9,6 +9,10 @@ has decoded it and built its synthesizer); from the next packet on, intra, they 
 sharp key id.  The levels themselves do not change at the switch: both key frames have
 one reference shape and pose, so only the picture gets sharper.  docs/call.md has the policy.
 
+Once the caller's eyes have shut (sender.analysis), the crop's eye reference follows: one
+EYE_REFERENCE record per key frame of the crop (the small one's, and a copy with the sharp
+twin's key id), sent again with them whenever they go again.
+
 Key frame requests are answered within limits (`AnswerLimiter`, docs/wire.md "Bounds"): an
 answer (header, small and sharp key frame: tens of kB at 512) may only follow the one
 before it once that one's bytes are paid for at `keyframe_answer_rate_bytes_s`, and not
@@ -20,9 +24,10 @@ meanwhile are folded into it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from codec.encoder import CodedKeyframe
+from codec_core.bitstream import EyeReference
 
 
 @dataclass
@@ -32,6 +37,7 @@ class KeyframePair:
     small: CodedKeyframe
     sharp: CodedKeyframe | None = None    # its sharp twin, once coded
     switched: bool = False                # packets animate the sharp one (the receiver is ready for it)
+    eyes: EyeReference | None = None      # the small one's eye reference, once coded
 
     def packet_key_id(self, key_id: int) -> int:
         """The key id a parameter packet carries for levels that animate key frame `key_id`."""
@@ -46,6 +52,12 @@ class KeyframePair:
             return None
         self.switched = True
         return self.sharp
+
+    def eye_references(self, sharp: bool) -> list[EyeReference]:
+        """The eye reference of the small key frame (`sharp`: of its sharp twin), or none yet."""
+        if self.eyes is None or (sharp and self.sharp is None):
+            return []
+        return [replace(self.eyes, key_id=self.sharp.record.key_id) if sharp else self.eyes]
 
     def resent(self) -> None:
         """Both went out again (new session, key frame request): back to the small one until
