@@ -5,7 +5,7 @@ offer/answer, so neither waits for the other to announce them):
 
 | label     | id | delivery                      | payload |
 |-----------|----|-------------------------------|---------|
-| `stream`  | 0  | reliable, ordered             | binary: type byte + SESSION_HEADER / KEYFRAME(_PIECE) / EYE_REFERENCE |
+| `stream`  | 0  | reliable, ordered | binary: type byte + SESSION_HEADER, KEYFRAME(_PIECE), EYE_REFERENCE |
 | `params`  | 1  | unreliable (0 retransmits), unordered | binary: one PARAM_PACKET payload |
 | `control` | 2  | reliable, ordered             | text: one JSON object with a "type" |
 | `feedback`| 3  | unreliable (0 retransmits), unordered | text: a `loss` control message (repeated while it holds) |
