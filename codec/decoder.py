@@ -69,6 +69,7 @@ class DecodedKeyframe:
     translator: Translator | None = None
     synthesis: Synthesis | None = None     # what built `synth` (ifvc decoder format; None: the format's own)
     eyes: EyePatches | None = None         # its eye reference, decoded (ifvc decoder format)
+    eye_reference: EyeReference | None = None   # (the record they came from)
 
 
 def check_decoder_choice(decoder_format: FeatureFormat, synthesis: Synthesis, translator: str) -> None:
@@ -149,7 +150,8 @@ class FaceDecoder:
                                              steps=self.steps)
             except TranslatorError as exc:
                 raise DecoderFormatError(str(exc)) from None
-        return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator, synthesis, patches)
+        return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator, synthesis, patches,
+                               eyes if patches is not None else None)
 
     def _eye_patches(self, record: Keyframe, eyes: EyeReference | None) -> EyePatches | None:
         if eyes is None:
@@ -157,6 +159,22 @@ class FaceDecoder:
         from codec.eye_reference import decode_eye_reference
 
         return decode_eye_reference(eyes.belonging_to(record), self.header.width)
+
+    def add_eyes(self, decoded: DecodedKeyframe, eyes: EyeReference) -> None:
+        """Give a decoded key frame the eye reference that came after it (a live call): its
+        synthesizer lays it from the next frame on (v1's ignores it).  StreamError when it is
+        another key frame's or its picture does not fit."""
+        if self.decoder_format is not IFVC:
+            return
+        if eyes.key_id != decoded.key_id:
+            raise StreamError(f"the eye reference belongs to key frame {eyes.key_id}, not {decoded.key_id}")
+        from codec.eye_reference import decode_eye_reference
+
+        decoded.eyes = decode_eye_reference(eyes, self.header.width)
+        decoded.eye_reference = eyes
+        lay = getattr(decoded.synth, "set_eyes", None)      # v2's synthesizers; v1 has no use for it
+        if lay is not None:
+            lay(decoded.eyes)
 
     def set_synthesis(self, synthesis: Synthesis) -> None:
         """Make the pictures with `synthesis` from now on (a live receiver stepping down:

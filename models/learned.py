@@ -338,6 +338,14 @@ class LearnedSynthesizer:
         with torch.inference_mode():    # as every later frame's state, and `Synthesis.warm_up`'s: a compiled
             self._state = steady_start(1, self.device)  # function guards on the kind (else one more compile)
 
+    def set_eyes(self, eyes: EyePatches) -> None:
+        """Lay `eyes` from the next frame on (an eye reference that came after the key frame):
+        the graph's eye buffers are overwritten in place, so `--compile` sees them too."""
+        with torch.no_grad():
+            for name, value in eyes._asdict().items():
+                getattr(self.graph, f"eye_{name}").copy_(value)
+        self.graph.lays_eyes = True
+
     @torch.inference_mode()
     def render(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         p = torch.as_tensor(np.asarray(params, np.float32), device=self.device)[None]

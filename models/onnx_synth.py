@@ -35,6 +35,7 @@ from models.export import (
     cpu_copy,
     default_path,
     export,
+    input_name,
     key_inputs,
     matches,
     read_metadata,
@@ -131,6 +132,11 @@ class OnnxSynthesizer:
         for name, value in self._key.items():
             self._binding.bind_ortvalue_input(name, value)
         self._state = steady_start(1).numpy()
+
+    def set_eyes(self, eyes: EyePatches) -> None:
+        """Lay `eyes` from the next frame on (an eye reference that came after the key frame)."""
+        for name, value in eyes._asdict().items():
+            self._key[input_name(f"eye_{name}")].update_inplace(np.ascontiguousarray(value.numpy()))
 
     def picture(self, params: np.ndarray, motion: np.ndarray | None = None) -> np.ndarray:
         """The frame (1, 3, S, S) float32 in [0, 1], as the torch graph's output, drawn from the

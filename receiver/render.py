@@ -227,8 +227,7 @@ class RenderWorker:
         self._decoder: FaceDecoder | None = None
         self._keys: dict[int, Future] = {}       # low 8 bits -> DecodedKeyframe, oldest first
         self._earlier: dict[int, Future] = {}    # a key id sent again: its copy before, decoded
-        self._records: dict[int, Keyframe] = {}   # low 8 bits -> the key frame record (its eye reference
-        self._eyes: dict[int, EyeReference] = {}  # decodes it again), and its eye reference
+        self._eyes: dict[int, EyeReference] = {}  # low 8 bits -> the key frame's eye reference
         self._current: int | None = None         # the key frame the decoder animates (low 8 bits)
         self._in_use: Future | None = None       # and the decoding of it that it uses
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=torch.set_num_threads,
@@ -337,33 +336,28 @@ class RenderWorker:
     def _forget_keys(self) -> None:
         self._keys.clear()
         self._earlier.clear()
-        self._records.clear()
         self._eyes.clear()
         self._current, self._in_use = None, None
 
     def _drop_key(self, key: int) -> None:
         self._keys.pop(key, None)           # (its decoding, if it has not started, is skipped)
         self._earlier.pop(key, None)
-        self._records.pop(key, None)
         self._eyes.pop(key, None)
 
-    def _add_key(self, decoder: FaceDecoder, record: Keyframe, in_place: bool = False) -> None:
-        """Start decoding a key frame on the key frame thread; ready or failed is posted.
-        `in_place`: decoded again where it stands (its eye reference came), not as the newest."""
+    def _add_key(self, decoder: FaceDecoder, record: Keyframe) -> None:
+        """Start decoding a key frame on the key frame thread; ready or failed is posted."""
         key = record.key_id & 0xFF
         if not self._decode_slots.acquire(blocking=False):
             kept = key in self._keys and _decoded(self._keys[key])     # a copy of one in use: it stays
             self._post(self._events.keyframe_failed, key, f"{MAX_DECODES} key frames wait to be decoded already",
                        kept)
             return
-        before = self._keys.get(key) if in_place else self._keys.pop(key, None)   # sent again: at the end
+        before = self._keys.pop(key, None)  # sent again: the newest copy, at the end
         if before is not None and _decoded(before):
             self._earlier[key] = before     # in use (or ready) until the new copy has decoded
-        if not in_place:
-            others = [k for k in self._keys if k != self._current]
-            for old in others[:max(0, len(self._keys) + 1 - MAX_KEYFRAMES)]:
-                self._drop_key(old)         # the oldest of too many that never got a frame
-        self._records[key] = record
+        others = [k for k in self._keys if k != self._current]
+        for old in others[:max(0, len(self._keys) + 1 - MAX_KEYFRAMES)]:
+            self._drop_key(old)             # the oldest of too many that never got a frame
         mine: list[Future] = []
         # another key frame animates the frames meanwhile, or will: this one can wait
         other = any(not f.done() or _decoded(f) for f in self._keys.values()) or bool(self._earlier)
@@ -378,7 +372,7 @@ class RenderWorker:
         try:
             if mine and self._keys.get(key) is not mine[0]:
                 raise _Displaced()
-            return _prepare(decoder, record, self._eyes.get(key))
+            return _prepare(decoder, record)
         finally:
             self._decode_slots.release()
 
@@ -426,6 +420,9 @@ class RenderWorker:
             decoded: DecodedKeyframe = future.result()
         except Exception:
             return False
+        eyes = self._eyes.get(key)
+        if eyes is not None and decoded.eye_reference != eyes:
+            self._give_eyes(decoded, eyes)      # it came while this copy was being decoded
         self._decoder.use_keyframe(decoded)     # picture, reference, key id and synthesizer at once
         if future is self._keys.get(key):
             self._earlier.pop(key, None)
@@ -500,20 +497,26 @@ class RenderWorker:
             for sink in self._sinks:
                 sink.session_break()
 
-
     def _add_eyes(self, record: EyeReference) -> None:
-        """A key frame's eye reference: kept for its decoding; a key frame already decoded (or
-        being decoded) without it is decoded again with it, in place, while the copy before
-        it animates the frames meanwhile.  Only v2 draws it: v1 decodes nothing again."""
+        """A key frame's eye reference: kept for when the key frame is decoded or used; the
+        key frame in use lays it from the next frame on (v2; v1 ignores it)."""
         key = record.key_id & 0xFF
         if self._eyes.get(key) == record:
             return                          # sent again with its key frame: nothing new
         self._eyes[key] = record
         while len(self._eyes) > MAX_KEYFRAMES:
             self._eyes.pop(next(iter(self._eyes)))      # of key frames never seen (oldest first)
-        if (self._decoder is not None and key in self._keys and key in self._records
-                and self._decoder.synthesis.synth == "learned"):
-            self._add_key(self._decoder, self._records[key], in_place=True)
+        if key == self._current and self._in_use is not None:
+            self._give_eyes(self._in_use.result(), record)
+
+    def _give_eyes(self, decoded: DecodedKeyframe, record: EyeReference) -> None:
+        """(synthesis thread) `decoded` lays `record` from now on; one that does not fit or
+        decode is a WARNING and forgotten, the key frame drawn without it."""
+        try:
+            self._decoder.add_eyes(decoded, record)
+        except StreamError as exc:
+            log.warning("key frame %d: its eye reference is unusable (%s); drawn without it", record.key_id, exc)
+            self._eyes.pop(record.key_id & 0xFF, None)
 
 
 _PROBED: dict[tuple[Synthesis, int], float] = {}
@@ -544,18 +547,10 @@ def _decoded(future: Future) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
-def _prepare(decoder: FaceDecoder, record: Keyframe, eyes: EyeReference | None = None) -> DecodedKeyframe:
-    """(key frame thread) Decode a key frame (its synthesizer with its eye reference, and
-    translator when the formats differ) and render one throw-away picture of its own values
-    in the decoder's format, so that the first real frame does not pay for warm-up.  An eye
-    reference that does not fit or decode is left out (a WARNING), the key frame still used."""
-    if eyes is not None:
-        try:
-            decoded = decoder.decode_keyframe(record, eyes)
-            decoded.synth.render(decoded.key_params)
-            return decoded
-        except StreamError as exc:
-            log.warning("key frame %d: its eye reference is unusable (%s); drawn without it", record.key_id, exc)
+def _prepare(decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:
+    """(key frame thread) Decode a key frame (its synthesizer, and translator when the formats
+    differ) and render one throw-away picture of its own values in the decoder's format, so
+    that the first real frame does not pay for warm-up."""
     decoded = decoder.decode_keyframe(record)
     decoded.synth.render(decoded.key_params)
     return decoded

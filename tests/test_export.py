@@ -45,16 +45,22 @@ def exported(tmp_path_factory, generator):
     return path, export(generator, path, 256)
 
 
-@pytest.fixture
-def synths(key, generator, exported):
-    """A torch and an ONNX synthesizer of rt__3's first frame with an eye reference (cut from
-    a later frame), new for each test (each keeps the steady state of the frames it drew)."""
+@pytest.fixture(scope="module")
+def eyes(key):
+    """An eye reference of rt__3's first frame, cut from a later frame, decoded."""
     tracked, ref = key
-    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
     key_openness = ref.reference_params()[[I_EYE_R, I_EYE_L]]
     picker = EyePicker(key_openness, 256, 27)
     picker.see(tracked[40].crop, 0.2 * key_openness, tracked[40].landmarks)
-    eyes = decode_eye_reference(picker.record(0), 256)
+    return decode_eye_reference(picker.record(0), 256)
+
+
+@pytest.fixture
+def synths(key, generator, exported, eyes):
+    """A torch and an ONNX synthesizer of rt__3's first frame with an eye reference, new for
+    each test (each keeps the steady state of the frames it drew)."""
+    tracked, ref = key
+    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
     return (LearnedSynthesizer(*args, generator=generator, eyes=eyes),
             OnnxSynthesizer(*args, generator=generator, onnx_model=exported[0], eyes=eyes))
 
@@ -111,6 +117,26 @@ def test_torch_and_onnx_renderers_draw_the_same_frames(key, synths):
     for params, motion in zip(*real_frames(key), strict=True):
         assert np.abs(torch_synth.render(params, motion).astype(int)
                       - onnx_synth.render(params, motion).astype(int)).max() <= 1
+
+
+def test_an_eye_reference_given_after_the_key_frame_draws_as_one_built_with_it(key, synths, generator, exported,
+                                                                                eyes):
+    """A live receiver gets the eye reference after the key frame (`set_eyes`): torch and
+    ONNX Runtime then draw exactly what the synthesizers built with it draw."""
+    tracked, ref = key
+    args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
+    late = (LearnedSynthesizer(*args, generator=generator), OnnxSynthesizer(*args, generator=generator,
+                                                                            onnx_model=exported[0]))
+    frames, motions = real_frames(key)
+    shutting = len(FRAMES)
+    for pair in zip(synths, late, strict=True):
+        def draw(i: int, pair=pair) -> list[np.ndarray]:
+            return [synth.render(frames[i], motions[i]) for synth in pair]
+
+        assert not np.array_equal(*draw(shutting))     # the eye layer draws nothing in the state
+        pair[1].set_eyes(eyes)
+        for i in range(shutting, len(frames)):
+            assert np.array_equal(*draw(i))
 
 
 def test_the_key_frames_own_parameters_give_back_the_key_frame_through_onnx(key, synths):

@@ -158,11 +158,11 @@ def test_synthesis_goes_on_while_the_sharp_key_frame_is_decoded(monkeypatch):
     release = threading.Event()
     niceness: dict[int, int] = {}
 
-    def held_prepare(decoder, record, eyes=None):
+    def held_prepare(decoder, record):
         niceness[record.key_id] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         if record.key_id == sharp.key_id:
             assert release.wait(30)
-        return prepare(decoder, record, eyes)
+        return prepare(decoder, record)
 
     prepare = render._prepare
     monkeypatch.setattr(render, "_prepare", held_prepare)
