@@ -365,6 +365,9 @@ class RecordingWorker:
     def set_keyframe(self, record) -> None:
         self.jobs += 1
 
+    def set_eyes(self, record) -> None:
+        self.jobs += 1
+
     def render(self, job) -> None:
         self.jobs += 1
 
@@ -519,10 +522,15 @@ def _feed_receiver(data: bytes) -> object:
     return half.stats
 
 
+def _eye_message() -> bytes:
+    """A real EYE_REFERENCE as a live call sends it on `stream` (wire version 5)."""
+    return bytes([5]) + fixture("eye_reference.bin")
+
+
 def _receiver_seeds() -> tuple[bytes, ...]:
     header, key, packets = _real_session()
-    full = [(0, header), (0, key)] + [(1, p) for p in packets]
-    return (pack_messages(full), pack_messages(full[:2] + full[7:]),
+    full = [(0, header), (0, key), (0, _eye_message())] + [(1, p) for p in packets]
+    return (pack_messages(full), pack_messages(full[:3] + full[8:]),
             pack_messages([(1, p) for p in packets[:3]] + full[:2] + [(1, p) for p in packets[3:]]))
 
 
@@ -645,7 +653,7 @@ def targets() -> dict[str, Target]:
         Target("session_header", "SESSION_HEADER payload (SessionHeader.unpack)", _parse_header, (StreamError,),
                (fixture("session_header.bin"),), 60),
         Target("stream_message", "live `stream` channel message (live.wire.unpack_stream_record)",
-               _parse_stream_message, (StreamError,), (header, key), 80),
+               _parse_stream_message, (StreamError,), (header, key, _eye_message()), 80),
         Target("param_packet", "live PARAM_PACKET, unpacked and decoded (ParamPacket.unpack, "
                "PacketParamDecoder, check_levels)", _parse_packet, (StreamError, ParamDecodeError),
                tuple(packets) + (fixture("param_packet.bin"),), 120),

@@ -17,6 +17,7 @@ from codec.eye_reference import RETAKE, SETTLE, EyePicker
 from codec_core.bitstream import EyeReference, Keyframe, SessionHeader, StreamError
 from codec_core.format import GLOBAL_MOTION_COUNT, I_EYE_L, I_EYE_R
 from live.wire import pack_stream_record, unpack_stream_record
+from models.face_model import FaceBasis
 from models.synthesizers import Synthesis
 from sender.keyframes import KeyframePair
 
@@ -34,6 +35,27 @@ def test_an_eye_reference_travels_on_the_stream_channel():
         unpack_stream_record(message[:4] + bytes([0]) + message[5:])      # present 0: no eye
     with pytest.raises(StreamError, match="not allowed on the stream channel"):
         unpack_stream_record(bytes([3]) + EYES)                            # a PARAM_SEGMENT: a file's only
+
+
+def test_the_receiver_half_hands_eye_references_to_the_synthesis_thread():
+    """After a session header, each one goes to the synthesis thread and is counted; one
+    before any header is a bad message."""
+    from test_receiver_input import FakeSession, FakeWorker
+
+    from receiver.half import ReceiverHalf
+
+    half, worker = ReceiverHalf(FaceBasis.load()), FakeWorker()
+    half.attach(worker)
+    half.session_opened(FakeSession())
+    message = bytes([5]) + EYES
+    half.on_stream(message)
+    assert half.stats.bad_messages == 1 and worker.jobs == []
+    half.on_stream(bytes([1]) + (FIXTURES / "session_header.bin").read_bytes())
+    half.on_stream(message)
+    half.on_stream(message[:-1])                            # truncated: dropped
+    assert worker.jobs[-1] == ("eyes", 0) and half.stats.bad_messages == 2
+    snap = half.stats.snapshot()
+    assert snap["eye_references_received"] == 1 and snap["eye_reference_bytes"] == len(message)
 
 
 def test_a_live_picker_takes_the_patches_once_the_moment_is_past(rt3_key):

@@ -24,6 +24,9 @@ class FakeWorker:
     def set_keyframe(self, record) -> None:
         self.jobs.append(("keyframe", record.key_id))
 
+    def set_eyes(self, record) -> None:
+        self.jobs.append(("eyes", record.key_id))
+
     def render(self, job):
         self.jobs.append(("render", job.frame))
         return None
