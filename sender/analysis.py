@@ -125,9 +125,9 @@ class Analyser:
         self._sharp: Future | None = None        # the sharp twin of a key frame being coded
         self._eyes: EyePicker | None = None      # the shut eyes seen since the key frame in use
         self._eyes_key: int | None = None        # (whose key id)
-        self._eyes_coding: Future | None = None  # an eye reference being coded (0.3 s), on its own thread:
-        self._eyes_pool = ThreadPoolExecutor(1, thread_name_prefix="eyes", initializer=lower_priority)  # (a sharp
-        # key frame takes the key frame thread a second or more)
+        self._eyes_coding: Future | None = None  # an eye reference being coded (0.3 s)
+        # on a thread of its own: a sharp key frame holds the key frame thread a second or more
+        self._eyes_pool = ThreadPoolExecutor(1, thread_name_prefix="eyes", initializer=lower_priority)
         self._keyframe_pool = ThreadPoolExecutor(1, thread_name_prefix="keyframe", initializer=lower_priority)
         self._finder: FaceTracker | None = None  # every face of a whole picture (still mode)
         self._last_search = float("-inf")
