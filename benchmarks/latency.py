@@ -254,7 +254,7 @@ def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler
         stages["queue"].append(r["render_start"] - r["decoded"])
         stages["synthesis"].append(r["ready"] - r["render_start"])
     latency = [r["latency"] for r in got.values()]
-    app_bytes = rstats["param_bytes"] + rstats["keyframe_bytes_total"]
+    app_bytes = rstats["param_bytes"] + rstats["keyframe_bytes_total"] + rstats.get("eye_reference_bytes", 0)
     sound_sent, sound_got = sstats.get("audio") or {}, rstats.get("audio") or {}
     wire = sstats.get("wire_bytes_sent")
     sound_wire = sound_sent.get("wire_bytes") or 0
@@ -283,6 +283,7 @@ def run_ours(url: str, source: Path, frames: int, loop: bool, raw: Path, sampler
         "keyframe_bytes_total": rstats["keyframe_bytes_total"],
         "keyframe_bytes_small": rstats.get("keyframe_bytes_small"),
         "keyframe_bytes_sharp": rstats.get("keyframe_bytes_sharp"),
+        "eye_reference_bytes": rstats.get("eye_reference_bytes"),
         "first_picture_ms": asdict(first_picture(sstats, sent, got)),
         "sharp_after_first_ms": rstats.get("sharp_after_first_ms"),
         "sharp_switches": sstats.get("sharp_switches"),
@@ -583,9 +584,10 @@ def write_report(path: Path, settings: dict, ours: dict, vp8: dict | None, vp8_e
         f"| CPU sender (% of one core) | {cpu(ours, 'sender')} | {cpu(q, 'sender')} | {cpu(v, 'sender')} |",
         f"| CPU receiver (% of one core) | {cpu(ours, 'receiver')} | {cpu(q, 'receiver')} | {cpu(v, 'receiver')} |",
         "",
-        "Face payload: our parameter packets (8-byte header included) and every key frame sent "
-        f"(small and sharp: {ours.get('keyframe_bytes_total', 'n/a')} bytes in all), over the call; parameters "
-        f"alone {_f(ours['param_kbps'], 2)} kbps.  VP8's: its RTP payload bytes.  Voice payload: Opus bytes "
+        "Face payload: our parameter packets (8-byte header included), every key frame sent "
+        f"(small and sharp: {ours.get('keyframe_bytes_total', 'n/a')} bytes in all) and the eye references "
+        f"(the caller's shut eyes, once seen: {ours.get('eye_reference_bytes', 'n/a')} bytes), over the call; "
+        f"parameters alone {_f(ours['param_kbps'], 2)} kbps.  VP8's: its RTP payload bytes.  Voice payload: Opus bytes "
         "(ours: PyAV's libopus, mono, 12 kbit/s asked; the plain call: aiortc's own encoder, fixed at 96 "
         "kbit/s stereo), plus for ours the audio clock messages "
         f"({cell(ours, 'audio', 'clock_kbps', nd=2)} kbps, on the control channel).  On the wire: the "
