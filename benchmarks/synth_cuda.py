@@ -48,7 +48,7 @@ def prepare(out: Path) -> None:
         levels = [lv for seg in parsed.segments for lv in decode_segment(seg, parsed.header.values_per_frame)]
         model = decoder.reference.face_model()
         eyes = (no_eye_patches(size) if parsed.eyes is None
-                else decode_eye_reference(parsed.eyes.belonging_to(parsed.keyframe), size))
+                else decode_eye_reference(parsed.eyes.belonging_to(parsed.keyframe.key_id), size))
         np.savez(out / f"inputs_{size}.npz", keyframe=decoder.keyframe, reference=model.reference,
                  reference_eyes=np.asarray(model.reference_eyes), ref_params=decoder.reference.reference_params(),
                  ring_weights=decoder.reference.ring_weights, params=np.stack([decoder.params(q) for q in levels]),

@@ -133,7 +133,7 @@ class FaceDecoder:
         if self.decoder_format is IFVC:
             key_params = reference.reference_params()
             synthesis = self.synthesis
-            patches = self._eye_patches(record, eyes)
+            patches = self._eye_patches(record.key_id, eyes)
             synth = synthesis.build(picture, reference.face_model(), key_params, reference.ring_weights, patches)
         else:
             from models.feature_formats import key_features
@@ -153,12 +153,14 @@ class FaceDecoder:
         return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator, synthesis, patches,
                                eyes if patches is not None else None)
 
-    def _eye_patches(self, record: Keyframe, eyes: EyeReference | None) -> EyePatches | None:
+    def _eye_patches(self, key_id: int, eyes: EyeReference | None) -> EyePatches | None:
+        """Key frame `key_id`'s eye reference decoded (StreamError when it is another's or
+        its picture does not fit)."""
         if eyes is None:
             return None
         from codec.eye_reference import decode_eye_reference
 
-        return decode_eye_reference(eyes.belonging_to(record), self.header.width)
+        return decode_eye_reference(eyes.belonging_to(key_id), self.header.width)
 
     def add_eyes(self, decoded: DecodedKeyframe, eyes: EyeReference) -> None:
         """Give a decoded key frame the eye reference that came after it (a live call): its
@@ -166,11 +168,7 @@ class FaceDecoder:
         another key frame's or its picture does not fit."""
         if self.decoder_format is not IFVC:
             return
-        if eyes.key_id != decoded.key_id:
-            raise StreamError(f"the eye reference belongs to key frame {eyes.key_id}, not {decoded.key_id}")
-        from codec.eye_reference import decode_eye_reference
-
-        decoded.eyes = decode_eye_reference(eyes, self.header.width)
+        decoded.eyes = self._eye_patches(decoded.key_id, eyes)
         decoded.eye_reference = eyes
         lay = getattr(decoded.synth, "set_eyes", None)      # v2's synthesizers; v1 has no use for it
         if lay is not None:
@@ -274,7 +272,7 @@ def parse_stream(data: bytes) -> ParsedStream:
         elif kind == RecordType.EYE_REFERENCE:
             if keyframe is None or eyes is not None or segments:
                 raise StreamError(EYES_PLACE)
-            eyes = EyeReference.unpack(payload).belonging_to(keyframe)
+            eyes = EyeReference.unpack(payload).belonging_to(keyframe.key_id)
         elif kind == RecordType.PARAM_SEGMENT:
             if keyframe is None:
                 raise StreamError("parameters come before the key frame")

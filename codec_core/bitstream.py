@@ -205,11 +205,10 @@ class EyeReference:
 
     _FIXED = struct.Struct(">HBBffI")
 
-    def belonging_to(self, keyframe: Keyframe) -> EyeReference:
-        """This record, checked to be `keyframe`'s (StreamError when its key_id is another's)."""
-        if self.key_id != keyframe.key_id:
-            raise StreamError(f"the eye reference belongs to key frame {self.key_id}, the stream's is "
-                              f"{keyframe.key_id}")
+    def belonging_to(self, key_id: int) -> EyeReference:
+        """This record, checked to be key frame `key_id`'s (StreamError when it is another's)."""
+        if self.key_id != key_id:
+            raise StreamError(f"the eye reference belongs to key frame {self.key_id}, the stream's is {key_id}")
         return self
 
     def has(self, eye: int) -> bool:

@@ -324,7 +324,7 @@ def split_native(stream: bytes) -> NativeParts:
     rest = records[2:]
     eyes = None
     if rest and rest[0][0] == RecordType.EYE_REFERENCE:
-        eyes = EyeReference.unpack(rest[0][1]).belonging_to(keyframe)
+        eyes = EyeReference.unpack(rest[0][1]).belonging_to(keyframe.key_id)
         rest = rest[1:]
     segments: list[ParamSegment] = []
     expected = 0
@@ -463,7 +463,7 @@ def _parts_of(messages: list[SeiMessage], picture: bytes) -> NativeParts:
     rest = messages[2:]
     eyes = None
     if rest and rest[0].payload_type == USER_DATA_UNREGISTERED and _user_payload(rest[0])[0] == KIND_EYES:
-        eyes = EyeReference.unpack(_user_payload(rest[0])[1]).belonging_to(keyframe)
+        eyes = EyeReference.unpack(_user_payload(rest[0])[1]).belonging_to(keyframe.key_id)
         rest = rest[1:]
     fields = header.feature_format.name in FIELD_LAYOUTS
     segments: list[ParamSegment] = []
