@@ -168,11 +168,11 @@ class FaceDecoder:
         another key frame's or its picture does not fit."""
         if self.decoder_format is not IFVC:
             return
-        decoded.eyes = self._eye_patches(decoded.key_id, eyes)
-        decoded.eye_reference = eyes
+        patches = self._eye_patches(decoded.key_id, eyes)
         lay = getattr(decoded.synth, "set_eyes", None)      # v2's synthesizers; v1 has no use for it
         if lay is not None:
-            lay(decoded.eyes)
+            lay(patches)
+        decoded.eyes, decoded.eye_reference = patches, eyes     # only once laid
 
     def set_synthesis(self, synthesis: Synthesis) -> None:
         """Make the pictures with `synthesis` from now on (a live receiver stepping down:

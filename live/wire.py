@@ -42,8 +42,8 @@ from signaling.schema import Message, Refused, Schema
 #: The version of this wire (docs/wire.md).  2: key frames in KEYFRAME_PIECE messages.
 #: 3: the session header and parameter packets of stream version 3 (the global-motion group).
 #: 4: those of stream version 4 (fomm's key points redefined; the same syntax).
-#: 5: stream version 5's EYE_REFERENCE record on `stream` (the caller's shut eyes, sent once
-#: an eye has shut and opened again); the header, key frames and packets are version 4's.
+#: 5: stream version 5's EYE_REFERENCE record on `stream` (the caller's shut eyes, sent
+#: `SETTLE` frames after an eye's most shut moment, docs/call.md); the header, key frames and packets are version 4's.
 WIRE_VERSION = 5
 
 

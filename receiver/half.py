@@ -25,9 +25,9 @@ frame starts (the sender cancelled it: normal, an INFO line) or no piece has com
 `keyframe_piece_timeout_s` (a WARNING).  A whole KEYFRAME message is read as before.
 
 Parameter packets go through `receiver.chain` with its reorder window: the packets held
-after a gap (a few) are kept here until it fills or the window passes.  Session headers and
-key frames the synthesis thread has no room for (`max_queued_setup_jobs`) are dropped,
-logged and counted.
+after a gap (a few) are kept here until it fills or the window passes.  Session headers,
+key frames and eye references the synthesis thread has no room for
+(`max_queued_setup_jobs`, together) are dropped, logged and counted.
 
 Feature formats: a session header of any known format is taken (its `num_params` is that
 format's count, which `SessionHeader.unpack` checks, and sizes the packet decoder); one that

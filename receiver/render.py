@@ -19,9 +19,9 @@ the one its packet names, switching to it when that is another one than before (
 for a key frame still being decoded waits for it, so frames keep their order) and
 forgetting the key frames that came before it.
 
-Bounded and all or nothing: at most `max_setup` session headers and key frames wait in the
-queue (`set_header` / `set_keyframe` return False for one more: the caller drops it and
-says so), at most MAX_KEYFRAMES key frames are kept, and at most MAX_DECODES wait for or
+Bounded and all or nothing: at most `max_setup` session headers, key frames and eye references
+wait in the queue (`set_header` / `set_keyframe` / `set_eyes` return False for one more:
+the caller drops it and says so), at most MAX_KEYFRAMES key frames are kept, and at most MAX_DECODES wait for or
 are in the key frame thread (one more is refused as failed; one displaced before its
 decoding started is skipped), so a peer that floods key frames cannot queue work without end.  A
 key frame switches the decoder over only once it has decoded whole (picture, reference,
@@ -139,21 +139,22 @@ class StopJob:
 Job = RenderJob | HeaderJob | KeyframeJob | EyesJob | BreakJob | StopJob
 
 
-SETUP_JOBS = (HeaderJob, KeyframeJob)
+SetupJob = HeaderJob | KeyframeJob | EyesJob
+SETUP_JOBS = (HeaderJob, KeyframeJob, EyesJob)   # each holds one of `max_setup` places until it is taken
 
 
 class JobQueue:
     """FIFO of jobs in which a new render job replaces a render job waiting at the tail, and
-    at most `max_setup` session header and key frame jobs wait (`put_setup`)."""
+    at most `max_setup` session header, key frame and eye reference jobs wait (`put_setup`)."""
 
     def __init__(self, max_setup: int = DEFAULT.max_queued_setup_jobs) -> None:
         self._items: deque = deque()
         self._cond = threading.Condition()
         self.max_setup = max_setup
-        self._setup = 0             # header and key frame jobs waiting
+        self._setup = 0             # setup jobs waiting
 
-    def put_setup(self, job: HeaderJob | KeyframeJob) -> bool:
-        """Queue a session header or key frame job unless `max_setup` wait already."""
+    def put_setup(self, job: SetupJob) -> bool:
+        """Queue a session header, key frame or eye reference job unless `max_setup` wait already."""
         with self._cond:
             if self._setup >= self.max_setup:
                 return False
@@ -505,7 +506,7 @@ class RenderWorker:
             return                          # sent again with its key frame: nothing new
         self._eyes[key] = record
         while len(self._eyes) > MAX_KEYFRAMES:
-            self._eyes.pop(next(iter(self._eyes)))      # of key frames never seen (oldest first)
+            self._eyes.pop(next(iter(self._eyes)))      # the oldest first (a retake replaces a key's in place)
         if key == self._current and self._in_use is not None:
             self._give_eyes(self._in_use.result(), record)
 

@@ -212,6 +212,8 @@ class Analyser:
             record = future.result()
         except Exception as exc:
             log.warning("could not code the eye reference (%s); the call goes on without it", exc)
+            if self._eyes is not None and self._eyes_key == key_id:
+                self._eyes.taken = np.full(2, np.inf)       # so that the next shut eye is taken anew
             return None
         return record if record.key_id == key_id else None
 

@@ -359,7 +359,8 @@ class SenderHalf(SendingHalf):
         if pair is None or record.key_id != pair.small.record.key_id:
             return
         pair.eyes = record
-        self._send_eyes(pair.eye_references(sharp=False) + pair.eye_references(sharp=True))
+        if self._ready:     # else it goes with the key frame (`_send_setup`)
+            self._send_eyes(pair.eye_references(sharp=False) + pair.eye_references(sharp=True))
 
     def _send_eyes(self, records: list[EyeReference]) -> int:
         """Send eye references on `stream`; the bytes sent."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec_core.bitstream import Keyframe, ParamPacket, ParamSegment, SessionHeader, StreamError
+from codec_core.bitstream import EyeReference, Keyframe, ParamPacket, ParamSegment, SessionHeader, StreamError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
@@ -135,6 +135,20 @@ def test_header_and_key_frame_jobs_wait_in_a_bounded_queue():
     assert isinstance(q.get(0), KeyframeJob)
     assert q.put_setup(HeaderJob(header())) is True     # room for one again
     assert len(q) == 4
+
+
+def test_eye_references_give_their_place_in_the_setup_queue_back():
+    """Every blink, retake and key frame request sends eye references: each one taken off
+    the queue frees its place, so that key frames still find room after many of them."""
+    from receiver.render import EyesJob, JobQueue, KeyframeJob
+
+    q = JobQueue(max_setup=3)
+    eyes = EyeReference(1, 1, 3, (0.1, 0.2), b"vvc")
+    for _ in range(10):
+        assert q.put_setup(EyesJob(eyes)) is True
+        assert isinstance(q.get(0), EyesJob)
+    assert [q.put_setup(EyesJob(eyes)) for _ in range(4)] == [True, True, True, False]
+    assert q.put_setup(KeyframeJob(Keyframe(0, 1, b"p", b"g"))) is False     # they share the bound
 
 
 def test_a_flood_of_key_frames_is_dropped_and_counted_and_the_newest_decodes():

@@ -160,8 +160,10 @@ def test_a_call_sends_the_callers_shut_eyes_for_each_key_frame(tmp_path):
     codes it and sends it for the small key frame and its sharp twin (and again after the
     deeper second blink), over a real peer connection.  The receiver draws with v1 here,
     which ignores it (how v2 draws it: the test above; at 100-250 ms a frame on these 2 cores
-    a v2 receiver would draw only a handful of this call's frames)."""
-    n = 60
+    a v2 receiver would draw only a handful of this call's frames).  100 frames: the first
+    blink's patches are coded from frame 19 on (0.3 s of VVenC, seconds on a busy host), and
+    a record coded after the last frame never goes out."""
+    n = 100
     with Processes(tmp_path) as p:
         url = p.signaling()
         p.start("receiver", "receiver", "--signaling", url, "--room", "eyes", "--synth", "warp",
