@@ -151,7 +151,7 @@ class FaceDecoder:
             except TranslatorError as exc:
                 raise DecoderFormatError(str(exc)) from None
         return DecodedKeyframe(record.key_id, picture, reference, synth, key_params, translator, synthesis, patches,
-                               eyes if patches is not None else None)
+                               eyes if self.decoder_format is IFVC else None)
 
     def _eye_patches(self, key_id: int, eyes: EyeReference | None) -> EyePatches | None:
         """Key frame `key_id`'s eye reference decoded (StreamError when it is another's or
@@ -202,7 +202,7 @@ class FaceDecoder:
     def lays_eyes(self) -> bool:
         """Whether the pictures now lay the caller's shut eyes (v2 with a key frame that has
         an eye reference; v1 ignores it)."""
-        return self._in_use is not None and self._in_use.eyes is not None and self.synthesis.synth == "learned"
+        return self._in_use is not None and self._in_use.eyes is not None and hasattr(self._synth, "set_eyes")
 
     def set_keyframe(self, record: Keyframe, eyes: EyeReference | None = None) -> None:
         """Decode a key frame (and its eye reference) and switch to it."""

@@ -421,9 +421,7 @@ class RenderWorker:
             decoded: DecodedKeyframe = future.result()
         except Exception:
             return False
-        eyes = self._eyes.get(key)
-        if eyes is not None and decoded.eye_reference != eyes:
-            self._give_eyes(decoded, eyes)      # it came while this copy was being decoded
+        self._lay_eyes(key, decoded)            # one that came while this copy was being decoded
         self._decoder.use_keyframe(decoded)     # picture, reference, key id and synthesizer at once
         if future is self._keys.get(key):
             self._earlier.pop(key, None)
@@ -508,16 +506,20 @@ class RenderWorker:
         while len(self._eyes) > MAX_KEYFRAMES:
             self._eyes.pop(next(iter(self._eyes)))      # the oldest first (a retake replaces a key's in place)
         if key == self._current and self._in_use is not None:
-            self._give_eyes(self._in_use.result(), record)
+            self._lay_eyes(key, self._in_use.result())
 
-    def _give_eyes(self, decoded: DecodedKeyframe, record: EyeReference) -> None:
-        """(synthesis thread) `decoded` lays `record` from now on; one that does not fit or
-        decode is a WARNING and forgotten, the key frame drawn without it."""
+    def _lay_eyes(self, key: int, decoded: DecodedKeyframe) -> None:
+        """(synthesis thread) `decoded` lays the eye reference kept for `key` from now on,
+        unless it has it already; one that does not fit or decode is a WARNING and forgotten,
+        the key frame drawn without it."""
+        record = self._eyes.get(key)
+        if record is None or decoded.eye_reference == record:
+            return
         try:
             self._decoder.add_eyes(decoded, record)
         except StreamError as exc:
             log.warning("key frame %d: its eye reference is unusable (%s); drawn without it", record.key_id, exc)
-            self._eyes.pop(record.key_id & 0xFF, None)
+            self._eyes.pop(key, None)
 
 
 _PROBED: dict[tuple[Synthesis, int], float] = {}
