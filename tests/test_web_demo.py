@@ -165,6 +165,51 @@ def test_server_serves_the_page_and_answers_on_the_websocket():
     asyncio.run(run())
 
 
+def test_an_offer_the_server_cannot_use_ends_its_call_and_frees_the_slot():
+    """An offer aiortc cannot read (here: no SDP at all) comes after the call joined its
+    room: the call is hung up, the page is told in words, and with --max-calls 1 the next
+    call in that room is refused for its offer again, not as busy or as a full room."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from web_demo.server import Demo
+
+    async def run():
+        from models.synthesizers import Synthesis
+
+        async with Demo(port=0, stills=STILLS, max_calls=1, synthesis=Synthesis("warp")) as demo:
+            async with connect(demo.url.replace("http", "ws") + "ws") as ws:
+                assert json.loads(await ws.recv())["type"] == "hello"
+                codes = []
+                for _ in range(2):
+                    await ws.send(json.dumps({"type": "call", "room": "bad-offer-room-4711", "sdp": "v=0"}))
+                    while (m := json.loads(await ws.recv()))["type"] != "error":
+                        pass
+                    codes.append(m["code"])
+                    assert "offer" in m["message"]
+                assert codes == ["browser-connection"] * 2
+                assert demo.calls_open() == 0
+
+    asyncio.run(run())
+
+
+def test_voice_for_a_browser_that_never_pulls_it_stays_bounded():
+    """A browser connection that never completes never calls `recv`: the other side's voice
+    waiting for it is dropped once older than the hold and the slack."""
+    from web_demo.media import VoiceTrack
+
+    track = VoiceTrack(slack_ms=80.0)
+    pcm = np.zeros(960, np.int16)
+    for _ in range(20):
+        track.put(0.0, pcm)
+    assert len(track._frames) == 20
+    track._frames[0] = (track._frames[0][0] - 1.0, pcm)      # one that came a second ago
+    track.put(0.0, pcm)
+    assert len(track._frames) == 20
+
+
 # -- /ws message schema (web_demo/messages.py) --------------------------------------------------
 
 NESTED = "[" * 100_000 + "]" * 100_000

@@ -277,7 +277,15 @@ class VoiceTrack(MediaStreamTrack):
         self._n = 0
 
     def put(self, captured_ms: float, pcm: np.ndarray) -> None:
-        self._frames.append((time.monotonic(), pcm))
+        now = time.monotonic()
+        self._drop_old(now)         # also here: a browser that never connects never pulls (`recv`)
+        self._frames.append((now, pcm))
+
+    def _drop_old(self, now: float) -> None:
+        """Drop the samples older than `hold_ms` plus the slack: the newest are what matter."""
+        oldest = now - (self.hold_ms + self._slack) / 1000.0
+        while self._frames and self._frames[0][0] < oldest:
+            self._frames.popleft()
 
     def flush(self) -> None:
         """Drop the samples that wait (the other side muted): silence from the next packet."""
@@ -286,8 +294,7 @@ class VoiceTrack(MediaStreamTrack):
     def _next(self, now: float) -> np.ndarray:
         """One packet's samples: the oldest that are due, then silence."""
         hold = self.hold_ms / 1000.0
-        while self._frames and now - self._frames[0][0] > hold + self._slack / 1000.0:
-            self._frames.popleft()                   # too old: the newest are what matter
+        self._drop_old(now)
         out, need = [], self._encoder.frame_samples
         while need > 0 and self._frames and now - self._frames[0][0] >= hold:
             t, pcm = self._frames[0]

@@ -99,8 +99,8 @@ class Tab:
         self.call: TabCall | None = None
         self.portrait: Portrait | None = None
         self.edits = Edits()
-        self._rendering = False
-        self._dirty = False
+        self._render: asyncio.Task | None = None    # the portrait's renders, off the message loop
+        self._dirty = False                         # edits came during a render: one more
 
     async def send(self, message: dict) -> None:
         try:
@@ -129,6 +129,8 @@ class Tab:
         except ConnectionClosed:
             pass
         finally:
+            if self._render is not None:
+                self._render.cancel()
             await self.hang_up()
 
     async def handle(self, message: PageMessage) -> None:
@@ -150,7 +152,7 @@ class Tab:
         if self.call is not None:
             self.call.set_edits(edits)
         if self.portrait is not None:
-            await self.render_portrait()
+            self.render_portrait()
 
     # -- call ----------------------------------------------------------------------------
 
@@ -178,6 +180,13 @@ class Tab:
                                  "Pick another room name.")
             else:
                 await self.error("signaling", f"Cannot start the call: {text}.")
+            return
+        except Exception as exc:    # noqa: BLE001 - an offer aiortc cannot take (no ICE ufrag, no rtcp-mux, ...)
+            log.warning("refused the offer of a call in room %r: %s: %s", room, type(exc).__name__, exc)
+            self.call = None
+            await call.close()      # it may have joined the room already: it leaves it
+            await self.error("browser-connection", "The browser's offer for the video connection could not be "
+                             f"used ({type(exc).__name__}: {exc}).")
             return
         await self.send({"type": "answer", "sdp": answer})
         waiting = not call.link.peer_in_room
@@ -212,7 +221,7 @@ class Tab:
                          "geometry_bytes": p.geometry_bytes,
                          "text": f"Key frame: {p.keyframe_bytes} bytes of VVC picture + {p.geometry_bytes} bytes "
                                  "of face geometry. Move the sliders to edit."})
-        await self.render_portrait()
+        self.render_portrait()
 
     def picture_file(self, request: OpenPortrait) -> bytes:
         """The bytes of the still or the upload the page asks for; raises PortraitError."""
@@ -229,12 +238,16 @@ class Tab:
             raise PortraitError("Choose a picture first.")
         return upload
 
-    async def render_portrait(self) -> None:
-        """Render with the newest edits; slider moves during a render coalesce into one more."""
-        if self._rendering:
+    def render_portrait(self) -> None:
+        """Render the portrait with the newest edits, as a task beside the page's messages (a
+        mute or a hang-up does not wait for it); slider moves during a render are merged into
+        one more."""
+        if self._render is not None and not self._render.done():
             self._dirty = True
             return
-        self._rendering = True
+        self._render = asyncio.create_task(self._renders(), name="portrait")
+
+    async def _renders(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             while self.portrait is not None:
@@ -244,8 +257,9 @@ class Tab:
                 await self.send({"type": "portrait-frame", "image": data_url(picture), "values": edits.to_dict()})
                 if not self._dirty:
                     break
-        finally:
-            self._rendering = False
+        except Exception:
+            log.exception("rendering the portrait")
+            await self.error("internal", "Something went wrong on the server (see its log).")
 
 
 class Demo:

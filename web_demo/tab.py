@@ -158,9 +158,10 @@ class TabCall:
         @self.pc.on("connectionstatechange")
         def _state() -> None:
             log.info("browser connection: %s", self.pc.connectionState)
-            if self.pc.connectionState == "failed":
-                self._post({"type": "error", "code": "browser-connection",
-                            "message": "The video connection between this page and the demo server failed."})
+            if self.pc.connectionState == "failed":     # the page ends its call on this code: so does this side
+                self._tasks.append(asyncio.ensure_future(self._end({
+                    "type": "error", "code": "browser-connection",
+                    "message": "The video connection between this page and the demo server failed."})))
 
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
         for transceiver in self.pc.getTransceivers():
@@ -178,17 +179,22 @@ class TabCall:
         try:
             reason = await self.runner.watch(self._stop)
         except CallError as exc:
-            await self.notify({"type": "error", "code": "camera", "message": str(exc)})
+            await self._end({"type": "error", "code": "camera", "message": str(exc)})
             return
         except Exception:
             log.exception("the sender half failed")
-            await self.notify({"type": "error", "code": "internal", "message": "The sending side failed (see the "
-                               "server log)."})
+            await self._end({"type": "error", "code": "internal", "message": "The sending side failed (see the "
+                             "server log)."})
             return
         log.info("call in room %r over: %s", self.room, reason)
         if not self._stop.is_set():
-            await self.notify({"type": "error", "code": "signaling", "message": f"The call has ended: {reason}."})
-            await self.close()
+            await self._end({"type": "error", "code": "signaling", "message": f"The call has ended: {reason}."})
+
+    async def _end(self, message: dict) -> None:
+        """Tell the page why the call ended (`message`), then hang up this side: the call's
+        --max-calls slot is free again and nothing keeps synthesizing for nobody."""
+        await self.notify(message)
+        await self.close()
 
     # -- edits and stats -----------------------------------------------------------------
 
