@@ -187,16 +187,24 @@ class FaceDecoder:
     def use_keyframe(self, decoded: DecodedKeyframe) -> None:
         """Animate `decoded` from now on (built again first when its synthesizer is not of this
         decoder's `synthesis`)."""
-        if decoded.synthesis is not None and decoded.synthesis != self.synthesis:
-            decoded.synth = self.synthesis.build(decoded.picture, decoded.reference.face_model(), decoded.key_params,
-                                                 decoded.reference.ring_weights, decoded.eyes)
-            decoded.synthesis = self.synthesis
+        self.fit_synthesis(decoded)
         self._in_use = decoded
         self.reference = decoded.reference
         self.keyframe = decoded.picture
         self.key_id = decoded.key_id
         self._synth = decoded.synth
         self._translator = decoded.translator
+
+    def fit_synthesis(self, decoded: DecodedKeyframe) -> bool:
+        """Build `decoded`'s synthesizer again when it is not of this decoder's `synthesis`
+        (set since it was decoded); whether it was."""
+        synthesis = self.synthesis
+        if decoded.synthesis is None or decoded.synthesis == synthesis:
+            return False
+        decoded.synth = synthesis.build(decoded.picture, decoded.reference.face_model(), decoded.key_params,
+                                        decoded.reference.ring_weights, decoded.eyes)
+        decoded.synthesis = synthesis
+        return True
 
     @property
     def lays_eyes(self) -> bool:

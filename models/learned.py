@@ -88,9 +88,23 @@ def _load_generator(path: Path, mtime_ns: int, device: str) -> Generator:
     return generator.eval().to(device)
 
 
+def weights_problem(path: Path | None = None) -> str | None:
+    """Why the learned synthesizer cannot use the weights at `path` (default ASSET): missing,
+    unreadable or of another version, in one line; None when it can (read once per file version)."""
+    try:
+        load_generator(ASSET if path is None else path)
+    except WeightsError as exc:
+        return str(exc)
+    return None
+
+
 def weights_state(path: Path) -> dict[str, torch.Tensor]:
-    """The generator's state in a weights file; WeightsError when it is of another version."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    """The generator's state in a weights file; WeightsError when it is unreadable or of
+    another version."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:    # a truncated or foreign file: torch says why in its own words
+        raise WeightsError(f"{path} is not a learned synthesizer weights file ({type(exc).__name__})") from None
     if not isinstance(saved, dict) or saved.get("version") != Generator.VERSION:
         found = saved.get("version") if isinstance(saved, dict) else None
         raise WeightsError(f"{path} holds learned synthesizer {found!r}, this code needs {Generator.VERSION!r}")

@@ -16,6 +16,7 @@ frame rate (receiver.pace).  A synthesizer named explicitly is never changed.
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -33,6 +34,7 @@ DEFAULT_SYNTH = "auto"          # the commands' default (`Synthesis()` itself is
 BACKENDS = ("torch", "onnx")
 DEFAULT_BACKEND = "torch"
 DEVICES = ("cpu", "cuda")
+log = logging.getLogger(__name__)
 
 
 class Synth(Protocol):
@@ -63,9 +65,12 @@ class Synthesis:
             return self.warp()
         if self.synth != "auto":
             return self
-        from models.learned import ASSET
+        if not ifvc:
+            return self.warp()
+        from models.learned import weights_problem
 
-        if not ifvc or not ASSET.exists():
+        if (problem := weights_problem()) is not None:
+            _say_once(f"{problem}: synthesizer v1 draws instead")
             return self.warp()
         return replace(self, synth="learned", automatic=True)
 
@@ -87,7 +92,8 @@ class Synthesis:
         return f"learned{'' if self.regions else ' --no-regions'} ({self.backend}, {self.device})"
 
     def check(self) -> None:
-        """ValueError with a one-line reason when this choice cannot run here; loads nothing big."""
+        """ValueError with a one-line reason when this choice cannot run here; loads at most the
+        learned synthesizer's weights (once a process)."""
         if self.synth not in SYNTHS:
             raise ValueError(f"unknown synthesizer {self.synth!r}: choose one of {', '.join(SYNTHS)}")
         if self.backend not in BACKENDS:
@@ -107,11 +113,10 @@ class Synthesis:
             if not torch.cuda.is_available():
                 raise ValueError("--device cuda asked for, but no CUDA device is available")
         if self.synth == "learned" and not self.automatic:
-            from models.learned import ASSET
+            from models.learned import weights_problem
 
-            if not ASSET.exists():
-                raise ValueError(f"no learned synthesizer weights at {ASSET}: train them with "
-                                 "`python -m models.train` or use --synth warp")
+            if (problem := weights_problem()) is not None:
+                raise ValueError(f"{problem}")
 
     def build(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
               ring_weights: np.ndarray, eyes: EyePatches | None = None) -> Synth:
@@ -202,6 +207,15 @@ def synthesis_from_args(args: argparse.Namespace) -> Synthesis:
     choice = Synthesis(args.synth, args.backend, device, args.onnx_model, args.compile, not args.no_regions)
     choice.check()
     return choice
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(warning: str) -> None:
+    if warning not in _SAID:
+        _SAID.add(warning)
+        log.warning("%s", warning)
 
 
 def _cuda() -> bool:

@@ -240,6 +240,7 @@ class RenderWorker:
         self._editor = None           # its ExpressionEditor, made per key frame when first needed
         self._edits_refused = None    # the edits last refused (decoder format not ifvc): logged once
         self._unplayable: SessionHeader | None = None   # a header this decoder choice cannot play
+        self._failures = 0            # jobs that raised (logged with a traceback once)
         self._thread = threading.Thread(target=self._run, name="synthesis", daemon=True)
         self._thread.start()
 
@@ -300,7 +301,12 @@ class RenderWorker:
                 try:
                     self._do(job)
                 except Exception:
-                    log.exception("synthesis failed")
+                    self._failures += 1
+                    n = self._failures      # the first with its traceback, then a line now and then
+                    if n == 1:
+                        log.exception("synthesis failed")
+                    elif n % 100 == 0:
+                        log.error("synthesis failed again [%d so far]", n)
         finally:
             for pool in (self._prep, self._background):
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -349,7 +355,7 @@ class RenderWorker:
         """Start decoding a key frame on the key frame thread; ready or failed is posted."""
         key = record.key_id & 0xFF
         if not self._decode_slots.acquire(blocking=False):
-            kept = key in self._keys and _decoded(self._keys[key])     # a copy of one in use: it stays
+            kept = key in self._earlier or (key in self._keys and _decoded(self._keys[key]))   # a copy: it stays
             self._post(self._events.keyframe_failed, key, f"{MAX_DECODES} key frames wait to be decoded already",
                        kept)
             return
@@ -486,10 +492,11 @@ class RenderWorker:
             ready = wall_ms()
             self._post(self._events.rendered, Rendered(job, start, ready, self._decoder.synthesis.describe(),
                                                        self._decoder.lays_eyes))
+            shown = all([sink.show(job.frame, picture) for sink in self._sinks])
             lighter = self._pace.rendered(ready - start)
-            if lighter is not None:
+            if lighter is not None:         # after the picture is out: the step down builds a synthesizer
                 self._decoder.set_synthesis(lighter)
-            if not all([sink.show(job.frame, picture) for sink in self._sinks]):
+            if not shown:
                 self._post(self._events.quit)
         elif isinstance(job, BreakJob):
             self._forget_keys()             # the next session numbers its key frames anew
@@ -556,4 +563,6 @@ def _prepare(decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:
     that the first real frame does not pay for warm-up."""
     decoded = decoder.decode_keyframe(record)
     decoded.synth.render(decoded.key_params)
+    while decoder.fit_synthesis(decoded):   # the receiver stepped down meanwhile: built for it here, not
+        decoded.synth.render(decoded.key_params)    # on the synthesis thread when it is switched to
     return decoded

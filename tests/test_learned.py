@@ -158,6 +158,24 @@ def test_weights_of_another_version_are_refused(tmp_path):
         load_generator(path)
     with pytest.raises(WeightsError, match="no learned synthesizer weights"):
         load_generator(tmp_path / "missing.pt")
+    (tmp_path / "cut.pt").write_bytes(path.read_bytes()[:40])
+    with pytest.raises(WeightsError, match="not a learned synthesizer weights file"):
+        load_generator(tmp_path / "cut.pt")
+
+
+def test_weights_that_cannot_be_used_are_found_when_the_synthesizer_is_chosen(tmp_path, monkeypatch):
+    """Stale weights (another version) are found before any key frame: --synth auto draws
+    with v1 (one WARNING), --synth learned is refused in one line."""
+    import models.learned
+    from models.synthesizers import Synthesis
+
+    path = tmp_path / "w.pt"
+    torch.save({"version": "synth-v0", "state": {}}, path)
+    assert Synthesis("auto").resolved().synth == "learned"
+    monkeypatch.setattr(models.learned, "ASSET", path)
+    assert Synthesis("auto").resolved().synth == "warp"
+    with pytest.raises(ValueError, match="synth-v0"):
+        Synthesis("learned").check()
 
 
 def test_a_few_training_steps_on_a_tiny_cache_write_weights_that_load_and_resume(tmp_path):

@@ -52,6 +52,25 @@ def test_a_decoder_with_auto_draws_with_the_learned_synthesizer_and_steps_down_o
     assert not np.array_equal(before, lighter.render(params))
 
 
+def test_a_key_frame_decoding_while_the_receiver_steps_down_is_ready_with_the_lighter_setting(monkeypatch):
+    """The step down comes while the key frame thread decodes: that thread builds the key
+    frame's synthesizer again before it says ready, so the switch to it builds nothing."""
+    header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
+    record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
+    decoder = FaceDecoder(header, synthesis=Synthesis("auto"))
+    decode = decoder.decode_keyframe
+
+    def stepped_down_meanwhile(rec):
+        decoded = decode(rec)
+        decoder.set_synthesis(decoder.synthesis.lighter())
+        return decoded
+
+    monkeypatch.setattr(decoder, "decode_keyframe", stepped_down_meanwhile)
+    decoded = render._prepare(decoder, record)
+    assert decoded.synthesis == decoder.synthesis and decoded.synthesis.describe() == LIGHTER
+    assert not decoder.fit_synthesis(decoded)          # nothing left to build at the switch
+
+
 def test_the_probe_steps_down_to_the_first_setting_within_the_budget():
     times = {LEARNED: 90.0, LIGHTER: 30.0, "warp": 10.0}
     auto = SynthesisPace(Synthesis("auto"), fps=25.0)               # 32 ms a frame
