@@ -27,6 +27,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from codec.translation import DEFAULT_TRANSLATOR, TRANSLATOR_METHODS
 from codec_core.bitstream import StreamError
@@ -69,11 +70,20 @@ def cmd_decode(args) -> int:
     parsed = read_stream(args.stream)
     frames = decode_frames(parsed, synthesis, edits, decoder_format, args.translator)
     first = next(frames, None)          # the decoder is set up (or refused) before the output is opened
+    if first is None:
+        raise StreamError("the stream holds no frames: nothing to decode")
     start, n = time.perf_counter(), 0
-    with VideoWriter(args.output, parsed.header.fps_num / parsed.header.fps_den) as writer:
-        for frame in itertools.chain([] if first is None else [first], frames):
-            writer.write(frame)
-            n += 1
+    # written aside and put in place whole: a stream that fails half-way leaves no shorter video behind
+    output = Path(args.output)
+    partial = output.with_name(f"{output.stem}.partial{output.suffix}")
+    try:
+        with VideoWriter(partial, parsed.header.fps_num / parsed.header.fps_den) as writer:
+            for frame in itertools.chain([first], frames):
+                writer.write(frame)
+                n += 1
+        partial.replace(output)
+    finally:
+        partial.unlink(missing_ok=True)
     took = time.perf_counter() - start
     log.info("decoded %d frames in %.1f s (%.1f fps) to %s", n, took, n / took, args.output)
     return 0

@@ -30,15 +30,17 @@ from codec_core.format import (
     GLOBAL_MOTION_COUNT,
     IFVC,
     KEYFRAME_CODEC_VVC,
+    MAX_FPS,
     MAX_LEVEL,
     MAX_SHAPE_LEVEL,
+    MIN_FPS,
     format_named,
     reference_steps,
     step_vector,
 )
 from codec_core.keyframe import decode_keyframe, encode_keyframe
 from codec_core.param_coding import dequantise, encode_segment, quantise
-from codec_core.video import VideoWriter, probe_fps, read_frames
+from codec_core.video import VideoError, VideoWriter, probe_fps, read_frames
 from models.eye_reference import openness_of
 from models.face_model import FaceBasis, FaceModel
 from models.global_motion import GlobalMotion
@@ -67,6 +69,19 @@ class CodedKeyframe:
 
 
 ReferenceOf = Callable[[np.ndarray], tuple[Reference, bytes]]
+
+
+def stream_fps(fps: Fraction | float) -> Fraction:
+    """A video's frame rate as a session header declares it: VideoError outside MIN_FPS to
+    MAX_FPS; else the nearest fraction whose numerator and denominator fit the header's u16
+    fields (120000/1001, a phone's 119.88 fps, is 40999/342)."""
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise VideoError(f"the video's frame rate, {float(fps):.2f} a second, is outside the {MIN_FPS} to "
+                         f"{MAX_FPS} a stream can declare (re-encode it, e.g. ffmpeg -i IN -r 30 OUT)")
+    limit = 1001
+    while (best := Fraction(fps).limit_denominator(limit)).numerator > 0xFFFF and limit > 1:
+        limit //= 2
+    return best
 
 
 class FaceEncoder:
@@ -103,7 +118,7 @@ class FaceEncoder:
         return self.format.count + GLOBAL_MOTION_COUNT
 
     def header(self, fps: Fraction, frame_count: int = 0) -> SessionHeader:
-        fps = Fraction(fps).limit_denominator(1001)
+        fps = stream_fps(fps)
         return SessionHeader(self.format.id, self.config.size, self.config.size, fps.numerator, fps.denominator,
                              frame_count, self.basis.version, self.format.count, self.config.intra_interval,
                              self.header_steps, self.config.global_step)
@@ -246,7 +261,7 @@ def encode_video(source: str | Path, output: str | Path, config: CodecConfig, ba
     if container not in ("native", "vvc"):
         raise ValueError(f"unknown container {container!r}: native or vvc")
     encoder = FaceEncoder(config, basis, fmt)
-    fps = probe_fps(source)
+    fps = stream_fps(probe_fps(source))        # refused before any work when a stream cannot declare it
     tracker = WholeFrameTracker(config.size) if no_crop else CropTracker(config.size)
     levels: list[np.ndarray] = []
     lost = faceless = 0     # frames without the face after the key frame / before it

@@ -33,7 +33,10 @@ def encode_keyframe(rgb: np.ndarray, qp: int, preset: str = "medium") -> bytes:
            "-frames:v", "1", "-c:v", "libvvenc", "-preset", preset, "-qp", str(qp), "-qpa", "0",
            "-f", "vvc", "-"]
     yuv = rgb_to_yuv420(np.ascontiguousarray(rgb, dtype=np.uint8)[None], bit_depth=10)
-    proc = subprocess.run(cmd, input=yuv.tobytes(), capture_output=True, timeout=120)
+    try:
+        proc = subprocess.run(cmd, input=yuv.tobytes(), capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise KeyframeError("VVenC took more than 120 s for one picture") from None
     if proc.returncode != 0 or not proc.stdout:
         raise KeyframeError(f"VVenC failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
     return proc.stdout

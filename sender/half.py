@@ -34,6 +34,7 @@ import numpy as np
 
 from codec.encoder import CodedKeyframe
 from codec_core.bitstream import EyeReference, ParamPacket, SessionHeader
+from codec_core.keyframe import KeyframeError
 from codec_core.param_coding import PacketParamEncoder
 from live.audio import DEFAULT_BITRATE, AudioFeed, OpusTrack, TrackCounts
 from live.cli import CallError
@@ -507,10 +508,14 @@ class SenderHalf(SendingHalf):
             captured = await _until(self.source.next(), stop)
             if stop.is_set():
                 return False
-            if captured is None:
+            whole = self.source.pass_frames is not None and looked >= self.source.pass_frames   # --loop: once round
+            if captured is None or whole:
                 raise NoFaceFound(f"no face found in {self.source.name} ({looked} pictures looked at)")
             looked += 1
-            keyframe = await loop.run_in_executor(self._pool, self.analyser.first_keyframe, captured.rgb)
+            try:
+                keyframe = await loop.run_in_executor(self._pool, self.analyser.first_keyframe, captured.rgb)
+            except KeyframeError as exc:
+                raise CallError(f"could not code the first key frame: {exc}") from None
             if keyframe is not None:
                 self._header = self.analyser.encoder.header(self.source.fps)
                 self.stats.fps = self._header.fps

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.encoder import stream_fps
 from codec_core.video import VideoError, probe_fps, read_frames
 from live.cli import CallError
 from live.clock import wall_ms
@@ -49,6 +50,7 @@ class FrameSource:
     fps: Fraction
     live: bool
     name: str
+    pass_frames: int | None = None      # a file's frames in one pass, once it has been read through
 
     async def next(self) -> Captured | None:
         raise NotImplementedError
@@ -75,9 +77,9 @@ class FileSource(FrameSource):
         if not self.path.is_file():
             raise SourceError(f"no video file at {path} (give --source webcam[:INDEX] or a video file)")
         try:
-            self.fps = probe_fps(self.path)
+            self.fps = stream_fps(probe_fps(self.path))     # one a session header can declare
         except VideoError as exc:
-            raise SourceError(str(exc)) from None
+            raise SourceError(f"{path}: {exc}") from None
         self.loop = loop
         self.max_frames = max_frames
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
@@ -111,6 +113,8 @@ class FileSource(FrameSource):
                     this_pass += 1
                 if this_pass == 0 and count == 0:
                     raise VideoError(f"{self.path}: holds no video frames")
+                if self.pass_frames is None:
+                    self.pass_frames = this_pass
                 if not self.loop or this_pass == 0 or (self.max_frames is not None and count >= self.max_frames):
                     break
         except VideoError as exc:

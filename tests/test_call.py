@@ -115,10 +115,11 @@ def _readable(path):
 def test_bad_input_ends_with_one_line(tmp_path):
     from codec_core.video import VideoWriter
 
-    blank = tmp_path / "blank.mp4"
-    with VideoWriter(blank, 25) as w:
-        for _ in range(10):
-            w.write(np.full((240, 320, 3), 90, np.uint8))
+    blank, fast = tmp_path / "blank.mp4", tmp_path / "fast.mp4"
+    for path, fps in ((blank, 25), (fast, 200)):
+        with VideoWriter(path, fps) as w:
+            for _ in range(10):
+                w.write(np.full((240, 320, 3), 90, np.uint8))
     with Processes(tmp_path) as p:
         dead = "ws://127.0.0.1:9"                    # nothing listens there
         p.start("recv-dead", "receiver", "--signaling", dead, "--room", "x")
@@ -133,9 +134,14 @@ def test_bad_input_ends_with_one_line(tmp_path):
         assert "no video file" in p.log("missing")
         url = p.signaling()
         p.start("no-face", "sender", "--signaling", url, "--room", "x", "--source", str(blank))
+        p.start("no-face-loop", "sender", "--signaling", url, "--room", "z", "--source", str(blank), "--loop")
+        p.start("too-fast", "sender", "--signaling", url, "--room", "w", "--source", str(fast))
         p.start("alone", "receiver", "--signaling", url, "--room", "y", "--stats", str(tmp_path / "alone.json"))
-        assert p.wait("no-face", 120) == 1
-        assert "no face found" in p.log("no-face") and "Traceback" not in p.log("no-face")
+        for name in ("no-face", "no-face-loop", "too-fast"):
+            assert p.wait(name, 120) == 1
+            assert "Traceback" not in p.log(name), p.log(name)
+        assert "no face found" in p.log("no-face") and "no face found" in p.log("no-face-loop")
+        assert "frame rate, 200.00 a second, is outside" in p.log("too-fast")
         wait_for(lambda: read_json(tmp_path / "alone.json"), 60, "the lone receiver's stats")
         p.stop("alone", signal.SIGTERM)
         assert p.wait("alone", 30) == 0

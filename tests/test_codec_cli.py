@@ -83,6 +83,35 @@ def test_bad_streams_give_one_line_errors(tmp_path, command, encoded):
                               *(["-o", str(tmp_path / "o.mp4")] if command == "decode" else []), check=False))
 
 
+def test_a_decode_that_fails_half_way_leaves_no_video(tmp_path):
+    """The fixture stream with its last parameter segment's codeword garbled (its record
+    still well formed): one line, and neither a shorter video nor the one that was there
+    before at the output."""
+    from codec_core.bitstream import RecordType, read_records, write_file_start, write_record
+
+    records = read_records((FIXTURES / "short.fcv").read_bytes())
+    kind, payload = records[-1]
+    assert kind == RecordType.PARAM_SEGMENT and len(records) > 3
+    broken = tmp_path / "broken.fcv"
+    broken.write_bytes(write_file_start() + b"".join(write_record(t, p) for t, p in records[:-1])
+                       + write_record(kind, payload[:6] + b"\xff" * 40))
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an older video")
+    proc = run("decode", str(broken), "-o", str(out), "--synth", "warp", check=False)
+    assert_one_line_error(proc)
+    assert out.read_bytes() == b"an older video" and not list(tmp_path.glob("*.partial*"))
+
+
+def test_a_video_whose_frame_rate_a_stream_cannot_declare_is_refused_before_coding(tmp_path):
+    src = tmp_path / "fast.mp4"
+    with VideoWriter(src, 200) as w:
+        for _ in range(5):
+            w.write(np.full((240, 320, 3), 90, np.uint8))
+    proc = run("encode", str(src), "-o", str(tmp_path / "x.fcv"), check=False)
+    assert_one_line_error(proc)
+    assert "frame rate, 200.00 a second, is outside the 1 to 120" in proc.stderr
+
+
 def test_video_without_a_face(tmp_path):
     src = tmp_path / "noface.mp4"
     rng = np.random.default_rng(0)
