@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 import numpy as np
 import yaml
 
@@ -136,9 +137,9 @@ class CodecConfig:
         return self.format_steps.of(fmt).values()
 
     def with_overrides(self, **kw) -> CodecConfig:
-        """These settings replaced (None: kept); ConfigError for a global step outside (0, MAX_STEP)."""
+        """These settings replaced (None: kept); ConfigError for one out of its range."""
         cfg = replace(self, **{k: v for k, v in kw.items() if v is not None})
-        check_global_step(cfg.global_step)
+        check_config(cfg)
         return cfg
 
     def with_quantization_factor(self, factor: float | None, fmt: str = "ifvc") -> CodecConfig:
@@ -184,11 +185,6 @@ def _merge(base: dict, over: dict, where: str = "") -> dict:
 S = TypeVar("S", bound=_FormatSteps)
 
 
-def _read_steps(schema: type[S], table: dict) -> S:
-    """One format's steps from its mapping of defaults.yaml `steps:`."""
-    return schema(**{f.name: float(table[f.name]) for f in fields(schema)})
-
-
 def load_config(path: str | Path | None = None) -> CodecConfig:
     """Defaults, overridden by the keys present in `path`."""
     data = yaml.safe_load(DEFAULTS.read_text())
@@ -200,23 +196,25 @@ def load_config(path: str | Path | None = None) -> CodecConfig:
         if not isinstance(over, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         data = _merge(data, over)
-    try:
-        table = data["steps"]
-        steps = FormatSteps(_read_steps(Steps, table["ifvc"]), _read_steps(FommSteps, table["fomm"]),
-                            _read_steps(Fv2vSteps, table["fv2v"]), _read_steps(CfteSteps, table["cfte"]))
-        cfg = CodecConfig(**{k: v for k, v in data.items() if k not in ("steps", "global_step")},
-                          global_step=float(data["global_step"]), format_steps=steps)
-    except (TypeError, ValueError, KeyError) as exc:
+    try:        # the schema's types (an int is an int, not 2.5 or "27"), then the ranges
+        settings = {k: v for k, v in data.items() if k != "steps"}
+        cfg = msgspec.convert(settings | {"format_steps": data["steps"]}, CodecConfig)
+    except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: CodecConfig) -> None:
+    """ConfigError for a setting outside its range."""
     check_size(cfg.size, "size")
     check_global_step(cfg.global_step)
-    if cfg.call_keyframe_qp is not None and not 0 <= cfg.call_keyframe_qp <= MAX_QP:
-        raise ConfigError(f"call_keyframe_qp must be in 0..{MAX_QP} or null, not {cfg.call_keyframe_qp}")
-    if cfg.eye_reference_qp is not None and not 0 <= cfg.eye_reference_qp <= MAX_QP:
-        raise ConfigError(f"eye_reference_qp must be in 0..{MAX_QP} or null, not {cfg.eye_reference_qp}")
+    for name in ("keyframe_qp", "call_keyframe_qp", "eye_reference_qp"):
+        qp = getattr(cfg, name)
+        if qp is not None and not 0 <= qp <= MAX_QP:
+            raise ConfigError(f"{name} must be in 0..{MAX_QP}{'' if name == 'keyframe_qp' else ' or null'}, not {qp}")
     if not 1 <= cfg.intra_interval <= MAX_INTRA_INTERVAL:
         raise ConfigError(f"intra_interval must be in 1..{MAX_INTRA_INTERVAL}, not {cfg.intra_interval}")
     for name in STEP_SCHEMAS:
-        if not all(0 < np.float32(v) < MAX_STEP for v in steps.of(name).values()):
+        if not all(0 < np.float32(v) < MAX_STEP for v in cfg.format_steps.of(name).values()):
             raise ConfigError(f"the quantisation steps of format {name} must lie in (0, {MAX_STEP:g})")
-    return cfg

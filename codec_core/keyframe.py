@@ -38,7 +38,8 @@ def encode_keyframe(rgb: np.ndarray, qp: int, preset: str = "medium") -> bytes:
     except subprocess.TimeoutExpired:
         raise KeyframeError("VVenC took more than 120 s for one picture") from None
     if proc.returncode != 0 or not proc.stdout:
-        raise KeyframeError(f"VVenC failed: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+        said = " / ".join(line.strip() for line in proc.stderr.decode(errors="replace").splitlines() if line.strip())
+        raise KeyframeError(f"VVenC failed: {said[-300:]}")      # one line, as every error here
     return proc.stdout
 
 

@@ -101,6 +101,9 @@ class Synthesis:
         if self.backend == "onnx" and self.synth != "learned":
             raise ValueError(f"the onnx backend runs the learned synthesizer only, not {self.synth!r}: "
                              "use --synth learned or --backend torch")
+        if self.onnx_model is not None and self.backend != "onnx":
+            raise ValueError("--onnx-model names the exported graph for --backend onnx: add --backend onnx "
+                             "--synth learned, or leave --onnx-model out")
         if not self.regions and self.synth == "warp":
             raise ValueError("--no-regions is a setting of the learned synthesizer: add --synth learned")
         if self.compiled and (self.synth.replace("auto", "learned"), self.backend, self.device) != (

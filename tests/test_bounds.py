@@ -492,3 +492,26 @@ def test_key_frame_requests_over_a_real_connection_are_answered_at_a_bounded_rat
     assert sender.stats.keyframe_requests == 40
     assert 2 <= sender.stats.keyframe_answers <= 1 + (elapsed + 0.3) * 16_000 / answer
     assert len(receiver.keyframes) == 2 + 2 * sender.stats.keyframe_answers
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, words", [
+    ("intra_interval: 2.5", "Expected `int`, got `float` - at `$.intra_interval`"),
+    ("size: '256'", "Expected `int`, got `str` - at `$.size`"),
+    ("keyframe_qp: 99", "keyframe_qp must be in 0..63, not 99"),
+    ("eye_reference_qp: -1", "eye_reference_qp must be in 0..63 or null, not -1"),
+    ("steps: {ifvc: {angle: fast}}", "Expected `float`, got `str` - at `$.format_steps.ifvc.angle`"),
+])
+def test_settings_of_another_type_or_out_of_range_are_refused_in_one_line(tmp_path, line, words):
+    """Before any work: a setting that would only fail at the end of an encode (a session
+    header cannot pack intra_interval 2.5) or in VVenC's many lines (QP 99)."""
+    from codec_core.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(line + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert words in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="keyframe_qp must be in 0..63"):
+        load_config().with_overrides(keyframe_qp=64)

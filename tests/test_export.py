@@ -3,6 +3,7 @@ against the torch graph on real frames of a real clip."""
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -155,6 +156,8 @@ def test_the_onnx_backend_is_for_the_learned_synthesizer_only(key):
         Synthesis("warp", backend="onnx").build(*args)
     with pytest.raises(ValueError, match="unknown backend"):
         Synthesis("learned", backend="tensorrt").build(*args)
+    with pytest.raises(ValueError, match="--onnx-model names the exported graph for --backend onnx"):
+        Synthesis("warp", onnx_model=Path("graph.onnx")).check()      # it would be ignored
 
 
 def test_the_lighter_setting_has_its_own_graph_and_skips_the_refiner_only(key, generator, exported, tmp_path):
