@@ -122,6 +122,7 @@ class Analyser:
         self.switches = 0             # times the analyser went on to follow another person
         self._pending: Future | None = None      # a new key frame being coded
         self._pending_person: Likeness | None = None   # whom it shows, when someone else
+        self._pending_from: np.ndarray | None = None   # the crop box before it (back to it if coding fails)
         self._sharp: Future | None = None        # the sharp twin of a key frame being coded
         self._eyes: EyePicker | None = None      # the shut eyes seen since the key frame in use
         self._eyes_key: int | None = None        # (whose key id)
@@ -146,6 +147,12 @@ class Analyser:
     @property
     def keyframe(self) -> CodedKeyframe | None:
         return self.encoder.keyframe if self.encoder else None
+
+    @property
+    def recropping(self) -> bool:
+        """Whether a new crop's key frame is being coded (read on the event loop: a sharp key
+        frame of the old crop that was being coded already is not sent)."""
+        return self._pending is not None
 
     def first_keyframe(self, picture: np.ndarray) -> CodedKeyframe | None:
         try:
@@ -266,10 +273,12 @@ class Analyser:
             return None
         future, self._pending = self._pending, None
         person, self._pending_person = self._pending_person, None
+        before, self._pending_from = self._pending_from, None
         try:
             coded = future.result()
         except Exception as exc:
-            log.warning("could not code a new key frame (%s); keeping the old one", exc)
+            log.warning("could not code a new key frame (%s); keeping the old one and its crop", exc)
+            self.tracker.box = before   # the levels are the old key frame's: so must the crop be
             return None
         self.encoder.use_keyframe(coded)
         if person is not None:
@@ -335,7 +344,7 @@ class Analyser:
 
     def _new_crop(self, picture: np.ndarray, pick: _Candidate, person: Likeness | None) -> None:
         """Follow `pick` in a new crop and code its key frame in the background."""
-        self.tracker.box = pick.box
+        self._pending_from, self.tracker.box = self.tracker.box, pick.box
         tracked = self.tracker.track(picture)      # on the crop itself, as the tracker will see it
         crop, landmarks = pick.crop, pick.landmarks
         if tracked.landmarks is not None:

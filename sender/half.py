@@ -420,8 +420,8 @@ class SenderHalf(SendingHalf):
         except Exception as exc:
             log.warning("could not code the sharp key frame (%s); the small one stays", exc)
             return
-        if sharp is None or pair is not self._pair:
-            return
+        if sharp is None or pair is not self._pair or self.analyser.recropping:
+            return                  # (of a crop given up: a new one's key frame is being coded)
         pair.sharp = sharp
         self.stats.keyframes_coded += 1
         self._dump_crop(sharp, sharp=True)

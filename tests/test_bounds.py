@@ -436,6 +436,8 @@ def test_key_frame_requests_over_a_real_connection_are_answered_at_a_bounded_rat
     live = LiveConfig(session_open_timeout_s=10.0, keyframe_answer_rate_bytes_s=16_000)
 
     class Fake:
+        recropping = False
+
         def __init__(self) -> None:
             self.basis, self.config, self.name, self.live = FaceBasis.load(), load_config(), "fake", True
             self.format, self.num_values = IFVC, VALUES

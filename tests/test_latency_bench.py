@@ -57,6 +57,8 @@ def coded(key_id: int, crop: np.ndarray, qp: int) -> CodedKeyframe:
 class FakeAnalyser:
     """What SenderHalf needs of an analyser to take a key frame and its sharp twin."""
 
+    recropping = False
+
     def __init__(self, sharp: CodedKeyframe) -> None:
         self.sharp = sharp
         self.config = SimpleNamespace(intra_interval=50)

@@ -221,6 +221,8 @@ def test_synthesis_goes_on_while_the_sharp_key_frame_is_decoded(monkeypatch):
 class FakeSender:
     """What SenderHalf needs of a source and an analyser here."""
 
+    recropping = False
+
     def __init__(self, sharp: CodedKeyframe) -> None:
         basis = FaceBasis.load()
         self.basis, self.config, self.sharp = basis, load_config(), sharp
@@ -289,6 +291,32 @@ def test_sender_sends_small_then_sharp_and_switches_on_ready():
     assert snap["sharp_switches"] == 2 and snap["keyframes_sent"] == 4
     assert snap["pacing"]["pieces_sent"] == 4
     assert KeyframePair(small).switch(1) is None     # no sharp one yet: nothing to switch to
+
+
+def test_a_sharp_key_frame_of_a_crop_given_up_is_not_sent():
+    """The face moved on and a new crop's key frame is being coded when the old crop's sharp
+    twin, coded already, comes out of the key frame thread: it stays unsent (the receiver
+    would switch back to the old crop until the new key frame comes)."""
+    small, sharp = coded(0, b"small"), coded(1, b"a sharper picture")
+    fake = FakeSender(sharp)
+    fake.recropping = True
+
+    class Session(FakeSession):
+        def send_stream(self, data: bytes) -> bool:
+            self.sent.append(unpack_stream_record(data))
+            return True
+
+    async def main() -> set[int]:
+        half, session = SenderHalf(fake, fake, SenderOptions(), LiveConfig(pace_round_wait_max_s=0.02)), Session()
+        half._header = SessionHeader(1, 256, 256, 25, 1, 0, "v1", 30, 50, (0.25,) * 7, 0.002)
+        half.session_opened(session)
+        half._use_keyframe(small, header=False)
+        await asyncio.sleep(0.2)
+        return {r.key_id for r in session.sent if isinstance(r, Keyframe | KeyframePiece)}
+
+    assert asyncio.run(main()) == {0}
+    fake.recropping = False                     # the same with the crop kept: the sharp one goes out
+    assert asyncio.run(main()) == {0, 1}
 
 
 def keyframes(session) -> list[int]:
