@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from codec_core.arith import ArithmeticDecoder, ArithmeticEncoder, ContextSet
+from codec_core.arith import STATE_BITS, ArithmeticDecoder, ArithmeticEncoder, ContextSet
 from codec_core.bitstream import ParamSegment
 from codec_core.format import (
     EG_ORDER_GEOMETRY,
@@ -30,6 +30,10 @@ from codec_core.format import (
     MAX_SHAPE_LEVEL,
     NUM_UNARY,
 )
+
+# how far past its end a segment's codeword may be read: the decoder's look-ahead (STATE_BITS)
+# and the encoder's flush; the 8226 frames of the 20 clips' streams read at most 35 bits past it
+OVERRUN_BITS = 2 * STATE_BITS
 
 
 class ParamDecodeError(Exception):
@@ -166,9 +170,16 @@ def encode_segment(levels: Sequence[np.ndarray], num_params: int) -> bytes:
 
 def decode_segment(segment: ParamSegment, num_params: int) -> list[np.ndarray]:
     """The levels of every frame of a PARAM_SEGMENT; ParamDecodeError when they are beyond
-    any face (corrupt input)."""
+    any face, or when the codeword ran out OVERRUN_BITS before its last frame (corrupt input:
+    a few bytes that declare a thousand frames are refused at once, not decoded from zeros)."""
     coder, dec = ParamFrameDecoder(num_params), ArithmeticDecoder(segment.payload)
-    return [check_levels(coder.decode(dec, intra=(i == 0))) for i in range(segment.frame_count)]
+    end, frames = 8 * len(segment.payload) + OVERRUN_BITS, []
+    for i in range(segment.frame_count):
+        frames.append(check_levels(coder.decode(dec, intra=(i == 0))))
+        if dec.bits_read > end:
+            raise ParamDecodeError(f"the segment's codeword ends before its {segment.frame_count} frames "
+                                   "(corrupt payload)")
+    return frames
 
 
 # -- reference geometry ------------------------------------------------------------------

@@ -87,3 +87,17 @@ def test_packets_roundtrip_and_recover_at_intra_after_loss():
 def test_predicted_frame_before_intra_is_refused():
     with pytest.raises(ParamDecodeError):
         PacketParamDecoder(5).decode_packet(b"\x00", intra=False)
+
+
+def test_a_segment_whose_codeword_runs_out_long_before_its_frames_is_refused():
+    """Two bytes that declare 1000 frames: refused once the decoder reads OVERRUN_BITS past
+    the codeword, not decoded frame by frame from implied zeros (a 2 KB stream of such
+    segments took seconds of `info`); a real segment still decodes to its last frame."""
+    from codec_core.bitstream import ParamSegment
+    from codec_core.param_coding import ParamDecodeError, decode_segment, encode_segment
+
+    with pytest.raises(ParamDecodeError, match="ends before its 1000 frames"):
+        decode_segment(ParamSegment(0, 1000, b"\x00\x01"), 34)
+    levels = [np.full(34, i % 3, np.int64) for i in range(50)]
+    payload = encode_segment(levels, 34)
+    assert all(np.array_equal(a, b) for a, b in zip(decode_segment(ParamSegment(0, 50, payload), 34), levels))
