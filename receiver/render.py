@@ -493,7 +493,8 @@ class RenderWorker:
             self._post(self._events.rendered, Rendered(job, start, ready, self._decoder.synthesis.describe(),
                                                        self._decoder.lays_eyes))
             shown = all([sink.show(job.frame, picture) for sink in self._sinks])
-            lighter = self._pace.rendered(ready - start)
+            # paced on ifvc streams only: another format's pictures come from its own motion model
+            lighter = self._pace.rendered(ready - start) if self._decoder.decoder_format is IFVC else None
             if lighter is not None:         # after the picture is out: the step down builds a synthesizer
                 self._decoder.set_synthesis(lighter)
             if not shown:
