@@ -9,6 +9,8 @@ import logging
 import signal
 import sys
 
+from aiortc.rtcicetransport import parse_stun_turn_uri
+
 from codec_core.format import format_named
 from live.peer import IceServer
 from signaling.protocol import ROOM_PATTERN
@@ -87,6 +89,10 @@ def ice_servers(args: argparse.Namespace) -> list[IceServer]:
     for url in args.ice_server:
         if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
             raise ValueError(f"--ice-server {url!r}: expected a stun:, stuns:, turn: or turns: URL")
+        try:        # as aiortc will read it when the call starts (there it would stop the call unseen)
+            parse_stun_turn_uri(url)
+        except ValueError as exc:
+            raise ValueError(f"--ice-server {url!r}: {exc}") from None
         turn = url.startswith("turn")
         out.append(IceServer(url, args.ice_username if turn else None, args.ice_credential if turn else None))
     return out

@@ -57,13 +57,13 @@ class SignalingClient:
 
     async def connect(self) -> None:
         tls = None
-        if self.url.startswith("wss://"):
+        if self.url.lower().startswith("wss://"):
             tls = self.ssl_context or client_context()
         try:
             self._ws = await asyncio.wait_for(
                 connect(self.url, open_timeout=self.timeout, max_size=1 << 20, ssl=tls), self.timeout + 1)
-        except InvalidURI:
-            raise SignalingError(f"{self.url!r} is not a websocket URL (expected ws://HOST:PORT)") from None
+        except (InvalidURI, ValueError) as exc:     # ValueError: a host or port that cannot be, e.g. ws://h:99999
+            raise SignalingError(f"{self.url!r} is not a websocket URL (expected ws://HOST:PORT): {exc}") from None
         except ssl.SSLCertVerificationError as exc:
             raise SignalingError(f"the signaling server at {self.url} has a certificate this machine does not "
                                  f"trust ({exc.verify_message}); give its CA with --cafile") from None

@@ -19,7 +19,9 @@ no locks are needed. What the server enforces:
 - at most ``max_connections`` open connections (past the handshake) at once; more are
   refused with HTTP 503;
 - a connection that has not finished its opening handshake within ``open_timeout``
-  seconds (a half-open TCP connection) is dropped.
+  seconds (a half-open TCP connection) is dropped, and one that has not joined a room
+  within ``join_timeout`` seconds after it is closed (1008): idle connections cannot
+  hold the ``max_connections`` places.
 
 Given an ``ssl.SSLContext`` (:func:`signaling.tls.server_context`) it serves ``wss://``.
 
@@ -32,6 +34,7 @@ Use it as an async context manager::
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import ssl
@@ -88,6 +91,7 @@ class ServerConfig:
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0
     open_timeout: float = 10.0
+    join_timeout: float = 10.0
     allowed_origins: tuple[str, ...] = ()
     max_connections: int = 4096
 
@@ -104,8 +108,8 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive (or None to disable)")
-        if self.close_timeout <= 0 or self.open_timeout <= 0:
-            raise ValueError("close_timeout and open_timeout must be positive")
+        if self.close_timeout <= 0 or self.open_timeout <= 0 or self.join_timeout <= 0:
+            raise ValueError("close_timeout, open_timeout and join_timeout must be positive")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         OriginPolicy(self.allowed_origins)  # raises ValueError for a malformed origin
@@ -139,6 +143,7 @@ class _Peer:
     ws: ServerConnection
     bucket: TokenBucket | None
     room: str | None = None
+    joined: bool = False        # it has been in a room (leaving one does not start the deadline again)
     bad_messages: int = 0
 
     @property
@@ -268,6 +273,7 @@ class SignalingServer:
         peer = _Peer(next(self._ids), ws, bucket)
         self._connections += 1
         log.info("peer %d connected from %s", peer.id, _address(ws))
+        deadline = asyncio.create_task(self._join_deadline(peer))
         try:
             async for data in ws:
                 if not await self._on_frame(peer, data):
@@ -275,9 +281,17 @@ class SignalingServer:
         except ConnectionClosed:
             pass  # abnormal closure (1006 vanish, 1009 too big, 1011 ping timeout, ...)
         finally:
+            deadline.cancel()
             self._connections -= 1
             await self._leave(peer)
             log.info("peer %d disconnected: %s", peer.id, _close_description(ws))
+
+    async def _join_deadline(self, peer: _Peer) -> None:
+        """Close `peer` unless it joined a room within `join_timeout` seconds."""
+        await asyncio.sleep(self.config.join_timeout)
+        if peer.room is None and not peer.joined:
+            log.info("peer %d joined no room within %g s: closed", peer.id, self.config.join_timeout)
+            await peer.ws.close(CloseCode.POLICY_VIOLATION, "join a room first")
 
     async def _on_frame(self, peer: _Peer, data: str | bytes) -> bool:
         """Handle one incoming frame; return False to end the connection."""
@@ -322,7 +336,7 @@ class SignalingServer:
             return False
         members.append(peer)
         self._rooms[room] = members
-        peer.room = room
+        peer.room, peer.joined = room, True
         count = len(members)
         log.info("peer %d joined room %r (%d/%d)", peer.id, room, count, ROOM_CAPACITY)
         # The newcomer learns first, so anything the waiting peer sends on

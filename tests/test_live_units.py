@@ -405,6 +405,8 @@ def test_ice_server_options():
     asyncio.run(make_pc())
     with pytest.raises(ValueError):
         ice_servers(parser.parse_args(["--signaling", "ws://h:1", "--room", "r", "--ice-server", "http://x"]))
+    with pytest.raises(ValueError, match="malformed"):      # aiortc would stop the call on it, unseen
+        ice_servers(parser.parse_args(["--signaling", "ws://h:1", "--room", "r", "--ice-server", "stun:h:3478?x"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--signaling", "http://h:1", "--room", "r"])
 

@@ -112,8 +112,9 @@ def test_room_full_and_unreachable_server():
             port = server.port
         with pytest.raises(SignalingError, match="cannot reach the signaling server"):
             await SignalingClient(f"ws://127.0.0.1:{port}", timeout=2).join("x")
-        with pytest.raises(SignalingError, match="not a websocket URL"):
-            await SignalingClient("http://nope", timeout=2).join("x")
+        for url in ("http://nope", "ws://127.0.0.1:99999", "ws://[::1"):     # the last two: ValueError inside
+            with pytest.raises(SignalingError, match="not a websocket URL"):
+                await SignalingClient(url, timeout=2).join("x")
 
     run(main())
 

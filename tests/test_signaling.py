@@ -449,6 +449,22 @@ def test_vanished_peer_is_removed_and_the_other_gets_peer_left() -> None:
     run(body)
 
 
+def test_a_connection_that_joins_no_room_is_closed_and_frees_its_place() -> None:
+    """A client that connects and never joins (it answers pings, so keepalive keeps it) is
+    closed after `join_timeout`: a stranger cannot hold every `max_connections` place."""
+    async def body() -> None:
+        async with harness(join_timeout=0.5, max_connections=2) as h:
+            idle = [await h.connect(), await h.connect()]
+            for ws in idle:
+                await expect_closed(ws, 1008)
+            a, b = await h.pair("r")                   # both places free again
+            await asyncio.sleep(0.8)                   # and a peer that joined is not closed
+            await send_json(a, {"type": "offer", "sdp": "v=0"})
+            assert (await recv_json(b))["type"] == "offer"
+
+    run(body)
+
+
 def test_silent_peer_is_dropped_by_keepalive() -> None:
     async def body() -> None:
         async with harness(ping_interval=0.2, ping_timeout=0.3, close_timeout=0.3) as h:
