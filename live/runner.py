@@ -179,7 +179,12 @@ class LiveRunner:
         own_ended = self._own_stream_ended()
         receiving = self.receiving
         if receiving is None:
-            return "the stream ended" if own_ended else None
+            if own_ended:
+                return "the stream ended"
+            link = self.link        # a sender alone: nobody can come any more without the server
+            if link.signaling_lost.is_set() and (link.session is None or link.session.closed):
+                return "the signaling server is gone and nobody is watching"
+            return None
         if receiving.quit_requested:
             return "window closed"
         if own_ended and receiving.finished():

@@ -118,6 +118,8 @@ class VoiceReceiver:
         self._early = []
 
     def on_audio(self, session: Session, track: MediaStreamTrack) -> None:
+        for earlier in list(self._tasks):       # an earlier session's track, one that never connected
+            earlier.cancel()                    # included: aiortc never ends its recv (a task a retry)
         task = asyncio.ensure_future(self._consume(session, track))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -352,3 +352,25 @@ def test_a_mute_ends_with_its_session():
     sender.session_closed(one, "the link dropped")
     sender.session_opened(two)
     assert one.sent == [Muted(False), Muted(True)] and two.sent == [Muted(True)]
+
+
+def test_a_track_of_an_earlier_session_stops_being_read_when_the_next_one_comes():
+    """A session that never connected leaves its track's recv waiting for good (aiortc does
+    not end it): the next session's track ends that reader, so none pile up retry by retry."""
+    from receiver.audio import VoiceReceiver
+
+    class _Silent:
+        async def recv(self):
+            await asyncio.Event().wait()
+
+    async def run() -> tuple[int, int]:
+        voice = VoiceReceiver()
+        for session in (object(), object(), object()):
+            voice.on_audio(session, _Silent())              # type: ignore[arg-type]
+            await asyncio.sleep(0.01)
+        waiting = len(voice._tasks)
+        voice.stop()
+        await asyncio.sleep(0.01)
+        return waiting, len(voice._tasks)
+
+    assert asyncio.run(run()) == (1, 0)

@@ -104,6 +104,20 @@ def test_sender_first_vanishes_and_another_comes_back(tmp_path):
     assert_shows_face(second, b)
 
 
+def test_a_sender_alone_ends_when_the_signaling_server_goes(tmp_path):
+    """A file sender waiting for its receiver, whose signaling server stops: nobody can
+    join any more, so it ends (it waited for good before), in lines, not a traceback."""
+    with Processes(tmp_path) as p:
+        url = p.signaling()
+        p.start("sender", "sender", "--signaling", url, "--room", "lonely-sender-6803", "--source", str(clip(CLIP_A)))
+        wait_for(lambda: "joined room" in p.log("sender"), 120, "the sender to join its room")
+        p.stop("signaling", signal.SIGTERM)
+        assert p.wait("signaling", 30) == 0
+        p.wait("sender", 60)
+        out = p.log("sender")
+        assert "the signaling server is gone and nobody is watching" in out and "Traceback" not in out, out
+
+
 def _readable(path):
     try:
         frames = video_frames(path)
