@@ -62,11 +62,11 @@ class SignalingClient:
         try:
             self._ws = await asyncio.wait_for(
                 connect(self.url, open_timeout=self.timeout, max_size=1 << 20, ssl=tls), self.timeout + 1)
-        except (InvalidURI, ValueError) as exc:     # ValueError: a host or port that cannot be, e.g. ws://h:99999
-            raise SignalingError(f"{self.url!r} is not a websocket URL (expected ws://HOST:PORT): {exc}") from None
-        except ssl.SSLCertVerificationError as exc:
+        except ssl.SSLCertVerificationError as exc:     # (a ValueError too: before the next)
             raise SignalingError(f"the signaling server at {self.url} has a certificate this machine does not "
                                  f"trust ({exc.verify_message}); give its CA with --cafile") from None
+        except (InvalidURI, ValueError) as exc:     # ValueError: a host or port that cannot be, e.g. ws://h:99999
+            raise SignalingError(f"{self.url!r} is not a websocket URL (expected ws://HOST:PORT): {exc}") from None
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise SignalingError(f"the signaling server at {self.url} refused the connection (HTTP {status}"

@@ -35,6 +35,7 @@ Use it as an async context manager::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import ssl
@@ -133,6 +134,12 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+
+def room_label(room: str | None) -> str:
+    """How the log names a room: the first 8 hex digits of its name's SHA-256.  The name is
+    the room's only key (whoever knows it can join while one side waits), and logs travel."""
+    return "-" if room is None else "#" + hashlib.sha256(room.encode()).hexdigest()[:8]
 
 
 @dataclass(eq=False)
@@ -330,7 +337,7 @@ class SignalingServer:
             return await self._reject(peer, ProtocolError(f"already joined room {peer.room!r}"))
         members = self._rooms.get(room, [])
         if len(members) >= ROOM_CAPACITY:
-            log.info("peer %d: room %r is full", peer.id, room)
+            log.info("peer %d: room %s is full", peer.id, room_label(room))
             await peer.send(Error(ErrorCode.ROOM_FULL, f"room {room!r} already has {ROOM_CAPACITY} peers"))
             await peer.ws.close(CloseCode.POLICY_VIOLATION, "room full")
             return False
@@ -338,7 +345,7 @@ class SignalingServer:
         self._rooms[room] = members
         peer.room, peer.joined = room, True
         count = len(members)
-        log.info("peer %d joined room %r (%d/%d)", peer.id, room, count, ROOM_CAPACITY)
+        log.info("peer %d joined room %s (%d/%d)", peer.id, room_label(room), count, ROOM_CAPACITY)
         # The newcomer learns first, so anything the waiting peer sends on
         # peer-joined reaches it after its own "joined".
         await peer.send(Joined(room, count, initiator=count == ROOM_CAPACITY))
@@ -350,7 +357,7 @@ class SignalingServer:
         assert peer.room is not None
         others = self._others(peer, peer.room)
         if not others:
-            log.debug("peer %d: no peer in room %r, '%s' dropped", peer.id, peer.room, message.type)
+            log.debug("peer %d: no peer in room %s, '%s' dropped", peer.id, room_label(peer.room), message.type)
             return
         text = encode(message)
         for other in others:
@@ -365,7 +372,7 @@ class SignalingServer:
             members.remove(peer)
         if not members:
             self._rooms.pop(room, None)
-        log.info("peer %d left room %r", peer.id, room)
+        log.info("peer %d left room %s", peer.id, room_label(room))
         for other in members:
             await other.send(PeerLeft())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -323,6 +324,21 @@ def test_two_peers_join_and_relay_exactly() -> None:
             await assert_silent(a, 0.1)
 
     run(body)
+
+
+def test_the_log_never_names_a_room(caplog: pytest.LogCaptureFixture) -> None:
+    """A room's name is its only key: the server's log says a hash of it."""
+    from signaling.server import room_label
+
+    async def body() -> None:
+        async with harness() as h:
+            a, b = await h.pair("k3y-of-the-room-5521")
+            await a.close()
+            await h.wait_rooms({"k3y-of-the-room-5521": 1})
+
+    with caplog.at_level(logging.DEBUG, logger="signaling.server"):
+        run(body)
+    assert "k3y-of-the-room" not in caplog.text and room_label("k3y-of-the-room-5521") in caplog.text
 
 
 def test_third_peer_gets_room_full_and_the_pair_is_unaffected() -> None:
