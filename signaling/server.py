@@ -10,7 +10,8 @@ no locks are needed. What the server enforces:
 - frames over ``max_message_bytes`` are refused by websockets' ``max_size``
   before they are read in full; that client is closed with 1009;
 - a token bucket per connection; messages over the rate get ``rate-limited``
-  and are dropped;
+  and are dropped, and after ``max_dropped`` of them in a row the connection is
+  closed (1008): a flood cannot keep the server busy for ever;
 - keepalive pings: a peer that stops answering (or whose TCP connection
   vanishes) is removed from its room and the other peer gets ``peer-left``;
 - a websocket from a browser page whose ``Origin`` is not on ``allowed_origins``
@@ -88,6 +89,7 @@ class ServerConfig:
     rate_limit: float | None = 50.0
     rate_burst: int = 100
     max_bad_messages: int = 20
+    max_dropped: int = 1000          # messages over the rate in a row: then the connection is closed (1008)
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     close_timeout: float = 5.0
@@ -152,6 +154,7 @@ class _Peer:
     room: str | None = None
     joined: bool = False        # it has been in a room (leaving one does not start the deadline again)
     bad_messages: int = 0
+    dropped: int = 0            # messages over the rate since the last one within it
 
     @property
     def is_open(self) -> bool:
@@ -303,11 +306,17 @@ class SignalingServer:
     async def _on_frame(self, peer: _Peer, data: str | bytes) -> bool:
         """Handle one incoming frame; return False to end the connection."""
         if peer.bucket is not None and not peer.bucket.take():
+            peer.dropped += 1
+            if peer.dropped >= self.config.max_dropped:
+                log.info("peer %d sent %d messages over the rate in a row: closed", peer.id, peer.dropped)
+                await peer.ws.close(CloseCode.POLICY_VIOLATION, "flooding")
+                return False
             log.debug("peer %d rate-limited", peer.id)
             await peer.send(
                 Error(ErrorCode.RATE_LIMITED, f"over {self.config.rate_limit:g} messages/s; message dropped")
             )
             return True
+        peer.dropped = 0
         try:
             message = parse_client_message(data)
         except ProtocolError as exc:

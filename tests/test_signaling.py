@@ -554,6 +554,21 @@ def test_rate_limit_drops_messages_over_the_budget() -> None:
     run(body)
 
 
+def test_a_flood_over_the_rate_is_closed() -> None:
+    """Messages over the rate in a row, `max_dropped` of them: the connection is closed;
+    the other peer hears it left."""
+    async def body() -> None:
+        async with harness(rate_limit=1.0, rate_burst=2, max_dropped=20) as h:
+            a, b = await h.pair("r")
+            for i in range(40):
+                with contextlib.suppress(ConnectionClosed):
+                    await b.send("x" * i)
+            await expect_closed(b, 1008)
+            assert await recv_json(a) == {"type": "peer-left"}
+
+    run(body)
+
+
 # --------------------------------------------------------------------------
 # Command line
 
