@@ -249,7 +249,13 @@ class PeerLink:
 
     async def _serve(self, initiator: bool) -> None:
         if initiator:
-            await self._offer()
+            try:
+                await self._offer()
+            except Exception as exc:    # aiortc failing to make an offer: try again later, as after a break
+                log.warning("could not make an offer: %s", exc)
+                self.peer_in_room = True
+                if self.session is not None:
+                    await self._close_if(self.session, "the offer failed")
         while True:
             message = await self._client.receive()
             if self.closing:
@@ -262,7 +268,8 @@ class PeerLink:
                 await self._handle(message)
             except Exception as exc:  # a peer's bad SDP must not end the call end
                 log.warning("could not handle %s from the peer: %s", type(message).__name__, exc)
-                await self._end_session("negotiation failed")
+                if self.session is not None:    # the offerer offers again (nobody else would)
+                    await self._close_if(self.session, "negotiation failed")
 
     async def _handle(self, message) -> None:
         if isinstance(message, PeerJoined):

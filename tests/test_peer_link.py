@@ -171,3 +171,34 @@ def test_a_closed_link_never_offers_again():
             await link_a.close()
 
     run(main())
+
+
+def test_an_answer_that_cannot_be_used_makes_the_offerer_offer_again():
+    """The answerer's first answer is garbage: the offerer drops that session and, as after a
+    broken connection, offers again; the second answer opens the call (it stalled before)."""
+    from signaling.protocol import Answer
+
+    async def main():
+        async with SignalingServer("127.0.0.1", 0, ServerConfig()) as server:
+            url = f"ws://127.0.0.1:{server.port}"
+            a, b = Recorder(), Recorder()
+            link_a = PeerLink(url, "room", [a], config=LiveConfig(session_open_timeout_s=10.0, reoffer_delay_s=0.2))
+            await link_a.open()
+            link_b = PeerLink(url, "room", [b], config=LIVE)
+            send, spoilt = link_a._client.send, []
+
+            async def spoil_first_answer(message):
+                if isinstance(message, Answer) and not spoilt:
+                    spoilt.append(message)
+                    message = Answer("v=0 nothing usable")
+                await send(message)
+
+            link_a._client.send = spoil_first_answer       # a answers (b joins second and offers)
+            await link_b.open()
+            await a.wait_for("open")
+            await b.wait_for("open")
+            assert spoilt and link_b.sessions_opened == 1
+            await link_b.close()
+            await link_a.close()
+
+    run(main())
