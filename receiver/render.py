@@ -10,10 +10,12 @@ through `loop.call_soon_threadsafe`.
 Key frames are decoded, and their synthesizer built and warmed up, on a second thread
 (`keyframe`, 30-50 ms), so that a key frame arriving while another one is animated (the
 sharp one after the small one, a new crop) does not hold up the frames of the current one;
-such a key frame goes to a third thread (`keyframe-bg`) of lower priority
-(`live.threads.lower_priority`), so that on a busy machine its decoding does not take the
-synthesis thread's CPU either (on a slow 2-core host the sharp key frame's decoding made
-a frame or two drop at the start of every call).
+a sharp twin or a copy sent again of a key frame kept (the same reference geometry) goes to
+a third thread (`keyframe-bg`) of lower priority (`live.threads.lower_priority`), so that
+on a busy machine its decoding does not take the synthesis thread's CPU either (on a slow
+2-core host the sharp key frame's decoding made a frame or two drop at the start of every
+call).  A new crop's key frame does not: the next packets name it, and the synthesis
+thread waits for it.
 The synthesis thread keeps the key frames it has been given by key id; a frame animates
 the one its packet names, switching to it when that is another one than before (a frame
 for a key frame still being decoded waits for it, so frames keep their order) and
@@ -227,6 +229,7 @@ class RenderWorker:
         self.queue = JobQueue(max_setup)
         self._decoder: FaceDecoder | None = None
         self._keys: dict[int, Future] = {}       # low 8 bits -> DecodedKeyframe, oldest first
+        self._geometry: dict[int, bytes] = {}    # low 8 bits -> its reference geometry (a twin has the same)
         self._earlier: dict[int, Future] = {}    # a key id sent again: its copy before, decoded
         self._eyes: dict[int, EyeReference] = {}  # low 8 bits -> the key frame's eye reference
         self._current: int | None = None         # the key frame the decoder animates (low 8 bits)
@@ -342,12 +345,14 @@ class RenderWorker:
 
     def _forget_keys(self) -> None:
         self._keys.clear()
+        self._geometry.clear()
         self._earlier.clear()
         self._eyes.clear()
         self._current, self._in_use = None, None
 
     def _drop_key(self, key: int) -> None:
         self._keys.pop(key, None)           # (its decoding, if it has not started, is skipped)
+        self._geometry.pop(key, None)
         self._earlier.pop(key, None)
         self._eyes.pop(key, None)
 
@@ -366,9 +371,12 @@ class RenderWorker:
         for old in others[:max(0, len(self._keys) + 1 - MAX_KEYFRAMES)]:
             self._drop_key(old)             # the oldest of too many that never got a frame
         mine: list[Future] = []
-        # another key frame animates the frames meanwhile, or will: this one can wait
+        # a sharp twin, or a copy sent again, of a key frame that animates the frames meanwhile (or
+        # will) can wait below the synthesis thread; a new crop's is named by the next packets: not
+        twin = record.geometry in {self._geometry[k] for k in [*self._keys, *self._earlier] if k in self._geometry}
         other = any(not f.done() or _decoded(f) for f in self._keys.values()) or bool(self._earlier)
-        pool = self._background if other else self._prep
+        pool = self._background if twin and other else self._prep
+        self._geometry[key] = record.geometry
         future = pool.submit(self._decode, key, mine, decoder, record)
         self._keys[key] = future            # before `mine` holds it: the thread checks both (`_Displaced`)
         mine.append(future)

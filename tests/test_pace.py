@@ -127,3 +127,40 @@ def test_the_synthesis_thread_steps_down_in_the_call_and_keeps_rendering(monkeyp
         return drawn
 
     assert asyncio.run(main()) == [LEARNED] * 3 + [LIGHTER] * 3 + ["warp"] * 2
+
+
+def test_only_a_twin_of_a_kept_key_frame_is_decoded_below_the_synthesis_thread(monkeypatch):
+    """While key frame 0 animates: its sharp twin (same geometry) is decoded on the lower
+    priority thread, a new crop's key frame (other geometry), which the next packets name,
+    on the normal one (the synthesis thread waits for it)."""
+    import dataclasses
+    import threading
+
+    header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
+    record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
+    threads: dict[int, str] = {}
+    prepare = render._prepare
+
+    def noting(decoder, rec):
+        threads[rec.key_id] = threading.current_thread().name
+        return prepare(decoder, rec)
+
+    monkeypatch.setattr(render, "_prepare", noting)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done: dict[int, asyncio.Future] = {k: loop.create_future() for k in (0, 1, 2)}
+        ignore = lambda *args: None
+        worker = RenderWorker(loop, RenderEvents(ignore, lambda key: done[key].set_result(True),
+                                                 lambda key, *rest: done[key].set_result(False), ignore, ignore),
+                              [], synthesis=Synthesis("warp"))
+        worker.set_header(header)
+        worker.set_keyframe(dataclasses.replace(record, key_id=0))
+        await asyncio.wait_for(done[0], 60)
+        worker.set_keyframe(dataclasses.replace(record, key_id=1))                       # the sharp twin
+        worker.set_keyframe(dataclasses.replace(record, key_id=2, geometry=record.geometry[:-1]))   # a new crop
+        await asyncio.wait_for(asyncio.gather(done[1], done[2]), 60)
+        await loop.run_in_executor(None, worker.stop, 5.0)
+
+    asyncio.run(main())
+    assert threads[1].startswith("keyframe-bg") and not threads[2].startswith("keyframe-bg"), threads
