@@ -44,6 +44,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from live.config import DEFAULT, LiveConfig
 from live.jitter import use_voice_jitter_buffer
+from live.rtt import stream_unacked
 from live.wire import (
     CHANNELS,
     CONTROL,
@@ -174,13 +175,23 @@ class Session:
             log.debug("audio stats: %s", exc)
         return out, inb
 
-    def buffered(self) -> int:
-        return sum(c.bufferedAmount for c in self.channels.values() if c.readyState == "open")
+    def unacked(self) -> bool:
+        """Whether an open channel holds a message the other end has not acknowledged yet
+        (queued, or sent and not acknowledged: aiortc's bufferedAmount is 0 once a message is
+        in the association's queue, and closing the connection drops what is still there)."""
+        sctp = getattr(self.pc, "sctp", None)
+        for channel in self.channels.values():
+            if channel.readyState != "open":
+                continue
+            left = stream_unacked(sctp, channel) if sctp is not None else None
+            if left or (left is None and channel.bufferedAmount > 0):
+                return True
+        return False
 
     async def flush(self, timeout: float) -> None:
-        """Wait until the channels have handed everything queued to the network."""
+        """Wait until the other end has acknowledged everything sent (the `end` before a hang-up)."""
         deadline = time.monotonic() + timeout
-        while self.is_open and self.buffered() > 0 and time.monotonic() < deadline:
+        while self.is_open and self.unacked() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
 
