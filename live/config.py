@@ -50,7 +50,7 @@ class LiveConfig:
     capture_stop_timeout_s: float = 0.5    # (1) the sender's capture loop stops, or it is cancelled
     camera_close_timeout_s: float = 0.2    # (1) the camera's reader thread ends, or it is left behind
     render_stop_timeout_s: float = 1.0     # (2) the synthesis thread renders what is queued, closes the files
-    flush_timeout_s: float = 0.25          # (3) data-channel messages sent are acknowledged by the peer (also after "end")
+    flush_timeout_s: float = 0.25          # (3) what the channels sent is acknowledged (also "end")
     pc_close_timeout_s: float = 0.5        # (3) the peer connection closes (also whenever a session ends)
     signaling_close_timeout_s: float = 0.25  # (3) the signaling websocket closes
     task_wait_timeout_s: float = 0.25      # (3) the peer link's own tasks finish

@@ -174,8 +174,11 @@ class SenderHalf(SendingHalf):
         self._pacer: PiecePacer | None = None    # the current session's key frame pieces
 
     def close(self) -> None:
-        """Release the source and the analysis threads (after `run` has returned)."""
-        self.analyser.close()
+        """Release the source and the analysis threads (after `run` has returned, or was
+        cancelled while a frame was being analysed: the analyser is closed on the analysis
+        thread, after that frame, never under it)."""
+        self._pool.submit(self.analyser.close)
+        self._pool.shutdown(wait=False)
         self.source.close()
         if self.audio is not None:
             self.audio.close()
@@ -498,7 +501,6 @@ class SenderHalf(SendingHalf):
             self._cancel_answer()
             self._dump.close()
             self._trace.close()
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _first_keyframe(self, stop: asyncio.Event) -> bool:
         loop = asyncio.get_running_loop()
