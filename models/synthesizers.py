@@ -119,7 +119,7 @@ class Synthesis:
             from models.learned import weights_problem
 
             if (problem := weights_problem()) is not None:
-                raise ValueError(f"{problem}")
+                raise ValueError(problem)
 
     def build(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
               ring_weights: np.ndarray, eyes: EyePatches | None = None) -> Synth:

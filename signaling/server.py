@@ -299,7 +299,7 @@ class SignalingServer:
     async def _join_deadline(self, peer: _Peer) -> None:
         """Close `peer` unless it joined a room within `join_timeout` seconds."""
         await asyncio.sleep(self.config.join_timeout)
-        if peer.room is None and not peer.joined:
+        if not peer.joined:
             log.info("peer %d joined no room within %g s: closed", peer.id, self.config.join_timeout)
             await peer.ws.close(CloseCode.POLICY_VIOLATION, "join a room first")
 
