@@ -539,20 +539,22 @@ class RenderWorker:
 
 
 _PROBED: dict[tuple[Synthesis, int], float] = {}
+_PROBING = threading.Lock()     # two tabs opening at once: one probes, the other waits for its number
 
 
 def probed_ms(synthesis: Synthesis, size: int, stopping: Callable[[], bool]) -> float:
     """`receiver.pace.frame_ms`, once per setting and size in a process (the web demo's
-    tabs each have a worker)."""
-    if (synthesis, size) not in _PROBED:
-        _PROBED[synthesis, size] = frame_ms(synthesis, size, stopping)
-    return _PROBED[synthesis, size]
+    tabs each have a worker; probing side by side they would slow each other down)."""
+    with _PROBING:
+        if (synthesis, size) not in _PROBED:
+            _PROBED[synthesis, size] = frame_ms(synthesis, size, stopping)
+        return _PROBED[synthesis, size]
 
 
 def _background_thread(threads: int) -> None:
-    """The key frame thread for key frames that come while another is animated (the sharp
-    twin, a new crop): below the synthesis thread (`live.threads.lower_priority`), so that
-    on a busy machine decoding one does not make the frames of the other drop."""
+    """The key frame thread for a sharp twin or a copy sent again of a key frame kept:
+    below the synthesis thread (`live.threads.lower_priority`), so that on a busy machine
+    decoding one does not make the frames of the other drop."""
     torch.set_num_threads(threads)
     lower_priority()
 
