@@ -113,7 +113,7 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS, tracker: FaceTra
                     "eye_reference_bytes": len(parsed.eyes.picture) if parsed.eyes else 0}
     outputs, decoders = {}, {}
     for method in METHODS:
-        synthesis = Synthesis(method.removesuffix("_gm"), regions=regions or method != "learned")
+        synthesis = Synthesis(method.removesuffix("_gm"), regions=regions if method == "learned" else True)
         decoder = decoders[method] = FaceDecoder(parsed.header, basis, synthesis)
         decoder.set_keyframe(parsed.keyframe, parsed.eyes)
         still = method == "warp"           # v1 as it was: the global motion ignored
