@@ -3,6 +3,7 @@
     python -m signaling [--host 127.0.0.1] [--port 8765] [--max-message-bytes N]
                         [--rate-limit 50] [--rate-burst 100] [--max-bad-messages 20]
                         [--ping-interval 20] [--ping-timeout 20] [--max-connections 4096]
+                        [--max-connections-per-address 256]
                         [--allow-origin https://HOST[:PORT] ...] [--cert CERT.pem --key KEY.pem]
                         [--log-level INFO]
 
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="websocket connections served at once; more get HTTP 503 (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-connections-per-address", type=_positive_int, default=_DEFAULTS.max_connections_per_address,
+        help="websocket connections served at once from one IP address; more get HTTP 503 (default: %(default)s)",
+    )
+    parser.add_argument(
         "--allow-origin", action="append", default=[], type=origin_option, metavar="https://HOST[:PORT]",
         help="a web page origin that may connect (repeatable; default: none, only programs, which send no Origin)",
     )
@@ -112,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout or None,
         max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
         allowed_origins=tuple(args.allow_origin),
     )
 

@@ -4,7 +4,11 @@ One asyncio task per websocket connection (websockets' own model). All room
 state lives in plain dicts and lists that are only changed between awaits, so
 no locks are needed. What the server enforces:
 
-- rooms hold at most two peers; a third gets ``room-full`` and is closed (1008);
+- rooms hold at most two peers; a third gets ``room-full`` and is closed (1008),
+  unless a member does not answer a ping within ``member_ping_timeout`` seconds: a
+  connection that vanished without closing (a laptop gone to sleep, a changed network)
+  is removed then and there, so that its user rejoins at once rather than after the
+  keepalive's 40 s;
 - malformed messages get ``bad-message`` and the connection stays open, until
   ``max_bad_messages`` of them, then it is closed (1008);
 - frames over ``max_message_bytes`` are refused by websockets' ``max_size``
@@ -17,8 +21,8 @@ no locks are needed. What the server enforces:
 - a websocket from a browser page whose ``Origin`` is not on ``allowed_origins``
   is refused with HTTP 403 (:mod:`signaling.origins`); programs send no ``Origin``
   and are accepted;
-- at most ``max_connections`` open connections (past the handshake) at once; more are
-  refused with HTTP 503;
+- at most ``max_connections`` open connections (past the handshake) at once, and at most
+  ``max_connections_per_address`` from one IP address; more are refused with HTTP 503;
 - a connection that has not finished its opening handshake within ``open_timeout``
   seconds (a half-open TCP connection) is dropped, and one that has not joined a room
   within ``join_timeout`` seconds after it is closed (1008): idle connections cannot
@@ -41,6 +45,7 @@ import itertools
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -95,8 +100,10 @@ class ServerConfig:
     close_timeout: float = 5.0
     open_timeout: float = 10.0
     join_timeout: float = 10.0
+    member_ping_timeout: float = 3.0   # a full room's member that does not answer a ping in this long is removed
     allowed_origins: tuple[str, ...] = ()
     max_connections: int = 4096
+    max_connections_per_address: int = 256   # one address cannot take every place (NAT: many users, one address)
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1:
@@ -111,10 +118,10 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive (or None to disable)")
-        if self.close_timeout <= 0 or self.open_timeout <= 0 or self.join_timeout <= 0:
-            raise ValueError("close_timeout, open_timeout and join_timeout must be positive")
-        if self.max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
+        if min(self.close_timeout, self.open_timeout, self.join_timeout, self.member_ping_timeout) <= 0:
+            raise ValueError("close_timeout, open_timeout, join_timeout and member_ping_timeout must be positive")
+        if self.max_connections < 1 or self.max_connections_per_address < 1:
+            raise ValueError("max_connections and max_connections_per_address must be at least 1")
         OriginPolicy(self.allowed_origins)  # raises ValueError for a malformed origin
 
 
@@ -192,6 +199,8 @@ class SignalingServer:
         self._rooms: dict[str, list[_Peer]] = {}
         self._ids: Iterator[int] = itertools.count(1)
         self._connections = 0
+        self._per_address: Counter[str] = Counter()           # open connections by remote IP address
+        self._closing: set[asyncio.Task[None]] = set()     # closing connections of removed members
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -275,6 +284,12 @@ class SignalingServer:
             log.warning("refused a websocket from %s: %d connections open, the limit", _address(connection),
                         self._connections)
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections; try again later.\n")
+        host = _host(connection)
+        if self._per_address[host] >= self.config.max_connections_per_address:
+            log.warning("refused a websocket from %s: %d connections open from there, the limit", host,
+                        self._per_address[host])
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      "Too many connections from your address; try again later.\n")
         return None
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
@@ -282,6 +297,8 @@ class SignalingServer:
         bucket = None if cfg.rate_limit is None else TokenBucket(cfg.rate_limit, cfg.rate_burst)
         peer = _Peer(next(self._ids), ws, bucket)
         self._connections += 1
+        host = _host(ws)
+        self._per_address[host] += 1
         log.info("peer %d connected from %s", peer.id, _address(ws))
         deadline = asyncio.create_task(self._join_deadline(peer))
         try:
@@ -293,6 +310,9 @@ class SignalingServer:
         finally:
             deadline.cancel()
             self._connections -= 1
+            self._per_address[host] -= 1
+            if not self._per_address[host]:
+                del self._per_address[host]
             await self._leave(peer)
             log.info("peer %d disconnected: %s", peer.id, _close_description(ws))
 
@@ -346,6 +366,11 @@ class SignalingServer:
             return await self._reject(peer, ProtocolError(f"already joined room {peer.room!r}"))
         members = self._rooms.get(room, [])
         if len(members) >= ROOM_CAPACITY:
+            await self._remove_unanswering(list(members))
+            if not peer.is_open:
+                return False
+            members = self._rooms.get(room, [])
+        if len(members) >= ROOM_CAPACITY:
             log.info("peer %d: room %s is full", peer.id, room_label(room))
             await peer.send(Error(ErrorCode.ROOM_FULL, f"room {room!r} already has {ROOM_CAPACITY} peers"))
             await peer.ws.close(CloseCode.POLICY_VIOLATION, "room full")
@@ -360,6 +385,29 @@ class SignalingServer:
         await peer.send(Joined(room, count, initiator=count == ROOM_CAPACITY))
         for other in self._others(peer, room):
             await other.send(PeerJoined())
+        return True
+
+    async def _remove_unanswering(self, members: list[_Peer]) -> None:
+        """Remove the `members` (of a full room) that do not answer a ping within
+        `member_ping_timeout` seconds from their room; their connections are closed aside."""
+        answered = await asyncio.gather(*(self._answers(member) for member in members))
+        for member, ok in zip(members, answered):
+            if ok or member.room is None:
+                continue
+            log.info("peer %d did not answer a ping in %g s while its room was full: removed", member.id,
+                     self.config.member_ping_timeout)
+            await self._leave(member)
+            task = asyncio.create_task(member.ws.close(CloseCode.INTERNAL_ERROR, "ping timeout"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _answers(self, peer: _Peer) -> bool:
+        """Whether `peer` answers a ping within `member_ping_timeout` seconds."""
+        try:
+            pong = await peer.ws.ping()
+            await asyncio.wait_for(pong, self.config.member_ping_timeout)
+        except (TimeoutError, ConnectionClosed):
+            return False
         return True
 
     async def _relay(self, peer: _Peer, message: RelayMessage) -> None:
@@ -393,6 +441,14 @@ def _close_description(ws: ServerConnection) -> str:
     if ws.state is State.CLOSED:
         return str(ws.close_exc)
     return "closing"
+
+
+def _host(ws: ServerConnection) -> str:
+    """The remote IP address of `ws` ("?" when unknown)."""
+    try:
+        return str(ws.remote_address[0])
+    except (TypeError, IndexError):
+        return "?"
 
 
 def _address(ws: ServerConnection) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from signaling import (
     Answer,
@@ -481,6 +481,27 @@ def test_a_connection_that_joins_no_room_is_closed_and_frees_its_place() -> None
     run(body)
 
 
+def test_one_address_cannot_take_every_place() -> None:
+    """Past `max_connections_per_address` connections from one address, the handshake is
+    refused with HTTP 503 in words; a place freed there can be taken again."""
+    async def body() -> None:
+        async with harness(max_connections_per_address=2) as h:
+            a, b = await h.pair("r")
+            with pytest.raises(InvalidStatus) as refused:
+                await h.connect()
+            assert refused.value.response.status_code == 503
+            assert b"from your address" in refused.value.response.body
+            await a.close()
+            deadline = time.monotonic() + RECV_TIMEOUT
+            while h.server.connections > 1:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            c, joined = await h.join("r")
+            assert joined["peers"] == 2
+
+    run(body)
+
+
 def test_silent_peer_is_dropped_by_keepalive() -> None:
     async def body() -> None:
         async with harness(ping_interval=0.2, ping_timeout=0.3, close_timeout=0.3) as h:
@@ -495,6 +516,25 @@ def test_silent_peer_is_dropped_by_keepalive() -> None:
             c, joined = await h.join("r")
             assert joined["initiator"] is True
             assert await recv_json(a) == {"type": "peer-joined"}
+
+    run(body)
+
+
+def test_a_full_rooms_vanished_member_gives_its_place_to_a_newcomer_at_once() -> None:
+    """A member whose connection vanished without closing (keepalive still minutes away)
+    is pinged when a third peer asks for its place, and removed when it does not answer."""
+    async def body() -> None:
+        async with harness(ping_interval=60.0, ping_timeout=60.0, ) as h:
+            a, b = await h.pair("r")
+            b.transport.pause_reading()  # TCP stays up, but b never answers a ping again
+            started = time.monotonic()
+            c, joined = await h.join("r")
+            assert joined == {"type": "joined", "room": "r", "peers": 2, "initiator": True}
+            assert time.monotonic() - started < 5.0
+            assert await recv_json(a) == {"type": "peer-left"}
+            assert await recv_json(a) == {"type": "peer-joined"}
+            await exchange(a, c)
+            await h.wait_rooms({"r": 2})
 
     run(body)
 
