@@ -1,8 +1,8 @@
-"""The eye reference coded: the encoder's picker of each eye's most shut moment, and the
-decoder's reading of the record into the synthesizer's buffers.
+"""The eye reference coded: the encoder's picker of each eye's most shut moment (and of the
+mouth's widest open one), and the decoder's reading of the record into the synthesizer's buffers.
 
 The record's syntax is codec_core.bitstream.EyeReference; what the synthesizer does with it
-is models/eye_reference.py.  The coding lives here, above the models, because it needs the
+is models/eye_reference.py and models/mouth_reference.py.  The coding lives here, above the models, because it needs the
 VVC codec (PyAV): the synthesizer's graph imports without it (the lent GPU machine has none).
 """
 
@@ -18,10 +18,12 @@ from codec_core.bitstream import EyeReference, StreamError
 from codec_core.format import KEYFRAME_CODEC_VVC, eye_reference_size
 from codec_core.keyframe import KeyframeError, decode_keyframe, encode_keyframe
 from models.eye_reference import START, EyePatches, cut_eye, picture_tensor
+from models.mouth_reference import cut_mouth, inner_gap
 
 log = logging.getLogger(__name__)
 
-GREY = 128      # the picture's half of an eye without a patch
+GREY = 128      # the picture's square of an eye (or the mouth) without a patch
+MOUTH_OPEN = 0.02   # of the picture's side: inner lips at least this far apart make a mouth reference
 SETTLE = 5      # a live sender takes the patches this many frames after the most shut moment
 RETAKE = 0.1    # and again when an eye is this much (of the key frame's openness) more shut
 
@@ -30,7 +32,7 @@ RETAKE = 0.1    # and again when an eye is this much (of the key frame's opennes
 class EyeShot:
     """What a picker kept, taken at one moment: the record's picture before coding, which
     eyes it has and their openness (a live sender codes it on another thread)."""
-    picture: np.ndarray             # (n, 2n, 3) uint8: right eye's patch, then the left's
+    picture: np.ndarray             # (n, 3n, 3) uint8: right eye's patch, then the left's, then the mouth's
     present: int
     openness: tuple[float, float]
 
@@ -44,7 +46,8 @@ class EyeShot:
 
 class EyePicker:
     """The encoder's side: while frames go by, each eye's most shut moment below `START` of
-    the key frame's openness, its patch cut from the frame's crop.  A file's encoder codes
+    the key frame's openness, its patch cut from the frame's crop, and the moment the inner
+    lips were furthest apart (at least `MOUTH_OPEN` of the side), its strips cut.  A file's encoder codes
     what it kept at the end (`record`); a live sender, which cannot wait for the end, takes
     it once the moment is past (`due`, `take`) and again when a later one is more shut."""
 
@@ -53,7 +56,8 @@ class EyePicker:
         self.side = side
         self.qp = qp
         self.openness = np.full(2, np.nan)
-        self.patches: list[np.ndarray | None] = [None, None]
+        self.patches: list[np.ndarray | None] = [None, None, None]     # right eye, left eye, mouth
+        self.mouth_gap = MOUTH_OPEN * side
         self.taken = np.full(2, np.inf)     # the openness of each eye's patch when last taken
         self.since = 0                      # frames seen since the last new most-shut moment
 
@@ -61,6 +65,10 @@ class EyePicker:
         """One frame: its crop, its decoded openness (right, left: what the receiver will
         see) and its tracked landmarks in crop pixels (where its eyes really are)."""
         self.since += 1
+        gap = inner_gap(landmarks)
+        if gap > self.mouth_gap:
+            self.mouth_gap = gap
+            self.patches[2] = cut_mouth(crop, landmarks, eye_reference_size(self.side)[1])
         for eye in range(2):
             key, value = self.key_openness[eye], float(openness[eye])
             if key <= 0 or value >= START * key or value >= np.nan_to_num(self.openness[eye], nan=np.inf):
@@ -78,7 +86,7 @@ class EyePicker:
         return bool(better.any()) and self.since >= SETTLE
 
     def take(self) -> EyeShot | None:
-        """What was kept so far, or None when no eye shut."""
+        """What was kept so far, or None when no eye shut and the mouth never opened."""
         if all(p is None for p in self.patches):
             return None
         width, n = eye_reference_size(self.side)
@@ -92,7 +100,8 @@ class EyePicker:
         return EyeShot(picture, present, (openness[0], openness[1]))
 
     def record(self, key_id: int) -> EyeReference | None:
-        """The EYE_REFERENCE of what was seen (VVenC at the picker's `qp`), or None when no eye shut."""
+        """The EYE_REFERENCE of what was seen (VVenC at the picker's `qp`), or None when no eye
+        shut and the mouth never opened."""
         shot = self.take()
         return None if shot is None else shot.record(key_id, self.qp)
 
@@ -107,5 +116,5 @@ def decode_eye_reference(record: EyeReference, side: int) -> EyePatches:
     if picture.shape[:2] != (n, width):
         raise StreamError(f"the eye reference is {picture.shape[1]}x{picture.shape[0]}, a {side} stream's is "
                           f"{width}x{n}")
-    present = torch.tensor([[float(record.has(0)), float(record.has(1))]])
+    present = torch.tensor([[float(record.has(0)), float(record.has(1)), float(record.has(2))]])
     return EyePatches(picture_tensor(picture), torch.tensor([record.openness], dtype=torch.float32), present)

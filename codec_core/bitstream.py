@@ -12,7 +12,8 @@ and geometry bytes), and a session header whose feature format, value count or s
 does not agree with `format.FEATURE_FORMATS`, raise `StreamError` with a message that says
 what is wrong, before anything is allocated for them.
 
-Version 5 adds the optional EYE_REFERENCE record after the key frame (`EyeReference`).
+Version 5 adds the optional EYE_REFERENCE record after the key frame (`EyeReference`);
+version 6 gives its picture a third square, the caller's open mouth (`present` bit 2).
 Version 3: every frame's values are the format's, then the global-motion group
 (`format.GLOBAL_MOTION_NAMES`) with the session header's one `global_step`;
 `SessionHeader.values_per_frame` is how many levels a coded frame holds.
@@ -195,7 +196,9 @@ class EyeReference:
     """The caller's shut eyes (version 5): one VVC picture of each eye's patch as it looked
     when most shut, side by side (right eye, then left eye, mirrored), and each eye's decoded
     openness value at that moment; `present` bit 0 the right eye, bit 1 the left (an eye
-    that never shut has none).  It belongs to the key frame `key_id`."""
+    that never shut has none).  Since version 6 the picture's third square holds the inside
+    of the mouth when it was widest open, as two strips (models/mouth_reference.py), and
+    `present` bit 2 says it is there (a mouth that never opened has none).  It belongs to the key frame `key_id`."""
 
     key_id: int
     codec: int
@@ -212,7 +215,7 @@ class EyeReference:
         return self
 
     def has(self, eye: int) -> bool:
-        """Whether eye 0 (right) or 1 (left) has a patch."""
+        """Whether eye 0 (right) or 1 (left), or the mouth (2), has a patch."""
         return bool(self.present >> eye & 1)
 
     def pack(self) -> bytes:
@@ -226,8 +229,9 @@ class EyeReference:
         key_id, codec, present, right, left, plen = cls._FIXED.unpack_from(data)
         if codec != KEYFRAME_CODEC_VVC:
             raise StreamError(f"unknown eye reference codec {codec}")
-        if present == 0 or present & ~3:
-            raise StreamError(f"eye reference names eyes {present:#x} (bit 0 right, bit 1 left, at least one)")
+        if present == 0 or present & ~7:
+            raise StreamError(f"eye reference names patches {present:#x} (bit 0 right eye, bit 1 left eye, bit 2 "
+                              f"mouth, at least one)")
         if not all(abs(v) <= MAX_EYE_OPENNESS for v in (right, left)):      # (NaN fails too)
             raise StreamError(f"eye reference openness ({right:g}, {left:g}) is outside +-{MAX_EYE_OPENNESS:g}")
         if plen > MAX_PICTURE_BYTES:

@@ -16,20 +16,22 @@ import numpy as np
 
 # -- stream identity -----------------------------------------------------------------------
 MAGIC = b"FCVC"
-STREAM_VERSION = 5                      # 2: feature formats (the header's format byte, step count)
+STREAM_VERSION = 6                      # 2: feature formats (the header's format byte, step count)
                                         # 3: the global-motion group after every frame's values
                                         # 4: fomm's key points: brows as one, the face outline added
                                         # 5: the EYE_REFERENCE record (the caller's shut eyes)
+                                        # 6: its third square, the caller's open mouth
 FORMAT_IFVC = 1                         # the session header's format byte of format "ifvc" (below)
 KEYFRAME_CODEC_VVC = 1
-EYE_PATCH = 48                          # an EYE_REFERENCE patch's side at a 256 picture (96 at 512)
+EYE_PATCH = 48                          # an EYE_REFERENCE square's side at a 256 picture (96 at 512)
+REFERENCE_SQUARES = 3                   # its picture: right eye, left eye, mouth
 
 
 def eye_reference_size(side: int) -> tuple[int, int]:
     """(width, height) of the EYE_REFERENCE picture of a stream of `side` x `side` pictures:
-    the two eyes' square patches side by side."""
+    the two eyes' square patches and the mouth's strips side by side."""
     n = EYE_PATCH * side // 256
-    return 2 * n, n
+    return REFERENCE_SQUARES * n, n
 
 # -- the parameter vector, one frame ------------------------------------------------------------
 POSE_NAMES = ("yaw", "pitch", "roll", "tx", "ty", "log_scale")

@@ -124,11 +124,12 @@ def code_fingerprint() -> str:
     import models.layers
     import models.learned
     import models.motion
+    import models.mouth_reference
     import models.regions
 
     digest = hashlib.sha256()
     for module in (models.motion, models.layers, models.generator, models.iris_layer, models.regions,
-                   models.eye_reference, models.learned):
+                   models.eye_reference, models.mouth_reference, models.learned):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()
 

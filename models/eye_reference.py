@@ -59,8 +59,9 @@ def cut_eye(picture: np.ndarray, landmarks: np.ndarray, eye: int) -> np.ndarray:
 
 
 class EyePatches(NamedTuple):
-    """A decoded eye reference as the synthesizer's graph takes it: the patches (1, 3, n, 2n) in
-    [0, 1], each eye's openness when its patch was cut (1, 2) and whether it has one (1, 2)."""
+    """A decoded eye reference as the synthesizer's graph takes it: the patches (1, 3, n, 3n) in
+    [0, 1] (right eye, left eye, the mouth's strips: models/mouth_reference.py), each eye's
+    openness when its patch was cut (1, 2) and whether each of the three is there (1, 3)."""
     patches: torch.Tensor
     openness: torch.Tensor
     present: torch.Tensor
@@ -70,7 +71,7 @@ def no_eye_patches(side: int, device: torch.device | str = "cpu") -> EyePatches:
     """The buffers of a key frame without an eye reference: nothing is laid."""
     width, n = eye_reference_size(side)
     return EyePatches(torch.zeros(1, 3, n, width, device=device), torch.zeros(1, 2, device=device),
-                      torch.zeros(1, 2, device=device))
+                      torch.zeros(1, 3, device=device))
 
 
 def eye_shares(openness: torch.Tensor, key_openness: torch.Tensor, eyes: EyePatches) -> torch.Tensor:
@@ -79,7 +80,7 @@ def eye_shares(openness: torch.Tensor, key_openness: torch.Tensor, eyes: EyePatc
     key = key_openness.clamp(min=1e-6)
     share, reference = openness / key, eyes.openness / key
     ramp = (START - share) / (START - reference).clamp(min=MIN_SPAN)
-    return ramp.clamp(0.0, 1.0) * eyes.present * (key_openness > 0)
+    return ramp.clamp(0.0, 1.0) * eyes.present[:, :2] * (key_openness > 0)
 
 
 def lay_eye_references(picture: torch.Tensor, landmarks: torch.Tensor, openness: torch.Tensor,

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from models.eye_reference import OPENNESS, EyePatches, lay_eye_references, no_eye_patches
+from models.mouth_reference import lay_mouth_reference
 from models.face_model import FaceModel
 from models.generator import WORK, Generator, warp_features
 from models.iris_layer import EyeTarget, eye_targets, iris_free, key_lid_colours, lay_irises
@@ -185,6 +186,9 @@ class SynthGraph(torch.nn.Module):
         if self.lays_eyes:
             reference = EyePatches(self.eye_patches, self.eye_openness, self.eye_present)
             full = lay_eye_references(full, landmarks, params[:, list(OPENNESS)], self.key_openness, reference)
+            n = self.eye_patches.shape[-2]
+            full = lay_mouth_reference(full, landmarks, self.key_landmarks, self.eye_patches[..., 2 * n:],
+                                       self.eye_present[:, 2])
         return full.clamp(0.0, 1.0), state
 
 

@@ -59,3 +59,37 @@ def rt3_key():
     ref = Reference.from_landmarks(basis, tracked[0].landmarks, 256, cfg.steps.geometry,
                                    step_vector(cfg.steps.values(), basis.num_params))
     return tracked, ref
+
+
+@pytest.fixture(scope="session")
+def rt3_parted_mouth(rt3_key):
+    """A key frame with its lips shut (rt__3 frame 10, its own reference), parameters that
+    part them 8 px (the expression coefficient that parts them most), and a mouth reference
+    cut from an open mouth (frame 42) as the graph takes it (`models.eye_reference.EyePatches`).
+    Returns (key frame, reference, parted parameters, patches)."""
+    import numpy as np
+    import torch
+
+    from codec_core.config import load_config
+    from codec_core.format import NUM_FIXED, step_vector
+    from models.eye_reference import EyePatches, no_eye_patches, picture_tensor
+    from models.face_model import FaceBasis
+    from models.mouth_reference import cut_mouth, inner_gap
+    from models.reference import Reference
+
+    tracked, _ = rt3_key
+    cfg, basis = load_config(), FaceBasis.load()
+    ref = Reference.from_landmarks(basis, tracked[10].landmarks, 256, cfg.steps.geometry,
+                                   step_vector(cfg.steps.values(), basis.num_params))
+    model, own = ref.face_model(), ref.reference_params()
+    gaps = [inner_gap(model.landmarks(own + np.eye(len(own))[k])) for k in range(NUM_FIXED, len(own))]
+    k = NUM_FIXED + int(np.argmax(gaps))
+    step = 0.05 if max(gaps) > inner_gap(model.landmarks(own)) else -0.05
+    parted = own.copy()
+    while inner_gap(model.landmarks(parted)) < 8.0:
+        parted[k] += step
+    empty = no_eye_patches(256)
+    patches = empty.patches.clone()
+    patches[..., 96:] = picture_tensor(cut_mouth(tracked[42].crop, tracked[42].landmarks, 48))
+    return tracked[10].crop, ref, parted, EyePatches(patches, empty.openness, torch.tensor([[0.0, 0.0, 1.0]]))
+

@@ -155,12 +155,12 @@ def eye_reference(**changes) -> bytes:
 def test_eye_reference_fixture():
     data = fixture("eye_reference.bin")
     eyes = EyeReference.unpack(data)
-    assert (eyes.key_id, eyes.codec, eyes.present) == (0, KEYFRAME_CODEC_VVC, 3)
+    assert (eyes.key_id, eyes.codec, eyes.present) == (0, KEYFRAME_CODEC_VVC, 7)
     assert eyes.openness == (float(np.float32(0.12)), float(np.float32(0.3)))
-    assert eyes.has(0) and eyes.has(1)
+    assert eyes.has(0) and eyes.has(1) and eyes.has(2)
     assert eyes.pack() == data
-    picture = decode_keyframe(eyes.picture)              # a real VVC picture of both patches
-    assert picture.shape[1::-1] == eye_reference_size(256) == (96, 48)
+    picture = decode_keyframe(eyes.picture)              # a real VVC picture of both eyes' patches and the mouth's
+    assert picture.shape[1::-1] == eye_reference_size(256) == (144, 48)
 
 
 def test_truncated_eye_reference_is_refused():
@@ -172,9 +172,9 @@ def test_truncated_eye_reference_is_refused():
 
 @pytest.mark.parametrize("changes,match", [
     ({"codec": 2}, "unknown eye reference codec 2"),
-    ({"present": 0}, "names eyes 0x0"),
-    ({"present": 4}, "names eyes 0x4"),
-    ({"present": 7}, "names eyes 0x7"),
+    ({"present": 0}, "names patches 0x0"),
+    ({"present": 8}, "names patches 0x8"),
+    ({"present": 15}, "names patches 0xf"),
     ({"openness": (math.nan, 0.3)}, "openness"),
     ({"openness": (0.12, 1e6)}, "openness"),
     ({"openness": (-1e6, 0.3)}, "openness"),
@@ -199,7 +199,9 @@ def test_eye_reference_lengths_must_agree():
     with pytest.raises(StreamError, match="too large"):
         EyeReference.unpack(huge)
     one = EyeReference.unpack(eye_reference(present=1))               # one eye only is fine
-    assert one.has(0) and not one.has(1)
+    assert one.has(0) and not one.has(1) and not one.has(2)
+    mouth = EyeReference.unpack(eye_reference(present=4))             # and the mouth alone
+    assert mouth.has(2) and not mouth.has(0) and not mouth.has(1)
 
 
 def stream_with(*records: tuple[RecordType, bytes]) -> bytes:

@@ -216,18 +216,18 @@ def test_the_eye_fixture_is_a_real_stream(container):
 
 
 def test_a_266_of_another_stream_version_is_refused_in_one_line(container):
-    """The session header message names the native stream version (5): a version-4 `.266` is
+    """The session header message names the native stream version (6): a version-5 `.266` is
     refused by it, in one line."""
     vvc = (container / "fomm.266").read_bytes()
     session = sei_units(vvc)[0]
     (msg,) = read_sei_nal(session.data)
     body = bytearray(msg.payload[20:])                      # fc_kind, fc_stream_version, session header
-    assert body[:2] == bytes([1, STREAM_VERSION]) == b"\x01\x05"
-    body[1] = 4
+    assert body[:2] == bytes([1, STREAM_VERSION]) == b"\x01\x06"
+    body[1] = 5
     payload = CONTAINER_UUID + zlib.crc32(body).to_bytes(4, "big") + bytes(body)
     old = vvc[:session.start] + b"\x00\x00\x00\x01" + sei_nal([SeiMessage(USER_DATA_UNREGISTERED, payload)]) \
         + vvc[session.end:]
-    with pytest.raises(StreamError, match=r"carries a version-4 stream \(this decoder reads version 5\)") as err:
+    with pytest.raises(StreamError, match=r"carries a version-5 stream \(this decoder reads version 6\)") as err:
         vvc_to_native(old)
     assert "\n" not in str(err.value)
 

@@ -120,6 +120,16 @@ def test_torch_and_onnx_renderers_draw_the_same_frames(key, synths):
                       - onnx_synth.render(params, motion).astype(int)).max() <= 1
 
 
+def test_onnx_runtime_lays_the_mouth_reference_as_torch_does(rt3_parted_mouth, generator, exported):
+    keyframe, ref, parted, mouth = rt3_parted_mouth
+    args = (keyframe, ref.face_model(), ref.reference_params(), ref.ring_weights)
+    ours = LearnedSynthesizer(*args, generator=generator, eyes=mouth).render(parted).astype(int)
+    theirs = OnnxSynthesizer(*args, generator=generator, onnx_model=exported[0], eyes=mouth).render(parted)
+    assert np.abs(ours - theirs.astype(int)).max() <= 1
+    plain = LearnedSynthesizer(*args, generator=generator).render(parted).astype(int)
+    assert (np.abs(ours - plain).sum(-1) > 0).sum() > 50          # the mouth was laid
+
+
 def test_an_eye_reference_given_after_the_key_frame_draws_as_one_built_with_it(key, synths, generator, exported,
                                                                                 eyes):
     """A live receiver gets the eye reference after the key frame (`set_eyes`): torch and

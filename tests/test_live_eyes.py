@@ -31,7 +31,7 @@ def test_an_eye_reference_travels_on_the_stream_channel():
     for cut in (1, 8, len(message) - 1):
         with pytest.raises(StreamError, match="truncated|holds"):
             unpack_stream_record(message[:cut])
-    with pytest.raises(StreamError, match="names eyes"):
+    with pytest.raises(StreamError, match="names patches"):
         unpack_stream_record(message[:4] + bytes([0]) + message[5:])      # present 0: no eye
     with pytest.raises(StreamError, match="not allowed on the stream channel"):
         unpack_stream_record(bytes([3]) + EYES)                            # a PARAM_SEGMENT: a file's only
@@ -77,7 +77,7 @@ def test_a_live_picker_takes_the_patches_once_the_moment_is_past(rt3_key):
     assert picker.due()
     shot = picker.take()
     assert shot is not None and shot.present == 3 and not picker.due()
-    assert shot.picture.shape == (48, 96, 3)
+    assert shot.picture.shape == (48, 144, 3)
     see(0.3 - RETAKE / 2)                                   # hardly more shut: not again
     see(1.0, SETTLE)
     assert not picker.due()
