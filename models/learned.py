@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 
 from models.eye_reference import OPENNESS, EyePatches, lay_eye_references, no_eye_patches
-from models.mouth_reference import lay_mouth_reference
 from models.face_model import FaceModel
 from models.generator import WORK, Generator, warp_features
 from models.iris_layer import EyeTarget, eye_targets, iris_free, key_lid_colours, lay_irises
@@ -57,6 +56,7 @@ from models.motion import (
     identity_grid,
     normalised,
 )
+from models.mouth_reference import lay_mouth_reference
 from models.regions import REGIONS, key_patches
 
 ASSET = Path(__file__).resolve().parent / "assets" / "synth_v2.pt"
