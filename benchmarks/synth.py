@@ -35,8 +35,15 @@ WARMUP = 5
 
 
 def stream_for(size: int, work: Path, frames: int) -> Path:
-    """The benchmark's stream at `size`, encoded from CLIP when it is not there yet."""
+    """The benchmark's stream at `size`, encoded from CLIP when it is not there yet (or was
+    made by another stream version, which the decoder would refuse)."""
+    from codec_core.bitstream import write_file_start
+
     path = work / f"rt__3_{size}.fcv"
+    start = write_file_start()
+    if path.exists() and path.read_bytes()[:len(start)] != start:
+        log.info("%s is of another stream version: encoded again", path)
+        path.unlink()
     if not path.exists():
         from codec.encoder import encode_video
         from codec_core.config import load_config

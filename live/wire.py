@@ -44,7 +44,8 @@ from signaling.schema import Message, Refused, Schema
 #: 4: those of stream version 4 (fomm's key points redefined; the same syntax).
 #: 5: stream version 5's EYE_REFERENCE record on `stream` (the caller's shut eyes, sent
 #: `SETTLE` frames after an eye's most shut moment, docs/call.md); the header, key frames and packets are version 4's.
-WIRE_VERSION = 5
+#: 6: stream version 6's EYE_REFERENCE (its third square: the caller's open mouth).
+WIRE_VERSION = 6
 
 
 class WireError(ValueError):

@@ -144,7 +144,7 @@ def test_unknown_record_type_and_missing_parts():
         read_records(write_file_start() + bytes(odd))
 
 
-# -- EYE_REFERENCE (version 5): the caller's shut eyes, after the key frame ---------------------
+# -- EYE_REFERENCE (version 6): the caller's shut eyes and open mouth, after the key frame ---------------------
 
 def eye_reference(**changes) -> bytes:
     """eye_reference.bin with some fields changed (the picture and the rest as they are)."""

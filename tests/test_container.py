@@ -3,7 +3,7 @@
 Native streams of all four formats (20 frames of dpe__d, coded as they are) go to `.266` and
 back bit for bit; the `.266` decodes in PyAV as one picture, the key frame, sample for
 sample; fomm's and fv2v's levels travel in the face feature SEI's fields; a stream with an
-EYE_REFERENCE record (version 5) carries it as user data kind 4 and comes back bit for bit;
+EYE_REFERENCE record (version 6) carries it as user data kind 4 and comes back bit for bit;
 the broken files that tests/fixtures/container/make_fixtures.py makes from a real clip when
 the tests run are refused with one line each.
 """
@@ -173,7 +173,7 @@ def test_fixture_is_a_real_stream(container):
     assert len(decoded_planes(container / "fomm.266")) == 1
 
 
-# -- the eye reference (stream version 5): user data kind 4 --------------------------------------
+# -- the eye reference (stream version 6): user data kind 4 --------------------------------------
 
 @pytest.mark.parametrize("name", list(FEATURE_FORMATS))
 def test_a_stream_with_an_eye_reference_round_trips(streams, name):

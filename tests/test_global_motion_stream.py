@@ -81,13 +81,13 @@ def test_the_header_carries_global_step_after_the_formats_steps():
         SessionHeader.unpack(data[:-4])
 
 
-# 3: the same syntax, fomm's key points defined otherwise; 4: no EYE_REFERENCE record
-@pytest.mark.parametrize("version", [2, 3, 4])
+# 3: the same syntax, fomm's key points defined otherwise; 4: no EYE_REFERENCE record; 5: no mouth in it
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
 def test_an_older_stream_is_refused_in_one_line(tmp_path, capsys, version):
     data = bytearray((FIXTURES / "short.fcv").read_bytes())
-    assert data[len(MAGIC)] == STREAM_VERSION == 5
+    assert data[len(MAGIC)] == STREAM_VERSION == 6
     data[len(MAGIC)] = version
-    with pytest.raises(StreamError, match=rf"unsupported stream version {version} \(this decoder reads version 5\)"):
+    with pytest.raises(StreamError, match=rf"unsupported stream version {version} \(this decoder reads version 6\)"):
         read_records(bytes(data))
     (tmp_path / "old.fcv").write_bytes(bytes(data))
     error = one_line_error(["info", str(tmp_path / "old.fcv")], capsys)

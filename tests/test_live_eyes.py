@@ -1,4 +1,4 @@
-"""The caller's shut eyes on a live call (wire version 5): the sender takes them once an eye
+"""The caller's shut eyes on a live call (wire version 6): the sender takes them once an eye
 has shut and the moment is past, sends an EYE_REFERENCE for each key frame of the crop on
 `stream`, and a receiver drawing with v2 decodes the key frame again with it."""
 

@@ -81,7 +81,7 @@ def test_header_refuses_an_unknown_format_id(fmt_id):
 
 def test_a_version_1_stream_is_refused_naming_its_version(tmp_path, capsys):
     data = bytearray((FIXTURES / "short.fcv").read_bytes())
-    assert data[len(MAGIC)] == STREAM_VERSION == 5
+    assert data[len(MAGIC)] == STREAM_VERSION == 6
     data[len(MAGIC)] = 1
     with pytest.raises(StreamError, match="unsupported stream version 1 "):
         read_records(bytes(data))
