@@ -112,7 +112,8 @@ def lay_mouth_reference(picture: torch.Tensor, landmarks: torch.Tensor, key_land
                         strips: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """`picture` (B, 3, S, S) with the mouth reference `strips` (1, 3, n, n) laid between the
     target's inner lips (normalised `landmarks` (B, 478, 2)), by `mouth_share` times
-    `present` (1,), on the pixels of the square around the mouth (`regions.lay_back`)."""
+    `present` (1,), on the pixels of the square around the mouth (`regions.square_around`,
+    gathered and scattered as the refiner's patches are)."""
     batch, size, n = len(picture), int(picture.shape[-1]), strips.shape[-1]     # static: constants when traced
     frame, upper, lower = lips_of(landmarks)
     square = square_around(*frame, size)
