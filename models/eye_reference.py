@@ -47,15 +47,24 @@ def picture_tensor(picture: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)[None].float() / 255.0
 
 
+def picture_array(picture: torch.Tensor) -> np.ndarray:
+    """H x W x 3 uint8 of a (1, 3, H, W) picture in [0, 1] (`picture_tensor`'s inverse)."""
+    return (picture[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def landmark_tensor(landmarks: np.ndarray, side: int) -> torch.Tensor:
+    """(1, 478, 2) normalised picture coordinates of `landmarks` (478 x 2+, pixels of a `side` picture)."""
+    return normalised(torch.as_tensor(np.asarray(landmarks)[None, :, :2], dtype=torch.float32), side)
+
+
 def cut_eye(picture: np.ndarray, landmarks: np.ndarray, eye: int) -> np.ndarray:
     """Eye `eye`'s (0 right, 1 left) reference patch (n x n x 3 uint8) of `picture` (S x S x 3
     uint8), on the refiner's frame of that eye along `landmarks` (478 x 2+, pixels)."""
     side = picture.shape[0]
     n = eye_reference_size(side)[1]
-    marks = normalised(torch.as_tensor(np.asarray(landmarks)[None, :, :2], dtype=torch.float32), side)
     with torch.no_grad():
-        patch = cut(picture_tensor(picture), *patch_frame(EYES[eye], marks), n)
-    return (patch[0].permute(1, 2, 0) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+        patch = cut(picture_tensor(picture), *patch_frame(EYES[eye], landmark_tensor(landmarks, side)), n)
+    return picture_array(patch)
 
 
 class EyePatches(NamedTuple):

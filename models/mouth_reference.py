@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.motion import normalised
+from models.eye_reference import landmark_tensor, picture_array, picture_tensor
 from models.regions import Region, patch_frame, square_around, to_patch
 
 # inner lips, corner to corner (models.motion.INNER_LIPS: 78 ... 308 along the upper lip, back along the lower)
@@ -78,9 +78,7 @@ def strip_rows(depth: torch.Tensor, lower: bool, n: int) -> torch.Tensor:
 def cut_mouth(picture: np.ndarray, landmarks: np.ndarray, n: int) -> np.ndarray:
     """The mouth reference (n x n x 3 uint8) of `picture` (S x S x 3 uint8) along its
     `landmarks` (478 x 2+, pixels): the upper strip over the lower one."""
-    side = picture.shape[0]
-    marks = normalised(torch.as_tensor(np.asarray(landmarks)[None, :, :2], dtype=torch.float32), side)
-    (centre, u, v), upper, lower = lips_of(marks)
+    (centre, u, v), upper, lower = lips_of(landmark_tensor(landmarks, picture.shape[0]))
     half = n // 2
     p = (ALONG * ((torch.arange(n) * 2 + 1) / n - 1.0))[None].expand(half, -1).reshape(1, -1)   # column centres
     depth = torch.linspace(-ABOVE, DEPTH, half)[:, None].expand(-1, n).reshape(1, -1)
@@ -88,9 +86,9 @@ def cut_mouth(picture: np.ndarray, landmarks: np.ndarray, n: int) -> np.ndarray:
     middle = (top + bottom) * 0.5
     q = torch.cat([torch.minimum(top + depth, middle), torch.maximum(bottom - depth, middle)], 1)
     at = centre[:, None] + p.repeat(1, 2)[..., None] * u[:, None] + q[..., None] * v[:, None]
-    image = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)[None].float()
-    strips = F.grid_sample(image, at.view(1, n, n, 2), mode="bilinear", padding_mode="border", align_corners=False)
-    return strips[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    strips = F.grid_sample(picture_tensor(picture), at.view(1, n, n, 2), mode="bilinear", padding_mode="border",
+                           align_corners=False)
+    return picture_array(strips)
 
 
 def inner_gap(landmarks: np.ndarray) -> float:

@@ -48,17 +48,22 @@ def clip(name: str) -> Path:
 def rt3_key():
     """The first 60 frames of rt__3 tracked as the encoder does, and the reference of frame 0
     (no segmentation): what the synthesizer tests animate."""
+    from models.tracking import track_video
+
+    tracked = track_video(clip("rt__3.mp4"), 60)
+    return tracked, key_reference(tracked[0].landmarks)
+
+
+def key_reference(landmarks):
+    """The reference (no segmentation) of a key frame with these tracked landmarks, at 256."""
     from codec_core.config import load_config
     from codec_core.format import step_vector
     from models.face_model import FaceBasis
     from models.reference import Reference
-    from models.tracking import track_video
 
-    tracked = track_video(clip("rt__3.mp4"), 60)
     cfg, basis = load_config(), FaceBasis.load()
-    ref = Reference.from_landmarks(basis, tracked[0].landmarks, 256, cfg.steps.geometry,
-                                   step_vector(cfg.steps.values(), basis.num_params))
-    return tracked, ref
+    return Reference.from_landmarks(basis, landmarks, 256, cfg.steps.geometry,
+                                    step_vector(cfg.steps.values(), basis.num_params))
 
 
 @pytest.fixture(scope="session")
@@ -70,17 +75,12 @@ def rt3_parted_mouth(rt3_key):
     import numpy as np
     import torch
 
-    from codec_core.config import load_config
-    from codec_core.format import NUM_FIXED, step_vector
+    from codec_core.format import NUM_FIXED
     from models.eye_reference import EyePatches, no_eye_patches, picture_tensor
-    from models.face_model import FaceBasis
     from models.mouth_reference import cut_mouth, inner_gap
-    from models.reference import Reference
 
     tracked, _ = rt3_key
-    cfg, basis = load_config(), FaceBasis.load()
-    ref = Reference.from_landmarks(basis, tracked[10].landmarks, 256, cfg.steps.geometry,
-                                   step_vector(cfg.steps.values(), basis.num_params))
+    ref = key_reference(tracked[10].landmarks)
     model, own = ref.face_model(), ref.reference_params()
     gaps = [inner_gap(model.landmarks(own + np.eye(len(own))[k])) for k in range(NUM_FIXED, len(own))]
     k = NUM_FIXED + int(np.argmax(gaps))

@@ -9,10 +9,10 @@ import torch
 from codec.eye_reference import MOUTH_OPEN, EyePicker, decode_eye_reference
 from codec_core.bitstream import EyeReference
 from codec_core.format import I_EYE_L, I_EYE_R
-from models.eye_reference import picture_tensor
+from models.eye_reference import landmark_tensor, picture_tensor
 from models.generator import Generator
 from models.learned import LearnedSynthesizer
-from models.motion import INNER_LIPS, normalised
+from models.motion import INNER_LIPS
 from models.mouth_reference import cut_mouth, inner_gap, lay_mouth_reference, lip_curve, mouth_share
 
 WIDE, SHUT = 0, 10          # rt__3: frame 0's inner lips are 21 px apart, frame 10's 0.2 px
@@ -24,7 +24,7 @@ def key(rt3_key):
 
 
 def marks(landmarks: np.ndarray) -> torch.Tensor:
-    return normalised(torch.as_tensor(landmarks[None, :, :2], dtype=torch.float32), 256)
+    return landmark_tensor(landmarks, 256)
 
 
 def between_lips(landmarks: np.ndarray, size: int = 256) -> np.ndarray:
