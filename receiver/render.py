@@ -18,7 +18,7 @@ call).  A new crop's key frame does not: the next packets name it, and the synth
 thread waits for it.
 The synthesis thread keeps the key frames it has been given by key id; a frame animates
 the one its packet names, switching to it when that is another one than before (a frame
-for a key frame still being decoded waits for it, so frames keep their order) and
+for a key frame still being decoded waits for it, so frames keep their order, until `stop`) and
 forgetting the key frames that came before it.
 
 Bounded and all or nothing: at most `max_setup` session headers, key frames and eye references
@@ -52,7 +52,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +77,7 @@ log = logging.getLogger(__name__)
 
 MAX_KEYFRAMES = 4      # key frames kept (the current one and the newest that came after it)
 MAX_DECODES = MAX_KEYFRAMES + 1   # key frames waiting for or in the key frame thread
+WAIT_SLICE_S = 0.05   # a frame waiting for its key frame's decoding looks for `stop` this often
 KEYFRAME_ERRORS = (KeyframeError, StreamError, ParamDecodeError, ValueError)
 
 
@@ -431,6 +432,10 @@ class RenderWorker:
                 future = earlier
         if future is self._in_use:
             return True
+        while not future.done():            # in slices: `stop` ends the wait (a decoding may take VVdeC's 120 s)
+            if self._stopping.is_set():
+                return False
+            wait([future], timeout=WAIT_SLICE_S)
         try:
             decoded: DecodedKeyframe = future.result()
         except Exception:

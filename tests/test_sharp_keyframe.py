@@ -216,6 +216,47 @@ def test_synthesis_goes_on_while_the_sharp_key_frame_is_decoded(monkeypatch):
     assert niceness[sharp.key_id] == min(19, niceness[small.key_id] + BACKGROUND_NICENESS)
 
 
+def test_stop_ends_a_frames_wait_for_a_key_frame_still_being_decoded(monkeypatch):
+    """A frame that waits for its key frame's decoding (held here for good: a VVdeC that takes
+    its whole 120 s) does not hold the synthesis thread past `stop`."""
+    import receiver.render as render
+    from receiver.sinks import Sink
+
+    header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
+    small = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
+    release = threading.Event()
+
+    def held_prepare(decoder, record):
+        release.wait(60)
+        return prepare(decoder, record)
+
+    prepare = render._prepare
+    monkeypatch.setattr(render, "_prepare", held_prepare)
+    levels = np.zeros(header.values_per_frame, np.int64)
+
+    async def main() -> tuple[bool, list[int]]:
+        loop = asyncio.get_running_loop()
+        skipped: list[int] = []
+        ignore = lambda *args: None
+        events = render.RenderEvents(ignore, ignore, ignore, lambda job: skipped.append(job.frame), ignore)
+        worker = render.RenderWorker(loop, events, [Sink()])
+        worker.set_header(header)
+        worker.set_keyframe(small)
+        worker.render(render.RenderJob(0, small.key_id, levels, 0, 0.0, 0.0))
+        while len(worker.queue):          # the frame has been taken: it waits for the key frame
+            await asyncio.sleep(0.01)
+        await loop.run_in_executor(None, worker.stop, 5.0)
+        alive = worker._thread.is_alive()
+        await asyncio.sleep(0)            # the skipped frame's callback
+        return alive, skipped
+
+    try:
+        alive, skipped = asyncio.run(main())
+    finally:
+        release.set()
+    assert not alive and skipped == [0]
+
+
 # -- the sender half: small, then sharp, and the switch on "ready" -----------------------
 
 class FakeSender:
