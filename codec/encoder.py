@@ -38,7 +38,7 @@ from codec_core.format import (
     reference_steps,
     step_vector,
 )
-from codec_core.keyframe import decode_keyframe, encode_keyframe
+from codec_core.keyframe import VVenCRuns, decode_keyframe, encode_keyframe
 from codec_core.param_coding import dequantise, encode_segment, quantise
 from codec_core.video import VideoError, VideoWriter, probe_fps, read_frames
 from models.eye_reference import openness_of
@@ -85,9 +85,10 @@ def stream_fps(fps: Fraction | float) -> Fraction:
 
 
 class FaceEncoder:
-    def __init__(self, config: CodecConfig, basis: FaceBasis, fmt: str = IFVC.name) -> None:
+    def __init__(self, config: CodecConfig, basis: FaceBasis, fmt: str = IFVC.name,
+                 vvenc: VVenCRuns | None = None) -> None:
         """`fmt`: the feature format of the stream (a name of format.FEATURE_FORMATS;
-        ConfigError for another)."""
+        ConfigError for another); `vvenc`: the owner's VVenC runs (a live sender stops them)."""
         try:
             self.format = format_named(fmt)
         except ValueError as exc:
@@ -97,6 +98,7 @@ class FaceEncoder:
                               f"{IFVC.count}")
         self.config = config
         self.basis = basis
+        self.vvenc = vvenc or VVenCRuns()
         self.header_steps = config.steps_of(self.format.name)        # as the session header carries them
         self.steps = self.format.step_vector(self.header_steps)       # the step of each value of a frame
         # the key frame's own ifvc levels (its pose in the reference geometry, its eyes) use these
@@ -161,7 +163,7 @@ class FaceEncoder:
         """VVC-code `crop` from `qp` up, until picture and geometry fit `max_bytes` or `max_qp`
         is reached; it takes the next key id."""
         while True:
-            data = encode_keyframe(crop, qp, preset)
+            data = encode_keyframe(crop, qp, preset, self.vvenc)
             picture = decode_keyframe(data)
             reference, geometry = reference_of(picture)
             total = len(data) + len(geometry)

@@ -16,7 +16,7 @@ import torch
 
 from codec_core.bitstream import EyeReference, StreamError
 from codec_core.format import KEYFRAME_CODEC_VVC, eye_reference_size
-from codec_core.keyframe import KeyframeError, decode_keyframe, encode_keyframe
+from codec_core.keyframe import KeyframeError, VVenCRuns, decode_keyframe, encode_keyframe
 from models.eye_reference import START, EyePatches, cut_eye, picture_tensor
 from models.mouth_reference import cut_mouth, inner_gap
 
@@ -36,9 +36,9 @@ class EyeShot:
     present: int
     openness: tuple[float, float]
 
-    def record(self, key_id: int, qp: int) -> EyeReference:
+    def record(self, key_id: int, qp: int, vvenc: VVenCRuns | None = None) -> EyeReference:
         """The EYE_REFERENCE of key frame `key_id`: the picture coded by VVenC at `qp`."""
-        data = encode_keyframe(self.picture, qp)
+        data = encode_keyframe(self.picture, qp, runs=vvenc)
         log.info("eye reference of key frame %d: %d bytes at QP %d (openness %s)", key_id, len(data), qp,
                  np.round(self.openness, 3))
         return EyeReference(key_id, KEYFRAME_CODEC_VVC, self.present, self.openness, data)

@@ -47,6 +47,7 @@ from codec.encoder import CodedKeyframe, FaceEncoder
 from codec.eye_reference import EyePicker
 from codec_core.bitstream import EyeReference
 from codec_core.config import CodecConfig
+from codec_core.keyframe import VVenCRuns
 from codec_core.format import GLOBAL_MOTION_COUNT, IFVC, FeatureFormat, format_named
 from codec_core.param_coding import dequantise
 from live.config import DEFAULT, LiveConfig
@@ -115,6 +116,7 @@ class Analyser:
         self.live = live
         self.tracker = CropTracker(config.size)
         self.encoder: FaceEncoder | None = None
+        self.vvenc = VVenCRuns()      # every VVenC of this sender: `stop_coding` kills them
         self.person: Likeness | None = None      # who the key frame shows (sender.identity)
         self.lost_frames = 0
         self.others = 0               # frames where the face in the crop was someone else's
@@ -163,7 +165,7 @@ class Analyser:
         if tracked.landmarks is None:
             self.tracker.box = None
             return None
-        encoder = FaceEncoder(self.config, self.basis, self.format.name)
+        encoder = FaceEncoder(self.config, self.basis, self.format.name, self.vvenc)
         encoder.new_keyframe(tracked.crop, tracked.landmarks)
         self.encoder = encoder
         self.person = Likeness(signature(tracked.crop, tracked.landmarks))
@@ -208,7 +210,7 @@ class Analyser:
         decoded = dequantise(levels[:self.format.count], self.encoder.steps)
         self._eyes.see(crop, openness_of(decoded), landmarks)
         if self._eyes_coding is None and self._eyes.due() and (shot := self._eyes.take()) is not None:
-            self._eyes_coding = self._eyes_pool.submit(shot.record, key.record.key_id, qp)
+            self._eyes_coding = self._eyes_pool.submit(shot.record, key.record.key_id, qp, self.vvenc)
 
     def _coded_eyes(self, key_id: int) -> EyeReference | None:
         """The eye reference coded since the last frame, if it is still the key frame's in use."""
@@ -355,7 +357,13 @@ class Analyser:
         self._pending_person = person
         self._pending = self._keyframe_pool.submit(self.encoder.code_keyframe, crop, landmarks)
 
+    def stop_coding(self) -> None:
+        """Kill the VVenC processes running for this sender and refuse new ones (any thread:
+        the analysis thread itself may be waiting for the first key frame's)."""
+        self.vvenc.stop()
+
     def close(self) -> None:
+        self.stop_coding()
         self._keyframe_pool.shutdown(wait=False, cancel_futures=True)
         self._eyes_pool.shutdown(wait=False, cancel_futures=True)
         self.tracker.close()

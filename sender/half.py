@@ -176,7 +176,8 @@ class SenderHalf(SendingHalf):
     def close(self) -> None:
         """Release the source and the analysis threads (after `run` has returned, or was
         cancelled while a frame was being analysed: the analyser is closed on the analysis
-        thread, after that frame, never under it)."""
+        thread, after that frame, never under it; a VVenC running is killed at once)."""
+        self.analyser.stop_coding()
         self._pool.submit(self.analyser.close)
         self._pool.shutdown(wait=False)
         self.source.close()

@@ -84,6 +84,35 @@ def test_the_vvc_decoder_refuses_a_picture_larger_than_any_stream_has():
     assert picture.shape == (256, 256, 3)
 
 
+def test_stopping_a_senders_vvenc_kills_the_process_running_and_refuses_the_next():
+    """A sender that closes kills its VVenC (a 1024 picture at the slow preset: seconds), not
+    waits for it; a key frame or eye reference started after that is refused in words."""
+    import threading
+
+    from codec_core.keyframe import KeyframeError, VVenCRuns, encode_keyframe
+
+    runs, outcome = VVenCRuns(), []
+    picture = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), np.uint8)
+
+    def code() -> None:
+        try:
+            outcome.append(encode_keyframe(picture, 22, "slow", runs))
+        except KeyframeError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=code)
+    thread.start()
+    while not runs._running and thread.is_alive():
+        thread.join(0.01)
+    running = list(runs._running)
+    runs.stop()
+    thread.join(60)
+    assert len(running) == 1 and running[0].returncode == -9      # SIGKILL: it was running
+    assert isinstance(outcome[0], KeyframeError) and "stopped" in str(outcome[0])
+    with pytest.raises(KeyframeError, match="VVenC was stopped"):
+        encode_keyframe(picture[:64, :64], 40, "faster", runs)
+
+
 # -- uploads of the web demo ---------------------------------------------------------------
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -446,6 +475,9 @@ def test_key_frame_requests_over_a_real_connection_are_answered_at_a_bounded_rat
             future: Future = Future()
             future.set_result(sharp)
             return future
+
+        def stop_coding(self) -> None:
+            pass
 
         def close(self) -> None:
             pass

@@ -275,6 +275,9 @@ class FakeSender:
         future.set_result(self.sharp)
         return future
 
+    def stop_coding(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
