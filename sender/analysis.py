@@ -47,8 +47,8 @@ from codec.encoder import CodedKeyframe, FaceEncoder
 from codec.eye_reference import EyePicker
 from codec_core.bitstream import EyeReference
 from codec_core.config import CodecConfig
-from codec_core.keyframe import VVenCRuns
 from codec_core.format import GLOBAL_MOTION_COUNT, IFVC, FeatureFormat, format_named
+from codec_core.keyframe import VVenCRuns
 from codec_core.param_coding import dequantise
 from live.config import DEFAULT, LiveConfig
 from live.threads import lower_priority
