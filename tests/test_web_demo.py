@@ -195,6 +195,50 @@ def test_an_offer_the_server_cannot_use_ends_its_call_and_frees_the_slot():
     asyncio.run(run())
 
 
+def test_a_call_answers_with_the_pages_call_id_and_holds_its_slot_until_hung_up_wholly():
+    """The answer to a real aiortc offer carries the page's call id (the page takes no answer
+    to a call it left); with --max-calls 1 a second tab is `busy` while the first call is in
+    progress, and the slot is counted until that call's hang-up is done, not from its start."""
+    import asyncio
+    import json
+
+    from aiortc import RTCPeerConnection, VideoStreamTrack
+    from websockets.asyncio.client import connect
+
+    from web_demo.server import Demo
+
+    async def run():
+        from models.synthesizers import Synthesis
+
+        async with Demo(port=0, stills=STILLS, max_calls=1, synthesis=Synthesis("warp")) as demo:
+            url = demo.url.replace("http", "ws") + "ws"
+            async with connect(url) as ws, connect(url) as other:
+                for tab in (ws, other):
+                    assert json.loads(await tab.recv())["type"] == "hello"
+                pc = RTCPeerConnection()          # as the page offers: its camera's track and the audio
+                pc.addTrack(VideoStreamTrack())
+                pc.addTransceiver("audio", direction="recvonly")
+                await pc.setLocalDescription(await pc.createOffer())
+                await ws.send(json.dumps({"type": "call", "room": "Kq7_xZ2mP9rT4vW8nB3c", "id": 7,
+                                          "sdp": pc.localDescription.sdp}))
+                while (m := json.loads(await ws.recv()))["type"] != "answer":
+                    assert m["type"] != "error", m
+                assert m["id"] == 7 and m["sdp"].startswith("v=0")
+                assert json.loads(await ws.recv()) | {"text": ""} == {"type": "joined", "room": "Kq7_xZ2mP9rT4vW8nB3c",
+                                                                      "guessable": False, "text": "", "id": 7}
+                await other.send(json.dumps({"type": "call", "room": "other-room-4711", "sdp": "v=0"}))
+                assert json.loads(await other.recv())["code"] == "busy"
+                (call,) = demo.calls
+                closing = asyncio.ensure_future(call.close())
+                await asyncio.sleep(0)            # begun, not done: its slot is still taken
+                assert call.closed and not call.finished and demo.calls_open() == 1
+                await closing
+                assert demo.calls_open() == 0
+                await pc.close()
+
+    asyncio.run(run())
+
+
 def test_voice_for_a_browser_that_never_pulls_it_stays_bounded():
     """A browser connection that never completes never calls `recv`: the other side's voice
     waiting for it is dropped once older than the hold and the slack."""
@@ -222,7 +266,8 @@ def test_page_messages_parse_as_the_page_sends_them():
     from web_demo.messages import HangUp, Mute, OpenPortrait, StartCall, parse_page_message
 
     call = parse_page_message('{"type":"call","room":"demo","fps":30,"sdp":"v=0\\r\\n"}')
-    assert call == StartCall("demo", "v=0\r\n", 30.0) and call.camera_fps == 30.0
+    assert call == StartCall("demo", "v=0\r\n", 30.0) and call.camera_fps == 30.0 and call.id == 0
+    assert parse_page_message('{"type":"call","room":"demo","sdp":"v=0","id":12}').id == 12
     assert parse_page_message('{"type":"call","room":"demo","sdp":"v=0"}').camera_fps == 25.0
     assert parse_page_message('{"type":"call","room":"demo","fps":120,"sdp":"v=0"}').camera_fps == 25.0
     assert parse_page_message('{"type":"hangup"}') == HangUp()

@@ -44,6 +44,8 @@ PictureDataUrl = Annotated[str, msgspec.Meta(
     max_length=MAX_DATA_URL,
     pattern=rf"\Adata:[^,]{{0,{MAX_MEDIA_TYPE}}};base64,[A-Za-z0-9+/]{{0,{MAX_BASE64}}}+={{0,2}}\Z")]
 Sdp = Annotated[str, msgspec.Meta(max_length=MAX_SDP)]
+#: The page's number for one of its calls, echoed in that call's `answer` and `joined`.
+CallId = Annotated[int, msgspec.Meta(ge=0, le=2**53 - 1)]
 
 
 def _edit_field(control: Control) -> tuple[str, Any, None]:
@@ -58,11 +60,14 @@ EditValues = msgspec.defstruct("EditValues", [_edit_field(c) for c in CONTROLS],
 
 
 class StartCall(Message, tag="call", frozen=True):
-    """Join `room` and answer the browser's WebRTC offer `sdp`; `fps` is the camera's."""
+    """Join `room` and answer the browser's WebRTC offer `sdp`; `fps` is the camera's; `id`
+    the page's number for this call (the answer carries it: an answer to a call the page has
+    left meanwhile is known as such)."""
 
     room: Room
     sdp: Sdp
     fps: float = DEFAULT_FPS
+    id: CallId = 0
 
     @property
     def camera_fps(self) -> float:

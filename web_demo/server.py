@@ -167,6 +167,7 @@ class Tab:
             return
         call = TabCall(self.demo.signaling_url, room, self.send, self.demo.basis, request.camera_fps,
                        synthesis=self.demo.synthesis)
+        self.demo.calls.add(call)       # counted until its hang-up is done, not only until it begins
         call.set_edits(self.edits)
         self.call = call
         try:
@@ -188,7 +189,7 @@ class Tab:
             await self.error("browser-connection", "The browser's offer for the video connection could not be "
                              f"used ({type(exc).__name__}: {exc}).")
             return
-        await self.send({"type": "answer", "sdp": answer})
+        await self.send({"type": "answer", "sdp": answer, "id": request.id})
         waiting = not call.link.peer_in_room
         plain = guessable(room)
         text = f"In room '{room}'. " + ("Waiting for the other side to join..." if waiting
@@ -196,7 +197,7 @@ class Tab:
         if plain:
             text += (f" Careful: '{room}' is a name others could guess and join; "
                      "a random room (the one this page suggests) cannot be.")
-        await self.send({"type": "joined", "room": room, "guessable": plain, "text": text})
+        await self.send({"type": "joined", "room": room, "guessable": plain, "text": text, "id": request.id})
 
     async def hang_up(self) -> None:
         call, self.call = self.call, None
@@ -282,6 +283,7 @@ class Demo:
         self.origins = OriginPolicy(allow_origins)
         self.basis = FaceBasis.load()
         self.tabs: set[Tab] = set()
+        self.calls: set[TabCall] = set()     # started and not yet wholly hung up
         self._signaling: SignalingServer | None = None
         self._server = None
 
@@ -333,8 +335,10 @@ class Demo:
         return hosts
 
     def calls_open(self) -> int:
-        """Tabs in a call now."""
-        return sum(1 for tab in self.tabs if tab.call is not None and not tab.call.closed)
+        """Calls in progress or still hanging up (a hang-up takes up to 3 s: its place is
+        free once it is done, so that --max-calls holds then too)."""
+        self.calls = {call for call in self.calls if not call.finished}
+        return len(self.calls)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """The page's files, or, for `/ws`, the origin check before the handshake."""

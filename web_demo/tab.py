@@ -105,6 +105,7 @@ class TabCall:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._closed = False
+        self.finished = False           # hung up wholly: nothing of it runs any more
         self._last_rendered = 0
         self._last_latency = 0
         self._last_tick = time.monotonic()
@@ -287,6 +288,7 @@ class TabCall:
                 log.debug("closing the browser connection: %s", exc)
         self.track.stop()
         self.voice_track.stop()
+        self.finished = True
 
 
 __all__ = ["SignalingError", "TabCall"]

@@ -10,6 +10,7 @@ let ws = null;
 let controls = [];          // [{name, min, max, default, unit, meaning, step}]
 const values = {};          // control name -> number (only the ones that differ from default / are set)
 let pc = null;
+let callId = 0;        // this page's number for its current call: the server's answer names it
 let camera = null;
 let mic = null;             // the microphone track (null: none, the call is silent from here)
 let inCall = false;
@@ -73,10 +74,12 @@ function handle(m) {
         + "or open a portrait.");
       break;
     case "answer":
-      if (pc) pc.setRemoteDescription({ type: "answer", sdp: m.sdp }).catch((e) =>
+      // an answer to a call left meanwhile (hang up and start again before it came) is not this one's
+      if (pc && m.id === callId) pc.setRemoteDescription({ type: "answer", sdp: m.sdp }).catch((e) =>
         say(`The video connection to the demo server failed: ${e.message}`, "error"));
       break;
     case "joined":
+      if (m.id !== callId) break;
       say(m.text, m.guessable ? "warn" : "ok");
       document.body.dataset.roomGuessable = String(Boolean(m.guessable));
       break;
@@ -241,7 +244,8 @@ async function startCall(ev) {
   inCall = true;
   $("hangup").disabled = false;
   say(`Joining room '${room}'...`);
-  send({ type: "call", room, fps, sdp: pc.localDescription.sdp });
+  callId += 1;
+  send({ type: "call", room, fps, sdp: pc.localDescription.sdp, id: callId });
   plainTimer = setInterval(measurePlain, 1000);
 }
 
