@@ -9,9 +9,10 @@ the key frame's prepared tensors are inputs of the graph, next to the parameters
 
     params                  (1, P)              the frame's parameter vector
     motion                  (1, 4)              the frame's global picture motion
-    state                   (1, 5, WORK, WORK)  the steady state the previous frame left
+    state                   (1, C, WORK, WORK)  the steady state the previous frame left
                                                 (`models.learned.steady_start` for a key
-                                                frame's first frame)
+                                                frame's first frame; C = 5 + 3 (S/WORK)^2:
+                                                the layers' change folded in)
     keyframe                (1, 3, S, S)        the key frame in [0, 1]
     key_work                (1, 3, WORK, WORK)  the key frame at the generator's working size
     feature0 .. feature3    (1, C_i, h_i, w_i)  the generator's key-encoder features
@@ -28,7 +29,7 @@ the key frame's prepared tensors are inputs of the graph, next to the parameters
     geometry_<name>         ...                 the KeyGeometry buffers (canonical shape, bases,
                                                 head rings, border, index lists)
     -> picture              (1, 3, S, S)        the frame in [0, 1]
-    -> next_state           (1, 5, WORK, WORK)  the steady state for the next frame
+    -> next_state           (1, C, WORK, WORK)  the steady state for the next frame
 
 They are the buffers of `models.learned.SynthGraph`, which the backend builds with torch
 once per key frame (`key_inputs`) and hands to ONNX Runtime once, for all its frames; the
@@ -210,7 +211,7 @@ def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET,
     key = key_inputs(graph)
     params = np.zeros((1, NUM_FIXED + graph.geometry.expression.shape[0]), np.float32)
     motion = np.zeros((1, GLOBAL_MOTION_COUNT), np.float32)
-    state = steady_start(1).numpy()
+    state = steady_start(1, size).numpy()
     module = PerFrame(graph).eval()
     register_symbolics(opset)
     out = Path(out)

@@ -20,12 +20,18 @@ key frame's tensors as inputs so that one compile serves every key frame.
 The correction is kept steady from frame to frame where the picture holds still: each
 frame's graph takes the previous frame's *steady state* (its gated correction and its
 displacement field, at the working size) and renews the correction pixel by pixel as far
-as the field moved there since (`steady`); where nothing moved it keeps STEADY_KEEP of the
+as the field moved there since (`renewal`); where nothing moved it keeps STEADY_KEEP of the
 previous one.  A still face's quantised parameters wobble by a step from frame to frame,
 and the generator answered each wobble with a slightly different texture: the flicker of a
 still clip.  The first frame of a key frame starts from `steady_start` (nothing kept), and
 where the gate is all but shut nothing is kept either, so where the picture does not move
 the output is the warp, whatever came before.
+
+What the layers after the generator draw at full size (the regional refiner, the eye and
+mouth references) is kept steady by the same rule (`steady_layers`): their change to the
+picture is renewed as far as the field moved there, so that a mouth reference's teeth do not
+jump with each quantisation step of the lips.  The state carries it at full size, folded into
+the working size's grid (`pixel_unshuffle`: 3 (S/WORK)^2 channels after the five above).
 """
 
 from __future__ import annotations
@@ -167,19 +173,19 @@ class SynthGraph(torch.nn.Module):
                 state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pictures (B, 3, S, S) in [0, 1] for parameters (B, P) and global motions (B, 4) (the
         full-size warp plus the upsampled correction), and the steady state for the next frame,
-        from this one's `state` (B, 5, WORK, WORK) (None: `steady_start`)."""
+        from this one's `state` (B, `state_channels(S)`, WORK, WORK) (None: `steady_start`)."""
         if state is None:
-            state = steady_start(len(params), params.device)
+            state = steady_start(len(params), self.size, params.device)
         target, landmarks = self.geometry.points(params, motion)
         target = frame_points(target, self.size)
         features = [getattr(self, f"feature{i}") for i in range(self.levels)]
         mesh = MeshTensors(*(getattr(self, f"mesh_{name}") for name in MeshTensors._fields))
         landmarks = normalised(landmarks[..., :2], self.size)
         key = KeyPictures(self.key_work, self.key_free_work, self.key_landmarks, self.key_lid_colours)
-        _, correction, disp, eyes, state = correct(self.generator, key, features, mesh, self.source, self.exact,
-                                                   target, landmarks, motion, state)
-        full = full_size(self.keyframe, self.key_iris_free, self.key_lid_colours, self.full_grid, disp, correction,
-                         eyes)
+        corrected = correct(self.generator, key, features, mesh, self.source, self.exact, target, landmarks, motion,
+                            state)
+        full = under = full_size(self.keyframe, self.key_iris_free, self.key_lid_colours, self.full_grid,
+                                 corrected.disp, corrected.correction, corrected.eyes)
         if self.regions:
             key_regions = [getattr(self, f"key_region{i}") for i in range(len(REGIONS))]
             full = self.generator.regions(full, landmarks, key_regions, self.key_landmarks)
@@ -189,7 +195,9 @@ class SynthGraph(torch.nn.Module):
             n = self.eye_patches.shape[-2]
             full = lay_mouth_reference(full, landmarks, self.key_landmarks, self.eye_patches[..., 2 * n:],
                                        self.eye_present[:, 2])
-        return full.clamp(0.0, 1.0), state
+        layers = steady_layers(full - under, corrected.renew, state, self.size)
+        folded = F.pixel_unshuffle(layers, self.size // WORK)
+        return (under + layers).clamp(0.0, 1.0), torch.cat([corrected.state, folded], 1)
 
 
 def full_size(keyframe: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: torch.Tensor,
@@ -208,31 +216,50 @@ def full_size(keyframe: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: 
     return (full + correction).clamp(0.0, 1.0)
 
 
-def steady_start(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The steady state (B, 5, WORK, WORK) of a key frame's first frame: no correction kept."""
+def state_channels(size: int) -> int:
+    """Channels of the steady state at picture size `size`: the correction (3) and the field
+    (2) at the working size, then the layers' change at full size, folded (`pixel_unshuffle`)."""
+    if size % WORK:
+        raise ValueError(f"a picture size of {size} is not a multiple of the working size {WORK}")
+    return 5 + 3 * (size // WORK) ** 2
+
+
+def steady_start(batch: int, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The steady state (B, `state_channels(size)`, WORK, WORK) of a key frame's first frame:
+    nothing kept."""
     return torch.cat([torch.zeros(batch, 3, WORK, WORK, device=device),
-                      torch.full((batch, 2, WORK, WORK), STEADY_FAR, device=device)], 1)
+                      torch.full((batch, 2, WORK, WORK), STEADY_FAR, device=device),
+                      torch.zeros(batch, state_channels(size) - 5, WORK, WORK, device=device)], 1)
 
 
-def steady(correction: torch.Tensor, gate: torch.Tensor, disp: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-    """The gated `correction` (B, 3, WORK, WORK) renewed from the previous frame's (the first
-    three channels of `state`) as far as the field `disp` moved since (the last two); wholly
-    renewed where the `gate` is all but shut (there the picture is the warp, whatever came before)."""
-    kept, before = state[:, :3], state[:, 3:]
+def renewal(gate: torch.Tensor, disp: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """(B, 1, WORK, WORK) how much of what the previous frame drew over the warp is renewed:
+    as far as the field `disp` moved since it was `before`; wholly where the `gate` is all but
+    shut (there the picture is the warp, whatever came before)."""
     renew = 1.0 - STEADY_KEEP * torch.exp(-(disp - before).norm(dim=1, keepdim=True) / STEADY_SCALE)
-    renew = torch.where(gate > STEADY_GATE, renew, torch.ones_like(renew))
-    return kept + renew * (correction - kept)
+    return torch.where(gate > STEADY_GATE, renew, torch.ones_like(renew))
+
+
+def steady_layers(change: torch.Tensor, renew: torch.Tensor, state: torch.Tensor, size: int) -> torch.Tensor:
+    """The full-size layers' `change` to the picture (B, 3, S, S; S = `size`, a number, so
+    that the export sees a constant) renewed (`renew`, upsampled) from the previous frame's,
+    unfolded from `state`'s channels after the first five."""
+    kept = F.pixel_shuffle(state[:, 5:], size // WORK)
+    renew = F.interpolate(renew, size=(size, size), mode="bilinear", align_corners=False)
+    return kept + renew * (change - kept)
 
 
 class Corrected(NamedTuple):
     """What `correct` gives: the working-size frame (B, 3, WORK, WORK), its correction over the
     warp with the irises laid, the displacement field (B, 2, WORK, WORK), the eyes' targets (for
-    the full-size iris layer) and the steady state for the next frame (B, 5, WORK, WORK)."""
+    the full-size iris layer), the steady state for the next frame (B, 5, WORK, WORK) and how
+    much of the frame before was renewed."""
     frame: torch.Tensor
     correction: torch.Tensor
     disp: torch.Tensor
     eyes: list[EyeTarget]
     state: torch.Tensor
+    renew: torch.Tensor     # (B, 1, WORK, WORK) `renewal` (all ones without a state before)
 
 
 def frame_points(points: torch.Tensor, size: int) -> torch.Tensor:
@@ -280,9 +307,13 @@ def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor]
     gate = 1.0 - torch.exp(-(moved + outside) / GATE_SCALE)
     conditions = torch.cat([heat_maps(landmarks, WORK), gate, warped], 1)
     correction = gate * generator.decoder(warp_features(features, grid), conditions)
+    renew = torch.ones_like(gate)
     if state is not None:
-        correction = steady(correction, gate, disp, state)
-    return Corrected((warped + correction).clamp(0.0, 1.0), correction, disp, eyes, torch.cat([correction, disp], 1))
+        renew = renewal(gate, disp, state[:, 3:5])
+        kept = state[:, :3]
+        correction = kept + renew * (correction - kept)
+    return Corrected((warped + correction).clamp(0.0, 1.0), correction, disp, eyes, torch.cat([correction, disp], 1),
+                     renew)
 
 
 def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
@@ -353,8 +384,10 @@ class LearnedSynthesizer:
                                  ring_weights, self.device, regions, eyes)
         self._compiled = compiled_frame_function(self.graph) if compiled else None
         self._buffers = key_buffers(self.graph)
-        with torch.inference_mode():    # as every later frame's state, and `Synthesis.warm_up`'s: a compiled
-            self._state = steady_start(1, self.device)  # function guards on the kind (else one more compile)
+        # made under inference_mode, as every later frame's state and `Synthesis.warm_up`'s: a
+        # compiled function guards on the kind (else one more compile)
+        with torch.inference_mode():
+            self._state = steady_start(1, self.graph.size, self.device)
 
     def set_eyes(self, eyes: EyePatches) -> None:
         """Lay `eyes` from the next frame on (an eye reference that came after the key frame):

@@ -131,7 +131,7 @@ class OnnxSynthesizer:
         self._binding = self.session.io_binding()
         for name, value in self._key.items():
             self._binding.bind_ortvalue_input(name, value)
-        self._state = steady_start(1).numpy()
+        self._state = steady_start(1, size).numpy()
 
     def set_eyes(self, eyes: EyePatches) -> None:
         """Lay `eyes` from the next frame on (an eye reference that came after the key frame)."""

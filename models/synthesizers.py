@@ -158,7 +158,7 @@ class Synthesis:
         with torch.inference_mode():        # as `LearnedSynthesizer.render` makes its inputs (a guard)
             params = torch.zeros(1, NUM_FIXED + graph.geometry.expression.shape[0], device=device)
             compiled_frame_function(graph)(params, torch.zeros(1, GLOBAL_MOTION_COUNT, device=device),
-                                            steady_start(1, device), key_buffers(graph))
+                                            steady_start(1, size, device), key_buffers(graph))
 
 
 class ExampleKeyframe(NamedTuple):
