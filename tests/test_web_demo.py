@@ -239,6 +239,45 @@ def test_a_call_answers_with_the_pages_call_id_and_holds_its_slot_until_hung_up_
     asyncio.run(run())
 
 
+def test_portraits_open_at_once_are_limited():
+    """With --max-portraits 1 a second tab's portrait is `busy` while the first tab's is being
+    opened and once it is open; the first tab may open another in its place."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from web_demo.server import Demo
+
+    async def until(ws, kind: str) -> dict:
+        while (m := json.loads(await ws.recv()))["type"] != kind:
+            assert m["type"] != "error", m
+        return m
+
+    async def run():
+        from models.synthesizers import Synthesis
+
+        async with Demo(port=0, stills=STILLS, max_portraits=1, synthesis=Synthesis("warp")) as demo:
+            url = demo.url.replace("http", "ws") + "ws"
+            async with connect(url) as first, connect(url) as second:
+                for tab in (first, second):
+                    await until(tab, "hello")
+                still = json.dumps({"type": "portrait", "name": "lp__d30.jpg"})
+                await first.send(still)
+                await until(first, "status")             # being opened (or open by now: counted either way)
+                for ready in (False, True):
+                    await second.send(still)
+                    refused = json.loads(await second.recv())
+                    assert refused["code"] == "busy" and "--max-portraits" in refused["message"]
+                    if not ready:
+                        await until(first, "portrait-ready")
+                assert demo.portraits_open() == 1
+                await first.send(still)
+                await until(first, "portrait-ready")
+
+    asyncio.run(run())
+
+
 def test_voice_for_a_browser_that_never_pulls_it_stays_bounded():
     """A browser connection that never completes never calls `recv`: the other side's voice
     waiting for it is dropped once older than the hold and the slack."""

@@ -1,7 +1,7 @@
 """`python -m web_demo`: the browser demo on loopback (docs/web_demo.md).
 
     python -m web_demo [--host 127.0.0.1] [--port 8080] [--signaling ws://HOST:PORT] [--cafile CA.pem]
-                       [--stills DIR] [--device cpu|cuda] [--max-calls 4]
+                       [--stills DIR] [--device cpu|cuda] [--max-calls 4] [--max-portraits 8]
                        [--allow-origin https://HOST[:PORT] ...] [--cert CERT.pem --key KEY.pem]
                        [--log-level INFO]
 
@@ -39,7 +39,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from web_demo.server import DEFAULT_MAX_CALLS, DEFAULT_STILLS
+    from web_demo.server import DEFAULT_MAX_CALLS, DEFAULT_MAX_PORTRAITS, DEFAULT_STILLS
 
     p = argparse.ArgumentParser(prog=PROG, description="The browser demo of the face call: call, edit, stats.")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s; the camera "
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_synthesis_options(p)
     p.add_argument("--max-calls", type=_positive_int, default=DEFAULT_MAX_CALLS,
                    help="tabs in a call at once; the next is told the server is busy (default: %(default)s)")
+    p.add_argument("--max-portraits", type=_positive_int, default=DEFAULT_MAX_PORTRAITS,
+                   help="tabs with a portrait open at once; the next is told the server is busy "
+                        "(default: %(default)s)")
     p.add_argument("--allow-origin", action="append", default=[], type=origin_option, metavar="https://HOST[:PORT]",
                    help="another web page origin that may use the demo's websocket (repeatable; default: only "
                         "the demo's own pages)")
@@ -79,7 +82,7 @@ async def amain(args: argparse.Namespace) -> int:
     install_stop_signals(stop)
     try:
         demo = Demo(args.host, args.port, args.signaling, args.stills, synthesis, allow_origins=args.allow_origin,
-                    ssl_context=tls, max_calls=args.max_calls)
+                    ssl_context=tls, max_calls=args.max_calls, max_portraits=args.max_portraits)
         async with demo:
             print(f"web demo at {demo.url} (signaling {demo.signaling_url})", flush=True)
             await stop.wait()

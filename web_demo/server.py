@@ -56,6 +56,7 @@ STILL_SUFFIXES = {".jpg", ".jpeg", ".png"}     # what web_demo.portrait reads
 DEFAULT_STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 #: Tabs in a call at once (each runs face tracking and synthesis on this machine).
 DEFAULT_MAX_CALLS = 4
+DEFAULT_MAX_PORTRAITS = 8   # tabs with a portrait open or being opened (each holds a synthesizer)
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
@@ -99,6 +100,7 @@ class Tab:
         self.call: TabCall | None = None
         self.portrait: Portrait | None = None
         self.edits = Edits()
+        self.opening = False                        # a portrait is being opened (counted as open)
         self._render: asyncio.Task | None = None    # the portrait's renders, off the message loop
         self._dirty = False                         # edits came during a render: one more
 
@@ -208,6 +210,13 @@ class Tab:
 
     async def open_portrait(self, request: OpenPortrait) -> None:
         loop = asyncio.get_running_loop()
+        busy = self.demo.portraits_open()
+        if self.portrait is None and busy >= self.demo.max_portraits:
+            log.warning("refused a portrait: %d open, the limit (--max-portraits)", busy)
+            await self.error("busy", f"The demo server has {busy} portraits open, as many as it takes "
+                             "(--max-portraits). Try again when another tab has closed.")
+            return
+        self.opening = True
         try:
             # off the event loop: a picture of up to MAX_PIXELS still takes a while to decode
             picture = await loop.run_in_executor(None, decode_image, self.picture_file(request))
@@ -217,6 +226,8 @@ class Tab:
         except PortraitError as exc:
             await self.error("no-face" if "No face" in str(exc) else "bad-picture", str(exc))
             return
+        finally:
+            self.opening = False
         p = self.portrait
         await self.send({"type": "portrait-ready", "crop": data_url(p.crop), "keyframe_bytes": p.keyframe_bytes,
                          "geometry_bytes": p.geometry_bytes,
@@ -270,9 +281,9 @@ class Demo:
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, signaling: str | None = None,
                  stills: Path | None = DEFAULT_STILLS, synthesis: Synthesis = Synthesis(),
                  allow_origins: Iterable[str] = (), ssl_context: ssl.SSLContext | None = None,
-                 max_calls: int = DEFAULT_MAX_CALLS) -> None:
-        if max_calls < 1:
-            raise ValueError("max_calls must be at least 1")
+                 max_calls: int = DEFAULT_MAX_CALLS, max_portraits: int = DEFAULT_MAX_PORTRAITS) -> None:
+        if max_calls < 1 or max_portraits < 1:
+            raise ValueError("max_calls and max_portraits must be at least 1")
         self.host = host
         self.port = port
         self.signaling_url = signaling
@@ -280,6 +291,7 @@ class Demo:
         self.synthesis = synthesis
         self.ssl_context = ssl_context
         self.max_calls = max_calls
+        self.max_portraits = max_portraits
         self.origins = OriginPolicy(allow_origins)
         self.basis = FaceBasis.load()
         self.tabs: set[Tab] = set()
@@ -339,6 +351,10 @@ class Demo:
         free once it is done, so that --max-calls holds then too)."""
         self.calls = {call for call in self.calls if not call.finished}
         return len(self.calls)
+
+    def portraits_open(self) -> int:
+        """Tabs with a portrait open or being opened."""
+        return sum(1 for tab in self.tabs if tab.portrait is not None or tab.opening)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """The page's files, or, for `/ws`, the origin check before the handshake."""
