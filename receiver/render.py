@@ -122,6 +122,7 @@ class HeaderJob:
 @dataclass
 class KeyframeJob:
     record: Keyframe
+    session: int = 0        # the worker's session count when it was queued (`RenderWorker.session_break`)
 
 
 @dataclass
@@ -228,6 +229,7 @@ class RenderWorker:
         self._choice = choice
         self._threads = threads
         self.queue = JobQueue(max_setup)
+        self._sessions = 0            # session breaks asked for (event loop side)
         self._decoder: FaceDecoder | None = None
         self._keys: dict[int, Future] = {}       # low 8 bits -> DecodedKeyframe, oldest first
         self._geometry: dict[int, bytes] = {}    # low 8 bits -> its reference geometry (a twin has the same)
@@ -256,7 +258,7 @@ class RenderWorker:
 
     def set_keyframe(self, record: Keyframe) -> bool:
         """Queue a key frame; False when too many headers and key frames wait already."""
-        return self.queue.put_setup(KeyframeJob(record))
+        return self.queue.put_setup(KeyframeJob(record, self._sessions))
 
     def set_eyes(self, record: EyeReference) -> bool:
         """Queue a key frame's eye reference; False when too many setup jobs wait already."""
@@ -267,7 +269,15 @@ class RenderWorker:
         return self.queue.put(job)
 
     def session_break(self) -> None:
+        self._sessions += 1
         self.queue.put(BreakJob())
+
+    def _ready(self, key: int, session: int) -> None:
+        """(event loop) Key frame `key` of session `session` is decoded: `keyframe_ready`, unless a
+        session break came since it was queued (the next session numbers its key frames anew:
+        a late word about an old one would name a new one not decoded yet)."""
+        if session == self._sessions:
+            self._events.keyframe_ready(key)
 
     def set_edits(self, edits) -> None:
         """Live edits (`models.editing.Edits`, or None for none) for the frames rendered
@@ -357,8 +367,9 @@ class RenderWorker:
         self._earlier.pop(key, None)
         self._eyes.pop(key, None)
 
-    def _add_key(self, decoder: FaceDecoder, record: Keyframe) -> None:
-        """Start decoding a key frame on the key frame thread; ready or failed is posted."""
+    def _add_key(self, decoder: FaceDecoder, record: Keyframe, session: int) -> None:
+        """Start decoding a key frame (of session `session`) on the key frame thread; ready or
+        failed is posted."""
         key = record.key_id & 0xFF
         if not self._decode_slots.acquire(blocking=False):
             kept = key in self._earlier or (key in self._keys and _decoded(self._keys[key]))   # a copy: it stays
@@ -381,7 +392,7 @@ class RenderWorker:
         future = pool.submit(self._decode, key, mine, decoder, record)
         self._keys[key] = future            # before `mine` holds it: the thread checks both (`_Displaced`)
         mine.append(future)
-        future.add_done_callback(lambda done: self._prepared(key, done, decoder.header))
+        future.add_done_callback(lambda done: self._prepared(key, done, decoder.header, session))
 
     def _decode(self, key: int, mine: list[Future], decoder: FaceDecoder, record: Keyframe) -> DecodedKeyframe:
         """(key frame thread) `_prepare` a key frame, unless it was displaced meanwhile."""
@@ -392,14 +403,14 @@ class RenderWorker:
         finally:
             self._decode_slots.release()
 
-    def _prepared(self, key: int, future: Future, header: SessionHeader) -> None:
+    def _prepared(self, key: int, future: Future, header: SessionHeader, session: int) -> None:
         """(key frame thread) A key frame of the stream of `header` is decoded, or failed; tell
         the event loop unless it was superseded meanwhile."""
         if self._keys.get(key) is not future or future.cancelled() or isinstance(future.exception(), _Displaced):
             return
         exc = future.exception()
         if exc is None:
-            self._post(self._events.keyframe_ready, key)
+            self._post(self._ready, key, session)
             return
         if isinstance(exc, DecoderFormatError):
             self._cannot_play(header, key, str(exc))
@@ -475,7 +486,7 @@ class RenderWorker:
                     sink.set_fps(job.header.fps)
         elif isinstance(job, KeyframeJob):
             if self._decoder is not None:
-                self._add_key(self._decoder, job.record)
+                self._add_key(self._decoder, job.record, job.session)
             elif self._unplayable is not None:
                 log.debug("key frame %d of a stream this decoder cannot play: not decoded", job.record.key_id)
             else:

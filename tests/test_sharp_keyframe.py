@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import replace
 
@@ -255,6 +256,60 @@ def test_stop_ends_a_frames_wait_for_a_key_frame_still_being_decoded(monkeypatch
     finally:
         release.set()
     assert not alive and skipped == [0]
+
+
+def test_a_key_frames_ready_that_comes_after_its_session_ended_is_not_reported(monkeypatch):
+    """The next session numbers its key frames anew: a key frame of the session before whose
+    `ready` reaches the event loop after the break is not reported (it would name the new
+    session's key frame of the same id before that one is decoded); the new one is.  The
+    window: decoded and posted before the synthesis thread saw the break (held here by
+    keeping the event loop busy until the decoding is done)."""
+    import receiver.render as render
+    from receiver.sinks import Sink
+
+    header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
+    record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
+    release = threading.Event()
+    held = {record.picture}
+
+    def held_prepare(decoder, keyframe):
+        if keyframe.picture in held:
+            held.discard(keyframe.picture)
+            assert release.wait(30)
+        return prepare(decoder, keyframe)
+
+    prepare = render._prepare
+    monkeypatch.setattr(render, "_prepare", held_prepare)
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        ready: list[int] = []
+        second = asyncio.Event()
+        ignore = lambda *args: None
+
+        def keyframe_ready(key: int) -> None:
+            ready.append(key)
+            second.set()
+
+        events = render.RenderEvents(ignore, keyframe_ready, ignore, ignore, ignore)
+        worker = render.RenderWorker(loop, events, [Sink()])
+        worker.set_header(header)
+        worker.set_keyframe(record)         # held in its decoding
+        while len(worker.queue):
+            await asyncio.sleep(0.01)
+        release.set()                       # and the loop kept busy until its `ready` is posted
+        while not any(f.done() for f in worker._keys.values()):
+            time.sleep(0.01)
+        time.sleep(0.1)
+        worker.session_break()
+        worker.set_header(header)
+        worker.set_keyframe(record)         # the new session's, the same key id
+        await asyncio.wait_for(second.wait(), 30)
+        await asyncio.sleep(0.1)
+        await loop.run_in_executor(None, worker.stop, 5.0)
+        return ready
+
+    assert asyncio.run(main()) == [record.key_id & 0xFF]
 
 
 # -- the sender half: small, then sharp, and the switch on "ready" -----------------------
