@@ -242,9 +242,16 @@ class PeerLink:
             await asyncio.wait([self._task], timeout=self.config.task_wait_timeout_s)
         if self.session is not None and self.session.is_open:
             await self.session.flush(self.config.flush_timeout_s)
-        await self._client.send(Bye())
+        # the bye and the websocket's closing share `signaling_close_timeout_s`: a websocket
+        # whose peer reads nothing (a full buffer) holds a send for ever
+        budget, start = self.config.signaling_close_timeout_s, time.monotonic()
+        try:
+            await asyncio.wait_for(self._client.send(Bye()), budget)
+        except TimeoutError:
+            log.warning("the bye did not go out within %.2f s", budget)
+        spent = time.monotonic() - start
         await self._end_session("hung up")
-        await self._client.close(self.config.signaling_close_timeout_s)
+        await self._client.close(max(0.0, budget - spent))
         for task in list(self._watchers):
             task.cancel()
         if self._tasks:

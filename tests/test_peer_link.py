@@ -173,6 +173,28 @@ def test_a_closed_link_never_offers_again():
     run(main())
 
 
+def test_a_bye_that_cannot_go_out_does_not_hold_the_hang_up():
+    """A signaling websocket that takes no more data (here: its send never returns) holds
+    neither the bye nor the close past `signaling_close_timeout_s` together."""
+    async def main():
+        async with SignalingServer("127.0.0.1", 0) as server:
+            url = f"ws://127.0.0.1:{server.port}"
+            a, b, link_a, link_b = await open_pair(url, "stuck-bye")
+            stuck = asyncio.Event()
+
+            async def never(message) -> bool:
+                await stuck.wait()
+                return True
+
+            link_a._client.send = never
+            closing = asyncio.ensure_future(link_a.close())
+            done, _ = await asyncio.wait({closing}, timeout=LIVE.shutdown_budget_s)
+            assert done, "the hang-up waited for a bye that could not go out"
+            await link_b.close()
+
+    run(main())
+
+
 def test_an_answer_that_cannot_be_used_makes_the_offerer_offer_again():
     """The answerer's first answer is garbage: the offerer drops that session and, as after a
     broken connection, offers again; the second answer opens the call (it stalled before)."""
