@@ -410,10 +410,7 @@ class PeerLink:
         if session is self.session:
             await self._end_session(reason)
         else:
-            try:
-                await asyncio.wait_for(session.pc.close(), self.config.pc_close_timeout_s)
-            except Exception as exc:
-                log.debug("closing session %d: %s", session.number, exc)
+            await close_connection(session.pc, self.config.pc_close_timeout_s, f"session {session.number}")
 
     def _attach_audio(self, session: Session) -> None:
         """Opus only on the audio m-line (our tracks yield Opus packets), the voice of the
@@ -506,10 +503,7 @@ class PeerLink:
                 self._guard(half.session_closed, session, reason)
         elif self.peer_gone_since is None:
             self.peer_gone_since = time.monotonic()
-        try:
-            await asyncio.wait_for(session.pc.close(), self.config.pc_close_timeout_s)
-        except Exception as exc:
-            log.debug("closing session %d: %s", session.number, exc)
+        await close_connection(session.pc, self.config.pc_close_timeout_s, f"session {session.number}")
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -517,4 +511,25 @@ class PeerLink:
         task.add_done_callback(self._tasks.discard)
 
 
-__all__ = ["Half", "IceServer", "PeerLink", "Session", "SignalingError", "polite"]
+_CLOSING: set[asyncio.Task] = set()     # peer connections still closing after their time was up
+
+
+async def close_connection(pc: RTCPeerConnection, timeout: float, what: str = "the peer connection") -> None:
+    """Close `pc`, waiting at most `timeout` seconds; a close that takes longer goes on in
+    the background rather than being cancelled (aiortc's close cancelled half way leaves its
+    transports and tasks behind)."""
+    task = asyncio.ensure_future(pc.close())
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.debug("closing %s takes longer than %.2f s: it goes on in the background", what, timeout)
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+    task.add_done_callback(_closed_with)
+
+
+def _closed_with(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("closing a peer connection: %s", task.exception())
+
+
+__all__ = ["Half", "IceServer", "PeerLink", "Session", "SignalingError", "close_connection", "polite"]

@@ -195,6 +195,29 @@ def test_a_bye_that_cannot_go_out_does_not_hold_the_hang_up():
     run(main())
 
 
+def test_a_peer_connection_that_closes_slowly_is_not_cancelled_half_way():
+    """The hang-up waits `pc_close_timeout_s` for a peer connection to close; one that takes
+    longer (an aiortc close stuck on a transport) finishes in the background: cancelled half
+    way, aiortc leaves its transports and tasks behind."""
+    from live.peer import close_connection
+
+    class SlowToClose:
+        closed = False
+
+        async def close(self) -> None:
+            await asyncio.sleep(0.3)
+            self.closed = True
+
+    async def main():
+        pc = SlowToClose()
+        await close_connection(pc, 0.05)
+        assert not pc.closed                # back before it was done
+        await asyncio.sleep(0.5)
+        assert pc.closed
+
+    run(main())
+
+
 def test_an_answer_that_cannot_be_used_makes_the_offerer_offer_again():
     """The answerer's first answer is garbage: the offerer drops that session and, as after a
     broken connection, offers again; the second answer opens the call (it stalled before)."""

@@ -29,7 +29,7 @@ from live.cli import CallError
 from live.config import DEFAULT, LiveConfig
 from live.jitter import use_voice_jitter_buffer
 from live.lipsync import Hold, hold
-from live.peer import Half, PeerLink, Session
+from live.peer import Half, PeerLink, Session, close_connection
 from live.runner import LiveRunner
 from live.stats import kbps
 from models.face_model import FaceBasis
@@ -282,10 +282,7 @@ class TabCall:
         if self.runner is not None:
             await self.runner.shutdown()
         if self.pc is not None:
-            try:
-                await asyncio.wait_for(self.pc.close(), self.live.pc_close_timeout_s)
-            except Exception as exc:
-                log.debug("closing the browser connection: %s", exc)
+            await close_connection(self.pc, self.live.pc_close_timeout_s, "the browser connection")
         self.track.stop()
         self.voice_track.stop()
         self.finished = True
