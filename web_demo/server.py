@@ -56,7 +56,8 @@ STILL_SUFFIXES = {".jpg", ".jpeg", ".png"}     # what web_demo.portrait reads
 DEFAULT_STILLS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stills"
 #: Tabs in a call at once (each runs face tracking and synthesis on this machine).
 DEFAULT_MAX_CALLS = 4
-DEFAULT_MAX_PORTRAITS = 8   # tabs with a portrait open or being opened (each holds a synthesizer)
+#: Tabs with a portrait open or being opened at once (each holds a key frame and a synthesizer).
+DEFAULT_MAX_PORTRAITS = 8
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 
