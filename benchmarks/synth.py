@@ -34,6 +34,11 @@ CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "rt__
 WARMUP = 5
 
 
+def _start_of(path: Path, count: int) -> bytes:
+    with path.open("rb") as f:
+        return f.read(count)
+
+
 def stream_for(size: int, work: Path, frames: int) -> Path:
     """The benchmark's stream at `size`, encoded from CLIP when it is not there yet (or was
     made by another stream version, which the decoder would refuse)."""
@@ -41,7 +46,7 @@ def stream_for(size: int, work: Path, frames: int) -> Path:
 
     path = work / f"rt__3_{size}.fcv"
     start = write_file_start()
-    if path.exists() and path.read_bytes()[:len(start)] != start:
+    if path.exists() and _start_of(path, len(start)) != start:
         log.info("%s is of another stream version: encoded again", path)
         path.unlink()
     if not path.exists():

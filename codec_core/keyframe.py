@@ -52,7 +52,7 @@ class VVenCRuns:
             proc.kill()
             proc.communicate()
             raise KeyframeError(f"VVenC took more than {timeout:.0f} s for one picture") from None
-        except (BrokenPipeError, OSError, ValueError):  # killed by `stop` while being fed
+        except (OSError, ValueError):      # killed by `stop` while being fed (a broken pipe)
             proc.wait()
             out, err = b"", b""
         finally:

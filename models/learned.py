@@ -244,9 +244,13 @@ def steady_layers(change: torch.Tensor, renew: torch.Tensor, state: torch.Tensor
     """The full-size layers' `change` to the picture (B, 3, S, S; S = `size`, a number, so
     that the export sees a constant) renewed (`renew`, upsampled) from the previous frame's,
     unfolded from `state`'s channels after the first five."""
-    kept = F.pixel_shuffle(state[:, 5:], size // WORK)
     renew = F.interpolate(renew, size=(size, size), mode="bilinear", align_corners=False)
-    return kept + renew * (change - kept)
+    return renewed(F.pixel_shuffle(state[:, 5:], size // WORK), change, renew)
+
+
+def renewed(kept: torch.Tensor, new: torch.Tensor, renew: torch.Tensor) -> torch.Tensor:
+    """`kept` renewed towards `new` by the share `renew` (1: all new)."""
+    return kept + renew * (new - kept)
 
 
 class Corrected(NamedTuple):
@@ -310,8 +314,7 @@ def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor]
     renew = torch.ones_like(gate)
     if state is not None:
         renew = renewal(gate, disp, state[:, 3:5])
-        kept = state[:, :3]
-        correction = kept + renew * (correction - kept)
+        correction = renewed(state[:, :3], correction, renew)
     return Corrected((warped + correction).clamp(0.0, 1.0), correction, disp, eyes, torch.cat([correction, disp], 1),
                      renew)
 
