@@ -6,10 +6,9 @@ parity between backends, in one run.
 The parameters come from stream files (one per size, made from ../shared/data/clips/rt__3.mp4
 with the codec when missing, which needs MediaPipe; given ones need only the decoder), so
 the timing run needs no face tracker.  For each size and each of warp/torch, learned/torch,
-learned/torch without its regional refiner (`--no-regions`, the lighter setting) and
-learned/onnx (on the CPU, and on CUDA when present): build the synthesizer for the
-key frame, render a few frames to warm up, then time `render` on every frame (median and
-p95 ms).  Parity: the largest per-pixel difference between the learned synthesizer on
+learned/torch with its regional refiner (`--regions`) and learned/onnx (on the CPU, and on
+CUDA when present): build the synthesizer for the key frame, render a few frames to warm
+up, then time `render` on every frame (median and p95 ms).  Parity: the largest per-pixel difference between the learned synthesizer on
 torch and on ONNX Runtime over the same frames.  Writes DIR/report.md and DIR/results.json.
 """
 
@@ -64,7 +63,7 @@ def choices() -> list[Synthesis]:
     out = []
     for device in devices:
         out += [Synthesis("warp", "torch", device), Synthesis("learned", "torch", device),
-                Synthesis("learned", "torch", device, regions=False)]
+                Synthesis("learned", "torch", device, regions=True)]
         try:
             import onnxruntime
 
@@ -93,7 +92,7 @@ def time_one(stream: Path, synthesis: Synthesis) -> tuple[dict, np.ndarray]:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t) * 1000)
     ms = np.array(times)
-    name = synthesis.synth if synthesis.regions else f"{synthesis.synth} --no-regions"
+    name = f"{synthesis.synth} --regions" if synthesis.regions else synthesis.synth
     return ({"synth": name, "backend": synthesis.backend, "device": synthesis.device,
              "median_ms": round(float(np.median(ms)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
              "key_frame_setup_ms": round(setup * 1000, 1), "frames": len(ms)}, np.stack(frames))

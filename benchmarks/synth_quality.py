@@ -5,9 +5,9 @@ background held still, the stream's global picture motion ignored) and as it is 
 (`warp_gm`: following the global motion, as v2 does), so that the report separates what
 the global motion brings from what the generator brings.
 
-    python -m benchmarks.synth_quality [CLIPS...] --out DIR [--frames 250] [--no-regions]
+    python -m benchmarks.synth_quality [CLIPS...] --out DIR [--frames 250] [--regions]
 
-(`--no-regions`: v2 as its lighter setting; give it a copy of another run's work folder to
+(`--regions`: v2 with its regional refiner; give it a copy of another run's work folder to
 score the same streams without encoding them again.)
 
 Each clip (default: all of ../shared/data/clips) is encoded once with the codec's default
@@ -101,7 +101,7 @@ def region_lpips(lpips: LPIPS, reference: np.ndarray, frames: np.ndarray, boxes:
     return float(lpips.batch(cut(reference), cut(frames)).mean())
 
 
-def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS, tracker: FaceTracker, regions: bool = True) -> dict:
+def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS, tracker: FaceTracker, regions: bool = False) -> dict:
     config, basis = load_config(), FaceBasis.load()
     stream, crop = work / f"{clip.stem}.fcv", work / f"{clip.stem}_crop.mp4"
     if not stream.exists() or not crop.exists():
@@ -113,7 +113,7 @@ def run_clip(clip: Path, work: Path, frames: int, lpips: LPIPS, tracker: FaceTra
                     "eye_reference_bytes": len(parsed.eyes.picture) if parsed.eyes else 0}
     outputs, decoders = {}, {}
     for method in METHODS:
-        synthesis = Synthesis(method.removesuffix("_gm"), regions=regions if method == "learned" else True)
+        synthesis = Synthesis(method.removesuffix("_gm"), regions=regions and method == "learned")
         decoder = decoders[method] = FaceDecoder(parsed.header, basis, synthesis)
         decoder.set_keyframe(parsed.keyframe, parsed.eyes)
         still = method == "warp"           # v1 as it was: the global motion ignored
@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("clips", nargs="*", type=Path, help="clips (default: every *.mp4 in ../shared/data/clips)")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--frames", type=int, default=250, help="first N frames of each clip (default %(default)s)")
-    ap.add_argument("--no-regions", action="store_true",
-                    help="v2 as its lighter setting, without the regional refiner (the streams are the same)")
+    ap.add_argument("--regions", action="store_true",
+                    help="v2 with its regional refiner of the eyes and the mouth (the streams are the same)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     clips = args.clips or sorted(CLIPS.glob("*.mp4"))
@@ -216,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     with FaceTracker(still=True) as tracker:
         for clip in tqdm(clips, desc="clips", unit="clip"):
             try:
-                results.append(run_clip(clip, work, args.frames, lpips, tracker, not args.no_regions))
+                results.append(run_clip(clip, work, args.frames, lpips, tracker, args.regions))
             except Exception as exc:  # one clip's failure is reported, the run goes on
                 log.error("%s: %s: %s", clip.name, type(exc).__name__, exc)
             (args.out / "results.json").write_text(json.dumps(results, indent=1))
     report = summarise(results, validation)
-    setting = " --no-regions" if args.no_regions else ""
+    setting = " --regions" if args.regions else ""
     (args.out / "report.md").write_text(f"# Synthesizer quality: v1 (warp) against v2 (learned{setting})\n\n{report}\n")
     print(report)
     return 0

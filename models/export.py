@@ -89,10 +89,10 @@ NEXT_STATE = "next_state"
 EXPORTER = "torch.onnx.export (TorchScript exporter, dynamo=False)"
 
 
-def default_path(size: int, regions: bool = True) -> Path:
+def default_path(size: int, regions: bool = False) -> Path:
     """Where the backend looks for (and exports) the graph of one picture size (and setting:
-    without the regional refiner, the lighter one)."""
-    return DEFAULT_DIR / f"synth_v2_{size}{'' if regions else '_noregions'}.onnx"
+    `regions`, with the regional refiner, has its own file)."""
+    return DEFAULT_DIR / f"synth_v2_{size}{'_regions' if regions else ''}.onnx"
 
 
 def metadata_path(onnx_path: Path) -> Path:
@@ -173,7 +173,7 @@ class PerFrame(torch.nn.Module):
 
 
 def example_graph(generator: Generator, size: int, device: str | torch.device = "cpu",
-                  regions: bool = True) -> SynthGraph:
+                  regions: bool = False) -> SynthGraph:
     """A SynthGraph of a made-up key frame (`models.synthesizers.example_keyframe`) to trace
     the export with: the traced operations do not depend on the values, only on the shapes.
     Its eye reference layer is on (laying nothing here), so that the file serves key frames
@@ -196,7 +196,7 @@ def _shapes(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
 
 
 def export(generator: Generator, out: Path, size: int = 256, opset: int = OPSET,
-           regions: bool = True) -> dict[str, Any]:
+           regions: bool = False) -> dict[str, Any]:
     """Export the per-frame graph of `size` (`regions`: with the regional refiner) to `out`
     (and its JSON beside it); the metadata.
     Written to temporary files and moved into place, so a reader never sees half a file."""
@@ -254,7 +254,7 @@ def read_metadata(onnx_path: Path) -> dict[str, Any] | None:
         return None
 
 
-def matches(meta: dict[str, Any] | None, generator: Generator, size: int, regions: bool = True) -> bool:
+def matches(meta: dict[str, Any] | None, generator: Generator, size: int, regions: bool = False) -> bool:
     """Whether an exported file (its metadata) is the graph of these weights at this size and setting."""
     return (meta is not None and meta.get("generator_version") == Generator.VERSION and meta.get("size") == size
             and meta.get("regions") == regions
@@ -264,12 +264,13 @@ def matches(meta: dict[str, Any] | None, generator: Generator, size: int, region
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m models.export", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=None, help="ONNX file (default: out/onnx/synth_v2_{size}.onnx)")
+    ap.add_argument("--out", type=Path, default=None, help="ONNX file (default: out/onnx/synth_v2_{size}.onnx, "
+                    "with --regions synth_v2_{size}_regions.onnx)")
     ap.add_argument("--size", type=int, default=256, choices=SIZES, help="picture size (default 256)")
     ap.add_argument("--weights", type=Path, default=ASSET, help=f"generator weights (default {ASSET})")
     ap.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
-    ap.add_argument("--no-regions", action="store_true",
-                    help="without the regional refiner of the eyes and the mouth (the lighter setting)")
+    ap.add_argument("--regions", action="store_true",
+                    help="with the regional refiner of the eyes and the mouth (--synth learned --regions)")
     return ap
 
 
@@ -283,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as exc:
         log.error("error: %s", exc)
         return 1
-    regions = not args.no_regions
-    export(generator, args.out or default_path(args.size, regions), args.size, args.opset, regions)
+    export(generator, args.out or default_path(args.size, args.regions), args.size, args.opset, args.regions)
     return 0
 
 

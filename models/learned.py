@@ -129,10 +129,10 @@ class SynthGraph(torch.nn.Module):
 
     def __init__(self, generator: Generator, geometry: KeyGeometry, keyframe: torch.Tensor,
                  ref_params: torch.Tensor, key_iris_free: torch.Tensor, lid_colours: torch.Tensor,
-                 regions: bool = True, eyes: EyePatches | None = None) -> None:
+                 regions: bool = False, eyes: EyePatches | None = None) -> None:
         super().__init__()
         self.generator = generator
-        self.regions = regions          # the regional refiner on (off: the lighter setting, --no-regions)
+        self.regions = regions          # the regional refiner on (--regions; off by default)
         self.geometry = geometry
         size = keyframe.shape[-1]
         self.size = size
@@ -320,7 +320,7 @@ def correct(generator: Generator, key: KeyPictures, features: list[torch.Tensor]
 
 
 def build_graph(generator: Generator, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray,
-                ring_weights: np.ndarray, device: str | torch.device = "cpu", regions: bool = True,
+                ring_weights: np.ndarray, device: str | torch.device = "cpu", regions: bool = False,
                 eyes: EyePatches | None = None) -> SynthGraph:
     """The per-frame graph of one key frame (uint8 H x W x 3) and its reference (`regions`:
     with the regional refiner; `eyes`: its eye reference, models.eye_reference)."""
@@ -381,7 +381,7 @@ class LearnedSynthesizer:
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
                  device: str = "cpu", generator: Generator | None = None, compiled: bool = False,
-                 regions: bool = True, eyes: EyePatches | None = None) -> None:
+                 regions: bool = False, eyes: EyePatches | None = None) -> None:
         self.device = torch.device(device)
         self.graph = build_graph(generator or load_generator(device=self.device), keyframe, model, ref_params,
                                  ring_weights, self.device, regions, eyes)

@@ -89,7 +89,7 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
-def model_file(generator: Generator, size: int, onnx_model: Path | None = None, regions: bool = True) -> Path:
+def model_file(generator: Generator, size: int, onnx_model: Path | None = None, regions: bool = False) -> Path:
     """The exported graph of these weights at this size and setting: found, or exported on first use."""
     path = Path(onnx_model) if onnx_model is not None else default_path(size, regions)
     meta = read_metadata(path)
@@ -99,7 +99,7 @@ def model_file(generator: Generator, size: int, onnx_model: Path | None = None, 
         why = "no JSON beside it" if meta is None else (
             f"it was exported for {meta.get('generator_version')!r} at size {meta.get('size')} "
             f"{'with' if meta.get('regions') else 'without'} the regional refiner from other weights")
-        option = "" if regions else " --no-regions"
+        option = " --regions" if regions else ""
         raise OnnxBackendError(f"{path} does not fit the synthesizer's weights ({Generator.VERSION}, size {size}, "
                                f"{'with' if regions else 'without'} the regional refiner): {why}; export it with "
                                f"`python -m models.export --out {path} --size {size}{option}`")
@@ -114,7 +114,7 @@ class OnnxSynthesizer:
 
     def __init__(self, keyframe: np.ndarray, model: FaceModel, ref_params: np.ndarray, ring_weights: np.ndarray,
                  device: str = "cpu", generator: Generator | None = None, onnx_model: Path | None = None,
-                 threads: int | None = None, regions: bool = True, eyes: EyePatches | None = None) -> None:
+                 threads: int | None = None, regions: bool = False, eyes: EyePatches | None = None) -> None:
         ort = _runtime()
         self.device = torch.device(device)
         chosen = providers(self.device)

@@ -174,28 +174,31 @@ def test_the_onnx_backend_is_for_the_learned_synthesizer_only(key):
         Synthesis("warp", onnx_model=Path("graph.onnx")).check()      # it would be ignored
 
 
-def test_the_lighter_setting_has_its_own_graph_and_skips_the_refiner_only(key, generator, exported, tmp_path):
+def test_the_refiner_setting_has_its_own_graph_and_adds_the_refiner_only(key, generator, exported, tmp_path):
+    """--regions: the regional refiner on top of the default graph, in its own ONNX file."""
     tracked, ref = key
     args = (tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights)
-    with pytest.raises(ValueError, match="no-regions"):
-        Synthesis("warp", regions=False).build(*args)
-    lighter = tmp_path / "lighter.onnx"
-    assert export(generator, lighter, 256, regions=False)["regions"] is False
-    with pytest.raises(OnnxBackendError, match="without the regional refiner"):
-        OnnxSynthesizer(*args, generator=generator, onnx_model=lighter)          # asked with it
+    with pytest.raises(ValueError, match="--regions is a setting of the learned synthesizer"):
+        Synthesis("warp", regions=True).build(*args)
+    refined = tmp_path / "refined.onnx"
+    assert export(generator, refined, 256, regions=True)["regions"] is True
+    with pytest.raises(OnnxBackendError, match="with the regional refiner"):
+        OnnxSynthesizer(*args, generator=generator, onnx_model=refined)          # asked without it
     params, motions = real_frames(key)
-    torch_lighter = LearnedSynthesizer(*args, generator=generator, regions=False)
-    onnx_lighter = OnnxSynthesizer(*args, generator=generator, onnx_model=lighter, regions=False)
+    torch_refined = LearnedSynthesizer(*args, generator=generator, regions=True)
+    onnx_refined = OnnxSynthesizer(*args, generator=generator, onnx_model=refined, regions=True)
     no_refiner = copy.deepcopy(generator)
     for net in (no_refiner.regions.eyes, no_refiner.regions.mouth):
         net.out.weight.data.zero_()
         net.out.bias.data.zero_()
-    full, zeroed = LearnedSynthesizer(*args, generator=generator), LearnedSynthesizer(*args, generator=no_refiner)
+    plain = LearnedSynthesizer(*args, generator=generator)
+    zeroed = LearnedSynthesizer(*args, generator=no_refiner, regions=True)
     for p, m in zip(params, motions):
-        ours = torch_lighter.render(p, m).astype(int)
-        assert np.abs(ours - onnx_lighter.render(p, m)).max() <= 1
-        assert np.array_equal(ours, zeroed.render(p, m))        # the refiner is all it leaves out
-        assert not np.array_equal(ours, full.render(p, m))
+        ours = torch_refined.render(p, m).astype(int)
+        assert np.abs(ours - onnx_refined.render(p, m)).max() <= 1
+        default = plain.render(p, m)
+        assert np.array_equal(default, zeroed.render(p, m))        # the refiner is all it adds
+        assert not np.array_equal(ours, default)
 
 
 def test_a_model_of_other_weights_is_refused_and_a_missing_one_exported(key, exported, tmp_path):
@@ -278,7 +281,7 @@ def test_warm_up_prepares_the_function_every_key_frame_of_the_size_reuses(monkey
     monkeypatch.setattr(learned.torch, "compile", fake_compile)
     monkeypatch.setattr(learned, "_COMPILED", {})
     Synthesis("learned", device="cpu", compiled=True).warm_up(256)
-    assert len(calls) == 1 and list(learned._COMPILED) == [(256, "cpu", id(learned.load_generator()), True)]
+    assert len(calls) == 1 and list(learned._COMPILED) == [(256, "cpu", id(learned.load_generator()), False)]
     Synthesis("learned").warm_up(256)           # without --compile: nothing
     assert len(calls) == 1
     tracked, ref = key

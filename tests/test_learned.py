@@ -63,7 +63,7 @@ def drawing_generator() -> Generator:
 def test_key_frame_parameters_give_back_the_key_frame_whatever_the_weights(key):
     tracked, ref = key
     synth = LearnedSynthesizer(tracked[0].crop, ref.face_model(), ref.reference_params(), ref.ring_weights,
-                               generator=drawing_generator())      # the gates must hold
+                               generator=drawing_generator(), regions=True)      # the gates must hold
     assert np.array_equal(synth.render(ref.reference_params()), tracked[0].crop)
 
 
@@ -73,9 +73,9 @@ def test_the_refiner_draws_on_the_regions_that_moved_and_only_there(key):
     params = ref.reference_params().copy()
     params[I_EYE_R] *= 0.3                                      # the right eye closes, nothing else moves
     plain = LearnedSynthesizer(tracked[0].crop, model, ref.reference_params(), ref.ring_weights,
-                               generator=Generator())
+                               generator=Generator(), regions=True)
     drawing = LearnedSynthesizer(tracked[0].crop, model, ref.reference_params(), ref.ring_weights,
-                                 generator=drawing_generator())
+                                 generator=drawing_generator(), regions=True)
     drawing.graph.generator.decoder.out.weight.data.zero_()   # the generator's correction as in `plain`
     drawing.graph.generator.decoder.out.bias.data.zero_()
     changed = np.abs(drawing.render(params).astype(int) - plain.render(params).astype(int)).max(-1) > 0

@@ -18,16 +18,19 @@ from receiver.pace import SynthesisPace
 from receiver.render import RenderEvents, RenderJob, RenderWorker
 
 FIXTURES = Path(__file__).parent / "fixtures"
+REFINED = "learned --regions (torch, cpu)"
 LEARNED = "learned (torch, cpu)"
-LIGHTER = "learned --no-regions (torch, cpu)"
 
 
 def test_auto_is_the_learned_synthesizer_for_ifvc_and_v1_for_other_formats():
     auto = Synthesis("auto")
     best = auto.resolved()
-    assert (best.synth, best.regions, best.automatic) == ("learned", True, True)
-    assert [s.describe() for s in (best, best.lighter(), best.lighter().lighter())] == [LEARNED, LIGHTER, "warp"]
-    assert best.lighter().lighter().lighter() is None
+    assert (best.synth, best.regions, best.automatic) == ("learned", False, True)
+    assert [s.describe() for s in (best, best.lighter())] == [LEARNED, "warp"]
+    assert best.lighter().lighter() is None
+    refined = Synthesis("auto", regions=True).resolved()            # --regions: the refiner goes first
+    assert [s.describe() for s in (refined, refined.lighter(), refined.lighter().lighter())] == [
+        REFINED, LEARNED, "warp"]
     assert auto.resolved(ifvc=False).synth == "warp"
     assert best.resolved(ifvc=False).synth == "warp"              # picked, so it may play fomm with v1
     assert Synthesis("learned").resolved(ifvc=False).synth == "learned"    # named: refused, not swapped
@@ -39,14 +42,14 @@ def test_auto_is_the_learned_synthesizer_for_ifvc_and_v1_for_other_formats():
 def test_a_decoder_with_auto_draws_with_the_learned_synthesizer_and_steps_down_on_the_key_frame_in_use():
     header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
     record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
-    decoder = FaceDecoder(header, synthesis=Synthesis("auto"))
-    assert decoder.synthesis.describe() == LEARNED
+    decoder = FaceDecoder(header, synthesis=Synthesis("auto", regions=True))
+    assert decoder.synthesis.describe() == REFINED
     decoder.set_keyframe(record)
     params = decoder.reference.reference_params().copy()
     params[-5:] += 1.0                                              # the face moves: the refiner draws
     before = decoder.render(params)
     decoder.set_synthesis(decoder.synthesis.lighter())
-    lighter = FaceDecoder(header, synthesis=Synthesis("learned", regions=False))
+    lighter = FaceDecoder(header, synthesis=Synthesis("learned"))
     lighter.set_keyframe(record)
     assert np.array_equal(decoder.render(params), lighter.render(params))
     assert not np.array_equal(before, lighter.render(params))
@@ -57,7 +60,7 @@ def test_a_key_frame_decoding_while_the_receiver_steps_down_is_ready_with_the_li
     frame's synthesizer again before it says ready, so the switch to it builds nothing."""
     header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
     record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
-    decoder = FaceDecoder(header, synthesis=Synthesis("auto"))
+    decoder = FaceDecoder(header, synthesis=Synthesis("auto", regions=True))
     decode = decoder.decode_keyframe
 
     def stepped_down_meanwhile(rec):
@@ -67,26 +70,27 @@ def test_a_key_frame_decoding_while_the_receiver_steps_down_is_ready_with_the_li
 
     monkeypatch.setattr(decoder, "decode_keyframe", stepped_down_meanwhile)
     decoded = render._prepare(decoder, record)
-    assert decoded.synthesis == decoder.synthesis and decoded.synthesis.describe() == LIGHTER
+    assert decoded.synthesis == decoder.synthesis and decoded.synthesis.describe() == LEARNED
     assert not decoder.fit_synthesis(decoded)          # nothing left to build at the switch
 
 
 def test_the_probe_steps_down_to_the_first_setting_within_the_budget():
-    times = {LEARNED: 90.0, LIGHTER: 30.0, "warp": 10.0}
-    auto = SynthesisPace(Synthesis("auto"), fps=25.0)               # 32 ms a frame
-    assert auto.probe(lambda s: times[s.describe()]).describe() == LIGHTER
-    assert [(s.before, s.after, s.when) for s in auto.steps] == [(LEARNED, LIGHTER, "before the call")]
+    times = {REFINED: 90.0, LEARNED: 30.0, "warp": 10.0}
+    auto = SynthesisPace(Synthesis("auto", regions=True), fps=25.0)     # 32 ms a frame
+    assert auto.probe(lambda s: times[s.describe()]).describe() == LEARNED
+    assert [(s.before, s.after, s.when) for s in auto.steps] == [(REFINED, LEARNED, "before the call")]
     slow = SynthesisPace(Synthesis("auto"), fps=50.0)               # 16 ms a frame
     assert slow.probe(lambda s: times[s.describe()]).describe() == "warp"
-    named = SynthesisPace(Synthesis("learned"))
-    assert named.probe(lambda s: pytest.fail("a named synthesizer is not timed")).describe() == LEARNED
+    assert [(s.before, s.after) for s in slow.steps] == [(LEARNED, "warp")]
+    named = SynthesisPace(Synthesis("learned", regions=True))
+    assert named.probe(lambda s: pytest.fail("a named synthesizer is not timed")).describe() == REFINED
 
 
 def test_in_the_call_a_setting_steps_down_after_a_window_over_budget_and_never_back_up():
-    p = SynthesisPace(Synthesis("auto"), fps=25.0)
+    p = SynthesisPace(Synthesis("auto", regions=True), fps=25.0)
     for _ in range(pace.WINDOW - 1):
         assert p.rendered(100.0) is None
-    assert p.rendered(100.0).describe() == LIGHTER                 # the window's median is over 32 ms
+    assert p.rendered(100.0).describe() == LEARNED                 # the window's median is over 32 ms
     for _ in range(3 * pace.WINDOW):                                 # within the budget: it stays
         assert p.rendered(5.0) is None
     p.set_fps(100.0)                                                 # 8 ms a frame: 5 ms still fits
@@ -115,7 +119,7 @@ def test_the_synthesis_thread_steps_down_in_the_call_and_keeps_rendering(monkeyp
         ignore = lambda *args: None
         failed = lambda key, why, *kept: ready.set_exception(AssertionError(why))
         worker = RenderWorker(loop, RenderEvents(lambda r: drawn.append(r.synthesis), ready.set_result, failed,
-                                                 ignore, ignore), [], synthesis=Synthesis("auto"))
+                                                 ignore, ignore), [], synthesis=Synthesis("auto", regions=True))
         worker.set_header(header)
         worker.set_keyframe(record)
         await asyncio.wait_for(ready, 60)
@@ -126,7 +130,7 @@ def test_the_synthesis_thread_steps_down_in_the_call_and_keeps_rendering(monkeyp
         await loop.run_in_executor(None, worker.stop, 5.0)
         return drawn
 
-    assert asyncio.run(main()) == [LEARNED] * 3 + [LIGHTER] * 3 + ["warp"] * 2
+    assert asyncio.run(main()) == [REFINED] * 3 + [LEARNED] * 3 + ["warp"] * 2
 
 
 def test_only_a_twin_of_a_kept_key_frame_is_decoded_below_the_synthesis_thread(monkeypatch):
