@@ -95,7 +95,8 @@ def warp_features(features: list[torch.Tensor], grid: torch.Tensor) -> list[torc
     out = []
     g = grid.permute(0, 3, 1, 2)
     for f in features:
-        gl = F.interpolate(g, size=f.shape[-2:], mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+        gl = grid if f.shape[-2:] == grid.shape[1:3] else F.interpolate(
+            g, size=f.shape[-2:], mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
         out.append(F.grid_sample(f.expand(len(grid), -1, -1, -1), gl, mode="bilinear", padding_mode="border",
                                  align_corners=False))
     return out

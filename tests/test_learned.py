@@ -316,6 +316,31 @@ def test_the_torch_field_agrees_with_v1s_rasterised_one_on_a_head_turn(key, yaw)
     assert np.percentile(apart, 99) < 3.0
 
 
+def test_the_field_of_a_batch_of_key_frames_is_each_one_alone(key):
+    """Training runs `dense_motion` on batches of different key frames (their meshes stacked):
+    each frame's field is the one it gets alone, with its own key frame's mesh."""
+    from models.learned import frame_points
+    from models.motion import SourceMesh, dense_motion
+
+    tracked, ref = key
+    model, ref_params = ref.face_model(), ref.reference_params()
+    graph = LearnedSynthesizer(tracked[0].crop, model, ref_params, ref.ring_weights, generator=Generator()).graph
+    sources = [graph.source, graph.source * 0.9 + 0.05]        # a second key frame: the face smaller, moved
+    meshes = [SourceMesh.build(source[0].numpy(), WORK).tensors("cpu") for source in sources]
+    params = np.stack([ref_params, ref_params])
+    params[0, I_YAW] -= 20
+    params[1, I_YAW] += 20
+    with torch.inference_mode():
+        target, _ = graph.geometry.points(torch.tensor(params, dtype=torch.float32), torch.zeros(2, 4))
+        target = frame_points(target, 256)
+        alone = [dense_motion(m, s, target[i:i + 1], graph.exact, WORK)[0] for i, (m, s) in
+                 enumerate(zip(meshes, sources))]
+        batch = MeshTensors(*(torch.cat(tables) for tables in zip(*meshes)))
+        together, _ = dense_motion(batch, torch.cat(sources), target, graph.exact, WORK)
+    assert not torch.equal(alone[0], alone[1])
+    assert torch.allclose(together, torch.cat(alone), atol=1e-6)
+
+
 def _stateless(synth: LearnedSynthesizer, params: np.ndarray) -> np.ndarray:
     """The picture of `params` drawn from `steady_start` (nothing kept from frames before)."""
     with torch.inference_mode():
