@@ -8,8 +8,9 @@ with the codec when missing, which needs MediaPipe; given ones need only the dec
 the timing run needs no face tracker.  For each size and each of warp/torch, learned/torch,
 learned/torch with its regional refiner (`--regions`) and learned/onnx (on the CPU, and on
 CUDA when present): build the synthesizer for the key frame, render a few frames to warm
-up, then time `render` on every frame (median and p95 ms).  Parity: the largest per-pixel difference between the learned synthesizer on
-torch and on ONNX Runtime over the same frames.  Writes DIR/report.md and DIR/results.json.
+up, then time `render` on every frame (median and p95 ms).  Parity: the largest per-pixel
+difference between the learned synthesizer on torch and on ONNX Runtime over the same
+frames.  Writes DIR/report.md and DIR/results.json.
 """
 
 from __future__ import annotations
