@@ -39,6 +39,21 @@ def test_auto_is_the_learned_synthesizer_for_ifvc_and_v1_for_other_formats():
         check_decoder_choice(format_named("fomm"), Synthesis("learned"), "geometry")
 
 
+def test_the_options_leave_the_refiner_out_unless_asked_and_refuse_it_for_v1():
+    import argparse
+
+    from models.synthesizers import add_synthesis_options, synthesis_from_args
+
+    parser = argparse.ArgumentParser()
+    add_synthesis_options(parser)
+    chosen = [synthesis_from_args(parser.parse_args(argv)) for argv in (
+        ["--device", "cpu"], ["--device", "cpu", "--regions"], ["--synth", "learned", "--regions"])]
+    assert [(c.synth, c.regions) for c in chosen] == [("auto", False), ("auto", True), ("learned", True)]
+    assert chosen[2].describe() == REFINED
+    with pytest.raises(ValueError, match="--regions is a setting of the learned synthesizer"):
+        synthesis_from_args(parser.parse_args(["--synth", "warp", "--regions"]))
+
+
 def test_a_decoder_with_auto_draws_with_the_learned_synthesizer_and_steps_down_on_the_key_frame_in_use():
     header = SessionHeader.unpack((FIXTURES / "session_header.bin").read_bytes())
     record = Keyframe.unpack((FIXTURES / "keyframe.bin").read_bytes())
