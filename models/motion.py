@@ -363,10 +363,11 @@ def dense_motion(mesh: MeshTensors, source: torch.Tensor, target: torch.Tensor, 
         disp = -F.grid_sample(push, identity + disp.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
                               align_corners=False)
     simplex_map = mesh.simplex.expand(b, -1).view(b, 1, size, size).float()
-    # per triangle: its target corners (6), key-frame corners (6) and corners' exactness (3),
-    # so that a pixel's triangle is one row to pick
+    # per triangle: its target corners (6), the walk's table; then its key-frame corners (6) and
+    # corners' exactness (3), so that a pixel's triangle is one row to pick
     triangles = mesh.triangles.expand(b, -1, -1)
-    triangle_table = torch.cat([corners(target, triangles).flatten(2), corners(source, triangles).flatten(2),
+    target_table = corners(target, triangles).flatten(2)
+    triangle_table = torch.cat([target_table, corners(source, triangles).flatten(2),
                                 corners(exact[..., None], triangles).flatten(2)], -1)
     p = identity.reshape(1, -1, 2)
     exactness = torch.zeros_like(disp[:, :1])
@@ -375,7 +376,7 @@ def dense_motion(mesh: MeshTensors, source: torch.Tensor, target: torch.Tensor, 
                               padding_mode="border", align_corners=False)
         tid = found.reshape(b, -1).round().long()
         for _ in range(WALK_STEPS):
-            u, v, _ = barycentric(rows(triangle_table, tid)[..., :6].view(b, -1, 3, 2), p)
+            u, v, _ = barycentric(rows(target_table, tid).view(b, -1, 3, 2), p)
             weakest, side = torch.stack([1.0 - u - v, u, v], -1).min(-1)
             across = torch.gather(rows(mesh.neighbours, tid), 2, side[..., None])[..., 0]
             tid = torch.where((weakest < -WALK_TOLERANCE) & (across >= 0), across, tid)
